@@ -1,0 +1,27 @@
+# `make demo` and `make test` set everything up themselves (a project virtualenv in .venv).
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch; override on a GPU host, e.g. TORCH_SPEC="torch==2.13.0"
+TORCH_SPEC ?= torch==2.13.0
+BIN = $(VENV)/bin
+STAMP = $(VENV)/.installed
+
+.PHONY: venv demo test clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[server,dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/python -m ppo_server.demo --repository build/demo_repository --out demo_output
+
+test: venv
+	$(BIN)/python -m pytest -q -ra
+
+clean:
+	rm -rf build demo_output .pytest_cache

@@ -1,0 +1,37 @@
+"""The one CLI boundary: logging set-up, and the project's errors turned into a message and an exit code."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.text import Text
+
+from ppo_client.errors import PPOError
+
+console = Console(stderr=True)
+"""User-facing messages and progress go to stderr; stdout stays for results."""
+
+INTERRUPTED_EXIT_CODE = 130
+
+
+def setup_logging(verbose: int = 0) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
+    logging.basicConfig(level=level, format="%(name)s: %(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    if verbose < 2:
+        for noisy in ("httpx", "httpcore", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_cli(command: Callable[[], int | None]) -> int:
+    """Run ``command``; a ``PPOError`` becomes ``error: <message>`` and its exit code."""
+    try:
+        return command() or 0
+    except PPOError as exc:
+        console.print(Text.assemble(("error: ", "bold red"), str(exc)))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return INTERRUPTED_EXIT_CODE

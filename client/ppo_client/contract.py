@@ -1,0 +1,131 @@
+"""The server/client contract: model names, tensor names, dtypes, shapes and request limits.
+
+This is the only place these facts live. The exporter generates ``config.pbtxt`` files from it,
+the python-backend models read their inputs by these names, and the SDK builds requests from it.
+It imports nothing heavy so that every side can use it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class DataType(enum.Enum):
+    """Tensor element types used by the project, with their numpy and Triton spellings."""
+
+    BYTES = ("BYTES", "TYPE_STRING", np.object_)
+    UINT8 = ("UINT8", "TYPE_UINT8", np.uint8)
+    INT32 = ("INT32", "TYPE_INT32", np.int32)
+    INT64 = ("INT64", "TYPE_INT64", np.int64)
+    FP32 = ("FP32", "TYPE_FP32", np.float32)
+
+    @property
+    def wire(self) -> str:
+        """Name on the inference protocol (``"FP32"``)."""
+        return self.value[0]
+
+    @property
+    def config(self) -> str:
+        """Name in a model configuration (``"TYPE_FP32"``)."""
+        return self.value[1]
+
+    @property
+    def numpy(self) -> type:
+        return self.value[2]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output; ``dims`` exclude the batch dimension, -1 marks a variable one."""
+
+    name: str
+    dtype: DataType
+    dims: tuple[int, ...]
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int
+
+    def input(self, name: str) -> TensorSpec:
+        return _find(self.inputs, name, self.name)
+
+    def output(self, name: str) -> TensorSpec:
+        return _find(self.outputs, name, self.name)
+
+
+def _find(specs: tuple[TensorSpec, ...], name: str, model: str) -> TensorSpec:
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"model {model!r} has no tensor {name!r}")
+
+
+# --- component models (one ONNX graph each; tensor names equal the ONNX graph's names) ---
+
+TEXT_ENCODER = ModelContract(
+    name="text_encoder",
+    inputs=(TensorSpec("INPUT_IDS", DataType.INT64, (-1,)),),
+    outputs=(TensorSpec("LAST_HIDDEN_STATE", DataType.FP32, (-1, -1)),),
+    max_batch_size=64,
+)
+
+UNET = ModelContract(
+    name="unet",
+    inputs=(
+        TensorSpec("SAMPLE", DataType.FP32, (-1, -1, -1)),
+        TensorSpec("TIMESTEP", DataType.FP32, (1,)),
+        TensorSpec("ENCODER_HIDDEN_STATES", DataType.FP32, (-1, -1)),
+    ),
+    outputs=(TensorSpec("NOISE_PRED", DataType.FP32, (-1, -1, -1)),),
+    max_batch_size=64,
+)
+
+VAE_DECODER = ModelContract(
+    name="vae_decoder",
+    inputs=(TensorSpec("LATENT", DataType.FP32, (-1, -1, -1)),),
+    outputs=(TensorSpec("IMAGE", DataType.FP32, (-1, -1, -1)),),
+    max_batch_size=64,
+)
+
+# --- the text-to-image pipeline model: one image per batch row ---
+
+TXT2IMG = ModelContract(
+    name="txt2img",
+    inputs=(
+        TensorSpec("PROMPT", DataType.BYTES, (1,)),
+        TensorSpec("NEGATIVE_PROMPT", DataType.BYTES, (1,), optional=True),
+        TensorSpec("SEED", DataType.INT64, (1,)),
+        TensorSpec("STEPS", DataType.INT32, (1,)),
+        TensorSpec("GUIDANCE_SCALE", DataType.FP32, (1,)),
+        TensorSpec("HEIGHT", DataType.INT32, (1,)),
+        TensorSpec("WIDTH", DataType.INT32, (1,)),
+        TensorSpec("SCHEDULER", DataType.BYTES, (1,), optional=True),
+    ),
+    outputs=(TensorSpec("IMAGE", DataType.UINT8, (-1, -1, 3)),),
+    max_batch_size=16,
+)
+
+COMPONENTS = (TEXT_ENCODER, UNET, VAE_DECODER)
+ALL_MODELS = (*COMPONENTS, TXT2IMG)
+
+# --- request limits, checked by the SDK before sending and by the server on arrival ---
+
+MIN_STEPS = 1
+MAX_STEPS = 200
+MAX_GUIDANCE_SCALE = 100.0
+SIDE_MULTIPLE = 8
+"""Height and width are always multiples of this; a model may require a larger multiple."""
+MAX_PROMPTS_PER_REQUEST = 8
+"""Prompts (batch rows) one ``txt2img`` request may carry; the rest of the batch is for merging."""
+SEED_RANGE = (0, 2**63 - 1)
+
+SCHEDULERS = ("pndm", "ddim", "euler", "dpm_multistep")
+"""Names a request may pass as ``SCHEDULER``; empty means the scheduler the model was exported with."""

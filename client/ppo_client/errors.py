@@ -1,0 +1,56 @@
+"""Errors raised by the client SDK.
+
+    PPOError                      base of everything the project raises on purpose
+    ├── InvalidRequestError       a request field is out of range; raised before anything is sent
+    ├── ServerError               the inference server was involved
+    │   ├── ServerUnavailableError   it cannot be reached or is not ready
+    │   ├── ModelNotFoundError       it does not serve a model the call needs
+    │   └── InferenceError           it answered a request with an error (its message is kept)
+    └── DependencyError           an optional dependency is missing (the message says what to install)
+
+Server-side tooling (export, embedded server) subclasses ``PPOError`` in its own module, so one CLI
+boundary can report any of them.
+"""
+
+from __future__ import annotations
+
+
+class PPOError(Exception):
+    """Base class; the CLIs turn it into a message and a non-zero exit code."""
+
+    exit_code = 1
+
+
+class InvalidRequestError(PPOError, ValueError):
+    exit_code = 2
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ServerError(PPOError):
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message if url is None else f"{message} (server {url})")
+        self.url = url
+
+
+class ServerUnavailableError(ServerError):
+    pass
+
+
+class ModelNotFoundError(ServerError):
+    pass
+
+
+class InferenceError(ServerError):
+    """The server rejected or failed a request; ``server_message`` is its text, unchanged."""
+
+    def __init__(self, server_message: str, *, model: str, url: str | None = None) -> None:
+        super().__init__(f"{model}: {server_message}", url=url)
+        self.server_message = server_message
+        self.model = model
+
+
+class DependencyError(PPOError):
+    pass

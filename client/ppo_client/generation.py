@@ -1,0 +1,118 @@
+"""A text-to-image request and the checks on its fields, shared by the SDK and the server.
+
+The SDK checks a request before sending it; the ``txt2img`` model checks every batch row again on
+arrival (other clients exist) with the same functions, naming the tensor instead of the argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from ppo_client import contract
+from ppo_client.errors import InvalidRequestError
+
+
+@dataclass(frozen=True)
+class SizeLimits:
+    """Image sides a served pipeline supports; the server publishes its own in the model config."""
+
+    multiple: int = contract.SIDE_MULTIPLE
+    min_side: int = contract.SIDE_MULTIPLE
+    max_side: int = 2048
+    native_side: int = 512
+    """The side the model was trained at; requests that leave height/width at 0 get it."""
+
+
+def check_steps(value: int, field: str = "steps") -> int:
+    if isinstance(value, bool) or int(value) != value:
+        raise InvalidRequestError(field, f"must be an integer, got {value!r}")
+    value = int(value)
+    if not contract.MIN_STEPS <= value <= contract.MAX_STEPS:
+        raise InvalidRequestError(
+            field, f"must be between {contract.MIN_STEPS} and {contract.MAX_STEPS}, got {value}"
+        )
+    return value
+
+
+def check_guidance(value: float, field: str = "guidance_scale") -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise InvalidRequestError(field, f"must be a finite number, got {value}")
+    if not 0.0 <= value <= contract.MAX_GUIDANCE_SCALE:
+        raise InvalidRequestError(
+            field, f"must be between 0 and {contract.MAX_GUIDANCE_SCALE:g}, got {value:g}"
+        )
+    return value
+
+
+def check_side(value: int, field: str, limits: SizeLimits = SizeLimits()) -> int:
+    if isinstance(value, bool) or int(value) != value:
+        raise InvalidRequestError(field, f"must be an integer, got {value!r}")
+    value = int(value)
+    if value % limits.multiple:
+        raise InvalidRequestError(field, f"must be a multiple of {limits.multiple}, got {value}")
+    if not limits.min_side <= value <= limits.max_side:
+        raise InvalidRequestError(
+            field, f"must be between {limits.min_side} and {limits.max_side}, got {value}"
+        )
+    return value
+
+
+def check_seed(value: int, field: str = "seed") -> int:
+    low, high = contract.SEED_RANGE
+    if isinstance(value, bool) or int(value) != value or not low <= int(value) <= high:
+        raise InvalidRequestError(field, f"must be an integer between {low} and {high}, got {value!r}")
+    return int(value)
+
+
+def check_scheduler(value: str, field: str = "scheduler") -> str:
+    if value and value not in contract.SCHEDULERS:
+        raise InvalidRequestError(
+            field, f"unknown scheduler {value!r}; choose one of {', '.join(contract.SCHEDULERS)}"
+        )
+    return value
+
+
+def check_prompt_count(count: int, field: str = "prompt") -> int:
+    if not 1 <= count <= contract.MAX_PROMPTS_PER_REQUEST:
+        raise InvalidRequestError(
+            field,
+            f"{count} prompts in one request; send between 1 and "
+            f"{contract.MAX_PROMPTS_PER_REQUEST} (split larger jobs into several requests)",
+        )
+    return count
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What one image needs. ``height=0``/``width=0`` mean the model's native side (the SDK fills
+    them in); ``scheduler=""`` keeps the scheduler the model was exported with."""
+
+    prompt: str
+    seed: int = 0
+    steps: int = 20
+    guidance_scale: float = 7.5
+    height: int = 0
+    width: int = 0
+    negative_prompt: str = ""
+    scheduler: str = ""
+
+    def sized(self, limits: SizeLimits) -> GenerationRequest:
+        """Fill a height or width left at 0 with the model's native side."""
+        return dataclasses.replace(self, height=self.height or limits.native_side, width=self.width or limits.native_side)
+
+    def checked(self, limits: SizeLimits = SizeLimits()) -> GenerationRequest:
+        """Return ``self`` if every field is valid, else raise ``InvalidRequestError``."""
+        if not isinstance(self.prompt, str):
+            raise InvalidRequestError("prompt", f"must be text, got {type(self.prompt).__name__}")
+        if not isinstance(self.negative_prompt, str):
+            raise InvalidRequestError("negative_prompt", "must be text")
+        check_seed(self.seed)
+        check_steps(self.steps)
+        check_guidance(self.guidance_scale)
+        check_side(self.height, "height", limits)
+        check_side(self.width, "width", limits)
+        check_scheduler(self.scheduler)
+        return self

@@ -1,0 +1,169 @@
+"""Text-to-image against a Triton server's ``txt2img`` model, sync and asyncio, returning PIL images.
+
+    with Txt2ImgClient("localhost:8001") as client:
+        image = client.generate("a lighthouse at dusk", seed=1, steps=20)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+from PIL import Image
+
+from ppo_client import contract
+from ppo_client.errors import InvalidRequestError
+from ppo_client.generation import GenerationRequest, SizeLimits, check_prompt_count
+from ppo_client.triton import (
+    DEFAULT_URL,
+    URL_ENV,
+    Endpoint,
+    map_error,
+    protocol_module,
+    requested_outputs,
+    txt2img_inputs,
+)
+
+MODEL = contract.TXT2IMG.name
+
+
+def _as_request(request: GenerationRequest | str, fields: dict[str, Any]) -> GenerationRequest:
+    if isinstance(request, GenerationRequest):
+        return dataclasses.replace(request, **fields) if fields else request
+    return GenerationRequest(prompt=request, **fields)
+
+
+def _check_batch(requests: Sequence[GenerationRequest], limits: SizeLimits) -> list[GenerationRequest]:
+    rows = [r.sized(limits).checked(limits) for r in requests]
+    check_prompt_count(len(rows))
+    if len({(r.height, r.width) for r in rows}) > 1:
+        raise InvalidRequestError("height", "all prompts of one batch must share height and width")
+    return rows
+
+
+def _limits_from_config(config: dict) -> SizeLimits:
+    config = config.get("config", config)  # gRPC wraps the config, HTTP does not
+    params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+    try:
+        return SizeLimits(
+            multiple=int(params["size_multiple"]),
+            min_side=int(params["min_side"]),
+            max_side=int(params["max_side"]),
+            native_side=int(params["native_side"]),
+        )
+    except (KeyError, ValueError):
+        return SizeLimits()
+
+
+def _images(result) -> list[Image.Image]:
+    return [Image.fromarray(array) for array in result.as_numpy("IMAGE")]
+
+
+def resolve_url(url: str | None) -> Endpoint:
+    return Endpoint.parse(url or os.environ.get(URL_ENV) or DEFAULT_URL)
+
+
+class Txt2ImgClient:
+    def __init__(self, url: str | None = None, *, timeout_s: float = 600.0) -> None:
+        self.endpoint = resolve_url(url)
+        self.timeout_s = timeout_s
+        self._module = protocol_module(self.endpoint.protocol)
+        if self.endpoint.protocol == "grpc":
+            self._client = self._module.InferenceServerClient(self.endpoint.address, ssl=self.endpoint.ssl)
+        else:
+            self._client = self._module.InferenceServerClient(
+                self.endpoint.address, ssl=self.endpoint.ssl, network_timeout=timeout_s, connection_timeout=timeout_s
+            )
+        self._limits: SizeLimits | None = None
+
+    def size_limits(self) -> SizeLimits:
+        """Height/width the served pipeline accepts, read once from its model config."""
+        if self._limits is None:
+            try:
+                self._limits = _limits_from_config(self._client.get_model_config(MODEL, **self._json_kwargs()))
+            except Exception as exc:  # tritonclient raises its own exception types
+                raise map_error(exc, model=MODEL, url=str(self.endpoint)) from exc
+        return self._limits
+
+    def _json_kwargs(self) -> dict:
+        return {"as_json": True} if self.endpoint.protocol == "grpc" else {}
+
+    def generate(self, request: GenerationRequest | str, **fields: Any) -> Image.Image:
+        """One image; ``fields`` override the request's (or, with a prompt string, build one)."""
+        return self.generate_batch([_as_request(request, fields)])[0]
+
+    def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Image.Image]:
+        """Several images in one server request (they must share height and width)."""
+        rows = _check_batch(requests, self.size_limits())
+        kwargs = {"client_timeout": self.timeout_s} if self.endpoint.protocol == "grpc" else {}
+        try:
+            result = self._client.infer(
+                MODEL,
+                txt2img_inputs(self._module, rows),
+                outputs=requested_outputs(self._module, contract.TXT2IMG),
+                **kwargs,
+            )
+        except Exception as exc:
+            raise map_error(exc, model=MODEL, url=str(self.endpoint)) from exc
+        return _images(result)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Txt2ImgClient:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class AsyncTxt2ImgClient:
+    """The asyncio twin of ``Txt2ImgClient``: ``await asyncio.gather(*(c.generate(p) for p in ps))``."""
+
+    def __init__(self, url: str | None = None, *, timeout_s: float = 600.0) -> None:
+        self.endpoint = resolve_url(url)
+        self.timeout_s = timeout_s
+        self._module = protocol_module(self.endpoint.protocol, aio=True)
+        if self.endpoint.protocol == "grpc":
+            self._client = self._module.InferenceServerClient(self.endpoint.address, ssl=self.endpoint.ssl)
+        else:
+            self._client = self._module.InferenceServerClient(
+                self.endpoint.address, ssl=self.endpoint.ssl, conn_timeout=timeout_s
+            )
+        self._limits: SizeLimits | None = None
+
+    async def size_limits(self) -> SizeLimits:
+        if self._limits is None:
+            kwargs = {"as_json": True} if self.endpoint.protocol == "grpc" else {}
+            try:
+                self._limits = _limits_from_config(await self._client.get_model_config(MODEL, **kwargs))
+            except Exception as exc:
+                raise map_error(exc, model=MODEL, url=str(self.endpoint)) from exc
+        return self._limits
+
+    async def generate(self, request: GenerationRequest | str, **fields: Any) -> Image.Image:
+        return (await self.generate_batch([_as_request(request, fields)]))[0]
+
+    async def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Image.Image]:
+        rows = _check_batch(requests, await self.size_limits())
+        kwargs = {"client_timeout": self.timeout_s} if self.endpoint.protocol == "grpc" else {}
+        try:
+            result = await self._client.infer(
+                MODEL,
+                txt2img_inputs(self._module, rows),
+                outputs=requested_outputs(self._module, contract.TXT2IMG),
+                **kwargs,
+            )
+        except Exception as exc:
+            raise map_error(exc, model=MODEL, url=str(self.endpoint)) from exc
+        return _images(result)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> AsyncTxt2ImgClient:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()

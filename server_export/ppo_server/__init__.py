@@ -1,0 +1,1 @@
+"""Server side: export diffusers pipelines to a Triton model repository and serve it."""

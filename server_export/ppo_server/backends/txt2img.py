@@ -1,0 +1,171 @@
+"""The ``txt2img`` pipeline model: prompts in, uint8 images out, components called through BLS.
+
+Triton's dynamic batcher hands ``execute`` several requests at once; their rows are checked one by
+one (a bad request gets its own error, the others go on), grouped by what must match inside one
+denoising loop, and each group runs as a single batched loop, so concurrent requests share UNet
+batches. Two or more instances of this model run loops side by side and the UNet's own dynamic
+batcher merges their calls as well.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from ppo_client import contract
+from ppo_client.errors import InvalidRequestError
+from ppo_client.generation import (
+    GenerationRequest,
+    SizeLimits,
+    check_guidance,
+    check_prompt_count,
+    check_scheduler,
+    check_seed,
+    check_side,
+    check_steps,
+)
+from ppo_server.backends.diffusion_loop import DiffusionLoop
+from ppo_server.backends.triton_logging import install_triton_log_handler
+
+logger = logging.getLogger(__name__)
+
+
+class ComponentError(RuntimeError):
+    """A BLS call to a component model failed."""
+
+
+def _call(model: str, inputs: dict[str, np.ndarray], output: str) -> np.ndarray:
+    request = pb_utils.InferenceRequest(
+        model_name=model,
+        inputs=[pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in inputs.items()],
+        requested_output_names=[output],
+    )
+    response = request.exec()
+    if response.has_error():
+        raise ComponentError(f"{model}: {response.error().message()}")
+    return pb_utils.get_output_tensor_by_name(response, output).as_numpy()
+
+
+def _encode(ids: np.ndarray) -> np.ndarray:
+    return _call(contract.TEXT_ENCODER.name, {"INPUT_IDS": ids}, "LAST_HIDDEN_STATE")
+
+
+def _denoise(sample: np.ndarray, timestep: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    inputs = {"SAMPLE": sample, "TIMESTEP": timestep, "ENCODER_HIDDEN_STATES": hidden}
+    return _call(contract.UNET.name, inputs, "NOISE_PRED")
+
+
+def _decode(latent: np.ndarray) -> np.ndarray:
+    return _call(contract.VAE_DECODER.name, {"LATENT": latent}, "IMAGE")
+
+
+def _texts(request, name: str, count: int) -> list[str]:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return [""] * count
+    texts = []
+    for value in tensor.as_numpy().reshape(-1):
+        try:
+            texts.append(value.decode("utf-8") if isinstance(value, bytes) else str(value))
+        except UnicodeDecodeError as exc:
+            raise InvalidRequestError(name, f"is not valid UTF-8 text ({exc})") from exc
+    return texts
+
+
+def _numbers(request, name: str) -> list:
+    return pb_utils.get_input_tensor_by_name(request, name).as_numpy().reshape(-1).tolist()
+
+
+def parse_request(request, limits: SizeLimits) -> list[GenerationRequest]:
+    """Check every row of one request; the first bad field raises ``InvalidRequestError``."""
+    prompts = _texts(request, "PROMPT", 0)
+    count = check_prompt_count(len(prompts), "PROMPT")
+    negatives = _texts(request, "NEGATIVE_PROMPT", count)
+    schedulers = _texts(request, "SCHEDULER", count)
+    seeds, steps = _numbers(request, "SEED"), _numbers(request, "STEPS")
+    guidance = _numbers(request, "GUIDANCE_SCALE")
+    heights, widths = _numbers(request, "HEIGHT"), _numbers(request, "WIDTH")
+    if len({(h, w) for h, w in zip(heights, widths)}) > 1:
+        raise InvalidRequestError("HEIGHT", "all prompts of one request must share height and width")
+    return [
+        GenerationRequest(
+            prompt=prompts[i],
+            negative_prompt=negatives[i],
+            seed=check_seed(seeds[i], "SEED"),
+            steps=check_steps(steps[i], "STEPS"),
+            guidance_scale=check_guidance(guidance[i], "GUIDANCE_SCALE"),
+            height=check_side(heights[i], "HEIGHT", limits),
+            width=check_side(widths[i], "WIDTH", limits),
+            scheduler=check_scheduler(schedulers[i], "SCHEDULER"),
+        )
+        for i in range(count)
+    ]
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        install_triton_log_handler()
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.limits = SizeLimits(
+            multiple=int(params["size_multiple"]),
+            min_side=int(params["min_side"]),
+            max_side=int(params["max_side"]),
+            native_side=int(params["native_side"]),
+        )
+        assets = Path(args["model_repository"]) / args["model_version"] / "pipeline"
+        manifest = json.loads((assets / "manifest.json").read_text())
+        from transformers import AutoTokenizer
+
+        self.loop = DiffusionLoop(
+            tokenizer=AutoTokenizer.from_pretrained(assets / "tokenizer"),
+            scheduler_config=json.loads((assets / "scheduler" / "scheduler_config.json").read_text()),
+            latent_channels=int(manifest["latent_channels"]),
+            vae_scale_factor=int(manifest["vae_scale_factor"]),
+            encode=_encode,
+            denoise=_denoise,
+            decode=_decode,
+        )
+        self.loop.warm_up(("", *contract.SCHEDULERS))
+        logger.info("txt2img ready: sides %s, exported from %s", self.limits, manifest["source"])
+
+    def execute(self, requests):
+        errors: dict[int, str] = {}
+        rows: dict[int, list[GenerationRequest]] = {}
+        for i, request in enumerate(requests):
+            try:
+                rows[i] = parse_request(request, self.limits)
+            except InvalidRequestError as exc:
+                errors[i] = str(exc)
+
+        groups: dict = {}
+        for i, request_rows in rows.items():
+            for j, row in enumerate(request_rows):
+                groups.setdefault(self.loop.group_key(row), []).append((i, j, row))
+        images: dict[tuple[int, int], np.ndarray] = {}
+        for key, members in groups.items():
+            if all(i in errors for i, _, _ in members):
+                continue
+            members = [m for m in members if m[0] not in errors]
+            try:
+                outputs = self.loop.run([row for _, _, row in members])
+            except Exception as exc:  # a failed group fails its own requests; the model keeps serving
+                logger.error("generation failed for %d rows (%s): %s", len(members), key, exc)
+                for i, _, _ in members:
+                    errors[i] = f"generation failed: {exc}"
+                continue
+            for (i, j, _), image in zip(members, outputs):
+                images[(i, j)] = image
+
+        responses = []
+        for i in range(len(requests)):
+            if i in errors:
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(errors[i])))
+                continue
+            stacked = np.stack([images[(i, j)] for j in range(len(rows[i]))])
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("IMAGE", stacked)]))
+        return responses

@@ -1,0 +1,62 @@
+"""``ppo-serve``: run the embedded Triton server in the foreground until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from ppo_client.console import console, run_cli, setup_logging
+from ppo_server.embedded.server import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, EmbeddedTritonServer, ServerConfig
+from ppo_server.errors import EmbeddedServerError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    config = ServerConfig(
+        repository=Path(args.repository),
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        host=args.host,
+        log_file=Path(args.log_file) if args.log_file else None,
+        startup_timeout_s=args.startup_timeout,
+    )
+    server = EmbeddedTritonServer(config)
+    with console.status(f"starting Triton on {args.repository} (log: {server.log_file}) ..."):
+        server.start()
+    try:
+        print(f"grpc: {server.grpc_url}", flush=True)
+        print(f"http: {server.http_url}", flush=True)
+        console.print(f"Triton is ready (log: {server.log_file}); Ctrl-C stops it")
+        while not stop.wait(1.0):
+            if not server.is_running():
+                raise EmbeddedServerError(f"tritonserver exited unexpectedly; see {server.log_file}")
+    finally:
+        server.stop()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ppo-serve", description=__doc__)
+    parser.add_argument("--repository", default="model_repository", help="model repository (default: %(default)s)")
+    parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT, help="0 picks a free port")
+    parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="0 picks a free port")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
+    parser.add_argument("--log-file", help="server log (default: a temporary file)")
+    parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    return run_cli(lambda: _serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

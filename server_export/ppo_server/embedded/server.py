@@ -1,0 +1,234 @@
+"""The real Triton server binary from the nvidia-pytriton wheel, run as a child process.
+
+What the wheel needs to run outside PyTriton (see the README's "Embedded server"): its bundled
+libraries (and this interpreter's libpython) on ``LD_LIBRARY_PATH``; a backend folder in which the python backend's stub for this
+interpreter sits next to ``libtriton_python.so``; and this virtualenv's ``bin/`` first on ``PATH``,
+because the stub finds its packages (numpy<2, onnxruntime, the project) from there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from ppo_server.errors import EmbeddedServerError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_GRPC_PORT = 8001
+LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    repository: Path
+    http_port: int = 0
+    """0 picks a free port."""
+    grpc_port: int = 0
+    host: str = "127.0.0.1"
+    log_file: Path | None = None
+    """Where the server's log goes; a temporary file when not given."""
+    startup_timeout_s: float = 180.0
+    shutdown_timeout_s: float = 30.0
+    log_verbose: int = 0
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    binary: Path
+    libraries: Path
+    python_backend: Path
+    stub: Path
+
+    @classmethod
+    def find(cls) -> TritonInstall:
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.submodule_search_locations:
+            raise EmbeddedServerError(
+                "the embedded server needs the nvidia-pytriton wheel: pip install 'nvidia-pytriton' (numpy<2)"
+            )
+        package = Path(list(spec.submodule_search_locations)[0])
+        root = package / "tritonserver"
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        install = cls(
+            binary=root / "bin" / "tritonserver",
+            libraries=package.parent / "nvidia_pytriton.libs",
+            python_backend=root / "backends" / "python",
+            stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
+        )
+        for path in (install.binary, install.libraries, install.python_backend, install.stub):
+            if not path.exists():
+                raise EmbeddedServerError(f"the nvidia-pytriton install lacks {path} (Python {version} supported?)")
+        return install
+
+    def backend_directory(self) -> Path:
+        """A private backend folder with this interpreter's stub, built once and reused."""
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ppo" / "triton-backends"
+        key = f"py{sys.version_info.major}{sys.version_info.minor}-{self.binary.stat().st_mtime_ns}"
+        target = cache / key
+        if (target / "python" / "triton_python_backend_stub").exists():
+            return target
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=cache))
+        (staging / "python").mkdir()
+        for item in self.python_backend.iterdir():
+            if item.is_file():
+                shutil.copy2(item, staging / "python" / item.name)
+        shutil.copy2(self.stub, staging / "python" / "triton_python_backend_stub")
+        try:
+            staging.rename(target)
+        except OSError:  # another process won the race; its copy is identical
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log written)"
+    return "\n".join(text[-lines:])
+
+
+class EmbeddedTritonServer:
+    """Start with ``with EmbeddedTritonServer(ServerConfig(repo)) as server: server.grpc_url``."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.process: subprocess.Popen | None = None
+        self.http_port = config.http_port or free_port(config.host)
+        self.grpc_port = config.grpc_port or free_port(config.host)
+        if config.log_file is None:
+            handle, name = tempfile.mkstemp(prefix="ppo-triton-", suffix=".log")
+            os.close(handle)
+            self.log_file = Path(name)
+        else:
+            self.log_file = Path(config.log_file)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.config.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.config.host}:{self.grpc_port}"
+
+    def command(self, install: TritonInstall) -> list[str]:
+        return [
+            str(install.binary),
+            f"--model-repository={Path(self.config.repository).resolve()}",
+            f"--backend-directory={install.backend_directory()}",
+            f"--http-address={self.config.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.config.host}",
+            f"--grpc-port={self.grpc_port}",
+            "--allow-metrics=false",
+            "--exit-timeout-secs=10",
+            f"--log-verbose={self.config.log_verbose}",
+        ]
+
+    def environment(self, install: TritonInstall) -> dict[str, str]:
+        env = dict(os.environ)
+        libraries = [str(install.libraries)]
+        # The stub links libpython dynamically: make it find this interpreter's own, not another
+        # patch release whose symbols this interpreter's stdlib extension modules do not match.
+        libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
+        if libdir and soname and (Path(libdir) / soname).exists():
+            libraries.insert(0, libdir)
+        if env.get("LD_LIBRARY_PATH"):
+            libraries.append(env["LD_LIBRARY_PATH"])
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(libraries)
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
+    def start(self) -> EmbeddedTritonServer:
+        repository = Path(self.config.repository)
+        if not repository.is_dir():
+            raise EmbeddedServerError(f"model repository {repository} does not exist; run `ppo-export` first")
+        install = TritonInstall.find()
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command(install),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.environment(install),
+                start_new_session=True,  # stubs join this group, so stop() can end them all
+            )
+        logger.info("started tritonserver (pid %d), log %s", self.process.pid, self.log_file)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.config.startup_timeout_s
+        url = f"{self.http_url}/v2/health/ready"
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                raise EmbeddedServerError(
+                    f"tritonserver exited with code {code} before it was ready; "
+                    f"last lines of {self.log_file}:\n{_log_tail(self.log_file)}"
+                )
+            try:
+                if httpx.get(url, timeout=2.0).status_code == 200:
+                    logger.info("tritonserver ready: http %s, grpc %s", self.http_url, self.grpc_url)
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise EmbeddedServerError(
+            f"tritonserver was not ready after {self.config.startup_timeout_s:.0f} s; "
+            f"last lines of {self.log_file}:\n{_log_tail(self.log_file)}"
+        )
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM, wait, then SIGKILL the whole process group (server and python stubs)."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=self.config.shutdown_timeout_s)
+            except subprocess.TimeoutExpired:
+                logger.warning("tritonserver did not stop in %.0f s; killing it", self.config.shutdown_timeout_s)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+        logger.info("tritonserver stopped")
+
+    def __enter__(self) -> EmbeddedTritonServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()

@@ -1,0 +1,75 @@
+"""``ppo-export``: a diffusers pipeline (folder, hub id or preset) to a Triton model repository."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ppo_client import contract
+from ppo_client.console import console, run_cli, setup_logging
+from ppo_server.export.model_config import ServingOptions
+
+
+def default_pipeline_dir(preset: str) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "ppo" / "pipelines" / preset
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ppo_server.export.presets import build_tiny_pipeline
+    from ppo_server.export.repository import ExportOptions, export_pipeline
+
+    model = args.model
+    if args.preset:
+        folder = Path(args.pipeline_dir or default_pipeline_dir(args.preset))
+        with console.status(f"building the {args.preset} pipeline in {folder} ..."):
+            build_tiny_pipeline(folder, seed=args.seed)
+        model = str(folder)
+    options = ExportOptions(
+        scheduler=args.scheduler,
+        max_side=args.max_side,
+        intra_op_threads=args.intra_op_threads,
+        txt2img_serving=ServingOptions(instance_count=args.txt2img_instances, max_queue_delay_us=args.txt2img_queue_delay_us),
+        component_serving=ServingOptions(max_queue_delay_us=args.component_queue_delay_us),
+    )
+    with console.status(f"exporting {model} to {args.out} ..."):
+        result = export_pipeline(model, Path(args.out), options)
+    for report in result.reports:
+        console.print(
+            f"  {report.model:<13} {report.seconds:6.1f} s   max |onnxruntime - torch| = {report.max_abs_diff:.1e}"
+        )
+    console.print(
+        f"wrote {result.repository} (native side {result.native_side}px, sides multiple of "
+        f"{result.size_multiple} up to {result.max_side}); serve it with: ppo-serve --repository {args.out}"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ppo-export", description=__doc__)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="diffusers pipeline folder or hub id (Stable Diffusion family)")
+    source.add_argument("--preset", choices=("tiny",), help="build a small pipeline here instead of loading one")
+    parser.add_argument("--out", default="model_repository", help="model repository to write (default: %(default)s)")
+    parser.add_argument("--pipeline-dir", help="where --preset saves its pipeline (default: the user cache)")
+    parser.add_argument("--seed", type=int, default=0, help="weights seed for --preset")
+    parser.add_argument("--scheduler", default="", choices=("", *contract.SCHEDULERS), help="replace the scheduler")
+    parser.add_argument("--max-side", type=int, default=None, help="largest height/width served")
+    parser.add_argument("--intra-op-threads", type=int, default=0, help="onnxruntime threads per model (0: auto)")
+    parser.add_argument("--txt2img-instances", type=int, default=2, help="pipeline loops that may run at once")
+    parser.add_argument("--txt2img-queue-delay-us", type=int, default=5000, help="batching window of txt2img")
+    parser.add_argument("--component-queue-delay-us", type=int, default=2000, help="batching window of components")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    return run_cli(lambda: _export(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

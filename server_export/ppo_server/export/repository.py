@@ -1,0 +1,167 @@
+"""Write a Triton model repository from a Stable-Diffusion-family diffusers pipeline.
+
+Layout (generated files are git-ignored; ``model.py`` shims are versioned)::
+
+    REPO/text_encoder/{config.pbtxt, 1/model.py, 1/model.onnx}
+    REPO/unet/...            REPO/vae_decoder/...
+    REPO/txt2img/{config.pbtxt, 1/model.py, 1/pipeline/{manifest.json, tokenizer/, scheduler/}}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ppo_client import contract
+from ppo_server.errors import ExportError
+from ppo_server.export import specs as export_specs
+from ppo_server.export.model_config import ServingOptions, build_config, write_config
+from ppo_server.export.onnx_exporter import ExportReport, export_onnx
+
+logger = logging.getLogger(__name__)
+
+BACKEND_MODULES = {
+    contract.TEXT_ENCODER.name: "ppo_server.backends.onnx_model",
+    contract.UNET.name: "ppo_server.backends.onnx_model",
+    contract.VAE_DECODER.name: "ppo_server.backends.onnx_model",
+    contract.TXT2IMG.name: "ppo_server.backends.txt2img",
+}
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    scheduler: str = ""
+    """Replace the pipeline's scheduler by one of ``contract.SCHEDULERS`` (its config is kept)."""
+    max_side: int | None = None
+    """Largest height/width served; default four times the model's native side."""
+    intra_op_threads: int = 0
+    """onnxruntime threads per component model instance; 0 lets onnxruntime choose."""
+    component_serving: ServingOptions = ServingOptions()
+    txt2img_serving: ServingOptions = ServingOptions(instance_count=2, max_queue_delay_us=5000)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    repository: str
+    source: str
+    native_side: int
+    size_multiple: int
+    max_side: int
+    reports: list[ExportReport] = field(default_factory=list)
+
+
+def shim_source(model_name: str) -> str:
+    """The versioned ``model.py`` of a repository model: it only points at the installed package."""
+    module = BACKEND_MODULES[model_name]
+    return (
+        f'"""Triton python-backend entry point for `{model_name}`; the code lives in `{module}`."""\n\n'
+        f"from {module} import TritonPythonModel  # noqa: F401\n"
+    )
+
+
+def load_pipeline(model: str):
+    """``StableDiffusionPipeline.from_pretrained`` with an error that says what to try."""
+    import diffusers
+    import transformers
+    from diffusers import StableDiffusionPipeline
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()  # its hint to install accelerate is noise here
+    try:
+        return StableDiffusionPipeline.from_pretrained(model, safety_checker=None, requires_safety_checker=False)
+    except Exception as exc:  # diffusers raises OSError, ValueError, EnvironmentError...
+        raise ExportError(
+            f"cannot load a Stable Diffusion pipeline from {model!r}: {exc}. Pass a local folder "
+            "written by save_pretrained (model_index.json at its top) or a hub id this machine can "
+            "reach; `ppo-export --preset tiny` needs neither."
+        ) from exc
+
+
+def _dims(pipeline) -> export_specs.ExportDims:
+    return export_specs.ExportDims(
+        batch=2,
+        sequence_length=int(pipeline.tokenizer.model_max_length),
+        hidden_size=int(pipeline.text_encoder.config.hidden_size),
+        vocab_size=int(pipeline.text_encoder.config.vocab_size),
+        latent_channels=int(pipeline.unet.config.in_channels),
+        latent_height=int(pipeline.unet.config.sample_size),
+        latent_width=int(pipeline.unet.config.sample_size),
+    )
+
+
+def _scheduler(pipeline, name: str):
+    if not name:
+        return pipeline.scheduler
+    from ppo_server.backends.schedulers import scheduler_class
+
+    return scheduler_class(name).from_config(pipeline.scheduler.config)
+
+
+def export_pipeline(model: str, out: Path, options: ExportOptions = ExportOptions()) -> ExportResult:
+    if options.scheduler and options.scheduler not in contract.SCHEDULERS:
+        raise ExportError(f"unknown scheduler {options.scheduler!r}; choose one of {', '.join(contract.SCHEDULERS)}")
+    pipeline = load_pipeline(model)
+    out = Path(out)
+    dims = _dims(pipeline)
+    vae_scale_factor = 2 ** (len(pipeline.vae.config.block_out_channels) - 1)
+    # A traced UNet only handles sizes its down/up path divides evenly.
+    size_multiple = vae_scale_factor * 2 ** (len(pipeline.unet.config.block_out_channels) - 1)
+    size_multiple = max(size_multiple, contract.SIDE_MULTIPLE)
+    native_side = int(pipeline.unet.config.sample_size) * vae_scale_factor
+    max_side = options.max_side or 4 * native_side
+    if max_side % size_multiple or max_side < size_multiple:
+        raise ExportError(f"--max-side must be a positive multiple of {size_multiple}, got {max_side}")
+
+    component_params = {"intra_op_threads": str(options.intra_op_threads)}
+    component_serving = ServingOptions(
+        instance_count=options.component_serving.instance_count,
+        max_queue_delay_us=options.component_serving.max_queue_delay_us,
+        parameters={**component_params, **options.component_serving.parameters},
+    )
+    reports = []
+    for spec in export_specs.SPECS:
+        model_dir = out / spec.contract.name
+        module = getattr(pipeline, spec.component)
+        reports.append(export_onnx(spec, module, dims, model_dir / "1" / "model.onnx"))
+        write_config(build_config(spec.contract, component_serving), model_dir)
+        _write_shim(model_dir, spec.contract.name)
+
+    txt2img_dir = out / contract.TXT2IMG.name
+    assets = txt2img_dir / "1" / "pipeline"
+    pipeline.tokenizer.save_pretrained(assets / "tokenizer")
+    _scheduler(pipeline, options.scheduler).save_pretrained(assets / "scheduler")
+    manifest = {
+        "source": str(model),
+        "latent_channels": dims.latent_channels,
+        "vae_scale_factor": vae_scale_factor,
+        "native_side": native_side,
+        "text_max_length": dims.sequence_length,
+    }
+    (assets / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    txt2img_serving = ServingOptions(
+        instance_count=options.txt2img_serving.instance_count,
+        max_queue_delay_us=options.txt2img_serving.max_queue_delay_us,
+        parameters={
+            "size_multiple": str(size_multiple),
+            "min_side": str(size_multiple),
+            "max_side": str(max_side),
+            "native_side": str(native_side),
+            **options.txt2img_serving.parameters,
+        },
+    )
+    write_config(build_config(contract.TXT2IMG, txt2img_serving), txt2img_dir)
+    _write_shim(txt2img_dir, contract.TXT2IMG.name)
+
+    result = ExportResult(str(out), str(model), native_side, size_multiple, max_side, reports)
+    (out / "export_report.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result
+
+
+def _write_shim(model_dir: Path, name: str) -> None:
+    path = model_dir / "1" / "model.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(shim_source(name))

@@ -1,0 +1,136 @@
+"""Declarative export specs: one per pipeline component, all consumed by one ONNX exporter.
+
+A spec names the pipeline attribute it exports, the contract it serves (tensor names come from
+there), the dynamic axes, the thin wrapper that gives the module those inputs and outputs, and how
+to make sample inputs. Adding a component means adding a spec here, not a code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import torch
+
+from ppo_client import contract
+
+
+@dataclass(frozen=True)
+class ExportDims:
+    """Sizes the sample inputs need, read from the pipeline's own configs."""
+
+    batch: int
+    sequence_length: int
+    hidden_size: int
+    vocab_size: int
+    latent_channels: int
+    latent_height: int
+    latent_width: int
+
+    def with_batch(self, batch: int) -> ExportDims:
+        return ExportDims(**{**self.__dict__, "batch": batch})
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    contract: contract.ModelContract
+    component: str
+    """Attribute of the diffusers pipeline that holds the module."""
+    dynamic_axes: Mapping[str, Mapping[int, str]]
+    wrap: Callable[[torch.nn.Module], torch.nn.Module]
+    sample_inputs: Callable[[ExportDims], tuple[torch.Tensor, ...]]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.contract.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.contract.outputs]
+
+
+class _TextEncoder(torch.nn.Module):
+    def __init__(self, text_encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.text_encoder = text_encoder
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.text_encoder(input_ids, return_dict=True).last_hidden_state
+
+
+class _UNet(torch.nn.Module):
+    """Takes one timestep per batch row (shape [B, 1]) so rows of different requests can share a batch."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, encoder_hidden_states):
+        return self.unet(sample, timestep.reshape(-1), encoder_hidden_states, return_dict=False)[0]
+
+
+class _VaeDecoder(torch.nn.Module):
+    """Scaled latents in, images in [-1, 1] out: the scaling factor lives in the graph."""
+
+    def __init__(self, vae: torch.nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+        self.scaling_factor = float(vae.config.scaling_factor)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latent / self.scaling_factor, return_dict=False)[0]
+
+
+def _text_inputs(d: ExportDims) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(0)
+    return (torch.randint(0, d.vocab_size, (d.batch, d.sequence_length), generator=generator),)
+
+
+def _unet_inputs(d: ExportDims) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(d.batch, d.latent_channels, d.latent_height, d.latent_width, generator=generator)
+    timestep = torch.linspace(1, 999, d.batch).reshape(d.batch, 1)
+    hidden = torch.randn(d.batch, d.sequence_length, d.hidden_size, generator=generator)
+    return sample, timestep, hidden
+
+
+def _vae_inputs(d: ExportDims) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(0)
+    return (torch.randn(d.batch, d.latent_channels, d.latent_height, d.latent_width, generator=generator),)
+
+
+_IMAGE_AXES = {0: "batch", 2: "height", 3: "width"}
+
+TEXT_ENCODER = ExportSpec(
+    contract=contract.TEXT_ENCODER,
+    component="text_encoder",
+    dynamic_axes={
+        "INPUT_IDS": {0: "batch", 1: "sequence"},
+        "LAST_HIDDEN_STATE": {0: "batch", 1: "sequence"},
+    },
+    wrap=_TextEncoder,
+    sample_inputs=_text_inputs,
+)
+
+UNET = ExportSpec(
+    contract=contract.UNET,
+    component="unet",
+    dynamic_axes={
+        "SAMPLE": _IMAGE_AXES,
+        "TIMESTEP": {0: "batch"},
+        "ENCODER_HIDDEN_STATES": {0: "batch", 1: "sequence"},
+        "NOISE_PRED": _IMAGE_AXES,
+    },
+    wrap=_UNet,
+    sample_inputs=_unet_inputs,
+)
+
+VAE_DECODER = ExportSpec(
+    contract=contract.VAE_DECODER,
+    component="vae",
+    dynamic_axes={"LATENT": _IMAGE_AXES, "IMAGE": _IMAGE_AXES},
+    wrap=_VaeDecoder,
+    sample_inputs=_vae_inputs,
+)
+
+SPECS = (TEXT_ENCODER, UNET, VAE_DECODER)
