@@ -1,0 +1,47 @@
+"""Shared fixtures: the tiny pipeline, its exported repository, and one embedded Triton server."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    if shutil.which("nvidia-smi") is not None:
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (nvidia-smi not found)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory) -> Path:
+    from ppo_server.export.presets import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("pipelines") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_pipeline_dir, tmp_path_factory):
+    from ppo_server.export.repository import export_pipeline
+
+    return export_pipeline(str(tiny_pipeline_dir), tmp_path_factory.mktemp("repo") / "model_repository")
+
+
+@pytest.fixture(scope="session")
+def tiny_repository(tiny_export) -> Path:
+    return Path(tiny_export.repository)
+
+
+@pytest.fixture(scope="session")
+def triton_server(tiny_repository, tmp_path_factory):
+    from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
+
+    log = tmp_path_factory.mktemp("logs") / "triton.log"
+    server = EmbeddedTritonServer(ServerConfig(tiny_repository, log_file=log))
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,36 @@
+from ppo_client import contract
+from ppo_server.backends.schedulers import CLASS_NAMES, scheduler_class
+from ppo_server.export import specs
+from ppo_server.export.model_config import ServingOptions, build_config, parse, render
+
+
+def test_every_contract_scheduler_maps_to_a_diffusers_class():
+    assert set(CLASS_NAMES) == set(contract.SCHEDULERS)
+    for name in contract.SCHEDULERS:
+        assert scheduler_class(name).__name__ == CLASS_NAMES[name]
+
+
+def test_export_specs_use_the_contract_tensor_names_and_declare_their_dynamic_axes():
+    for spec in specs.SPECS:
+        names = {t.name for t in (*spec.contract.inputs, *spec.contract.outputs)}
+        assert set(spec.dynamic_axes) == names
+        assert all(0 in axes for axes in spec.dynamic_axes.values()), "batch must be dynamic"
+
+
+def test_generated_config_round_trips_through_pbtxt():
+    options = ServingOptions(instance_count=3, max_queue_delay_us=1234, parameters={"max_side": "256"})
+    config = build_config(contract.TXT2IMG, options)
+    parsed = parse(render(config))
+    assert parsed == config
+    assert parsed.max_batch_size == contract.TXT2IMG.max_batch_size > 1
+    assert parsed.dynamic_batching.max_queue_delay_microseconds == 1234
+    assert parsed.instance_group[0].count == 3
+    assert parsed.parameters["max_side"].string_value == "256"
+    optional = {t.name for t in parsed.input if t.optional}
+    assert optional == {"NEGATIVE_PROMPT", "SCHEDULER"}
+
+
+def test_generated_config_spells_types_as_triton_expects():
+    text = render(build_config(contract.TXT2IMG))
+    assert 'name: "PROMPT"' in text and "TYPE_STRING" in text and "TYPE_UINT8" in text
+    assert 'backend: "python"' in text

@@ -1,0 +1,50 @@
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from ppo_client import contract
+from ppo_server.errors import ExportError
+from ppo_server.export.model_config import read_config
+from ppo_server.export.repository import BACKEND_MODULES, export_pipeline, shim_source
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_export_writes_every_model_with_a_generated_config(tiny_repository):
+    for model in contract.ALL_MODELS:
+        config = read_config(tiny_repository / model.name)
+        assert config.name == model.name
+        assert config.max_batch_size > 1 and config.HasField("dynamic_batching")
+        assert [t.name for t in config.input] == [t.name for t in model.inputs]
+        assert (tiny_repository / model.name / "1" / "model.py").read_text() == shim_source(model.name)
+    pipeline = tiny_repository / "txt2img" / "1" / "pipeline"
+    assert (pipeline / "scheduler" / "scheduler_config.json").exists()
+    assert json.loads((pipeline / "manifest.json").read_text())["vae_scale_factor"] == 8
+
+
+def test_onnx_graphs_match_torch_and_use_the_contract_names(tiny_export, tiny_repository):
+    for report in tiny_export.reports:
+        assert report.max_abs_diff < 1e-4, report
+    for model in contract.COMPONENTS:
+        graph = onnx.load(str(tiny_repository / model.name / "1" / "model.onnx")).graph
+        assert [i.name for i in graph.input] == [t.name for t in model.inputs]
+        assert [o.name for o in graph.output] == [t.name for t in model.outputs]
+
+
+def test_size_limits_follow_the_architecture(tiny_export, tiny_repository):
+    # 4 VAE blocks (x8) and 2 UNet levels (x2): sides must be multiples of 16
+    assert (tiny_export.native_side, tiny_export.size_multiple, tiny_export.max_side) == (64, 16, 256)
+    params = read_config(tiny_repository / "txt2img").parameters
+    assert params["size_multiple"].string_value == "16"
+
+
+def test_the_versioned_entry_points_are_what_the_exporter_writes():
+    for name in BACKEND_MODULES:
+        assert (REPO_ROOT / "model_repository" / name / "1" / "model.py").read_text() == shim_source(name)
+
+
+def test_a_folder_that_is_not_a_pipeline_gives_a_clear_error(tmp_path):
+    with pytest.raises(ExportError, match="cannot load a Stable Diffusion pipeline"):
+        export_pipeline(str(tmp_path), tmp_path / "repo")
