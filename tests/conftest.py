@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import processes_mentioning
+
 
 def pytest_collection_modifyitems(config, items):
     if shutil.which("nvidia-smi") is not None:
@@ -45,3 +47,5 @@ def triton_server(tiny_repository, tmp_path_factory):
     server.start()
     yield server
     server.stop()
+    leftovers = [p for p in processes_mentioning(str(tiny_repository)) if "tritonserver" in p or "stub" in p]
+    assert leftovers == [], f"processes left behind: {leftovers}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,22 +13,10 @@ from ppo_client.errors import ServerUnavailableError
 from ppo_client.txt2img import Txt2ImgClient
 from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig, free_port
 from ppo_server.errors import EmbeddedServerError
+from tests.processes import processes_mentioning
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
-
-
-def processes_mentioning(text: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmdline and str(os.getpid()) != entry.name:
-                found.append(cmdline)
-    return found
 
 
 def test_a_broken_repository_fails_to_start_with_the_log_tail(tmp_path):
