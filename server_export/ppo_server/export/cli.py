@@ -10,6 +10,7 @@ from pathlib import Path
 from ppo_client import contract
 from ppo_client.console import console, run_cli, setup_logging
 from ppo_server.export.model_config import ServingOptions
+from ppo_server.export.presets import PRESETS
 
 
 def default_pipeline_dir(preset: str) -> Path:
@@ -18,11 +19,13 @@ def default_pipeline_dir(preset: str) -> Path:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ppo_server.export.presets import build_tiny_pipeline
+    from ppo_server.export.presets import build_tiny_pipeline, demo_pipeline_dir
     from ppo_server.export.repository import ExportOptions, export_pipeline
 
     model = args.model
-    if args.preset:
+    if args.preset == "demo":
+        model = str(demo_pipeline_dir())
+    elif args.preset:
         folder = Path(args.pipeline_dir or default_pipeline_dir(args.preset))
         with console.status(f"building the {args.preset} pipeline in {folder} ..."):
             build_tiny_pipeline(folder, seed=args.seed)
@@ -51,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppo-export", description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="diffusers pipeline folder or hub id (Stable Diffusion family)")
-    source.add_argument("--preset", choices=("tiny",), help="build a small pipeline here instead of loading one")
+    source.add_argument(
+        "--preset", choices=PRESETS, help="demo: the trained demo-world pipeline; tiny: random weights, built here"
+    )
     parser.add_argument("--out", default="model_repository", help="model repository to write (default: %(default)s)")
     parser.add_argument("--pipeline-dir", help="where --preset saves its pipeline (default: the user cache)")
     parser.add_argument("--seed", type=int, default=0, help="weights seed for --preset")

@@ -1,5 +1,8 @@
 """Pipelines the exporter can build itself, for machines that cannot download weights.
 
+``demo`` is the small pipeline trained on the demo world's procedural scenes (see
+``ppo_server.demo_training``); its weights ship with the repository.
+
 ``tiny`` is a randomly initialised Stable-Diffusion-format pipeline built from configs (the way
 diffusers' own tests build theirs). It is saved with ``save_pretrained`` and then exported through
 the same ``from_pretrained`` path a real checkpoint takes, so that path is what gets tested.
@@ -9,11 +12,32 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-PRESETS = ("tiny",)
+PRESETS = ("tiny", "demo")
+DEMO_MODELS_ENV = "PPO_DEMO_MODELS"
+
+
+def demo_models_dir() -> Path:
+    """The trained demo world (``demo_models/`` in the repository; ``$PPO_DEMO_MODELS`` overrides)."""
+    override = os.environ.get(DEMO_MODELS_ENV)
+    return Path(override) if override else Path(__file__).resolve().parents[3] / "demo_models"
+
+
+def demo_pipeline_dir() -> Path:
+    """The demo pipeline folder, or an error that says how to rebuild it."""
+    from ppo_server.errors import ExportError
+
+    folder = demo_models_dir() / "pipeline"
+    if not (folder / "model_index.json").exists():
+        raise ExportError(
+            f"the demo pipeline is missing from {folder}; rebuild it with "
+            "`python -m ppo_server.demo_training all` or point $PPO_DEMO_MODELS at a copy"
+        )
+    return folder
 
 
 def _byte_level_alphabet() -> list[str]:

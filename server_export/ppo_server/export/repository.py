@@ -65,6 +65,7 @@ def shim_source(model_name: str) -> str:
 def load_pipeline(model: str):
     """``StableDiffusionPipeline.from_pretrained`` with an error that says what to try."""
     import diffusers
+    import torch
     import transformers
     from diffusers import StableDiffusionPipeline
 
@@ -72,7 +73,10 @@ def load_pipeline(model: str):
     transformers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()  # its hint to install accelerate is noise here
     try:
-        return StableDiffusionPipeline.from_pretrained(model, safety_checker=None, requires_safety_checker=False)
+        # float32 whatever the checkpoint stores: export traces on the CPU (the demo models ship in fp16)
+        return StableDiffusionPipeline.from_pretrained(
+            model, safety_checker=None, requires_safety_checker=False, dtype=torch.float32
+        )
     except Exception as exc:  # diffusers raises OSError, ValueError, EnvironmentError...
         raise ExportError(
             f"cannot load a Stable Diffusion pipeline from {model!r}: {exc}. Pass a local folder "

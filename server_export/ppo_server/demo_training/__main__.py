@@ -1,0 +1,122 @@
+"""``python -m ppo_server.demo_training STAGE... [--out DIR] [--models DIR]``: train the demo world.
+
+Stages, in order; each resumes from its checkpoint under ``--out`` when one exists, so a killed run
+continues where it stopped:
+
+    tokenizer  BPE vocabulary over scene captions and common prompt words
+    vae        AutoencoderKL, 64x64 images to 8x8x8 latents
+    clip       small CLIP, contrastive on scene/caption pairs
+    unet       text-conditioned latent denoiser (needs vae, clip)
+    judge      CNN that reads main colour, main shape and background colour off pixels
+    pipeline   write the shipped artefacts (half precision) to --models
+    evaluate   prompt-following and retrieval figures, written to --models/training_report.json
+
+``all`` runs every stage; ``--smoke`` runs each for a few steps on 64 images (the tests do this).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ppo_client.console import setup_logging
+
+logger = logging.getLogger("ppo_server.demo_training")
+STAGES = ("tokenizer", "vae", "clip", "unet", "judge", "pipeline", "evaluate")
+DEFAULT_MODELS = Path(__file__).resolve().parents[3] / "demo_models"
+
+
+def run_stage(stage: str, out: Path, models: Path, data, smoke: bool) -> dict:
+    from transformers import CLIPTokenizer
+
+    def cfg(config):
+        return config.smoke() if smoke else config
+
+    if stage == "tokenizer":
+        from ppo_server.demo_training.tokenizer import build_demo_tokenizer
+
+        seeds = range(200) if smoke else range(20000)
+        tokenizer = build_demo_tokenizer(out / "tokenizer", caption_seeds=seeds, vocab_size=1024 if smoke else 4096)
+        return {"vocab_size": len(tokenizer)}
+    if stage == "vae":
+        from ppo_server.demo_training.vae import CONFIG, train_vae
+
+        _, error = train_vae(data, out, cfg(CONFIG))
+        return {"reconstruction_error_per_255": error}
+    if stage == "clip":
+        from ppo_server.demo_training.clip import CONFIG, train_clip
+
+        train_clip(data, CLIPTokenizer.from_pretrained(out / "tokenizer"), out, cfg(CONFIG))
+        return {}
+    if stage == "unet":
+        from diffusers import AutoencoderKL
+        from transformers import CLIPModel
+
+        from ppo_server.demo_training.pipeline import text_encoder_of
+        from ppo_server.demo_training.unet import CONFIG, train_unet
+
+        vae = AutoencoderKL.from_pretrained(out / "vae")
+        clip = CLIPModel.from_pretrained(out / "clip")
+        tokenizer = CLIPTokenizer.from_pretrained(out / "clip")
+        unet = train_unet(data, vae, text_encoder_of(clip), tokenizer, out, cfg(CONFIG))
+        unet.save_pretrained(out / "unet")
+        return {"parameters": sum(p.numel() for p in unet.parameters())}
+    if stage == "judge":
+        from ppo_server.demo_training.judge import CONFIG, train_judge
+
+        train_judge(data, out, cfg(CONFIG))
+        return {}
+    if stage == "pipeline":
+        from ppo_server.demo_training.pipeline import assemble
+
+        assemble(out, models)
+        files = [p for p in models.rglob("*") if p.is_file()]
+        return {"megabytes": round(sum(p.stat().st_size for p in files) / 2**20, 2)}
+    if stage == "evaluate":
+        from ppo_server.demo_training.evaluate import evaluate
+
+        report = evaluate(models, count=8 if smoke else 200, steps=2 if smoke else 20)
+        return report
+    raise ValueError(stage)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ppo_server.demo_training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stages", nargs="+", choices=(*STAGES, "all"))
+    parser.add_argument("--out", default="build/demo_training", help="checkpoints and full-precision models")
+    parser.add_argument("--models", default=str(DEFAULT_MODELS), help="where the shipped models go")
+    parser.add_argument("--images", type=int, default=40000, help="training scenes")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch decides)")
+    parser.add_argument("--smoke", action="store_true", help="a few steps per stage on 64 images")
+    parser.add_argument("-v", "--verbose", action="count", default=1)
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out, models = Path(args.out), Path(args.models)
+    stages = STAGES if "all" in args.stages else [s for s in STAGES if s in args.stages]
+    from ppo_server.demo_training.data import SceneSet
+
+    data = SceneSet(64 if args.smoke else args.images, cache=out / "data")
+    report_path = out / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    for stage in stages:
+        started = time.perf_counter()
+        result = run_stage(stage, out, models, data, args.smoke)
+        report[stage] = {**result, "wall_seconds": round(time.perf_counter() - started, 1),
+                         "threads": torch.get_num_threads()}
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+        if stage in ("pipeline", "evaluate"):
+            (models / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

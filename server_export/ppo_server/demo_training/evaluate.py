@@ -1,0 +1,69 @@
+"""Measure the demo world against its targets: prompt-following of the pipeline, CLIP retrieval."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ppo_client.demo.scenes import example
+from ppo_server.demo_training.data import SceneSet
+
+logger = logging.getLogger(__name__)
+
+HELD_OUT_FIRST = 1_000_000
+"""Seeds of evaluation scenes; training uses seeds from 0, far below."""
+
+
+def load_pipeline(models: Path):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(models / "pipeline", dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def generate(pipe, captions: list[str], seeds: list[int], *, steps: int = 20, guidance: float = 7.5,
+             batch: int = 50) -> np.ndarray:
+    images = []
+    for start in range(0, len(captions), batch):
+        chunk = slice(start, start + batch)
+        out = pipe(captions[chunk], num_inference_steps=steps, guidance_scale=guidance, height=64, width=64,
+                   generator=[torch.Generator().manual_seed(s) for s in seeds[chunk]], output_type="np").images
+        images.append((out * 255).round().astype(np.uint8))
+    return np.concatenate(images)
+
+
+def evaluate(models: Path, *, count: int = 200, steps: int = 20, guidance: float = 7.5) -> dict:
+    from transformers import CLIPModel, CLIPTokenizer
+
+    from ppo_server.demo_training.clip import retrieval_top1
+    from ppo_server.demo_training.judge import agreement, load_judge
+
+    seeds = list(range(HELD_OUT_FIRST, HELD_OUT_FIRST + count))
+    examples = [example(s) for s in seeds]
+    rendered = np.stack([e[0] for e in examples])
+    captions = [e[1] for e in examples]
+    scenes = [e[2] for e in examples]
+    judge = load_judge(models / "judge.pt").float()
+    pipe = load_pipeline(models)
+    generated = generate(pipe, captions, seeds, steps=steps, guidance=guidance)
+    again = generate(pipe, captions[:4], seeds[:4], steps=steps, guidance=guidance)
+    clip = CLIPModel.from_pretrained(models / "clip", dtype=torch.float32)
+    tokenizer = CLIPTokenizer.from_pretrained(models / "clip")
+    held_out = SceneSet(max(count, 320), first=HELD_OUT_FIRST)
+    report = {
+        "captions": count,
+        "steps": steps,
+        "guidance": guidance,
+        "generated_agreement": agreement(judge, generated, scenes),
+        "judge_accuracy_on_rendered": agreement(judge, rendered, scenes),
+        "clip_retrieval_top1_of_32": retrieval_top1(clip, tokenizer, held_out),
+        "same_prompt_and_seed_identical": bool(np.array_equal(generated[:4], again)),
+        "distinct_images": int(len({im.tobytes() for im in generated})),
+    }
+    logger.info("evaluation: %s", report)
+    return report

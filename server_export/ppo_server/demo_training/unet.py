@@ -1,0 +1,95 @@
+"""The demo UNet: text-conditioned denoising of the VAE's 8x8x8 latents, Stable Diffusion's recipe.
+
+Latents are computed once with the trained VAE; the frozen CLIP text tower encodes a fresh caption
+of each scene every step (one in ten replaced by the empty prompt, for classifier-free guidance);
+epsilon prediction on SD's scaled-linear schedule, min-SNR loss weighting, EMA weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ppo_server.demo_training.data import SceneSet
+from ppo_server.demo_training.training_loop import TrainConfig, Trainer
+
+logger = logging.getLogger(__name__)
+
+CONFIG = TrainConfig(steps=3000, batch=64, lr=5e-4, warmup=200, ema_decay=0.999, checkpoint_every=200)
+UNCONDITIONAL_FRACTION = 0.1
+MIN_SNR_GAMMA = 5.0
+
+
+def noise_scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+                         prediction_type="epsilon")
+
+
+def build_unet(latent_channels: int, cross_attention_dim: int):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        block_out_channels=(64, 128),
+        layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=32,
+        norm_num_groups=32,
+    )
+
+
+@torch.no_grad()
+def encode_latents(vae, data: SceneSet, batch: int = 256) -> torch.Tensor:
+    """Scaled posterior means of every training image (what the UNet learns to produce)."""
+    vae.eval()
+    chunks = []
+    for start in range(0, len(data), batch):
+        indices = np.arange(start, min(start + batch, len(data)))
+        chunks.append(vae.encode(data.pixels(indices)).latent_dist.mode() * vae.config.scaling_factor)
+    return torch.cat(chunks)
+
+
+def train_unet(data: SceneSet, vae, text_encoder, tokenizer, folder: Path, config: TrainConfig = CONFIG):
+    latents_path = folder / "checkpoints" / "unet" / "latents.pt"
+    if latents_path.exists():
+        latents = torch.load(latents_path)
+    else:
+        latents = encode_latents(vae, data)
+        latents_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(latents, latents_path)
+    text_encoder.eval().requires_grad_(False)
+    torch.manual_seed(config.seed)
+    unet = build_unet(latents.shape[1], text_encoder.config.hidden_size)
+    scheduler = noise_scheduler()
+    alphas = scheduler.alphas_cumprod
+    trainer = Trainer("unet", unet, config, folder / "checkpoints" / "unet")
+
+    def loss_fn(step: int) -> torch.Tensor:
+        rng = np.random.default_rng([config.seed, step, 2])
+        indices = data.indices(step, config.batch, config.seed + 2)
+        captions = data.captions(indices, step, config.seed + 2)
+        captions = ["" if rng.random() < UNCONDITIONAL_FRACTION else c for c in captions]
+        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids
+        with torch.no_grad():
+            hidden = text_encoder(ids)[0]
+        x0 = latents[torch.from_numpy(indices)]
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(rng.integers(2**31))))
+        t = torch.from_numpy(rng.integers(0, scheduler.config.num_train_timesteps, len(indices)))
+        noisy = scheduler.add_noise(x0, noise, t)
+        prediction = unet(noisy, t, hidden).sample
+        snr = alphas[t] / (1 - alphas[t])
+        weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / snr
+        return (weight.view(-1, 1, 1, 1) * (prediction - noise).pow(2)).mean()
+
+    ema = trainer.run(loss_fn)
+    return ema
