@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the image")
     _add_url(generate)
     generate.set_defaults(handler=_generate)
+
+    from ppo_client.demo.cli import add_demo_commands
+
+    add_demo_commands(commands, _add_url)
     return parser
 
 

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from ppo_client.errors import PPOError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 """User-facing messages and progress go to stderr; stdout stays for results."""
 
 INTERRUPTED_EXIT_CODE = 130

@@ -2,6 +2,7 @@
 
     PPOError                      base of everything the project raises on purpose
     ├── InvalidRequestError       a request field is out of range; raised before anything is sent
+    ├── PersonaError              a virtual user's spec is malformed (the message names the field)
     ├── ServerError               the inference server was involved
     │   ├── ServerUnavailableError   it cannot be reached or is not ready
     │   ├── ModelNotFoundError       it does not serve a model the call needs
@@ -22,6 +23,16 @@ class PPOError(Exception):
 
 
 class InvalidRequestError(PPOError, ValueError):
+    exit_code = 2
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class PersonaError(PPOError, ValueError):
+    """A persona spec (``ppo_client.demo.personas``) has an unknown, missing or mistyped field."""
+
     exit_code = 2
 
     def __init__(self, field: str, message: str) -> None:

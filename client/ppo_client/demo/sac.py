@@ -1,0 +1,91 @@
+"""Rating data sets in the Simulacra Aesthetic Captions (SAC) sqlite schema.
+
+The demo world writes its ratings in SAC's exact tables, so the code that reads the real SAC file
+reads the demo set too:
+
+    survey(id, qid, rating)                    generations(id, sid, method, prompt, verified)
+    images(id, gid, idx)                       paths(iid, path)
+    ratings(sid, iid, rating, verified)        upscales(iid, method)
+
+and adds two tables of its own that a real file lacks, which carry the ground truth:
+``personas(sid, spec)`` (each virtual user's JSON persona) and ``true_ratings(sid, iid, score)``
+(the noise-free taste behind each rating).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+SAC_TABLES = {
+    "survey": "id INTEGER, qid INTEGER, rating INTEGER",
+    "generations": "id INTEGER PRIMARY KEY, sid INTEGER, method TEXT, prompt TEXT, verified INTEGER",
+    "images": "id INTEGER PRIMARY KEY, gid INTEGER, idx INTEGER",
+    "paths": "iid INTEGER PRIMARY KEY, path TEXT",
+    "ratings": "sid INTEGER, iid INTEGER, rating INTEGER, verified INTEGER",
+    "upscales": "iid INTEGER, method TEXT",
+}
+TRUTH_TABLES = {
+    "personas": "sid INTEGER PRIMARY KEY, spec TEXT",
+    "true_ratings": "sid INTEGER, iid INTEGER, score REAL",
+}
+SURVEY_QUESTIONS = 20
+
+
+@dataclass(frozen=True)
+class RatedImage:
+    iid: int
+    gid: int
+    prompt: str
+    path: str
+    """Relative to the folder that holds the sqlite file."""
+
+
+@dataclass(frozen=True)
+class UserRatings:
+    sid: int
+    persona_spec: dict
+    survey: Sequence[int]
+    """Answers to the 20 sign-up questions (the demo world: ratings of the first 20 images)."""
+    ratings: Sequence[tuple[int, int]]
+    """(image id, rating 1..10)"""
+    true_scores: Sequence[tuple[int, float]]
+
+
+def write_sac(path: Path, images: Sequence[RatedImage], users: Sequence[UserRatings], *, method: str) -> Path:
+    """Write a complete file atomically: a crash leaves either the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    if tmp.exists():
+        tmp.unlink()
+    connection = sqlite3.connect(tmp)
+    try:
+        with connection:
+            for table, columns in {**SAC_TABLES, **TRUTH_TABLES}.items():
+                connection.execute(f"CREATE TABLE {table} ({columns})")
+            connection.executemany(
+                "INSERT INTO generations VALUES (?, ?, ?, ?, 1)", [(im.gid, 0, method, im.prompt) for im in images]
+            )
+            connection.executemany("INSERT INTO images VALUES (?, ?, 0)", [(im.iid, im.gid) for im in images])
+            connection.executemany("INSERT INTO paths VALUES (?, ?)", [(im.iid, im.path) for im in images])
+            for user in users:
+                connection.execute("INSERT INTO personas VALUES (?, ?)", (user.sid, json.dumps(user.persona_spec)))
+                connection.executemany(
+                    "INSERT INTO survey VALUES (?, ?, ?)", [(user.sid, q, int(r)) for q, r in enumerate(user.survey)]
+                )
+                connection.executemany(
+                    "INSERT INTO ratings VALUES (?, ?, ?, 1)", [(user.sid, iid, int(r)) for iid, r in user.ratings]
+                )
+                connection.executemany(
+                    "INSERT INTO true_ratings VALUES (?, ?, ?)",
+                    [(user.sid, iid, float(s)) for iid, s in user.true_scores],
+                )
+    finally:
+        connection.close()
+    os.replace(tmp, path)
+    return path
