@@ -1,4 +1,4 @@
-"""``make demo``: export the tiny pipeline, serve it with the embedded Triton server, generate a few
+"""``make demo``: export the demo pipeline, serve it with the embedded Triton server, generate a few
 images through the SDK (all requests in flight at once, so the server batches them), stop.
 """
 
@@ -19,12 +19,12 @@ from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
 from ppo_server.export.cli import default_pipeline_dir
 
 PROMPTS = (
-    "a lighthouse at dusk, oil painting",
-    "a red apple on a wooden table",
-    "a snowy mountain under a starry sky",
-    "a cat wearing a tiny hat, studio photo",
-    "an old tram in a rainy street",
-    "a bowl of ramen, top view",
+    "a large red circle on a blue background",
+    "a yellow square next to a small green triangle against a black backdrop",
+    "a white cross on a purple striped background, bright",
+    "an outlined orange triangle over a green checkered backdrop",
+    "a big blue disc on a yellow dotted background, warm, grainy",
+    "a black square in the top left on a white background",
 )
 
 
@@ -39,14 +39,17 @@ def _unet_batches(http_url: str) -> tuple[int, int]:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ppo_server.export.presets import build_tiny_pipeline
+    from ppo_server.export.presets import build_tiny_pipeline, demo_pipeline_dir
     from ppo_server.export.repository import export_pipeline
 
     repository, out = Path(args.repository), Path(args.out)
-    with console.status("building the tiny pipeline and exporting it to ONNX ..."):
-        folder = build_tiny_pipeline(default_pipeline_dir("tiny"))
+    with console.status(f"exporting the {args.preset} pipeline to ONNX ..."):
+        if args.preset == "demo":
+            folder = demo_pipeline_dir()
+        else:
+            folder = build_tiny_pipeline(default_pipeline_dir("tiny"))
         export_pipeline(str(folder), repository)
-    console.print(f"exported the tiny pipeline to {repository}")
+    console.print(f"exported the {args.preset} pipeline to {repository}")
 
     requests = [
         GenerationRequest(prompt=p, seed=i, steps=args.steps, guidance_scale=7.5)
@@ -65,9 +68,10 @@ def _demo(args: argparse.Namespace) -> int:
         image.save(path)
         console.print(f"  {path}  [dim]{request.prompt!r}, seed {request.seed}[/]")
     console.print(
-        f"{len(images)} images in {seconds:.2f} s; the UNet ran {unet_batches} batches for {unet_requests} "
-        "calls. The tiny pipeline has random weights: expect noise, not pictures."
+        f"{len(images)} images in {seconds:.2f} s; the UNet ran {unet_batches} batches for {unet_requests} calls."
     )
+    if args.preset == "tiny":
+        console.print("The tiny pipeline has random weights: expect noise, not pictures.")
     print(out.resolve())
     return 0
 
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ppo_server.demo", description=__doc__)
     parser.add_argument("--repository", default="build/demo_repository")
     parser.add_argument("--out", default="demo_output")
+    parser.add_argument("--preset", choices=("demo", "tiny"), default="demo")
     parser.add_argument("--images", type=int, default=4, choices=range(1, len(PROMPTS) + 1))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("-v", "--verbose", action="count", default=0)

@@ -19,7 +19,7 @@ from ppo_server.demo_training.training_loop import TrainConfig, Trainer
 
 logger = logging.getLogger(__name__)
 
-CONFIG = TrainConfig(steps=800, batch=128, lr=2e-3, warmup=50, ema_decay=0.99)
+CONFIG = TrainConfig(steps=4000, batch=128, lr=2e-3, warmup=50, ema_decay=0.99)
 COLOUR_NAMES = tuple(COLOURS)
 HEADS = {"main_colour": len(COLOUR_NAMES), "background": len(COLOUR_NAMES), "main_shape": len(SHAPES)}
 
@@ -47,6 +47,23 @@ def labels(scenes: list[Scene]) -> dict[str, torch.Tensor]:
     }
 
 
+def soften(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Blur half of a batch by a random amount: a judge must read soft images, not just crisp edges."""
+    sigmas = torch.rand(len(pixels), generator=generator) * 1.5 + 0.3
+    keep = torch.rand(len(pixels), generator=generator) < 0.5
+    offsets = torch.arange(-3, 4, dtype=torch.float32)
+    kernels = torch.exp(-(offsets[None] ** 2) / (2 * sigmas[:, None] ** 2))
+    kernels = kernels / kernels.sum(1, keepdim=True)
+    out = []
+    for image, kernel, unchanged in zip(pixels, kernels, keep):
+        if unchanged:
+            out.append(image)
+            continue
+        x = nn.functional.conv2d(image[:, None], kernel.view(1, 1, 1, 7), padding=(0, 3))
+        out.append(nn.functional.conv2d(x, kernel.view(1, 1, 7, 1), padding=(3, 0))[:, 0])
+    return torch.stack(out)
+
+
 def train_judge(data: SceneSet, folder: Path, config: TrainConfig = CONFIG) -> Judge:
     torch.manual_seed(config.seed)
     judge = Judge()
@@ -54,7 +71,8 @@ def train_judge(data: SceneSet, folder: Path, config: TrainConfig = CONFIG) -> J
 
     def loss_fn(step: int) -> torch.Tensor:
         indices = data.indices(step, config.batch, config.seed + 3)
-        outputs = judge(data.pixels(indices))
+        pixels = soften(data.pixels(indices), torch.Generator().manual_seed(step))
+        outputs = judge(pixels)
         targets = labels([data.scenes[i] for i in indices])
         return sum(nn.functional.cross_entropy(outputs[k], targets[k]) for k in HEADS)
 

@@ -16,7 +16,7 @@ from ppo_server.demo_training.training_loop import TrainConfig, Trainer
 
 logger = logging.getLogger(__name__)
 
-CONFIG = TrainConfig(steps=2000, batch=24, lr=1e-3, warmup=100, ema_decay=0.998)
+CONFIG = TrainConfig(steps=3000, batch=24, lr=1e-3, warmup=100, ema_decay=0.998)
 KL_WEIGHT = 1e-6
 
 
