@@ -18,7 +18,7 @@ from ppo_server.demo_training.training_loop import TrainConfig, Trainer
 
 logger = logging.getLogger(__name__)
 
-CONFIG = TrainConfig(steps=2000, batch=64, lr=5e-4, warmup=200, ema_decay=0.999, checkpoint_every=200)
+CONFIG = TrainConfig(steps=3000, batch=64, lr=5e-4, warmup=200, ema_decay=0.999, checkpoint_every=200)
 UNCONDITIONAL_FRACTION = 0.1
 MIN_SNR_GAMMA = 5.0
 
