@@ -64,30 +64,51 @@ def resolve_url(url: str | None) -> Endpoint:
     return Endpoint.parse(url or os.environ.get(URL_ENV) or DEFAULT_URL)
 
 
-class Txt2ImgClient:
+class _Txt2ImgBase:
+    """Connection and request building both clients share; only the awaiting differs."""
+
+    _aio = False
+
     def __init__(self, url: str | None = None, *, timeout_s: float = 600.0) -> None:
         self.endpoint = resolve_url(url)
         self.timeout_s = timeout_s
-        self._module = protocol_module(self.endpoint.protocol)
-        if self.endpoint.protocol == "grpc":
-            self._client = self._module.InferenceServerClient(self.endpoint.address, ssl=self.endpoint.ssl)
+        self._module = protocol_module(self.endpoint.protocol, aio=self._aio)
+        self._grpc = self.endpoint.protocol == "grpc"
+        if self._grpc:
+            timeouts = {}
+        elif self._aio:
+            timeouts = {"conn_timeout": timeout_s}
         else:
-            self._client = self._module.InferenceServerClient(
-                self.endpoint.address, ssl=self.endpoint.ssl, network_timeout=timeout_s, connection_timeout=timeout_s
-            )
+            timeouts = {"network_timeout": timeout_s, "connection_timeout": timeout_s}
+        self._client = self._module.InferenceServerClient(self.endpoint.address, ssl=self.endpoint.ssl, **timeouts)
         self._limits: SizeLimits | None = None
 
+    def _config_kwargs(self) -> dict:
+        return {"as_json": True} if self._grpc else {}
+
+    def _infer_kwargs(self, rows: Sequence[GenerationRequest]) -> dict:
+        kwargs = {
+            "model_name": MODEL,
+            "inputs": txt2img_inputs(self._module, rows),
+            "outputs": requested_outputs(self._module, contract.TXT2IMG),
+        }
+        if self._grpc:
+            kwargs["client_timeout"] = self.timeout_s
+        return kwargs
+
+    def _error(self, exc: Exception):
+        return map_error(exc, model=MODEL, url=str(self.endpoint))
+
+
+class Txt2ImgClient(_Txt2ImgBase):
     def size_limits(self) -> SizeLimits:
         """Height/width the served pipeline accepts, read once from its model config."""
         if self._limits is None:
             try:
-                self._limits = _limits_from_config(self._client.get_model_config(MODEL, **self._json_kwargs()))
+                self._limits = _limits_from_config(self._client.get_model_config(MODEL, **self._config_kwargs()))
             except Exception as exc:  # tritonclient raises its own exception types
-                raise map_error(exc, model=MODEL, url=str(self.endpoint)) from exc
+                raise self._error(exc) from exc
         return self._limits
-
-    def _json_kwargs(self) -> dict:
-        return {"as_json": True} if self.endpoint.protocol == "grpc" else {}
 
     def generate(self, request: GenerationRequest | str, **fields: Any) -> Image.Image:
         """One image; ``fields`` override the request's (or, with a prompt string, build one)."""
@@ -96,17 +117,10 @@ class Txt2ImgClient:
     def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Image.Image]:
         """Several images in one server request (they must share height and width)."""
         rows = _check_batch(requests, self.size_limits())
-        kwargs = {"client_timeout": self.timeout_s} if self.endpoint.protocol == "grpc" else {}
         try:
-            result = self._client.infer(
-                MODEL,
-                txt2img_inputs(self._module, rows),
-                outputs=requested_outputs(self._module, contract.TXT2IMG),
-                **kwargs,
-            )
+            return _images(self._client.infer(**self._infer_kwargs(rows)))
         except Exception as exc:
-            raise map_error(exc, model=MODEL, url=str(self.endpoint)) from exc
-        return _images(result)
+            raise self._error(exc) from exc
 
     def close(self) -> None:
         self._client.close()
@@ -118,28 +132,17 @@ class Txt2ImgClient:
         self.close()
 
 
-class AsyncTxt2ImgClient:
+class AsyncTxt2ImgClient(_Txt2ImgBase):
     """The asyncio twin of ``Txt2ImgClient``: ``await asyncio.gather(*(c.generate(p) for p in ps))``."""
 
-    def __init__(self, url: str | None = None, *, timeout_s: float = 600.0) -> None:
-        self.endpoint = resolve_url(url)
-        self.timeout_s = timeout_s
-        self._module = protocol_module(self.endpoint.protocol, aio=True)
-        if self.endpoint.protocol == "grpc":
-            self._client = self._module.InferenceServerClient(self.endpoint.address, ssl=self.endpoint.ssl)
-        else:
-            self._client = self._module.InferenceServerClient(
-                self.endpoint.address, ssl=self.endpoint.ssl, conn_timeout=timeout_s
-            )
-        self._limits: SizeLimits | None = None
+    _aio = True
 
     async def size_limits(self) -> SizeLimits:
         if self._limits is None:
-            kwargs = {"as_json": True} if self.endpoint.protocol == "grpc" else {}
             try:
-                self._limits = _limits_from_config(await self._client.get_model_config(MODEL, **kwargs))
+                self._limits = _limits_from_config(await self._client.get_model_config(MODEL, **self._config_kwargs()))
             except Exception as exc:
-                raise map_error(exc, model=MODEL, url=str(self.endpoint)) from exc
+                raise self._error(exc) from exc
         return self._limits
 
     async def generate(self, request: GenerationRequest | str, **fields: Any) -> Image.Image:
@@ -147,17 +150,10 @@ class AsyncTxt2ImgClient:
 
     async def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Image.Image]:
         rows = _check_batch(requests, await self.size_limits())
-        kwargs = {"client_timeout": self.timeout_s} if self.endpoint.protocol == "grpc" else {}
         try:
-            result = await self._client.infer(
-                MODEL,
-                txt2img_inputs(self._module, rows),
-                outputs=requested_outputs(self._module, contract.TXT2IMG),
-                **kwargs,
-            )
+            return _images(await self._client.infer(**self._infer_kwargs(rows)))
         except Exception as exc:
-            raise map_error(exc, model=MODEL, url=str(self.endpoint)) from exc
-        return _images(result)
+            raise self._error(exc) from exc
 
     async def close(self) -> None:
         await self._client.close()
