@@ -86,7 +86,7 @@ def map_error(exc: Exception, *, model: str, url: str) -> ServerError:
     message = message or type(exc).__name__
     status = str(exc.status()) if hasattr(exc, "status") and callable(exc.status) else ""
     lowered = message.lower()
-    if "unknown model" in lowered or "not found" in lowered and "model" in lowered:
+    if "unknown model" in lowered or ("not found" in lowered and "model" in lowered):
         return ModelNotFoundError(f"the server does not serve {model!r}: {message}", url=url)
     if (
         "UNAVAILABLE" in status

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ppo_client.demo.attributes import measure_many
 from ppo_client.demo.personas import population, rate_many, true_scores
@@ -112,6 +111,3 @@ def build_rating_set(out: Path, config: RatingSetConfig, *, url: str | None = No
     logger.info("wrote %d images rated by %d users to %s", len(rated), len(users), path)
     return path
 
-
-def load_image(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))

@@ -72,8 +72,7 @@ class DiffusionLoop:
         ids = self.tokenizer(
             list(prompts), padding="max_length", max_length=max_length, truncation=True, return_tensors="np"
         ).input_ids
-        for prompt in prompts:
-            full = self.tokenizer(prompt, truncation=False).input_ids
+        for full in self.tokenizer(list(prompts), truncation=False).input_ids:  # one batched call, for the warning
             if len(full) > max_length:
                 removed = self.tokenizer.decode(full[max_length - 1 : -1])
                 logger.warning(

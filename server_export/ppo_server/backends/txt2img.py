@@ -148,9 +148,10 @@ class TritonPythonModel:
                 groups.setdefault(self.loop.group_key(row), []).append((i, j, row))
         images: dict[tuple[int, int], np.ndarray] = {}
         for key, members in groups.items():
-            if all(i in errors for i, _, _ in members):
-                continue
+            # a request whose rows span several groups may already have failed in an earlier one
             members = [m for m in members if m[0] not in errors]
+            if not members:
+                continue
             try:
                 outputs = self.loop.run([row for _, _, row in members])
             except Exception as exc:  # a failed group fails its own requests; the model keeps serving

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from ppo_server.cache import cache_dir
 from ppo_server.errors import EmbeddedServerError
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class TritonInstall:
 
     def backend_directory(self) -> Path:
         """A private backend folder with this interpreter's stub, built once and reused."""
-        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ppo" / "triton-backends"
+        cache = cache_dir("triton-backends")
         key = f"py{sys.version_info.major}{sys.version_info.minor}-{self.binary.stat().st_mtime_ns}"
         target = cache / key
         if (target / "python" / "triton_python_backend_stub").exists():

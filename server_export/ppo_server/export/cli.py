@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from ppo_client import contract
 from ppo_client.console import console, run_cli, setup_logging
+from ppo_server.cache import cache_dir
 from ppo_server.export.model_config import ServingOptions
 from ppo_server.export.presets import PRESETS
 
 
 def default_pipeline_dir(preset: str) -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "ppo" / "pipelines" / preset
+    return cache_dir("pipelines", preset)
 
 
 def _export(args: argparse.Namespace) -> int:
