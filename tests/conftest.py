@@ -27,10 +27,19 @@ def tiny_pipeline_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_export(tiny_pipeline_dir, tmp_path_factory):
+def tiny_clip_dir(tiny_pipeline_dir) -> Path:
+    from ppo_server.export.presets import build_tiny_clip
+
+    return build_tiny_clip(tiny_pipeline_dir.parent / "tiny_clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_pipeline_dir, tiny_clip_dir, tmp_path_factory):
     from ppo_server.export.repository import export_pipeline
 
-    return export_pipeline(str(tiny_pipeline_dir), tmp_path_factory.mktemp("repo") / "model_repository")
+    return export_pipeline(
+        str(tiny_pipeline_dir), tmp_path_factory.mktemp("repo") / "model_repository", clip=str(tiny_clip_dir)
+    )
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from ppo_client.errors import (
 from ppo_client.generation import GenerationRequest
 
 __all__ = [
+    "AsyncScoringClient",
     "AsyncTxt2ImgClient",
     "GenerationRequest",
     "InferenceError",
@@ -18,6 +19,7 @@ __all__ = [
     "ModelNotFoundError",
     "PPOError",
     "ServerError",
+    "ScoringClient",
     "ServerUnavailableError",
     "Txt2ImgClient",
 ]
@@ -29,4 +31,8 @@ def __getattr__(name: str):
         from ppo_client import txt2img
 
         return getattr(txt2img, name)
+    if name in ("ScoringClient", "AsyncScoringClient"):
+        from ppo_client import scoring
+
+        return getattr(scoring, name)
     raise AttributeError(name)

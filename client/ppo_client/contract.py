@@ -113,8 +113,45 @@ TXT2IMG = ModelContract(
     max_batch_size=16,
 )
 
+# --- scoring: the image encoder (an ONNX graph), a user's preference model, generate-and-score ---
+
+IMAGE_ENCODER = ModelContract(
+    name="image_encoder",
+    inputs=(TensorSpec("IMAGE", DataType.UINT8, (-1, -1, 3)),),
+    outputs=(TensorSpec("EMBEDDING", DataType.FP32, (-1,)),),
+    max_batch_size=64,
+)
+"""RGB images of any size in; L2-normalised CLIP image embeddings out."""
+
+USER_MODEL_INPUT = TensorSpec("USER_MODEL", DataType.BYTES, (1,))
+"""A serialised ``ppo_client.piaa.head.PreferenceHead``, or ``USER_MODEL_REF_PREFIX`` + its
+content hash when the same head travels in full in an earlier row of the request or was sent
+to this server instance before. The server keeps heads only in memory."""
+USER_MODEL_REF_PREFIX = "sha256:"
+MAX_USER_MODEL_BYTES = 64 * 2**20
+
+PREFERENCE = ModelContract(
+    name="preference",
+    inputs=(TensorSpec("EMBEDDING", DataType.FP32, (-1,)), USER_MODEL_INPUT),
+    outputs=(TensorSpec("SCORE", DataType.FP32, (1,)),),
+    max_batch_size=256,
+)
+
+TXT2IMG_SCORE = ModelContract(
+    name="txt2img_score",
+    inputs=(*TXT2IMG.inputs, USER_MODEL_INPUT),
+    outputs=(
+        TensorSpec("IMAGE", DataType.UINT8, (-1, -1, 3)),
+        TensorSpec("EMBEDDING", DataType.FP32, (-1,)),
+        TensorSpec("SCORE", DataType.FP32, (1,)),
+    ),
+    max_batch_size=TXT2IMG.max_batch_size,
+)
+"""Prompt + seed + user model -> image, its embedding and the user's predicted score."""
+
 COMPONENTS = (TEXT_ENCODER, UNET, VAE_DECODER)
-ALL_MODELS = (*COMPONENTS, TXT2IMG)
+SCORING_MODELS = (IMAGE_ENCODER, PREFERENCE, TXT2IMG_SCORE)
+ALL_MODELS = (*COMPONENTS, TXT2IMG, *SCORING_MODELS)
 
 # --- request limits, checked by the SDK before sending and by the server on arrival ---
 

@@ -3,6 +3,8 @@
     PPOError                      base of everything the project raises on purpose
     ├── InvalidRequestError       a request field is out of range; raised before anything is sent
     ├── PersonaError              a virtual user's spec is malformed (the message names the field)
+    ├── DataError                 imported ratings, images or a SAC file are malformed (names the row)
+    ├── StoreError                the user store refused an operation (unknown user, bad name ...)
     ├── ServerError               the inference server was involved
     │   ├── ServerUnavailableError   it cannot be reached or is not ready
     │   ├── ModelNotFoundError       it does not serve a model the call needs
@@ -38,6 +40,16 @@ class PersonaError(PPOError, ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class DataError(PPOError, ValueError):
+    """Input data is malformed; the message names the file and row or field. Nothing was written."""
+
+    exit_code = 2
+
+
+class StoreError(PPOError):
+    exit_code = 2
 
 
 class ServerError(PPOError):

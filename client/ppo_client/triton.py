@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Sequence
@@ -10,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from ppo_client import contract
+from ppo_client.contract import TensorSpec
 from ppo_client.errors import (
     DependencyError,
     InferenceError,
@@ -53,6 +55,53 @@ def protocol_module(protocol: str, *, aio: bool = False) -> ModuleType:
         raise DependencyError(
             f"{name} is not importable ({exc}); install it with: pip install 'tritonclient[{protocol}]'"
         ) from exc
+
+
+def resolve_url(url: str | None) -> Endpoint:
+    return Endpoint.parse(url or os.environ.get(URL_ENV) or DEFAULT_URL)
+
+
+class ClientBase:
+    """The connection every SDK client shares (sync or asyncio); subclasses add the calls."""
+
+    _aio = False
+
+    def __init__(self, url: str | None = None, *, timeout_s: float = 600.0) -> None:
+        self.endpoint = resolve_url(url)
+        self.timeout_s = timeout_s
+        self._module = protocol_module(self.endpoint.protocol, aio=self._aio)
+        self._grpc = self.endpoint.protocol == "grpc"
+        if self._grpc:
+            timeouts = {}
+        elif self._aio:
+            timeouts = {"conn_timeout": timeout_s}
+        else:
+            timeouts = {"network_timeout": timeout_s, "connection_timeout": timeout_s}
+        self._client = self._module.InferenceServerClient(self.endpoint.address, ssl=self.endpoint.ssl, **timeouts)
+
+    def _config_kwargs(self) -> dict:
+        return {"as_json": True} if self._grpc else {}
+
+    def _infer_kwargs(self, model: contract.ModelContract, inputs: list) -> dict:
+        kwargs = {"model_name": model.name, "inputs": inputs, "outputs": requested_outputs(self._module, model)}
+        if self._grpc:
+            kwargs["client_timeout"] = self.timeout_s
+        return kwargs
+
+    def _tensor(self, spec: TensorSpec, array: np.ndarray):
+        array = np.ascontiguousarray(array, dtype=spec.dtype.numpy)
+        tensor = self._module.InferInput(spec.name, list(array.shape), spec.dtype.wire)
+        tensor.set_data_from_numpy(array)
+        return tensor
+
+    def _error(self, exc: Exception, model: str) -> ServerError:
+        return map_error(exc, model=model, url=str(self.endpoint))
+
+
+def model_parameters(config: dict) -> dict[str, str]:
+    """A model config's ``parameters`` as plain strings (gRPC wraps the config, HTTP does not)."""
+    config = config.get("config", config)
+    return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
 
 
 def txt2img_inputs(module: ModuleType, rows: Sequence) -> list:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Sequence
 
 from PIL import Image
@@ -15,15 +14,7 @@ from PIL import Image
 from ppo_client import contract
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import GenerationRequest, SizeLimits, check_prompt_count
-from ppo_client.triton import (
-    DEFAULT_URL,
-    URL_ENV,
-    Endpoint,
-    map_error,
-    protocol_module,
-    requested_outputs,
-    txt2img_inputs,
-)
+from ppo_client.triton import ClientBase, model_parameters, txt2img_inputs
 
 MODEL = contract.TXT2IMG.name
 
@@ -43,8 +34,7 @@ def _check_batch(requests: Sequence[GenerationRequest], limits: SizeLimits) -> l
 
 
 def _limits_from_config(config: dict) -> SizeLimits:
-    config = config.get("config", config)  # gRPC wraps the config, HTTP does not
-    params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+    params = model_parameters(config)
     try:
         return SizeLimits(
             multiple=int(params["size_multiple"]),
@@ -60,44 +50,13 @@ def _images(result) -> list[Image.Image]:
     return [Image.fromarray(array) for array in result.as_numpy("IMAGE")]
 
 
-def resolve_url(url: str | None) -> Endpoint:
-    return Endpoint.parse(url or os.environ.get(URL_ENV) or DEFAULT_URL)
-
-
-class _Txt2ImgBase:
-    """Connection and request building both clients share; only the awaiting differs."""
-
-    _aio = False
-
+class _Txt2ImgBase(ClientBase):
     def __init__(self, url: str | None = None, *, timeout_s: float = 600.0) -> None:
-        self.endpoint = resolve_url(url)
-        self.timeout_s = timeout_s
-        self._module = protocol_module(self.endpoint.protocol, aio=self._aio)
-        self._grpc = self.endpoint.protocol == "grpc"
-        if self._grpc:
-            timeouts = {}
-        elif self._aio:
-            timeouts = {"conn_timeout": timeout_s}
-        else:
-            timeouts = {"network_timeout": timeout_s, "connection_timeout": timeout_s}
-        self._client = self._module.InferenceServerClient(self.endpoint.address, ssl=self.endpoint.ssl, **timeouts)
+        super().__init__(url, timeout_s=timeout_s)
         self._limits: SizeLimits | None = None
 
-    def _config_kwargs(self) -> dict:
-        return {"as_json": True} if self._grpc else {}
-
-    def _infer_kwargs(self, rows: Sequence[GenerationRequest]) -> dict:
-        kwargs = {
-            "model_name": MODEL,
-            "inputs": txt2img_inputs(self._module, rows),
-            "outputs": requested_outputs(self._module, contract.TXT2IMG),
-        }
-        if self._grpc:
-            kwargs["client_timeout"] = self.timeout_s
-        return kwargs
-
-    def _error(self, exc: Exception):
-        return map_error(exc, model=MODEL, url=str(self.endpoint))
+    def _txt2img_kwargs(self, rows: Sequence[GenerationRequest]) -> dict:
+        return self._infer_kwargs(contract.TXT2IMG, txt2img_inputs(self._module, rows))
 
 
 class Txt2ImgClient(_Txt2ImgBase):
@@ -107,7 +66,7 @@ class Txt2ImgClient(_Txt2ImgBase):
             try:
                 self._limits = _limits_from_config(self._client.get_model_config(MODEL, **self._config_kwargs()))
             except Exception as exc:  # tritonclient raises its own exception types
-                raise self._error(exc) from exc
+                raise self._error(exc, MODEL) from exc
         return self._limits
 
     def generate(self, request: GenerationRequest | str, **fields: Any) -> Image.Image:
@@ -118,9 +77,9 @@ class Txt2ImgClient(_Txt2ImgBase):
         """Several images in one server request (they must share height and width)."""
         rows = _check_batch(requests, self.size_limits())
         try:
-            return _images(self._client.infer(**self._infer_kwargs(rows)))
+            return _images(self._client.infer(**self._txt2img_kwargs(rows)))
         except Exception as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc, MODEL) from exc
 
     def close(self) -> None:
         self._client.close()
@@ -142,7 +101,7 @@ class AsyncTxt2ImgClient(_Txt2ImgBase):
             try:
                 self._limits = _limits_from_config(await self._client.get_model_config(MODEL, **self._config_kwargs()))
             except Exception as exc:
-                raise self._error(exc) from exc
+                raise self._error(exc, MODEL) from exc
         return self._limits
 
     async def generate(self, request: GenerationRequest | str, **fields: Any) -> Image.Image:
@@ -151,9 +110,9 @@ class AsyncTxt2ImgClient(_Txt2ImgBase):
     async def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Image.Image]:
         rows = _check_batch(requests, await self.size_limits())
         try:
-            return _images(await self._client.infer(**self._infer_kwargs(rows)))
+            return _images(await self._client.infer(**self._txt2img_kwargs(rows)))
         except Exception as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc, MODEL) from exc
 
     async def close(self) -> None:
         await self._client.close()

@@ -39,16 +39,17 @@ def _unet_batches(http_url: str) -> tuple[int, int]:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ppo_server.export.presets import build_tiny_pipeline, demo_pipeline_dir
+    from ppo_server.export.presets import build_tiny_clip, build_tiny_pipeline, demo_clip_dir, demo_pipeline_dir
     from ppo_server.export.repository import export_pipeline
 
     repository, out = Path(args.repository), Path(args.out)
     with console.status(f"exporting the {args.preset} pipeline to ONNX ..."):
         if args.preset == "demo":
-            folder = demo_pipeline_dir()
+            folder, clip = demo_pipeline_dir(), demo_clip_dir()
         else:
             folder = build_tiny_pipeline(default_pipeline_dir("tiny"))
-        export_pipeline(str(folder), repository)
+            clip = build_tiny_clip(folder / "clip")
+        export_pipeline(str(folder), repository, clip=str(clip))
     console.print(f"exported the {args.preset} pipeline to {repository}")
 
     requests = [

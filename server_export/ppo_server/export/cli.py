@@ -18,16 +18,18 @@ def default_pipeline_dir(preset: str) -> Path:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ppo_server.export.presets import build_tiny_pipeline, demo_pipeline_dir
+    from ppo_server.export.presets import build_tiny_clip, build_tiny_pipeline, demo_clip_dir, demo_pipeline_dir
     from ppo_server.export.repository import ExportOptions, export_pipeline
 
-    model = args.model
+    model, clip = args.model, args.clip
     if args.preset == "demo":
-        model = str(demo_pipeline_dir())
+        model, clip = str(demo_pipeline_dir()), clip or str(demo_clip_dir())
     elif args.preset:
         folder = Path(args.pipeline_dir or default_pipeline_dir(args.preset))
         with console.status(f"building the {args.preset} pipeline in {folder} ..."):
             build_tiny_pipeline(folder, seed=args.seed)
+            if not clip:
+                clip = str(build_tiny_clip(folder / "clip", seed=args.seed))
         model = str(folder)
     options = ExportOptions(
         scheduler=args.scheduler,
@@ -37,7 +39,7 @@ def _export(args: argparse.Namespace) -> int:
         component_serving=ServingOptions(max_queue_delay_us=args.component_queue_delay_us),
     )
     with console.status(f"exporting {model} to {args.out} ..."):
-        result = export_pipeline(model, Path(args.out), options)
+        result = export_pipeline(model, Path(args.out), options, clip=clip)
     for report in result.reports:
         console.print(
             f"  {report.model:<13} {report.seconds:6.1f} s   max |onnxruntime - torch| = {report.max_abs_diff:.1e}"
@@ -55,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--model", help="diffusers pipeline folder or hub id (Stable Diffusion family)")
     source.add_argument(
         "--preset", choices=PRESETS, help="demo: the trained demo-world pipeline; tiny: random weights, built here"
+    )
+    parser.add_argument(
+        "--clip", help="CLIPModel folder for the image encoder and scoring models (presets bring their own)"
     )
     parser.add_argument("--out", default="model_repository", help="model repository to write (default: %(default)s)")
     parser.add_argument("--pipeline-dir", help="where --preset saves its pipeline (default: the user cache)")

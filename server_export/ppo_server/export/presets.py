@@ -40,6 +40,32 @@ def demo_pipeline_dir() -> Path:
     return folder
 
 
+def demo_clip_dir() -> Path:
+    folder = demo_models_dir() / "clip"
+    if not (folder / "config.json").exists():
+        from ppo_server.errors import ExportError
+
+        raise ExportError(f"the demo CLIP is missing from {folder}; rebuild it with `python -m ppo_server.demo_training clip`")
+    return folder
+
+
+def build_tiny_clip(folder: Path, *, seed: int = 0) -> Path:
+    """A randomly initialised small ``CLIPModel`` saved with ``save_pretrained`` (image side 32)."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config={"vocab_size": 512, "hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
+                     "num_hidden_layers": 2, "max_position_embeddings": 77},
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 37,
+                       "num_attention_heads": 4, "num_hidden_layers": 2},
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(folder, safe_serialization=True)
+    return Path(folder)
+
+
 def _byte_level_alphabet() -> list[str]:
     """The 256 printable stand-ins byte-level BPE uses for raw bytes (GPT-2's convention)."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]

@@ -27,6 +27,9 @@ BACKEND_MODULES = {
     contract.UNET.name: "ppo_server.backends.onnx_model",
     contract.VAE_DECODER.name: "ppo_server.backends.onnx_model",
     contract.TXT2IMG.name: "ppo_server.backends.txt2img",
+    contract.IMAGE_ENCODER.name: "ppo_server.backends.onnx_model",
+    contract.PREFERENCE.name: "ppo_server.backends.preference",
+    contract.TXT2IMG_SCORE.name: "ppo_server.backends.txt2img_score",
 }
 MANIFEST = "manifest.json"
 
@@ -105,7 +108,10 @@ def _scheduler(pipeline, name: str):
     return scheduler_class(name).from_config(pipeline.scheduler.config)
 
 
-def export_pipeline(model: str, out: Path, options: ExportOptions = ExportOptions()) -> ExportResult:
+def export_pipeline(
+    model: str, out: Path, options: ExportOptions = ExportOptions(), *, clip: str | None = None
+) -> ExportResult:
+    """Export the pipeline; with ``clip`` (a ``CLIPModel`` folder) also the scoring models."""
     if options.scheduler and options.scheduler not in contract.SCHEDULERS:
         raise ExportError(f"unknown scheduler {options.scheduler!r}; choose one of {', '.join(contract.SCHEDULERS)}")
     pipeline = load_pipeline(model)
@@ -132,7 +138,7 @@ def export_pipeline(model: str, out: Path, options: ExportOptions = ExportOption
         module = getattr(pipeline, spec.component)
         reports.append(export_onnx(spec, module, dims, model_dir / "1" / "model.onnx"))
         write_config(build_config(spec.contract, component_serving), model_dir)
-        _write_shim(model_dir, spec.contract.name)
+        write_shim(model_dir, spec.contract.name)
 
     txt2img_dir = out / contract.TXT2IMG.name
     assets = txt2img_dir / "1" / "pipeline"
@@ -158,14 +164,20 @@ def export_pipeline(model: str, out: Path, options: ExportOptions = ExportOption
         },
     )
     write_config(build_config(contract.TXT2IMG, txt2img_serving), txt2img_dir)
-    _write_shim(txt2img_dir, contract.TXT2IMG.name)
+    write_shim(txt2img_dir, contract.TXT2IMG.name)
 
+    if clip:
+        from ppo_server.export.scoring import export_scoring
+
+        reports.append(
+            export_scoring(clip, out, with_generation=True, encoder_serving=component_serving, txt2img_serving=txt2img_serving)
+        )
     result = ExportResult(str(out), str(model), native_side, size_multiple, max_side, reports)
     (out / "export_report.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
 
 
-def _write_shim(model_dir: Path, name: str) -> None:
+def write_shim(model_dir: Path, name: str) -> None:
     path = model_dir / "1" / "model.py"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(shim_source(name))

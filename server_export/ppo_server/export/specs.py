@@ -26,6 +26,8 @@ class ExportDims:
     latent_channels: int
     latent_height: int
     latent_width: int
+    image_side: int = 0
+    """Side of the image encoder's square input (CLIP's ``image_size``)."""
 
     def with_batch(self, batch: int) -> ExportDims:
         return ExportDims(**{**self.__dict__, "batch": batch})
@@ -81,6 +83,27 @@ class _VaeDecoder(torch.nn.Module):
         return self.vae.decode(latent / self.scaling_factor, return_dict=False)[0]
 
 
+class _ImageEncoder(torch.nn.Module):
+    """uint8 RGB [B, H, W, 3] in, unit-length CLIP embeddings out: resizing and CLIP's pixel
+    normalisation live in the graph, so clients send plain images."""
+
+    def __init__(self, clip: torch.nn.Module, *, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.vision_model = clip.vision_model
+        self.projection = clip.visual_projection
+        self.side = int(clip.config.vision_config.image_size)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        pixels = image.permute(0, 3, 1, 2).float() / 255.0
+        # a square resize: equal to CLIP's shortest-side resize + centre crop for square images
+        pixels = torch.nn.functional.interpolate(pixels, size=(self.side, self.side), mode="bilinear", align_corners=False)
+        pixels = (pixels - self.mean) / self.std
+        pooled = self.vision_model(pixel_values=pixels, return_dict=True).pooler_output
+        return torch.nn.functional.normalize(self.projection(pooled), dim=-1)
+
+
 def _text_inputs(d: ExportDims) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(0)
     return (torch.randint(0, d.vocab_size, (d.batch, d.sequence_length), generator=generator),)
@@ -97,6 +120,11 @@ def _unet_inputs(d: ExportDims) -> tuple[torch.Tensor, ...]:
 def _vae_inputs(d: ExportDims) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(0)
     return (torch.randn(d.batch, d.latent_channels, d.latent_height, d.latent_width, generator=generator),)
+
+
+def _image_inputs(d: ExportDims) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(0)
+    return (torch.randint(0, 256, (d.batch, d.image_side, d.image_side, 3), generator=generator, dtype=torch.uint8),)
 
 
 _IMAGE_AXES = {0: "batch", 2: "height", 3: "width"}
@@ -134,3 +162,14 @@ VAE_DECODER = ExportSpec(
 )
 
 SPECS = (TEXT_ENCODER, UNET, VAE_DECODER)
+"""The diffusion pipeline's components."""
+
+IMAGE_ENCODER = ExportSpec(
+    contract=contract.IMAGE_ENCODER,
+    component="clip",
+    dynamic_axes={"IMAGE": {0: "batch", 1: "height", 2: "width"}, "EMBEDDING": {0: "batch"}},
+    wrap=_ImageEncoder,
+    sample_inputs=_image_inputs,
+)
+"""Exported from a ``CLIPModel`` (not part of a diffusers pipeline); ``wrap`` needs the pixel
+statistics of the checkpoint's image processor (see ``export.scoring``)."""

@@ -1,0 +1,1 @@
+"""Personalised image aesthetic assessment: preference heads, few-shot methods, evaluation."""

@@ -1,0 +1,183 @@
+"""Scoring against Triton: CLIP image embeddings, a user's predicted scores, and generate-and-score.
+
+    with ScoringClient("localhost:8001") as client:
+        scored = client.generate_and_score(["a red cat at dusk"], head)   # image, embedding, score
+        embeddings = client.embed(images)
+
+A user's preference head (``ppo_client.piaa.head.PreferenceHead``) travels with every request:
+in full in a request's first row and by content hash in the others, so the server stores nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ppo_client import contract
+from ppo_client.generation import GenerationRequest
+from ppo_client.piaa.head import PreferenceHead
+from ppo_client.triton import model_parameters, txt2img_inputs
+from ppo_client.txt2img import AsyncTxt2ImgClient, Txt2ImgClient, _as_request, _check_batch
+
+ENCODER = contract.IMAGE_ENCODER
+PREFERENCE = contract.PREFERENCE
+TXT2IMG_SCORE = contract.TXT2IMG_SCORE
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    encoder_id: str
+    """Names the exact encoder weights: the key of embedding caches."""
+    dim: int
+
+
+@dataclass(frozen=True)
+class ScoredImage:
+    request: GenerationRequest
+    image: Image.Image
+    embedding: np.ndarray
+    score: float
+
+
+def _pixels(image: Image.Image | np.ndarray) -> np.ndarray:
+    array = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"images must be RGB uint8 [H, W, 3], got {array.dtype} {array.shape}")
+    return array
+
+
+def _embed_batches(images: Sequence[Image.Image | np.ndarray]) -> list[tuple[list[int], np.ndarray]]:
+    """Row indices and stacked pixels, one entry per same-size chunk the encoder can take."""
+    arrays = [_pixels(im) for im in images]
+    by_shape: dict[tuple, list[int]] = {}
+    for i, array in enumerate(arrays):
+        by_shape.setdefault(array.shape, []).append(i)
+    batches = []
+    for rows in by_shape.values():
+        for start in range(0, len(rows), ENCODER.max_batch_size):
+            chunk = rows[start : start + ENCODER.max_batch_size]
+            batches.append((chunk, np.stack([arrays[i] for i in chunk])))
+    return batches
+
+
+def user_model_rows(head: PreferenceHead, rows: int) -> np.ndarray:
+    """The head in full in the first row and by hash in the rest."""
+    reference = (contract.USER_MODEL_REF_PREFIX + head.digest).encode()
+    return np.array([[head.to_bytes()]] + [[reference]] * (rows - 1), dtype=np.object_)
+
+
+def _encoder_info(config: dict) -> EncoderInfo:
+    params = model_parameters(config)
+    return EncoderInfo(params.get("encoder_id", "unknown"), int(params.get("embedding_dim", "0")))
+
+
+def _scored(rows: Sequence[GenerationRequest], result) -> list[ScoredImage]:
+    images, embeddings, scores = (result.as_numpy(n) for n in ("IMAGE", "EMBEDDING", "SCORE"))
+    return [
+        ScoredImage(row, Image.fromarray(images[i]), embeddings[i].copy(), float(scores[i, 0]))
+        for i, row in enumerate(rows)
+    ]
+
+
+class _ScoringCalls:
+    """Request building shared by the sync and asyncio clients."""
+
+    def _embed_kwargs(self, pixels: np.ndarray) -> dict:
+        return self._infer_kwargs(ENCODER, [self._tensor(ENCODER.input("IMAGE"), pixels)])
+
+    def _score_kwargs(self, embeddings: np.ndarray, head: PreferenceHead) -> dict:
+        inputs = [
+            self._tensor(PREFERENCE.input("EMBEDDING"), embeddings),
+            self._tensor(contract.USER_MODEL_INPUT, user_model_rows(head, len(embeddings))),
+        ]
+        return self._infer_kwargs(PREFERENCE, inputs)
+
+    def _generate_score_kwargs(self, rows: Sequence[GenerationRequest], head: PreferenceHead) -> dict:
+        inputs = [*txt2img_inputs(self._module, rows), self._tensor(contract.USER_MODEL_INPUT, user_model_rows(head, len(rows)))]
+        return self._infer_kwargs(TXT2IMG_SCORE, inputs)
+
+
+def _score_chunks(embeddings: np.ndarray) -> list[np.ndarray]:
+    embeddings = np.asarray(embeddings, dtype=np.float32).reshape(len(embeddings), -1)
+    return [embeddings[i : i + PREFERENCE.max_batch_size] for i in range(0, len(embeddings), PREFERENCE.max_batch_size)]
+
+
+class ScoringClient(_ScoringCalls, Txt2ImgClient):
+    def encoder_info(self) -> EncoderInfo:
+        try:
+            return _encoder_info(self._client.get_model_config(ENCODER.name, **self._config_kwargs()))
+        except Exception as exc:
+            raise self._error(exc, ENCODER.name) from exc
+
+    def embed(self, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
+        """Unit-length embeddings [N, D] of RGB images (any sizes; same sizes share a request)."""
+        out: dict[int, np.ndarray] = {}
+        for rows, pixels in _embed_batches(images):
+            try:
+                result = self._client.infer(**self._embed_kwargs(pixels))
+            except Exception as exc:
+                raise self._error(exc, ENCODER.name) from exc
+            out.update(zip(rows, result.as_numpy("EMBEDDING")))
+        return np.stack([out[i] for i in range(len(images))]) if images else np.zeros((0, 0), np.float32)
+
+    def score(self, embeddings: np.ndarray, head: PreferenceHead) -> np.ndarray:
+        """The user's predicted scores [N] of embeddings [N, D], computed by the server."""
+        scores = []
+        for chunk in _score_chunks(embeddings):
+            try:
+                scores.append(self._client.infer(**self._score_kwargs(chunk, head)).as_numpy("SCORE")[:, 0])
+            except Exception as exc:
+                raise self._error(exc, PREFERENCE.name) from exc
+        return np.concatenate(scores) if scores else np.zeros(0, np.float32)
+
+    def generate_and_score(
+        self, requests: Sequence[GenerationRequest | str], head: PreferenceHead, **fields: Any
+    ) -> list[ScoredImage]:
+        """Images for up to ``MAX_PROMPTS_PER_REQUEST`` prompts with their embeddings and scores, in one request."""
+        rows = _check_batch([_as_request(r, fields) for r in requests], self.size_limits())
+        try:
+            return _scored(rows, self._client.infer(**self._generate_score_kwargs(rows, head)))
+        except Exception as exc:
+            raise self._error(exc, TXT2IMG_SCORE.name) from exc
+
+
+class AsyncScoringClient(_ScoringCalls, AsyncTxt2ImgClient):
+    async def encoder_info(self) -> EncoderInfo:
+        try:
+            return _encoder_info(await self._client.get_model_config(ENCODER.name, **self._config_kwargs()))
+        except Exception as exc:
+            raise self._error(exc, ENCODER.name) from exc
+
+    async def embed(self, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
+        import asyncio
+
+        batches = _embed_batches(images)
+        try:
+            results = await asyncio.gather(*(self._client.infer(**self._embed_kwargs(p)) for _, p in batches))
+        except Exception as exc:
+            raise self._error(exc, ENCODER.name) from exc
+        out = {i: v for (rows, _), r in zip(batches, results) for i, v in zip(rows, r.as_numpy("EMBEDDING"))}
+        return np.stack([out[i] for i in range(len(images))]) if images else np.zeros((0, 0), np.float32)
+
+    async def score(self, embeddings: np.ndarray, head: PreferenceHead) -> np.ndarray:
+        import asyncio
+
+        try:
+            results = await asyncio.gather(
+                *(self._client.infer(**self._score_kwargs(c, head)) for c in _score_chunks(embeddings))
+            )
+        except Exception as exc:
+            raise self._error(exc, PREFERENCE.name) from exc
+        return np.concatenate([r.as_numpy("SCORE")[:, 0] for r in results]) if results else np.zeros(0, np.float32)
+
+    async def generate_and_score(
+        self, requests: Sequence[GenerationRequest | str], head: PreferenceHead, **fields: Any
+    ) -> list[ScoredImage]:
+        rows = _check_batch([_as_request(r, fields) for r in requests], await self.size_limits())
+        try:
+            return _scored(rows, await self._client.infer(**self._generate_score_kwargs(rows, head)))
+        except Exception as exc:
+            raise self._error(exc, TXT2IMG_SCORE.name) from exc

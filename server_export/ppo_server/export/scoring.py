@@ -1,0 +1,96 @@
+"""Export the scoring side of a repository: a CLIP image encoder, the preference model, and the
+generate-and-score model that chains ``txt2img`` -> ``image_encoder`` -> a user's preference head.
+
+The image encoder comes from any ``CLIPModel`` checkpoint folder (a real one or the demo CLIP); its
+ONNX file's hash becomes the ``encoder_id`` parameter, which clients use as the key of their
+embedding caches, so embeddings of different encoders never mix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import logging
+from pathlib import Path
+
+from ppo_client import contract
+from ppo_server.errors import ExportError
+from ppo_server.export import specs as export_specs
+from ppo_server.export.model_config import ServingOptions, build_config, write_config
+from ppo_server.export.onnx_exporter import ExportReport, export_onnx
+
+logger = logging.getLogger(__name__)
+
+ENCODER_ID_PARAMETER = "encoder_id"
+
+
+def load_clip(path: str):
+    """``CLIPModel`` plus its image processor's pixel statistics, with an error that says what to try."""
+    import torch
+    import transformers
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        model = CLIPModel.from_pretrained(path, dtype=torch.float32).eval()
+    except Exception as exc:  # transformers raises OSError, ValueError...
+        raise ExportError(
+            f"cannot load a CLIP model from {path!r}: {exc}. Pass a folder written by "
+            "CLIPModel.save_pretrained (config.json with a vision_config)."
+        ) from exc
+    try:
+        processor = CLIPImageProcessor.from_pretrained(path)
+        mean, std = tuple(processor.image_mean), tuple(processor.image_std)
+    except Exception:  # a model folder without preprocessor_config.json: CLIP's own statistics
+        from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+        mean, std = tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)
+    return model, mean, std
+
+
+def export_scoring(
+    clip: str,
+    out: Path,
+    *,
+    with_generation: bool,
+    encoder_serving: ServingOptions = ServingOptions(),
+    txt2img_serving: ServingOptions = ServingOptions(instance_count=2, max_queue_delay_us=5000),
+) -> ExportReport:
+    """Write ``image_encoder`` and ``preference`` (and ``txt2img_score`` when the repository
+    generates images too) under ``out``; returns the encoder's export report."""
+    from ppo_server.export.repository import write_shim
+
+    model, mean, std = load_clip(clip)
+    side = int(model.config.vision_config.image_size)
+    spec = dataclasses.replace(export_specs.IMAGE_ENCODER, wrap=functools.partial(export_specs._ImageEncoder, mean=mean, std=std))
+    dims = export_specs.ExportDims(
+        batch=2, sequence_length=0, hidden_size=0, vocab_size=0, latent_channels=0, latent_height=0,
+        latent_width=0, image_side=side,
+    )
+    encoder_dir = Path(out) / contract.IMAGE_ENCODER.name
+    onnx_path = encoder_dir / "1" / "model.onnx"
+    report = export_onnx(spec, model, dims, onnx_path)
+    encoder_id = f"{Path(clip).name or 'clip'}-{_file_digest(onnx_path)[:16]}"
+    parameters = {**encoder_serving.parameters, ENCODER_ID_PARAMETER: encoder_id, "embedding_dim": str(model.config.projection_dim)}
+    write_config(build_config(contract.IMAGE_ENCODER, dataclasses.replace(encoder_serving, parameters=parameters)), encoder_dir)
+    write_shim(encoder_dir, contract.IMAGE_ENCODER.name)
+
+    preference_dir = Path(out) / contract.PREFERENCE.name
+    write_config(build_config(contract.PREFERENCE, ServingOptions(max_queue_delay_us=500)), preference_dir)
+    write_shim(preference_dir, contract.PREFERENCE.name)
+
+    if with_generation:
+        score_dir = Path(out) / contract.TXT2IMG_SCORE.name
+        write_config(build_config(contract.TXT2IMG_SCORE, txt2img_serving), score_dir)
+        write_shim(score_dir, contract.TXT2IMG_SCORE.name)
+    logger.info("exported the image encoder %s (%d-d embeddings)", encoder_id, model.config.projection_dim)
+    return report
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
