@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ppo_client.demo.cli import add_demo_commands
 
     add_demo_commands(commands, _add_url)
+    from ppo_client.piaa.cli import add_piaa_commands
+
+    add_piaa_commands(commands, _add_url)
     return parser
 
 

@@ -35,3 +35,13 @@ def run_cli(command: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         console.print("interrupted")
         return INTERRUPTED_EXIT_CODE
+
+
+def progress():
+    """A rich progress display on the CLI console (stderr), removed when done."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    )

@@ -1,15 +1,7 @@
-"""Rating data sets in the Simulacra Aesthetic Captions (SAC) sqlite schema.
+"""Writing the demo world's rating set in the SAC schema (``ppo_client.sac`` reads it, like a real one).
 
-The demo world writes its ratings in SAC's exact tables, so the code that reads the real SAC file
-reads the demo set too:
-
-    survey(id, qid, rating)                    generations(id, sid, method, prompt, verified)
-    images(id, gid, idx)                       paths(iid, path)
-    ratings(sid, iid, rating, verified)        upscales(iid, method)
-
-and adds two tables of its own that a real file lacks, which carry the ground truth:
-``personas(sid, spec)`` (each virtual user's JSON persona) and ``true_ratings(sid, iid, score)``
-(the noise-free taste behind each rating).
+Besides SAC's tables it fills ``personas(sid, spec)`` (each virtual user's JSON persona) and
+``true_ratings(sid, iid, score)`` (the noise-free taste behind each rating).
 """
 
 from __future__ import annotations
@@ -21,18 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-SAC_TABLES = {
-    "survey": "id INTEGER, qid INTEGER, rating INTEGER",
-    "generations": "id INTEGER PRIMARY KEY, sid INTEGER, method TEXT, prompt TEXT, verified INTEGER",
-    "images": "id INTEGER PRIMARY KEY, gid INTEGER, idx INTEGER",
-    "paths": "iid INTEGER PRIMARY KEY, path TEXT",
-    "ratings": "sid INTEGER, iid INTEGER, rating INTEGER, verified INTEGER",
-    "upscales": "iid INTEGER, method TEXT",
-}
-TRUTH_TABLES = {
-    "personas": "sid INTEGER PRIMARY KEY, spec TEXT",
-    "true_ratings": "sid INTEGER, iid INTEGER, score REAL",
-}
+from ppo_client.sac import SAC_TABLES, TRUTH_TABLES
+
 SURVEY_QUESTIONS = 20
 
 

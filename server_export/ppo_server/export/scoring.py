@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -29,7 +30,8 @@ def load_clip(path: str):
     """``CLIPModel`` plus its image processor's pixel statistics, with an error that says what to try."""
     import torch
     import transformers
-    from transformers import CLIPImageProcessor, CLIPModel
+    from transformers import CLIPModel
+    from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     transformers.utils.logging.disable_progress_bar()
     try:
@@ -39,13 +41,11 @@ def load_clip(path: str):
             f"cannot load a CLIP model from {path!r}: {exc}. Pass a folder written by "
             "CLIPModel.save_pretrained (config.json with a vision_config)."
         ) from exc
-    try:
-        processor = CLIPImageProcessor.from_pretrained(path)
-        mean, std = tuple(processor.image_mean), tuple(processor.image_std)
-    except Exception:  # a model folder without preprocessor_config.json: CLIP's own statistics
-        from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-
-        mean, std = tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)
+    mean, std = tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)
+    processor = Path(path) / "preprocessor_config.json"
+    if processor.exists():  # read as data: the image processor classes would want torchvision
+        config = json.loads(processor.read_text())
+        mean, std = tuple(config.get("image_mean", mean)), tuple(config.get("image_std", std))
     return model, mean, std
 
 

@@ -1,0 +1,198 @@
+"""``ppo-client user ...`` and ``ppo-client piaa-eval``: the user store and the PIAA evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from ppo_client.console import console, progress
+from ppo_client.errors import InvalidRequestError
+from ppo_client.piaa.methods import METHODS
+
+
+def _store(args):
+    from ppo_client.store import UserStore
+
+    return UserStore(args.store)
+
+
+def _create(args) -> int:
+    with _store(args) as store:
+        store.create_user(args.name)
+        console.print(f"created user {args.name!r} in {store.path}")
+    return 0
+
+
+def _list(args) -> int:
+    with _store(args) as store:
+        table = Table("user", "ratings", "models", "created")
+        for user in store.users():
+            table.add_row(user.name, str(user.ratings), str(user.models), time.strftime("%Y-%m-%d %H:%M", time.localtime(user.created)))
+        console.print(table)
+    return 0
+
+
+def _show(args) -> int:
+    with _store(args) as store:
+        user, ratings, models = store.user(args.name), store.ratings(args.name), store.models(args.name)
+        values = [r.rating for r in ratings]
+        console.print(f"[bold]{user.name}[/bold]: {len(ratings)} ratings" + (
+            f", mean {sum(values) / len(values):.2f}, range {min(values):g}-{max(values):g}" if values else ""))
+        for source in sorted({r.source for r in ratings}):
+            console.print(f"  from {source}: {sum(r.source == source for r in ratings)}")
+        if models:
+            table = Table("id", "method", "encoder", "ratings", "CV SROCC", "CV MAE", "trained")
+            for m in models:
+                table.add_row(
+                    str(m.id), m.method, m.encoder, str(m.params.get("ratings", "")),
+                    f"{m.metrics.get('cv_srocc', float('nan')):.3f}", f"{m.metrics.get('cv_mae', float('nan')):.2f}",
+                    time.strftime("%Y-%m-%d %H:%M", time.localtime(m.created)),
+                )
+            console.print(table)
+    return 0
+
+
+def _delete(args) -> int:
+    with _store(args) as store:
+        store.delete_user(args.name)
+    console.print(f"deleted user {args.name!r} with their ratings and models")
+    return 0
+
+
+def _import(args) -> int:
+    from ppo_client.piaa.imports import csv_rows, sac_rows
+
+    if args.csv:
+        rows, source = csv_rows(Path(args.csv)), f"csv:{Path(args.csv).name}"
+    else:
+        if args.sid is None or args.images_root is None:
+            raise InvalidRequestError("--sac", "needs --sid and --images-root")
+        rows, source = sac_rows(Path(args.sac), args.sid, Path(args.images_root)), f"sac:{Path(args.sac).name}:{args.sid}"
+    with _store(args) as store:
+        with console.status(f"checking and importing {len(rows)} ratings ..."):
+            count = store.import_ratings(args.name, rows, source=source)
+    console.print(f"imported {count} ratings for {args.name!r}")
+    return 0
+
+
+def _train(args) -> int:
+    from ppo_client.piaa.training import train_user
+    from ppo_client.scoring import ScoringClient
+
+    with _store(args) as store, ScoringClient(args.url) as client:
+        trained = train_user(
+            client, store, args.name, args.method,
+            prior_sac=Path(args.prior_sac) if args.prior_sac else None,
+            images_root=Path(args.images_root) if args.images_root else None,
+        )
+    m = trained.metrics
+    console.print(
+        f"trained {args.method} for {args.name!r} (model {trained.model_id}, {trained.params['ratings']} ratings): "
+        f"{m['cv_folds']}-fold CV SROCC {m['cv_srocc']:.3f}, MAE {m['cv_mae']:.2f}"
+    )
+    return 0
+
+
+def _shots(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("shot counts must be positive")
+    return values
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [v for v in values if v not in METHODS]
+    if unknown or not values:
+        raise argparse.ArgumentTypeError(f"unknown method {unknown[0] if unknown else ''!r}; choose from {','.join(METHODS)}")
+    return values
+
+
+def _piaa_eval(args) -> int:
+    from ppo_client.piaa.embeddings import sac_users
+    from ppo_client.piaa.evaluation import EvalConfig, evaluate, markdown_table
+    from ppo_client.piaa.methods import MethodConfig
+    from ppo_client.sac import read_sac
+    from ppo_client.scoring import ScoringClient
+
+    config = EvalConfig(shots=args.shots, splits=args.splits, methods=args.methods,
+                        train_fraction=args.train_fraction, seed=args.seed)
+    try:
+        config.checked()
+    except ValueError as exc:
+        raise InvalidRequestError("piaa-eval", str(exc)) from None
+    sac = read_sac(Path(args.sac))
+    with _store(args) as store, ScoringClient(args.url) as client:
+        users, embeddings = sac_users(sac, Path(args.images_root), client, store)
+        encoder = client.encoder_info().encoder_id
+    started = time.perf_counter()
+    with progress() as bar:
+        task = bar.add_task(f"evaluating {len(args.methods)} methods on {len(users)} users", total=args.splits)
+        result = evaluate(users, embeddings, config, MethodConfig(seed=args.seed), on_split=lambda: bar.advance(task))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {**result.to_json(), "sac": str(args.sac), "encoder": encoder, "seconds": time.perf_counter() - started}
+    (out / "piaa_eval.json").write_text(json.dumps(payload, indent=2) + "\n")
+    table = markdown_table(result)
+    (out / "piaa_eval.md").write_text(table)
+    print(table, end="")
+    console.print(f"wrote {out / 'piaa_eval.json'} and {out / 'piaa_eval.md'}")
+    return 0
+
+
+def add_piaa_commands(commands, add_url) -> None:
+    def add_store(parser):
+        parser.add_argument("--store", default=None, help="user store file (default: $PPO_STORE or the user data dir)")
+
+    user = commands.add_parser("user", help="users, their ratings and their preference models")
+    sub = user.add_subparsers(dest="user_command", required=True)
+    for name, handler, text in (
+        ("create", _create, "create a user"), ("show", _show, "a user's ratings and models"),
+        ("delete", _delete, "delete a user with their ratings and models"),
+    ):
+        parser = sub.add_parser(name, help=text)
+        parser.add_argument("name")
+        add_store(parser)
+        parser.set_defaults(handler=handler)
+    listing = sub.add_parser("list", help="all users")
+    add_store(listing)
+    listing.set_defaults(handler=_list)
+
+    imports = sub.add_parser("import", help="import ratings (all or nothing)")
+    imports.add_argument("name")
+    source = imports.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", help="CSV of image,rating rows (paths relative to the CSV)")
+    source.add_argument("--sac", help="SAC-format sqlite file")
+    imports.add_argument("--sid", type=int, help="with --sac: the rater to import")
+    imports.add_argument("--images-root", help="with --sac: the folder its paths are relative to")
+    add_store(imports)
+    imports.set_defaults(handler=_import)
+
+    train = sub.add_parser("train", help="train the user's preference model on served embeddings")
+    train.add_argument("name")
+    train.add_argument("--method", choices=METHODS, default="bayes")
+    train.add_argument("--prior-sac", help="learn the prior from this SAC-format set (default: the store's other users)")
+    train.add_argument("--images-root", help="with --prior-sac: its images folder (default: beside the file)")
+    add_store(train)
+    add_url(train)
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("piaa-eval", help="few-shot PIAA evaluation on a SAC-format rating set")
+    evaluate.add_argument("--sac", required=True)
+    evaluate.add_argument("--images-root", required=True)
+    evaluate.add_argument("--shots", type=_shots, default=(10, 100), help="comma-separated (default: 10,100)")
+    evaluate.add_argument("--splits", type=int, default=10)
+    evaluate.add_argument("--methods", type=_methods, default=METHODS, help=f"comma-separated from {','.join(METHODS)}")
+    evaluate.add_argument("--train-fraction", type=float, default=0.5, help="share of users in training per split")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--out", required=True, help="folder for piaa_eval.json and piaa_eval.md")
+    add_store(evaluate)
+    add_url(evaluate)
+    evaluate.set_defaults(handler=_piaa_eval)

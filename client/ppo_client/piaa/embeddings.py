@@ -1,0 +1,83 @@
+"""Served embeddings of image files, cached in the user store by image content hash and encoder."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ppo_client.console import progress
+from ppo_client.errors import DataError
+from ppo_client.store import UserStore
+
+logger = logging.getLogger(__name__)
+CHUNK = 64
+
+
+def file_hash(path: Path) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise DataError(f"cannot read image {path} ({exc.strerror or exc})") from None
+
+
+def _load_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path} is not a readable image ({exc})") from None
+
+
+def embed_files(client, store: UserStore, paths: Sequence[Path], hashes: Sequence[str] | None = None) -> np.ndarray:
+    """Embeddings [N, D] of image files; only those not cached for this encoder go to the server."""
+    encoder = client.encoder_info().encoder_id
+    hashes = list(hashes) if hashes is not None else [file_hash(p) for p in paths]
+    cached = store.embeddings(set(hashes), encoder)
+    missing = [(h, p) for h, p in dict(zip(hashes, paths)).items() if h not in cached]
+    if missing:
+        logger.info("embedding %d images with %s (%d cached)", len(missing), encoder, len(cached))
+        with progress() as bar:
+            task = bar.add_task("embedding images", total=len(missing))
+            for start in range(0, len(missing), CHUNK):
+                chunk = missing[start : start + CHUNK]
+                vectors = client.embed([_load_rgb(p) for _, p in chunk])
+                fresh = {h: v for (h, _), v in zip(chunk, vectors)}
+                store.put_embeddings(fresh, encoder)
+                cached.update(fresh)
+                bar.advance(task, len(chunk))
+    return np.stack([cached[h] for h in hashes])
+
+
+def sac_users(sac, images_root: Path, client, store: UserStore):
+    """A SAC set's raters as evaluation users, with served embeddings of every rated image."""
+    from ppo_client.piaa.evaluation import UserData
+
+    iids = sorted({iid for items in sac.ratings.values() for iid in items})
+    paths = []
+    for iid in iids:
+        if iid not in sac.paths:
+            raise DataError(f"{sac.path}: image {iid} is rated but has no row in 'paths'")
+        path = Path(images_root) / sac.paths[iid]
+        if not path.is_file():
+            raise DataError(f"{sac.path}: image {iid} is missing: {path}")
+        paths.append(path)
+    embeddings = embed_files(client, store, paths)
+    row = {iid: i for i, iid in enumerate(iids)}
+    users = []
+    for sid in sorted(sac.ratings):
+        items = sorted(sac.ratings[sid].items())
+        truth = sac.true_scores.get(sid)
+        users.append(
+            UserData(
+                uid=sid,
+                rows=np.array([row[i] for i, _ in items]),
+                ratings=np.array([r for _, r in items], dtype=np.float64),
+                truth=np.array([truth[i] for i, _ in items]) if truth else None,
+            )
+        )
+    return users, embeddings
