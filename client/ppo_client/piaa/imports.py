@@ -24,7 +24,7 @@ def csv_rows(path: Path) -> list[RatingRow]:
         if not fields or all(not f.strip() for f in fields):
             continue
         if len(fields) != 2:
-            raise DataError(f"{path} row {number}: expected 2 columns (image, rating), got {len(fields)}")
+            raise DataError(f"{path.name} row {number}: expected 2 columns (image, rating), got {len(fields)}")
         image, rating = fields[0].strip(), fields[1].strip()
         if number == 1 and image.lower() in _HEADER_NAMES:
             continue
