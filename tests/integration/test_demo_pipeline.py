@@ -40,7 +40,7 @@ def test_served_demo_images_show_the_colours_and_shape_the_prompt_names(demo_ser
         for text, colour, background, shape in prompts:
             for seed in range(3):
                 image = np.asarray(client.generate(text, seed=seed, steps=20, guidance_scale=7.5))
-                pixels = torch.from_numpy(image[None]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+                pixels = torch.from_numpy(np.array(image[None])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
                 with torch.no_grad():
                     out = judge(pixels)
                 names = list(COLOURS)
