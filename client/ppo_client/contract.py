@@ -149,8 +149,17 @@ TXT2IMG_SCORE = ModelContract(
 )
 """Prompt + seed + user model -> image, its embedding and the user's predicted score."""
 
+CLIP_TEXT = ModelContract(
+    name="clip_text",
+    inputs=(TensorSpec("TEXT", DataType.BYTES, (1,)),),
+    outputs=(TensorSpec("EMBEDDING", DataType.FP32, (-1,)), TensorSpec("TOKENS", DataType.INT32, (1,))),
+    max_batch_size=64,
+)
+"""Texts in the image encoder's embedding space (zero-shot tags, subject guards), with each text's
+token count before truncation (the limit is the model config's ``max_tokens`` parameter)."""
+
 COMPONENTS = (TEXT_ENCODER, UNET, VAE_DECODER)
-SCORING_MODELS = (IMAGE_ENCODER, PREFERENCE, TXT2IMG_SCORE)
+SCORING_MODELS = (IMAGE_ENCODER, PREFERENCE, TXT2IMG_SCORE, CLIP_TEXT)
 ALL_MODELS = (*COMPONENTS, TXT2IMG, *SCORING_MODELS)
 
 # --- request limits, checked by the SDK before sending and by the server on arrival ---

@@ -25,6 +25,7 @@ from ppo_client.txt2img import AsyncTxt2ImgClient, Txt2ImgClient, _as_request, _
 ENCODER = contract.IMAGE_ENCODER
 PREFERENCE = contract.PREFERENCE
 TXT2IMG_SCORE = contract.TXT2IMG_SCORE
+CLIP_TEXT = contract.CLIP_TEXT
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,15 @@ class EncoderInfo:
     encoder_id: str
     """Names the exact encoder weights: the key of embedding caches."""
     dim: int
+    max_tokens: int = 77
+
+
+@dataclass(frozen=True)
+class TextEmbeddings:
+    embeddings: np.ndarray
+    """[N, D], unit length, in the image encoder's space."""
+    tokens: np.ndarray
+    """[N] token counts before truncation; compare with ``EncoderInfo.max_tokens``."""
 
 
 @dataclass(frozen=True)
@@ -95,9 +105,27 @@ class _ScoringCalls:
         ]
         return self._infer_kwargs(PREFERENCE, inputs)
 
+    def _text_kwargs(self, texts: Sequence[str]) -> dict:
+        array = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
+        return self._infer_kwargs(CLIP_TEXT, [self._tensor(CLIP_TEXT.input("TEXT"), array)])
+
     def _generate_score_kwargs(self, rows: Sequence[GenerationRequest], head: PreferenceHead) -> dict:
         inputs = [*txt2img_inputs(self._module, rows), self._tensor(contract.USER_MODEL_INPUT, user_model_rows(head, len(rows)))]
         return self._infer_kwargs(TXT2IMG_SCORE, inputs)
+
+
+def _text_chunks(texts: Sequence[str]) -> list[list[str]]:
+    step = CLIP_TEXT.max_batch_size
+    return [list(texts[i : i + step]) for i in range(0, len(texts), step)]
+
+
+def _text_result(results) -> TextEmbeddings:
+    if not results:
+        return TextEmbeddings(np.zeros((0, 0), np.float32), np.zeros(0, np.int32))
+    return TextEmbeddings(
+        np.concatenate([r.as_numpy("EMBEDDING") for r in results]),
+        np.concatenate([r.as_numpy("TOKENS")[:, 0] for r in results]),
+    )
 
 
 def _score_chunks(embeddings: np.ndarray) -> list[np.ndarray]:
@@ -108,9 +136,18 @@ def _score_chunks(embeddings: np.ndarray) -> list[np.ndarray]:
 class ScoringClient(_ScoringCalls, Txt2ImgClient):
     def encoder_info(self) -> EncoderInfo:
         try:
-            return _encoder_info(self._client.get_model_config(ENCODER.name, **self._config_kwargs()))
+            info = _encoder_info(self._client.get_model_config(ENCODER.name, **self._config_kwargs()))
+            text = model_parameters(self._client.get_model_config(CLIP_TEXT.name, **self._config_kwargs()))
         except Exception as exc:
             raise self._error(exc, ENCODER.name) from exc
+        return EncoderInfo(info.encoder_id, info.dim, int(text.get("max_tokens", "77")))
+
+    def embed_texts(self, texts: Sequence[str]) -> TextEmbeddings:
+        """CLIP text embeddings (same space as ``embed``) and token counts."""
+        try:
+            return _text_result([self._client.infer(**self._text_kwargs(chunk)) for chunk in _text_chunks(texts)])
+        except Exception as exc:
+            raise self._error(exc, CLIP_TEXT.name) from exc
 
     def embed(self, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
         """Unit-length embeddings [N, D] of RGB images (any sizes; same sizes share a request)."""
@@ -147,9 +184,20 @@ class ScoringClient(_ScoringCalls, Txt2ImgClient):
 class AsyncScoringClient(_ScoringCalls, AsyncTxt2ImgClient):
     async def encoder_info(self) -> EncoderInfo:
         try:
-            return _encoder_info(await self._client.get_model_config(ENCODER.name, **self._config_kwargs()))
+            info = _encoder_info(await self._client.get_model_config(ENCODER.name, **self._config_kwargs()))
+            text = model_parameters(await self._client.get_model_config(CLIP_TEXT.name, **self._config_kwargs()))
         except Exception as exc:
             raise self._error(exc, ENCODER.name) from exc
+        return EncoderInfo(info.encoder_id, info.dim, int(text.get("max_tokens", "77")))
+
+    async def embed_texts(self, texts: Sequence[str]) -> TextEmbeddings:
+        import asyncio
+
+        try:
+            results = await asyncio.gather(*(self._client.infer(**self._text_kwargs(c)) for c in _text_chunks(texts)))
+        except Exception as exc:
+            raise self._error(exc, CLIP_TEXT.name) from exc
+        return _text_result(results)
 
     async def embed(self, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
         import asyncio

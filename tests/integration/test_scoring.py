@@ -95,3 +95,14 @@ def test_malformed_or_unknown_user_models_fail_alone(triton_server):
     assert raw(head.to_bytes()).as_numpy("SCORE").shape == (1, 1)
     # once sent in full, the hash alone is enough for this server instance
     assert raw(f"sha256:{head.digest}".encode()).as_numpy("SCORE").shape == (1, 1)
+
+
+def test_texts_embed_in_the_image_space_with_token_counts(client, tiny_repository):
+    info = client.encoder_info()
+    texts = ["a red cat", "a red cat", "x" * 200, "a blue dog"]
+    result = client.embed_texts(texts)
+    assert result.embeddings.shape == (4, info.dim)
+    np.testing.assert_allclose(np.linalg.norm(result.embeddings, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(result.embeddings[0], result.embeddings[1], atol=1e-6)
+    assert not np.allclose(result.embeddings[0], result.embeddings[3])
+    assert result.tokens[2] > info.max_tokens == 77 > result.tokens[0] > 2

@@ -50,19 +50,22 @@ def demo_clip_dir() -> Path:
 
 
 def build_tiny_clip(folder: Path, *, seed: int = 0) -> Path:
-    """A randomly initialised small ``CLIPModel`` saved with ``save_pretrained`` (image side 32)."""
+    """A randomly initialised small ``CLIPModel`` and its tokenizer, saved with ``save_pretrained`` (image side 32)."""
     import torch
     from transformers import CLIPConfig, CLIPModel
 
+    tokenizer = build_tiny_tokenizer(Path(folder) / "_tokenizer_src")
     torch.manual_seed(seed)
     config = CLIPConfig(
-        text_config={"vocab_size": 512, "hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
-                     "num_hidden_layers": 2, "max_position_embeddings": 77},
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
+                     "num_hidden_layers": 2, "max_position_embeddings": 77, "bos_token_id": tokenizer.bos_token_id,
+                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
         vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 37,
                        "num_attention_heads": 4, "num_hidden_layers": 2},
         projection_dim=16,
     )
     CLIPModel(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
     return Path(folder)
 
 

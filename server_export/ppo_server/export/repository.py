@@ -30,6 +30,7 @@ BACKEND_MODULES = {
     contract.IMAGE_ENCODER.name: "ppo_server.backends.onnx_model",
     contract.PREFERENCE.name: "ppo_server.backends.preference",
     contract.TXT2IMG_SCORE.name: "ppo_server.backends.txt2img_score",
+    contract.CLIP_TEXT.name: "ppo_server.backends.clip_text",
 }
 MANIFEST = "manifest.json"
 
@@ -169,7 +170,7 @@ def export_pipeline(
     if clip:
         from ppo_server.export.scoring import export_scoring
 
-        reports.append(
+        reports.extend(
             export_scoring(clip, out, with_generation=True, encoder_serving=component_serving, txt2img_serving=txt2img_serving)
         )
     result = ExportResult(str(out), str(model), native_side, size_multiple, max_side, reports)

@@ -56,9 +56,9 @@ def export_scoring(
     with_generation: bool,
     encoder_serving: ServingOptions = ServingOptions(),
     txt2img_serving: ServingOptions = ServingOptions(instance_count=2, max_queue_delay_us=5000),
-) -> ExportReport:
+) -> tuple[ExportReport, ExportReport]:
     """Write ``image_encoder`` and ``preference`` (and ``txt2img_score`` when the repository
-    generates images too) under ``out``; returns the encoder's export report."""
+    generates images too) and ``clip_text`` under ``out``; returns the two ONNX export reports."""
     from ppo_server.export.repository import write_shim
 
     model, mean, std = load_clip(clip)
@@ -80,11 +80,36 @@ def export_scoring(
     write_config(build_config(contract.PREFERENCE, ServingOptions(max_queue_delay_us=500)), preference_dir)
     write_shim(preference_dir, contract.PREFERENCE.name)
 
+    text_report = _export_clip_text(clip, model, Path(out) / contract.CLIP_TEXT.name, encoder_serving)
+
     if with_generation:
         score_dir = Path(out) / contract.TXT2IMG_SCORE.name
         write_config(build_config(contract.TXT2IMG_SCORE, txt2img_serving), score_dir)
         write_shim(score_dir, contract.TXT2IMG_SCORE.name)
     logger.info("exported the image encoder %s (%d-d embeddings)", encoder_id, model.config.projection_dim)
+    return report, text_report
+
+
+def _export_clip_text(clip: str, model, model_dir: Path, serving: ServingOptions) -> ExportReport:
+    """The text tower as ``clip_text``: the tokenizer is saved beside the graph, tokenizing happens in
+    the server, so clients send plain texts."""
+    from ppo_server.export.repository import write_shim
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(clip)
+    except Exception as exc:
+        raise ExportError(f"the CLIP folder {clip!r} has no usable tokenizer ({exc}); save one beside the model") from exc
+    max_tokens = int(min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings))
+    dims = export_specs.ExportDims(
+        batch=2, sequence_length=max_tokens, hidden_size=0, vocab_size=int(model.config.text_config.vocab_size),
+        latent_channels=0, latent_height=0, latent_width=0,
+    )
+    report = export_onnx(export_specs.CLIP_TEXT_GRAPH, model, dims, model_dir / "1" / "model.onnx")
+    tokenizer.save_pretrained(model_dir / "1" / "tokenizer")
+    parameters = {**serving.parameters, "max_tokens": str(max_tokens)}
+    write_config(build_config(contract.CLIP_TEXT, dataclasses.replace(serving, parameters=parameters)), model_dir)
+    write_shim(model_dir, contract.CLIP_TEXT.name)
     return report
 
 

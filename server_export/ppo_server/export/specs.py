@@ -104,6 +104,19 @@ class _ImageEncoder(torch.nn.Module):
         return torch.nn.functional.normalize(self.projection(pooled), dim=-1)
 
 
+class _ClipText(torch.nn.Module):
+    """Token ids in, unit-length CLIP text embeddings out (the text tower's pooled output, projected)."""
+
+    def __init__(self, clip: torch.nn.Module) -> None:
+        super().__init__()
+        self.text_model = clip.text_model
+        self.projection = clip.text_projection
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        pooled = self.text_model(input_ids=input_ids, return_dict=True).pooler_output
+        return torch.nn.functional.normalize(self.projection(pooled), dim=-1)
+
+
 def _text_inputs(d: ExportDims) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(0)
     return (torch.randint(0, d.vocab_size, (d.batch, d.sequence_length), generator=generator),)
@@ -173,3 +186,17 @@ IMAGE_ENCODER = ExportSpec(
 )
 """Exported from a ``CLIPModel`` (not part of a diffusers pipeline); ``wrap`` needs the pixel
 statistics of the checkpoint's image processor (see ``export.scoring``)."""
+
+CLIP_TEXT_GRAPH = ExportSpec(
+    contract=contract.ModelContract(
+        name="clip_text",
+        inputs=(contract.TensorSpec("INPUT_IDS", contract.DataType.INT64, (-1,)),),
+        outputs=(contract.TensorSpec("EMBEDDING", contract.DataType.FP32, (-1,)),),
+        max_batch_size=contract.CLIP_TEXT.max_batch_size,
+    ),
+    component="clip",
+    dynamic_axes={"INPUT_IDS": {0: "batch", 1: "sequence"}, "EMBEDDING": {0: "batch"}},
+    wrap=_ClipText,
+    sample_inputs=_text_inputs,
+)
+"""The graph inside the ``clip_text`` model, which tokenizes first (its served inputs are texts)."""

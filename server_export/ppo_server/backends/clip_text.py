@@ -1,0 +1,53 @@
+"""The ``clip_text`` model: texts in, unit-length CLIP text embeddings and token counts out.
+
+Tokenizing in the server keeps the client free of tokenizer libraries and guarantees the exact
+tokenizer the text tower was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from ppo_server.backends.onnx_model import _session
+from ppo_server.backends.triton_logging import install_triton_log_handler
+
+logger = logging.getLogger(__name__)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        install_triton_log_handler()
+        from transformers import AutoTokenizer
+
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        folder = Path(args["model_repository"]) / args["model_version"]
+        self.tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+        self.max_tokens = int(params["max_tokens"])
+        self.session = _session(folder / "model.onnx", int(params.get("intra_op_threads", "0")))
+
+    def execute(self, requests):
+        texts, counts = [], []
+        for request in requests:
+            values = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
+            decoded = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
+            texts.extend(decoded)
+            counts.append(len(decoded))
+        full = self.tokenizer(texts, truncation=False)["input_ids"]
+        ids = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="np")
+        (embeddings,) = self.session.run(["EMBEDDING"], {"INPUT_IDS": ids["input_ids"].astype(np.int64)})
+        tokens = np.array([[len(t)] for t in full], dtype=np.int32)
+        responses, offset = [], 0
+        for count in counts:
+            rows = slice(offset, offset + count)
+            responses.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("EMBEDDING", np.ascontiguousarray(embeddings[rows])),
+                pb_utils.Tensor("TOKENS", tokens[rows]),
+            ]))
+            offset += count
+        return responses
