@@ -9,6 +9,10 @@
     │   ├── ServerUnavailableError   it cannot be reached or is not ready
     │   ├── ModelNotFoundError       it does not serve a model the call needs
     │   └── InferenceError           it answered a request with an error (its message is kept)
+    ├── LLMError                  the chat endpoint failed
+    │   ├── LLMUnavailableError      unreachable or still failing after retries
+    │   └── LLMRequestError          refused the request (400/401/404; not retried)
+    ├── OptimizationError         an optimization run cannot go on (no usable prompts ...)
     └── DependencyError           an optional dependency is missing (the message says what to install)
 
 Server-side tooling (export, embedded server) subclasses ``PPOError`` in its own module, so one CLI
@@ -73,6 +77,24 @@ class InferenceError(ServerError):
         super().__init__(f"{model}: {server_message}", url=url)
         self.server_message = server_message
         self.model = model
+
+
+class LLMError(PPOError):
+    pass
+
+
+class LLMUnavailableError(LLMError):
+    pass
+
+
+class LLMRequestError(LLMError):
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class OptimizationError(PPOError):
+    pass
 
 
 class DependencyError(PPOError):

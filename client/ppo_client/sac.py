@@ -10,6 +10,7 @@ The demo world writes the same tables plus two of its own with the ground truth 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ class SacRatings:
     paths: dict[int, str]
     true_scores: dict[int, dict[int, float]] = field(default_factory=dict)
     """sid -> {iid: noise-free score}; empty for a real SAC file."""
+    personas: dict[int, dict] = field(default_factory=dict)
+    """sid -> persona spec (the demo world's virtual users)."""
 
     @property
     def has_truth(self) -> bool:
@@ -84,8 +87,15 @@ def read_sac(path: Path, *, sid: int | None = None) -> SacRatings:
         if "true_ratings" in tables:
             for row_sid, iid, score in connection.execute(f"SELECT sid, iid, score FROM true_ratings {where}", args):
                 truth[int(row_sid)][int(iid)] = float(score)
+        personas = {}
+        if "personas" in tables:
+            for row_sid, spec in connection.execute(f"SELECT sid, spec FROM personas {where}", args):
+                try:
+                    personas[int(row_sid)] = json.loads(spec)
+                except (TypeError, ValueError):
+                    raise DataError(f"{path}: personas row sid={row_sid} is not JSON") from None
     except sqlite3.DatabaseError as exc:
         raise DataError(f"{path}: cannot read the SAC tables ({exc})") from exc
     finally:
         connection.close()
-    return SacRatings(Path(path), ratings, paths, dict(truth))
+    return SacRatings(Path(path), ratings, paths, dict(truth), personas)

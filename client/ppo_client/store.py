@@ -32,7 +32,7 @@ SCHEMA_VERSION = 1
 MAX_NAME_LENGTH = 64
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL);
+CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL, persona TEXT);
 CREATE TABLE images (
     hash TEXT PRIMARY KEY, file TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, created REAL NOT NULL
 );
@@ -184,6 +184,16 @@ class UserStore:
         if row is None:
             raise StoreError(f"unknown user {name!r}; create it with `ppo-client user create {name}`")
         return int(row[0])
+
+    def set_persona(self, name: str, spec: dict) -> None:
+        """Link a demo-world virtual user's persona spec (its true taste) to this user."""
+        user_id = self._user_id(name)
+        with self._db:
+            self._db.execute("UPDATE users SET persona = ? WHERE id = ?", (json.dumps(spec), user_id))
+
+    def persona(self, name: str) -> dict | None:
+        (spec,) = self._db.execute("SELECT persona FROM users WHERE id = ?", (self._user_id(name),)).fetchone()
+        return json.loads(spec) if spec else None
 
     def has_user(self, name: str) -> bool:
         return self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None

@@ -147,7 +147,7 @@ def sac_file(tmp_path):
 def test_the_sac_reader_and_import(store, sac_file):
     sac = read_sac(sac_file)
     assert sac.ratings == {5: {1: 7.0, 2: 3.0, 3: 9.0}, 6: {1: 2.0}} and sac.has_truth
-    assert sac.true_scores[5][3] == 8.0
+    assert sac.true_scores[5][3] == 8.0 and sac.personas == {5: {}, 6: {}}
     assert store.import_ratings("alice", sac_rows(sac_file, 5, sac_file.parent), source="sac") == 3
     with pytest.raises(DataError, match="sid=7 has no ratings"):
         sac_rows(sac_file, 7, sac_file.parent)

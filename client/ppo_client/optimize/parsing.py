@@ -1,0 +1,77 @@
+"""Getting prompts out of an LLM reply, whatever shape it came in.
+
+Tried in order: a JSON list (or an object with a list value) anywhere in the reply, then quoted
+strings, then non-empty lines with list markers removed. Prompts are cleaned and de-duplicated
+case-insensitively; ones seen before, chatter ("Here are ..."), echoed field names and single words
+are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Iterable
+
+MIN_CHARS, MAX_CHARS = 3, 400
+MIN_WORDS = 2
+"""Single words are almost always a small model echoing a template's field names ("prompt1")."""
+_MARKER = re.compile(r"^\s*(?:[-*•]|\d+[.):]|\[\d+\]|prompt\s*\d*\s*[:.-])\s*", re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"^(prompt|score|response|name|title|answer|output|example|image|feedback)\s*\d*$", re.IGNORECASE)
+_CHATTER = re.compile(r"^(here (are|is)|sure|certainly|okay|ok[,!. ]|i (can|will|hope)|these prompts|note:)", re.IGNORECASE)
+
+
+def normalise(prompt: str) -> str:
+    return " ".join(prompt.lower().split()).strip(" .,;")
+
+
+def _json_candidates(text: str) -> list[str]:
+    for start_char, end_char in (("[", "]"), ("{", "}")):
+        start = text.find(start_char)
+        end = text.rfind(end_char)
+        if start == -1 or end <= start:
+            continue
+        try:
+            value = json.loads(text[start : end + 1])
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            value = next((v for v in value.values() if isinstance(v, list)), [])
+        items = []
+        for item in value if isinstance(value, list) else []:
+            if isinstance(item, dict):
+                item = item.get("prompt") or next((v for v in item.values() if isinstance(v, str)), "")
+            if isinstance(item, str):
+                items.append(item)
+        if items:
+            return items
+    return []
+
+
+def _clean(candidate: str) -> str:
+    previous = None
+    while previous != candidate:  # "- 2. Prompt 2: ..." carries several markers
+        previous, candidate = candidate, _MARKER.sub("", candidate.strip())
+    candidate = candidate.strip().strip('"“”\'`').strip()
+    return " ".join(candidate.split())
+
+
+def parse_prompts(reply: str, *, seen: Iterable[str] = ()) -> list[str]:
+    """Usable, new, distinct prompts in the reply's order (possibly none)."""
+    candidates = _json_candidates(reply)
+    if not candidates:
+        candidates = re.findall(r'"([^"\n]{3,})"|“([^”\n]{3,})”', reply)
+        candidates = [a or b for a, b in candidates]
+    if not candidates:
+        candidates = [line for line in reply.splitlines() if line.strip()]
+    known = {normalise(s) for s in seen}
+    prompts = []
+    for candidate in candidates:
+        prompt = _clean(candidate)
+        key = normalise(prompt)
+        if not (MIN_CHARS <= len(prompt) <= MAX_CHARS) or _CHATTER.match(prompt) or key in known:
+            continue
+        if prompt.endswith(":") or _PLACEHOLDER.match(prompt) or len(prompt.split()) < MIN_WORDS:
+            continue
+        known.add(key)
+        prompts.append(prompt)
+    return prompts

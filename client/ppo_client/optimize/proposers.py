@@ -1,0 +1,232 @@
+"""Where each iteration's prompts come from: the LLM (with one of the paper's context sets), or a
+baseline with the same image budget (random keyword additions, the keyword-mask genetic algorithm).
+
+A proposer sees the run's history and returns the next prompts; everything it depends on is in that
+history or derived from ``(seed, iteration)``, so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ppo_client.errors import LLMError
+from ppo_client.llm.chat import ChatClient, user_message
+from ppo_client.optimize import templates
+from ppo_client.optimize.parsing import normalise, parse_prompts
+from ppo_client.optimize.vocabulary import MODIFIERS
+
+logger = logging.getLogger(__name__)
+
+CONTEXTS = ("none", "s+p", "s+p+f", "s+p+f+I")
+OPTIMIZERS = ("llm", "random", "ga")
+LLM_ATTEMPTS = 3
+GA_MAX_KEYWORDS = 15
+GA_FLIP_RATE = 0.01
+MAX_REPLY_TOKENS = {"diversify": 300, "propose": 300, "feedback": 150}
+
+
+@dataclass(frozen=True)
+class ScoredPrompt:
+    prompt: str
+    score: float
+    """Mean of the user's learned scores over the run's seeds."""
+    description: str = ""
+    """Zero-shot tags of its best image (for text-only feedback)."""
+    best_image: object = None
+    """PIL image, only kept in memory for vision feedback."""
+
+
+@dataclass
+class Proposal:
+    prompts: list[str]
+    llm_calls: list[dict] = field(default_factory=list)
+    """Each LLM exchange: purpose, reply text, seconds."""
+    feedback: str = ""
+    fallback: int = 0
+    """Prompts filled in by keyword mutation because the LLM gave too few usable ones."""
+
+
+Filter = Callable[[list[str]], list[str]]
+"""Keeps the prompts that may be rendered (token limit, subject guard)."""
+
+
+def with_keywords(base: str, keywords: Sequence[str]) -> str:
+    return ", ".join([base, *keywords]) if keywords else base
+
+
+def mutate(prompt: str, rng: np.random.Generator, count: int | None = None) -> str:
+    count = count or int(rng.integers(1, 4))
+    return with_keywords(prompt, [MODIFIERS[i] for i in rng.choice(len(MODIFIERS), count, replace=False)])
+
+
+def _fill(prompts: list[str], n: int, pool: Sequence[str], seen: set[str], rng, keep: Filter) -> tuple[list[str], int]:
+    """Top up to ``n`` prompts with keyword mutations of ``pool``; returns (prompts, how many added)."""
+    added = 0
+    for _ in range(50 * n):
+        if len(prompts) >= n:
+            break
+        candidate = mutate(pool[int(rng.integers(len(pool)))], rng)
+        if normalise(candidate) in seen or not keep([candidate]):
+            continue
+        seen.add(normalise(candidate))
+        prompts.append(candidate)
+        added += 1
+    return prompts, added
+
+
+class RandomProposer:
+    """Random modifier additions: the initial prompt plus 1-5 keywords drawn from ``MODIFIERS``."""
+
+    name = "random"
+
+    def initial(self, prompt: str, n: int, rng, seen: set[str], keep: Filter) -> Proposal:
+        return self._draw(prompt, n, rng, seen, keep)
+
+    def propose(self, initial: str, history: Sequence[Sequence[ScoredPrompt]], n: int, rng, seen: set[str], keep: Filter) -> Proposal:
+        return self._draw(initial, n, rng, seen, keep)
+
+    def _draw(self, prompt, n, rng, seen, keep) -> Proposal:
+        prompts = []
+        for _ in range(100 * n):
+            if len(prompts) == n:
+                break
+            candidate = mutate(prompt, rng, int(rng.integers(1, 6)))
+            if normalise(candidate) not in seen and keep([candidate]):
+                seen.add(normalise(candidate))
+                prompts.append(candidate)
+        return Proposal(prompts)
+
+
+class GeneticProposer:
+    """Pavlichenko & Ustalov (2023): genomes are masks over the keyword list (at most 15 set); each
+    generation crosses the two best genomes found so far and flips each bit with probability 1%."""
+
+    name = "ga"
+
+    def __init__(self, keywords: Sequence[str] = MODIFIERS) -> None:
+        self.keywords = list(keywords)
+
+    def prompt(self, initial: str, mask: np.ndarray) -> str:
+        return with_keywords(initial, [k for k, on in zip(self.keywords, mask) if on])
+
+    def mask(self, initial: str, prompt: str) -> np.ndarray:
+        rest = prompt[len(initial) :].split(", ") if prompt.startswith(initial) else []
+        present = {r.strip() for r in rest}
+        return np.array([k in present for k in self.keywords])
+
+    def initial(self, prompt: str, n: int, rng, seen: set[str], keep: Filter) -> Proposal:
+        masks = [rng.random(len(self.keywords)) < 4 / len(self.keywords) for _ in range(20 * n)]
+        return self._unique(prompt, masks, n, seen, keep, rng)
+
+    def propose(self, initial: str, history: Sequence[Sequence[ScoredPrompt]], n: int, rng, seen: set[str], keep: Filter) -> Proposal:
+        everyone = sorted((sp for it in history for sp in it), key=lambda sp: sp.score, reverse=True)
+        parents = [self.mask(initial, sp.prompt) for sp in everyone[:2]]
+        if len(parents) < 2:
+            parents = parents * 2
+        children = []
+        for _ in range(20 * n):
+            pick = rng.random(len(self.keywords)) < 0.5
+            child = np.where(pick, parents[0], parents[1])
+            child = child ^ (rng.random(len(self.keywords)) < GA_FLIP_RATE)
+            children.append(child)
+        return self._unique(initial, children, n, seen, keep, rng)
+
+    def _unique(self, initial, masks, n, seen, keep, rng) -> Proposal:
+        prompts = []
+        for mask in masks:
+            if len(prompts) == n:
+                break
+            mask = mask.copy()
+            while mask.sum() > GA_MAX_KEYWORDS:
+                mask[rng.choice(np.flatnonzero(mask))] = False
+            while normalise(self.prompt(initial, mask)) in seen:  # a copy of a known genome: mutate it
+                flip = int(rng.integers(len(mask)))
+                mask[flip] = not mask[flip] if mask.sum() < GA_MAX_KEYWORDS or mask[flip] else mask[flip]
+            candidate = self.prompt(initial, mask)
+            if keep([candidate]):
+                seen.add(normalise(candidate))
+                prompts.append(candidate)
+        return Proposal(prompts)
+
+
+class LLMProposer:
+    """The paper's optimizer: an LLM rewrites the prompts, seeing what the context set allows."""
+
+    name = "llm"
+
+    def __init__(self, chat: ChatClient, context: str, *, top_k: int = 20, temperature: float = 1.0) -> None:
+        if context not in CONTEXTS:
+            raise ValueError(f"unknown context {context!r}; choose one of {', '.join(CONTEXTS)}")
+        self.chat, self.context, self.top_k, self.temperature = chat, context, top_k, temperature
+
+    def _ask(self, purpose: str, messages: list[dict], calls: list[dict], temperature: float | None = None) -> str:
+        started = time.perf_counter()
+        reply = self.chat.complete(
+            messages, temperature=self.temperature if temperature is None else temperature, max_tokens=MAX_REPLY_TOKENS[purpose]
+        )
+        calls.append({"purpose": purpose, "reply": reply.text, "seconds": time.perf_counter() - started, "attempts": reply.attempts})
+        return reply.text
+
+    def _prompts(self, purpose: str, text: str, n: int, seen: set[str], keep: Filter, calls: list[dict], images=()) -> list[str]:
+        messages = [{"role": "system", "content": templates.SYSTEM}, user_message(text, images)]
+        prompts: list[str] = []
+        for _ in range(LLM_ATTEMPTS):
+            reply = self._ask(purpose, messages, calls)
+            for prompt in keep(parse_prompts(reply, seen=seen)):
+                if len(prompts) < n:
+                    seen.add(normalise(prompt))
+                    prompts.append(prompt)
+            if len(prompts) >= n:
+                break
+        return prompts
+
+    def initial(self, prompt: str, n: int, rng, seen: set[str], keep: Filter) -> Proposal:
+        calls: list[dict] = []
+        prompts = self._prompts("diversify", templates.diversify(prompt, n), n, seen, keep, calls)
+        prompts, fallback = _fill(prompts, n, [prompt], seen, rng, keep)
+        return Proposal(prompts, calls, fallback=fallback)
+
+    def propose(self, initial: str, history: Sequence[Sequence[ScoredPrompt]], n: int, rng, seen: set[str], keep: Filter) -> Proposal:
+        calls: list[dict] = []
+        latest = list(history[-1])
+        images = self.context == "s+p+f+I"
+        feedback = ""
+        if self.context in ("s+p+f", "s+p+f+I"):
+            items = [(sp.prompt, sp.score, "" if images else sp.description) for sp in latest]
+            messages = [
+                {"role": "system", "content": templates.feedback_system()},
+                user_message(templates.feedback(items, with_images=images), [sp.best_image for sp in latest] if images else ()),
+            ]
+            feedback = self._ask("feedback", messages, calls, temperature=0.7).strip()
+        if self.context == "none":
+            text = templates.propose(initial, n, current=[sp.prompt for sp in latest], history=None, feedback=None, with_images=False)
+        else:
+            best = {}
+            for it in history:
+                for sp in it:
+                    best[sp.prompt] = sp.score
+            ranked = sorted(best.items(), key=lambda item: item[1])[-self.top_k :]  # ascending: best last
+            text = templates.propose(initial, n, current=[], history=ranked, feedback=feedback, with_images=images)
+        prompts = self._prompts("propose", text, n, seen, keep, calls, [sp.best_image for sp in latest] if images else ())
+        pool = [sp.prompt for sp in sorted(latest, key=lambda sp: sp.score, reverse=True)[:2]] or [initial]
+        prompts, fallback = _fill(prompts, n, pool, seen, rng, keep)
+        if fallback:
+            logger.warning("the LLM gave %d usable prompts of %d; %d filled in by keyword mutation", n - fallback, n, fallback)
+        return Proposal(prompts, calls, feedback, fallback)
+
+
+def make_proposer(optimizer: str, context: str, chat: ChatClient | None, **kwargs):
+    if optimizer == "random":
+        return RandomProposer()
+    if optimizer == "ga":
+        return GeneticProposer()
+    if optimizer != "llm":
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if chat is None:
+        raise LLMError("the llm optimizer needs a chat endpoint")
+    return LLMProposer(chat, context, **kwargs)

@@ -1,0 +1,174 @@
+"""Putting a run together: the user's scorer from the store, the LLM endpoint, the served models.
+
+Used by ``ppo-client optimize`` and ``ppo-client experiment``; everything here is also usable from
+Python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ppo_client.errors import InvalidRequestError, OptimizationError, StoreError
+from ppo_client.llm.chat import ChatClient, ChatConfig
+from ppo_client.optimize import metrics, report
+from ppo_client.optimize.proposers import make_proposer
+from ppo_client.optimize.run import (
+    SUMMARY,
+    Renderer,
+    RunConfig,
+    RunState,
+    _write_json,
+    create_run,
+    load_run,
+    prompt_filter,
+    run_iterations,
+)
+from ppo_client.piaa.head import PreferenceHead
+from ppo_client.store import UserStore
+
+logger = logging.getLogger(__name__)
+GENERAL_USER = "general"
+"""``--general``: optimize the crowd's taste (a general head over every user in the store)."""
+
+
+@dataclass(frozen=True)
+class Scorer:
+    head: PreferenceHead
+    model: str
+    """What the head is: ``user:alice model 3 (bayes)`` or ``general``."""
+    personas: list[dict]
+    """The demo world's virtual users behind the scorer (their mean noise-free taste judges images)."""
+    reference_embeddings: np.ndarray
+    reference_ratings: np.ndarray
+
+    @property
+    def true_score(self) -> Callable | None:
+        return persona_judge(self.personas)
+
+
+def persona_judge(specs: list[dict]) -> Callable | None:
+    if not specs:
+        return None
+    from ppo_client.demo.personas import Persona, score_image
+
+    personas = [Persona.from_dict(s) for s in specs]
+    return lambda image: float(np.mean([score_image(p, np.asarray(image)) for p in personas]))
+
+
+def user_scorer(store: UserStore, client, user: str, *, method: str | None = None) -> Scorer:
+    from ppo_client.piaa.training import user_task
+
+    if user == GENERAL_USER:
+        return general_scorer(store, client)
+    model = store.latest_model(user, method)
+    encoder = client.encoder_info()
+    if model.encoder != encoder.encoder_id:
+        raise StoreError(
+            f"{user}'s model {model.id} was trained on encoder {model.encoder}, but the server runs "
+            f"{encoder.encoder_id}; retrain it with `ppo-client user train {user}`"
+        )
+    task = user_task(client, store, user)
+    persona = store.persona(user)
+    return Scorer(model.head, f"user:{user} model {model.id} ({model.method})", [persona] if persona else [],
+                  task.x.astype(np.float32), task.y)
+
+
+def general_scorer(store: UserStore, client) -> Scorer:
+    """A general head fitted on every stored user's ratings; its judge is the crowd's mean true taste."""
+    from ppo_client.piaa.methods import MethodConfig, fit_general
+    from ppo_client.piaa.training import user_task
+
+    users = [u.name for u in store.users() if u.ratings]
+    if len(users) < 2:
+        raise StoreError("the general scorer is fitted on every user in the store; it holds fewer than two with ratings")
+    tasks = [user_task(client, store, u) for u in users]
+    theta = fit_general(tasks, MethodConfig().general_ridge)
+    head = PreferenceHead.linear(theta[:-1], float(theta[-1]), method="general", users=len(users))
+    personas = [p for p in (store.persona(u) for u in users) if p]
+    return Scorer(head, f"general ({len(users)} users)", personas, np.zeros((0, head.dim), np.float32), np.zeros(0))
+
+
+@contextlib.contextmanager
+def chat_endpoint(config: ChatConfig | None) -> Iterator[ChatClient]:
+    """The configured endpoint, or the embedded local LLM started for the duration."""
+    if config is not None:
+        with ChatClient(config) as chat:
+            yield chat
+        return
+    from ppo_client.llm.embedded import EmbeddedLLMServer
+
+    with EmbeddedLLMServer() as server, ChatClient(server.chat_config()) as chat:
+        yield chat
+
+
+def check_context(context: str, chat_config: ChatConfig | None, *, text_fallback: bool) -> str:
+    if context != "s+p+f+I" or (chat_config is not None and chat_config.vision):
+        return context
+    if not text_fallback:
+        raise InvalidRequestError(
+            "context", "s+p+f+I sends images, but this LLM endpoint is text-only (pass --vision for a vision model, "
+            "or --text-fallback to run s+p+f instead)"
+        )
+    logger.warning("the LLM endpoint is text-only: running s+p+f instead of s+p+f+I")
+    return "s+p+f"
+
+
+def finish(state: RunState) -> dict:
+    """Rewrite summary.json and report.html from what is on disk."""
+    data = np.load(state.folder / "reference.npz")
+    summary = metrics.summarize(state.records, data["embeddings"], data["ratings"], state.config.high_rating_quantile)
+    _write_json(state.folder / SUMMARY, summary)
+    import json
+
+    stored = json.loads((state.folder / "config.json").read_text())
+    report.write_report(state.folder, stored, state.records, summary)
+    return summary
+
+
+def execute(state: RunState, client, chat: ChatClient | None, true_score: Callable | None,
+            on_iteration: Callable[[dict], None] = lambda r: None) -> dict:
+    """Run what is left of ``state``; the summary and report are rewritten after every iteration and
+    also when the run stops early (Ctrl-C, a server or LLM failure)."""
+    c = state.config
+    encoder = client.encoder_info()
+    keep = prompt_filter(client, c.prompt, encoder.max_tokens, c.subject_guard)
+    proposer = make_proposer(c.optimizer, c.context, chat, top_k=c.top_k)
+    renderer = Renderer(client, c, state.head, true_score)
+
+    def after(record: dict) -> None:
+        finish(state)
+        on_iteration(record)
+
+    try:
+        run_iterations(state, proposer, renderer, keep, on_iteration=after)
+    finally:
+        renderer.close()
+        if state.records:
+            finish(state)
+    return finish(state)
+
+
+def new_run(folder: Path, config: RunConfig, scorer: Scorer, client, chat_config: ChatConfig | None) -> RunState:
+    config = config.checked()
+    encoder = client.encoder_info()
+    if scorer.head.dim != encoder.dim:
+        raise OptimizationError(f"the scorer expects {scorer.head.dim}-d embeddings; the server's encoder gives {encoder.dim}")
+    extra = {
+        "scorer": scorer.model,
+        "encoder": encoder.encoder_id,
+        "llm": {"base_url": chat_config.base_url, "model": chat_config.model} if chat_config else {"embedded": True},
+        "personas": scorer.personas,
+    }
+    return create_run(folder, config, scorer.head, extra, (scorer.reference_embeddings, scorer.reference_ratings))
+
+
+def resume_run(folder: Path) -> tuple[RunState, Callable | None]:
+    """The run's state and its judge (the personas saved with it); no store needed."""
+    state, stored = load_run(folder)
+    return state, persona_judge(stored.get("personas", []))

@@ -1,0 +1,72 @@
+"""Every text the optimizer sends to an LLM, in one place.
+
+Following OPRO: the history lists (prompt, score) pairs sorted ascending so the best comes last, and
+the model is asked for new prompts different from all of them with higher scores. Replies are
+requested as a JSON list; ``parsing`` also accepts lines and quotes.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+SYSTEM = (
+    "You write prompts for a text-to-image model. You answer only with a JSON list of prompt strings, "
+    'for example ["a red apple on a table, soft light", "a green apple, studio photo"].'
+)
+
+
+def diversify(prompt: str, n: int) -> str:
+    return (
+        f'Rewrite this text-to-image prompt in {n} different ways: "{prompt}".\n'
+        "Keep its subject, vary the style, colours, light, background and composition.\n"
+        f"Answer with a JSON list of {n} prompts."
+    )
+
+
+def _history(history: Sequence[tuple[str, float]]) -> str:
+    return "\n".join(f'prompt: "{p}"\nscore: {s:.2f}' for p, s in history)
+
+
+def propose(
+    initial: str, n: int, *, current: Sequence[str], history: Sequence[tuple[str, float]] | None,
+    feedback: str | None, with_images: bool,
+) -> str:
+    """The optimizer's request for one iteration; what it carries is the context ablation."""
+    parts = [f'We are improving text-to-image prompts for the subject "{initial}".']
+    if history is None:  # context "none": only the current prompts
+        parts.append("Current prompts:\n" + "\n".join(f'"{p}"' for p in current))
+        parts.append(f"Write {n} new, better prompts for this subject, different from these.")
+    else:
+        parts.append(
+            "Below are earlier prompts with the scores (1 to 10) a person's taste gave their images, "
+            "worst first and best last:\n" + _history(history)
+        )
+        if feedback:
+            parts.append("Feedback on the latest images:\n" + feedback)
+        if with_images:
+            parts.append("The attached images are the best image of each latest prompt, in the same order.")
+        parts.append(
+            f"Write {n} new prompts for the same subject that are different from all prompts above "
+            "and would get higher scores."
+        )
+    parts.append(f"Answer with a JSON list of {n} prompts, nothing else.")
+    return "\n\n".join(parts)
+
+
+def feedback(items: Sequence[tuple[str, float, str]], *, with_images: bool) -> str:
+    """Ask for improvement directions from (prompt, score, description) triples."""
+    lines = [
+        "A person's taste scored images made from these prompts (1 = dislikes, 10 = loves). "
+        + ("The images are attached in the same order." if with_images else "Each image is described in words.")
+    ]
+    for i, (prompt, score, description) in enumerate(items, 1):
+        lines.append(f'{i}. prompt "{prompt}", score {score:.2f}' + (f", image shows: {description}" if description else ""))
+    lines.append(
+        "In two or three short sentences, say what the high-scoring images have that the low-scoring "
+        "ones lack, and what to change in the prompts to raise the score."
+    )
+    return "\n".join(lines)
+
+
+def feedback_system() -> str:
+    return "You are an art director who explains what a viewer likes. Be short and concrete."

@@ -1,0 +1,70 @@
+"""Child servers the project starts (Triton, the local LLM): free ports, readiness, clean stops.
+
+Each child runs in its own session, so a stop ends it with everything it spawned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+logger = logging.getLogger(__name__)
+LOG_TAIL_LINES = 40
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log written)"
+    return "\n".join(text[-lines:])
+
+
+def wait_http_ready(
+    process: subprocess.Popen, url: str, *, timeout_s: float, log_file: Path, name: str,
+    error: Callable[[str], Exception],
+) -> None:
+    """Poll ``url`` until it answers 200; raise ``error(message)`` with the log's tail if the
+    process exits first or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            raise error(f"{name} exited with code {code} before it was ready; last lines of {log_file}:\n{log_tail(log_file)}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise error(f"{name} was not ready after {timeout_s:.0f} s; last lines of {log_file}:\n{log_tail(log_file)}")
+
+
+def stop_process_group(process: subprocess.Popen, *, timeout_s: float, name: str) -> None:
+    """SIGTERM, wait, then SIGKILL the child's whole process group."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            logger.warning("%s did not stop in %.0f s; killing it", name, timeout_s)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+    logger.info("%s stopped", name)

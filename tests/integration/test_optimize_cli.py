@@ -1,0 +1,90 @@
+"""`ppo-client optimize` against the real Triton server (tiny models) and the real local LLM."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ppo_client.cli import main
+from tests.processes import processes_mentioning
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def store(triton_server, tmp_path_factory):
+    """A store with one user who has a knn model on the tiny encoder, and one with no model."""
+    root = tmp_path_factory.mktemp("optimize")
+    rng = np.random.default_rng(0)
+    lines = ["image,rating"]
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / f"{i}.png")
+        lines.append(f"{i}.png,{1 + i % 10}")
+    (root / "ratings.csv").write_text("\n".join(lines) + "\n")
+    path = str(root / "store.sqlite")
+    assert main(["user", "create", "ana", "--store", path]) == 0
+    assert main(["user", "import", "ana", "--csv", str(root / "ratings.csv"), "--store", path]) == 0
+    assert main(["user", "train", "ana", "--method", "knn", "--store", path, "--url", triton_server.grpc_url]) == 0
+    assert main(["user", "create", "bob", "--store", path]) == 0
+    return path
+
+
+def optimize(triton_server, store, *args):
+    return main(["optimize", "--store", store, "--url", triton_server.grpc_url, "--steps", "2", *args])
+
+
+@pytest.mark.parametrize("optimizer", ["random", "ga"])
+def test_a_baseline_run_leaves_a_complete_folder(triton_server, store, tmp_path, optimizer, capsys):
+    run = tmp_path / "run"
+    args = ["--user", "ana", "--prompt", "a red cat", "--iterations", "2", "--n-prompts", "3", "--seeds", "2",
+            "--optimizer", optimizer, "--run-dir", str(run), "--subject-guard", "0"]
+    assert optimize(triton_server, store, *args) == 0
+    assert capsys.readouterr().out.strip().endswith("report.html")
+    records = [json.loads(line) for line in (run / "iterations.jsonl").read_text().splitlines()]
+    assert [len(r["prompts"]) for r in records] == [4, 3, 3]
+    assert records[0]["prompts"][0]["prompt"] == "a red cat" and records[0]["prompts"][0]["initial"]
+    assert all(r["seeds"] == [0, 1] for r in records)
+    summary = json.loads((run / "summary.json").read_text())
+    assert {"max", "init", "max_minus_init", "k_star", "max_sim", "score_of_most_sim"} <= set(summary)
+    assert summary["images"] == 20 and len(list((run / "images").rglob("*.png"))) == 20
+    assert "<svg" in (run / "report.html").read_text()
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["optimizer"] == optimizer and config["scorer"].startswith("user:ana")
+    # resuming a finished run does nothing but rewrite the report
+    assert optimize(triton_server, store, "--resume", str(run)) == 0
+    assert len((run / "iterations.jsonl").read_text().splitlines()) == 3
+
+
+def test_bad_requests_get_clear_errors(triton_server, store, tmp_path, capsys):
+    base = ["--prompt", "a red cat", "--optimizer", "random", "--run-dir", str(tmp_path / "r")]
+    assert optimize(triton_server, store, "--user", "nobody", *base) == 2
+    assert optimize(triton_server, store, "--user", "bob", *base) == 2
+    assert optimize(triton_server, store, "--user", "ana", "--prompt", " ", "--optimizer", "random") == 2
+    assert optimize(triton_server, store, "--user", "ana", *base, "--seeds", "20") == 2
+    assert optimize(triton_server, store, "--user", "ana", *base, "--context", "s+p+f+I", "--optimizer", "llm") == 2
+    err = capsys.readouterr().err
+    assert "unknown user 'nobody'" in err and "'bob' has no trained model" in err and "prompt: is empty" in err
+    assert "seeds: must be between 1 and 8" in err and "text-only" in err
+    assert main(["optimize", "--user", "ana", "--prompt", "a cat", "--optimizer", "random", "--store", store,
+                 "--url", "127.0.0.1:9", "--run-dir", str(tmp_path / "x")]) == 1
+    assert "cannot reach the Triton server" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_the_llm_optimizer_with_feedback_runs_on_the_local_llm(triton_server, store, tmp_path):
+    llm_servers_before = len(processes_mentioning("llama_cpp.server"))
+    run = tmp_path / "llm"
+    args = ["--user", "ana", "--prompt", "a red cat on a blue sofa", "--iterations", "1", "--n-prompts", "2",
+            "--seeds", "1", "--optimizer", "llm", "--context", "s+p+f", "--run-dir", str(run), "--subject-guard", "0"]
+    assert optimize(triton_server, store, *args) == 0
+    records = [json.loads(line) for line in (run / "iterations.jsonl").read_text().splitlines()]
+    assert [c["purpose"] for c in records[0]["llm_calls"]][0] == "diversify"
+    assert [c["purpose"] for c in records[1]["llm_calls"]][:2] == ["feedback", "propose"]
+    assert records[1]["feedback"] and len(records[1]["prompts"]) == 2
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["timings"]["llm_s"] > 0 and summary["iterations_done"] == 1
+    assert len(processes_mentioning("llama_cpp.server")) == llm_servers_before  # the local LLM was stopped

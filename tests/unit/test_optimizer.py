@@ -1,0 +1,168 @@
+"""The optimization loop without a server: proposers, the run folder, resume, and the metrics."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from ppo_client.errors import InvalidRequestError, OptimizationError
+from ppo_client.llm.chat import ChatClient, ChatConfig
+from ppo_client.optimize import metrics
+from ppo_client.optimize.proposers import GA_MAX_KEYWORDS, GeneticProposer, LLMProposer, RandomProposer, ScoredPrompt
+from ppo_client.optimize.run import ITERATIONS, RunConfig, create_run, load_run, run_iterations
+from ppo_client.piaa.head import PreferenceHead
+
+INITIAL = "a red circle on a blue background"
+
+
+def keep_all(prompts):
+    return list(prompts)
+
+
+class ScriptedLLM:
+    """An OpenAI-compatible endpoint (httpx mock transport) that answers from a script and records requests."""
+
+    def __init__(self, replies):
+        self.replies, self.requests = list(replies), []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(json.loads(request.content))
+        text = self.replies.pop(0) if self.replies else "no idea"
+        return httpx.Response(200, json={"choices": [{"message": {"content": text}}]})
+
+    def client(self) -> ChatClient:
+        return ChatClient(ChatConfig("http://llm.invalid/v1"), transport=httpx.MockTransport(self.handler), sleep=lambda s: None)
+
+
+def history():
+    return [[ScoredPrompt(INITIAL, 4.0, "blue"), ScoredPrompt(f"{INITIAL}, bright", 6.5, "bright"), ScoredPrompt(f"{INITIAL}, dark", 2.0, "dark")]]
+
+
+def test_the_none_context_shows_prompts_but_no_scores():
+    llm = ScriptedLLM(['["a red circle, watercolor", "a red circle at dusk"]'])
+    proposal = LLMProposer(llm.client(), "none").propose(INITIAL, history(), 2, np.random.default_rng(0), set(), keep_all)
+    assert proposal.prompts == ["a red circle, watercolor", "a red circle at dusk"] and proposal.fallback == 0
+    text = llm.requests[0]["messages"][1]["content"]
+    assert f"{INITIAL}, bright" in text and "6.5" not in text and "score" not in text.lower().split("higher")[0]
+
+
+def test_the_sp_context_lists_the_history_best_last():
+    llm = ScriptedLLM(['["a red circle, soft light", "a red circle, pastel"]'])
+    LLMProposer(llm.client(), "s+p").propose(INITIAL, history(), 2, np.random.default_rng(0), set(), keep_all)
+    text = llm.requests[0]["messages"][1]["content"]
+    assert text.index("2.00") < text.index("4.00") < text.index("6.50")
+    assert len(llm.requests) == 1  # no feedback call
+
+
+def test_the_spf_context_asks_for_feedback_with_image_descriptions_first():
+    llm = ScriptedLLM(["Brighter images score higher.", '["a bright red circle on blue", "a glowing red circle on blue"]'])
+    proposal = LLMProposer(llm.client(), "s+p+f").propose(INITIAL, history(), 2, np.random.default_rng(0), set(), keep_all)
+    assert proposal.feedback == "Brighter images score higher."
+    assert "image shows: bright" in llm.requests[0]["messages"][1]["content"]
+    assert "Brighter images score higher." in llm.requests[1]["messages"][1]["content"]
+
+
+def test_the_image_context_sends_the_best_images():
+    llm = ScriptedLLM(["Red wins.", '["a red circle, vivid", "a red circle, glossy"]'])
+    items = [[ScoredPrompt(p.prompt, p.score, p.description, Image.new("RGB", (8, 8))) for p in history()[0]]]
+    LLMProposer(llm.client(), "s+p+f+I").propose(INITIAL, items, 2, np.random.default_rng(0), set(), keep_all)
+    for request in llm.requests:
+        parts = request["messages"][1]["content"]
+        assert sum(part["type"] == "image_url" for part in parts) == 3
+
+
+def test_unusable_replies_are_retried_then_filled_in_by_keyword_mutation():
+    llm = ScriptedLLM(["Sure!", "prompt1\nscore2", "I cannot help."])
+    proposal = LLMProposer(llm.client(), "s+p").propose(INITIAL, history(), 3, np.random.default_rng(0), set(), keep_all)
+    assert len(llm.requests) == 3 and proposal.fallback == 3 and len(set(proposal.prompts)) == 3
+    assert all(p.startswith(INITIAL) and p.count(",") >= 1 for p in proposal.prompts)  # mutations of the best prompts
+
+
+def test_baselines_propose_new_distinct_prompts_deterministically():
+    for proposer in (RandomProposer(), GeneticProposer()):
+        first = proposer.initial(INITIAL, 6, np.random.default_rng(1), set(), keep_all).prompts
+        again = proposer.initial(INITIAL, 6, np.random.default_rng(1), set(), keep_all).prompts
+        assert first == again and len(set(first)) == 6 and all(p.startswith(INITIAL) for p in first)
+    ga = GeneticProposer()
+    scored = [[ScoredPrompt(p, float(i)) for i, p in enumerate(first)]]
+    children = ga.propose(INITIAL, scored, 8, np.random.default_rng(2), {p.lower() for p in first}, keep_all).prompts
+    assert len(children) == 8 and not set(children) & set(first)
+    assert all(ga.mask(INITIAL, c).sum() <= GA_MAX_KEYWORDS for c in children)
+    assert ga.prompt(INITIAL, ga.mask(INITIAL, children[0])) == children[0]
+
+
+def test_run_configuration_is_checked():
+    with pytest.raises(InvalidRequestError, match="prompt: is empty"):
+        RunConfig("u", "  ").checked()
+    with pytest.raises(InvalidRequestError, match="seeds: must be between 1 and 8"):
+        RunConfig("u", "a cat", seeds=9).checked()
+    with pytest.raises(InvalidRequestError, match="iterations"):
+        RunConfig("u", "a cat", iterations=0).checked()
+    with pytest.raises(InvalidRequestError, match="context"):
+        RunConfig("u", "a cat", context="all").checked()
+
+
+class FakeRenderer:
+    """Scores a prompt by how many of the words 'bright' and 'pastel' it has; 'true' taste likes 'pastel' only."""
+
+    def __init__(self):
+        self.rendered = []
+
+    def render(self, prompts, folder, iteration):
+        self.rendered.append(list(prompts))
+        out = []
+        for prompt in prompts:
+            score = 4.0 + prompt.count("bright") + prompt.count("pastel")
+            out.append({"prompt": prompt, "scores": [score, score], "score": score, "images": ["a.png", "b.png"], "best": 0,
+                        "embeddings": [[1.0, 0.0], [1.0, 0.0]], "description": "x",
+                        "true_scores": [4 + prompt.count("pastel")] * 2, "true_score": 4.0 + prompt.count("pastel")})
+        return out
+
+
+def test_a_run_killed_mid_way_resumes_without_redoing_finished_iterations(tmp_path):
+    config = RunConfig("u", INITIAL, iterations=4, n_prompts=2, seeds=2, optimizer="random")
+    state = create_run(tmp_path / "run", config, PreferenceHead.linear(np.ones(2), 0.0), {},
+                       (np.array([[1.0, 0.0], [0.0, 1.0]], np.float32), np.array([9.0, 2.0])))
+    renderer = FakeRenderer()
+
+    def stop_after_two(record):
+        if record["iteration"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_iterations(state, RandomProposer(), renderer, keep_all, on_iteration=stop_after_two)
+    with open(tmp_path / "run" / ITERATIONS, "a") as handle:
+        handle.write('{"iteration": 2, "prom')  # a crash in the middle of writing
+    resumed, stored = load_run(tmp_path / "run")
+    assert [r["iteration"] for r in resumed.records] == [0, 1]
+    run_iterations(resumed, RandomProposer(), renderer, keep_all)
+    assert [len(p) for p in renderer.rendered] == [3, 2, 2, 2, 2]  # iterations 0 and 1 were not redone
+    lines = (tmp_path / "run" / ITERATIONS).read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in lines] == [0, 1, 2, 3, 4]
+    all_prompts = [p for r in resumed.records for p in (e["prompt"] for e in r["prompts"])]
+    assert len(all_prompts) == len(set(all_prompts))
+    with pytest.raises(OptimizationError, match="already holds a run"):
+        create_run(tmp_path / "run", config, PreferenceHead.linear(np.ones(2), 0.0), {}, (np.zeros((0, 2)), np.zeros(0)))
+
+
+def test_the_summary_follows_the_papers_definitions(tmp_path):
+    records = [
+        {"prompts": [FakeRenderer().render([INITIAL], None, 0)[0], *FakeRenderer().render([f"{INITIAL}, bright"], None, 0)],
+         "timings": {"total_s": 2.0, "llm_s": 1.0, "render_s": 0.5}},
+        {"prompts": FakeRenderer().render([f"{INITIAL}, pastel, bright", f"{INITIAL}, dark"], None, 1),
+         "timings": {"total_s": 2.0, "llm_s": 1.0, "render_s": 0.5}},
+        {"prompts": FakeRenderer().render([f"{INITIAL}, pastel"], None, 2), "timings": {"total_s": 1.0, "llm_s": 0.0, "render_s": 1.0}},
+    ]
+    reference = (np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], np.float32), np.array([3.0, 9.0, 8.0]))
+    s = metrics.summarize(records, *reference, quantile=0.5)
+    assert (s["init"], s["max"], s["max_minus_init"], s["k_star"]) == (4.0, 6.0, 2.0, 1)
+    assert s["best_so_far"] == [5.0, 6.0, 6.0]
+    assert s["max_sim"] == pytest.approx(0.6)  # high-rated: ratings >= 8 (the 0.5 quantile)
+    assert s["score_of_most_sim"] == 3.0  # the most similar rated image overall was rated 3
+    assert (s["true_init"], s["true_max"], s["true_best"]) == (4.0, 5.0, 5.0)
+    assert s["true_best_so_far"] == [4.0, 5.0, 5.0]
+    assert s["timings"] == {"total_s": 5.0, "llm_s": 2.0, "render_s": 2.0, "other_s": 1.0}

@@ -1,0 +1,28 @@
+import pytest
+
+from ppo_client.optimize.parsing import parse_prompts
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ('["a red cat", "a blue cat, soft light"]', ["a red cat", "a blue cat, soft light"]),
+        ('Sure! Here are some:\n```json\n["a red cat", "a red cat", "A RED CAT."]\n```', ["a red cat"]),
+        ('{"prompts": ["one small star", {"prompt": "two big stars"}]}', ["one small star", "two big stars"]),
+        ('Here are 2 prompts:\n1. "a red cat at dusk"\n2. "a red cat, watercolor"', ["a red cat at dusk", "a red cat, watercolor"]),
+        ("Here are the prompts:\n- a red cat at dusk\n- Prompt 2: a red cat, film grain\n", ["a red cat at dusk", "a red cat, film grain"]),
+        ("Sure, I can help with that.", []),
+        ("[5] A red circle on blue", ["A red circle on blue"]),
+        ("", []),
+    ],
+)
+def test_prompts_are_found_in_any_reply_shape(reply, expected):
+    assert parse_prompts(reply) == expected
+
+
+def test_prompts_seen_before_are_dropped():
+    assert parse_prompts('["a red cat", "a Red Cat", "a blue cat"]', seen=["A red cat."]) == ["a blue cat"]
+
+
+def test_echoed_field_names_and_single_words_are_not_prompts():
+    assert parse_prompts("prompt1\nscore3\nresponse1\nboard\na red board game") == ["a red board game"]
