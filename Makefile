@@ -12,16 +12,16 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[server,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[server,dev,llm]"
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 demo: venv
-	$(BIN)/python -m ppo_server.demo --repository build/demo_repository --out demo_output
+	$(BIN)/python -m ppo_server.demo --repository build/demo_repository --work build/demo
 
 test: venv
 	$(BIN)/python -m pytest -q -ra
 
 clean:
-	rm -rf build demo_output .pytest_cache
+	rm -rf build runs .pytest_cache

@@ -1,5 +1,14 @@
-"""``make demo``: export the demo pipeline, serve it with the embedded Triton server, generate a few
-images through the SDK (all requests in flight at once, so the server batches them), stop.
+"""``make demo``: the whole job on the demo world, offline, end to end.
+
+1. export the demo pipeline and the demo CLIP (``ppo-export --preset demo``);
+2. serve them with the embedded Triton server;
+3. make a small demo rating set (virtual users rating demo images; cached in ``build/demo``);
+4. import one virtual user into a user store and train their preference model (``bayes``);
+5. optimize a prompt for that user with the embedded local LLM (``ppo-client optimize``);
+6. print the path of the run's HTML report.
+
+Every step is the command a user would run; ``--preset tiny`` only generates a few images from a
+random-weight pipeline (no taste to learn there).
 """
 
 from __future__ import annotations
@@ -10,80 +19,96 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from ppo_client.console import console, run_cli, setup_logging
+from ppo_client.errors import PPOError
 from ppo_client.generation import GenerationRequest
 from ppo_client.txt2img import AsyncTxt2ImgClient
 from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
 from ppo_server.export.cli import default_pipeline_dir
 
-PROMPTS = (
-    "a large red circle on a blue background",
-    "a yellow square next to a small green triangle against a black backdrop",
-    "a white cross on a purple striped background, bright",
-    "an outlined orange triangle over a green checkered backdrop",
-    "a big blue disc on a yellow dotted background, warm, grainy",
-    "a black square in the top left on a white background",
-)
+DEMO_USER = "demo-user"
+DEMO_SID = 1
+DEMO_PROMPT = "a red circle on a blue background"
 
 
-async def _generate_all(url: str, requests: list[GenerationRequest]):
-    async with AsyncTxt2ImgClient(url) as client:
-        return await asyncio.gather(*(client.generate(r) for r in requests))
+class DemoStepError(PPOError):
+    pass
 
 
-def _unet_batches(http_url: str) -> tuple[int, int]:
-    stats = httpx.get(f"{http_url}/v2/models/unet/stats", timeout=10).json()["model_stats"][0]
-    return int(stats["inference_stats"]["success"]["count"]), int(stats["execution_count"])
+def _cli(*argv: str) -> None:
+    from ppo_client.cli import main
+
+    code = main(list(argv))
+    if code:
+        raise DemoStepError(f"`ppo-client {' '.join(argv[:2])}` failed (exit code {code}); see the message above")
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _export(preset: str, repository: Path) -> None:
     from ppo_server.export.presets import build_tiny_clip, build_tiny_pipeline, demo_clip_dir, demo_pipeline_dir
     from ppo_server.export.repository import export_pipeline
 
-    repository, out = Path(args.repository), Path(args.out)
-    with console.status(f"exporting the {args.preset} pipeline to ONNX ..."):
-        if args.preset == "demo":
+    with console.status(f"exporting the {preset} pipeline and CLIP to ONNX ..."):
+        if preset == "demo":
             folder, clip = demo_pipeline_dir(), demo_clip_dir()
         else:
             folder = build_tiny_pipeline(default_pipeline_dir("tiny"))
             clip = build_tiny_clip(folder / "clip")
         export_pipeline(str(folder), repository, clip=str(clip))
-    console.print(f"exported the {args.preset} pipeline to {repository}")
+    console.print(f"exported the {preset} models to {repository}")
 
-    requests = [
-        GenerationRequest(prompt=p, seed=i, steps=args.steps, guidance_scale=7.5)
-        for i, p in enumerate(PROMPTS[: args.images])
-    ]
-    with EmbeddedTritonServer(ServerConfig(repository)) as server:
-        console.print(f"Triton is serving on {server.grpc_url} (gRPC) and {server.http_url} (log: {server.log_file})")
-        started = time.perf_counter()
-        with console.status(f"generating {len(requests)} images, all requests in flight at once ..."):
-            images = asyncio.run(_generate_all(server.grpc_url, requests))
-        seconds = time.perf_counter() - started
-        unet_requests, unet_batches = _unet_batches(server.http_url)
+
+def _tiny(url: str, out: Path) -> None:
+    async def generate():
+        async with AsyncTxt2ImgClient(url) as client:
+            return await asyncio.gather(*(client.generate(GenerationRequest(DEMO_PROMPT, seed=i)) for i in range(4)))
+
     out.mkdir(parents=True, exist_ok=True)
-    for i, (request, image) in enumerate(zip(requests, images)):
-        path = out / f"image_{i}.png"
-        image.save(path)
-        console.print(f"  {path}  [dim]{request.prompt!r}, seed {request.seed}[/]")
-    console.print(
-        f"{len(images)} images in {seconds:.2f} s; the UNet ran {unet_batches} batches for {unet_requests} calls."
-    )
-    if args.preset == "tiny":
-        console.print("The tiny pipeline has random weights: expect noise, not pictures.")
+    for i, image in enumerate(asyncio.run(generate())):
+        image.save(out / f"image_{i}.png")
+    console.print("The tiny pipeline has random weights: expect noise, not pictures.")
     print(out.resolve())
+
+
+def _demo(args: argparse.Namespace) -> int:
+    work, repository = Path(args.work), Path(args.repository)
+    started = time.perf_counter()
+    _export(args.preset, repository)
+    with EmbeddedTritonServer(ServerConfig(repository)) as server:
+        url = server.grpc_url
+        console.print(f"Triton is serving on {url} (log: {server.log_file})")
+        if args.preset == "tiny":
+            _tiny(url, work / "tiny_images")
+            return 0
+        sac = work / "ratings" / "sac.sqlite"
+        if not sac.exists():
+            console.print(f"making a demo rating set ({args.users} virtual users, {args.images} images) in {sac.parent} ...")
+            _cli("demo", "ratings", "--out", str(sac.parent), "--users", str(args.users), "--images", str(args.images), "--url", url)
+        store = ["--store", str(work / "store.sqlite")]
+        from ppo_client.store import UserStore
+
+        with UserStore(work / "store.sqlite") as user_store:
+            fresh = not user_store.has_user(DEMO_USER)
+        if fresh:
+            _cli("user", "create", DEMO_USER, *store)
+            _cli("user", "import", DEMO_USER, "--sac", str(sac), "--sid", str(DEMO_SID), "--images-root", str(sac.parent), *store)
+            _cli("user", "train", DEMO_USER, "--method", "bayes", "--prior-sac", str(sac), *store, "--url", url)
+        run = work / "runs" / time.strftime("%Y%m%d-%H%M%S")
+        _cli("optimize", "--user", DEMO_USER, "--prompt", args.prompt, "--iterations", str(args.iterations),
+             "--n-prompts", "4", "--seeds", "2", "--context", "s+p+f", "--run-dir", str(run), *store, "--url", url)
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s; open the report: {run / 'report.html'}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ppo_server.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ppo_server.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", default="build/demo_repository")
-    parser.add_argument("--out", default="demo_output")
+    parser.add_argument("--work", default="build/demo", help="rating set, user store and runs (reused between demos)")
     parser.add_argument("--preset", choices=("demo", "tiny"), default="demo")
-    parser.add_argument("--images", type=int, default=4, choices=range(1, len(PROMPTS) + 1))
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--prompt", default=DEMO_PROMPT)
+    parser.add_argument("--iterations", type=int, default=6)
+    parser.add_argument("--users", type=int, default=30)
+    parser.add_argument("--images", type=int, default=200)
     parser.add_argument("-v", "--verbose", action="count", default=0)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)

@@ -88,3 +88,40 @@ def test_the_llm_optimizer_with_feedback_runs_on_the_local_llm(triton_server, st
     summary = json.loads((run / "summary.json").read_text())
     assert summary["timings"]["llm_s"] > 0 and summary["iterations_done"] == 1
     assert len(processes_mentioning("llama_cpp.server")) == llm_servers_before  # the local LLM was stopped
+
+
+def test_a_server_that_goes_away_mid_run_loses_no_finished_iteration(triton_server, tiny_repository, store, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
+
+    run = tmp_path / "run"
+    with EmbeddedTritonServer(ServerConfig(tiny_repository)) as doomed:
+        command = [sys.executable, "-m", "ppo_client.cli", "optimize", "--user", "ana", "--prompt", "a red cat",
+                   "--optimizer", "random", "--iterations", "40", "--n-prompts", "2", "--seeds", "1", "--steps", "2",
+                   "--run-dir", str(run), "--store", store, "--url", doomed.grpc_url]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            path = run / "iterations.jsonl"
+            if path.exists() and len(path.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.2)
+        doomed.stop()
+        _, err = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert "finished iterations are saved" in err and f"--resume {run}" in err
+    done = len((run / "iterations.jsonl").read_text().splitlines())
+    assert 2 <= done < 41
+    assert main(["optimize", "--resume", str(run), "--store", store, "--url", triton_server.grpc_url]) == 0
+    records = [json.loads(line) for line in (run / "iterations.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == list(range(41))
+
+
+def test_an_unreachable_llm_endpoint_is_reported(triton_server, store, tmp_path, capsys):
+    args = ["--user", "ana", "--prompt", "a red cat", "--optimizer", "llm", "--context", "s+p", "--iterations", "1",
+            "--run-dir", str(tmp_path / "r"), "--llm-url", "http://127.0.0.1:9/v1"]
+    assert optimize(triton_server, store, *args) == 1
+    assert "the chat endpoint http://127.0.0.1:9/v1 failed 5 times" in capsys.readouterr().err
