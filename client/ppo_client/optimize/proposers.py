@@ -24,10 +24,10 @@ logger = logging.getLogger(__name__)
 
 CONTEXTS = ("none", "s+p", "s+p+f", "s+p+f+I")
 OPTIMIZERS = ("llm", "random", "ga")
-LLM_ATTEMPTS = 3
+LLM_ATTEMPTS = 2
 GA_MAX_KEYWORDS = 15
 GA_FLIP_RATE = 0.01
-MAX_REPLY_TOKENS = {"diversify": 300, "propose": 300, "feedback": 150}
+MAX_REPLY_TOKENS = {"diversify": 200, "propose": 200, "feedback": 100}
 
 
 @dataclass(frozen=True)
