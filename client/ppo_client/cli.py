@@ -17,7 +17,7 @@ def _add_url(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
         default=None,
-        help=f"Triton server: host:port (gRPC) or http://host:port; default ${URL_ENV} or {DEFAULT_URL}",
+        help=f"Triton server(s): host:port (gRPC) or http://host:port, several comma-separated; default ${URL_ENV} or {DEFAULT_URL}",
     )
 
 

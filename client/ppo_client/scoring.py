@@ -145,7 +145,7 @@ class ScoringClient(_ScoringCalls, Txt2ImgClient):
     def embed_texts(self, texts: Sequence[str]) -> TextEmbeddings:
         """CLIP text embeddings (same space as ``embed``) and token counts."""
         try:
-            return _text_result([self._client.infer(**self._text_kwargs(chunk)) for chunk in _text_chunks(texts)])
+            return _text_result([self._infer(**self._text_kwargs(chunk)) for chunk in _text_chunks(texts)])
         except Exception as exc:
             raise self._error(exc, CLIP_TEXT.name) from exc
 
@@ -154,7 +154,7 @@ class ScoringClient(_ScoringCalls, Txt2ImgClient):
         out: dict[int, np.ndarray] = {}
         for rows, pixels in _embed_batches(images):
             try:
-                result = self._client.infer(**self._embed_kwargs(pixels))
+                result = self._infer(**self._embed_kwargs(pixels))
             except Exception as exc:
                 raise self._error(exc, ENCODER.name) from exc
             out.update(zip(rows, result.as_numpy("EMBEDDING")))
@@ -165,7 +165,7 @@ class ScoringClient(_ScoringCalls, Txt2ImgClient):
         scores = []
         for chunk in _score_chunks(embeddings):
             try:
-                scores.append(self._client.infer(**self._score_kwargs(chunk, head)).as_numpy("SCORE")[:, 0])
+                scores.append(self._infer(**self._score_kwargs(chunk, head)).as_numpy("SCORE")[:, 0])
             except Exception as exc:
                 raise self._error(exc, PREFERENCE.name) from exc
         return np.concatenate(scores) if scores else np.zeros(0, np.float32)
@@ -176,7 +176,7 @@ class ScoringClient(_ScoringCalls, Txt2ImgClient):
         """Images for up to ``MAX_PROMPTS_PER_REQUEST`` prompts with their embeddings and scores, in one request."""
         rows = _check_batch([_as_request(r, fields) for r in requests], self.size_limits())
         try:
-            return _scored(rows, self._client.infer(**self._generate_score_kwargs(rows, head)))
+            return _scored(rows, self._infer(**self._generate_score_kwargs(rows, head)))
         except Exception as exc:
             raise self._error(exc, TXT2IMG_SCORE.name) from exc
 
@@ -194,7 +194,7 @@ class AsyncScoringClient(_ScoringCalls, AsyncTxt2ImgClient):
         import asyncio
 
         try:
-            results = await asyncio.gather(*(self._client.infer(**self._text_kwargs(c)) for c in _text_chunks(texts)))
+            results = await asyncio.gather(*(self._infer(**self._text_kwargs(c)) for c in _text_chunks(texts)))
         except Exception as exc:
             raise self._error(exc, CLIP_TEXT.name) from exc
         return _text_result(results)
@@ -204,7 +204,7 @@ class AsyncScoringClient(_ScoringCalls, AsyncTxt2ImgClient):
 
         batches = _embed_batches(images)
         try:
-            results = await asyncio.gather(*(self._client.infer(**self._embed_kwargs(p)) for _, p in batches))
+            results = await asyncio.gather(*(self._infer(**self._embed_kwargs(p)) for _, p in batches))
         except Exception as exc:
             raise self._error(exc, ENCODER.name) from exc
         out = {i: v for (rows, _), r in zip(batches, results) for i, v in zip(rows, r.as_numpy("EMBEDDING"))}
@@ -215,7 +215,7 @@ class AsyncScoringClient(_ScoringCalls, AsyncTxt2ImgClient):
 
         try:
             results = await asyncio.gather(
-                *(self._client.infer(**self._score_kwargs(c, head)) for c in _score_chunks(embeddings))
+                *(self._infer(**self._score_kwargs(c, head)) for c in _score_chunks(embeddings))
             )
         except Exception as exc:
             raise self._error(exc, PREFERENCE.name) from exc
@@ -226,6 +226,6 @@ class AsyncScoringClient(_ScoringCalls, AsyncTxt2ImgClient):
     ) -> list[ScoredImage]:
         rows = _check_batch([_as_request(r, fields) for r in requests], await self.size_limits())
         try:
-            return _scored(rows, await self._client.infer(**self._generate_score_kwargs(rows, head)))
+            return _scored(rows, await self._infer(**self._generate_score_kwargs(rows, head)))
         except Exception as exc:
             raise self._error(exc, TXT2IMG_SCORE.name) from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Sequence
@@ -58,16 +59,34 @@ def protocol_module(protocol: str, *, aio: bool = False) -> ModuleType:
 
 
 def resolve_url(url: str | None) -> Endpoint:
-    return Endpoint.parse(url or os.environ.get(URL_ENV) or DEFAULT_URL)
+    return resolve_urls(url)[0]
+
+
+def resolve_urls(url: str | Sequence[str] | None) -> list[Endpoint]:
+    """One or several servers: a list, or a comma-separated string (``$PPO_TRITON_URL`` likewise)."""
+    if url is None or url == "":
+        url = os.environ.get(URL_ENV) or DEFAULT_URL
+    parts = [u for u in (url.split(",") if isinstance(url, str) else url) if u.strip()]
+    endpoints = [Endpoint.parse(u) for u in parts]
+    if not endpoints:
+        raise ValueError("no Triton server URL given")
+    if len({e.protocol for e in endpoints}) > 1:
+        raise ValueError("all Triton servers of one client must use the same protocol (all gRPC or all HTTP)")
+    return endpoints
 
 
 class ClientBase:
-    """The connection every SDK client shares (sync or asyncio); subclasses add the calls."""
+    """The connections every SDK client shares (sync or asyncio); subclasses add the calls.
+
+    With several servers (``"host1:8001,host2:8001"``) every inference goes to the server with the
+    fewest requests outstanding from this client; model configurations are read from the first.
+    """
 
     _aio = False
 
-    def __init__(self, url: str | None = None, *, timeout_s: float = 600.0) -> None:
-        self.endpoint = resolve_url(url)
+    def __init__(self, url: str | Sequence[str] | None = None, *, timeout_s: float = 600.0) -> None:
+        self.endpoints = resolve_urls(url)
+        self.endpoint = self.endpoints[0]
         self.timeout_s = timeout_s
         self._module = protocol_module(self.endpoint.protocol, aio=self._aio)
         self._grpc = self.endpoint.protocol == "grpc"
@@ -77,7 +96,50 @@ class ClientBase:
             timeouts = {"conn_timeout": timeout_s}
         else:
             timeouts = {"network_timeout": timeout_s, "connection_timeout": timeout_s}
-        self._client = self._module.InferenceServerClient(self.endpoint.address, ssl=self.endpoint.ssl, **timeouts)
+        self._clients = [
+            self._module.InferenceServerClient(e.address, ssl=e.ssl, **timeouts) for e in self.endpoints
+        ]
+        self._client = self._clients[0]
+        self._outstanding = [0] * len(self._clients)
+        self.requests_sent = [0] * len(self._clients)
+        self._turn = 0
+        self._lock = threading.Lock()
+
+    def _acquire(self) -> int:
+        with self._lock:
+            low = min(self._outstanding)
+            candidates = [i for i, n in enumerate(self._outstanding) if n == low]
+            index = candidates[self._turn % len(candidates)]  # ties rotate
+            self._turn += 1
+            self._outstanding[index] += 1
+            self.requests_sent[index] += 1
+            return index
+
+    def _release(self, index: int) -> None:
+        with self._lock:
+            self._outstanding[index] -= 1
+
+    def _infer(self, **kwargs):
+        """One inference on the least busy server (a coroutine for the asyncio clients)."""
+        index = self._acquire()
+        if self._aio:
+            return self._infer_async(index, kwargs)
+        try:
+            return self._clients[index].infer(**kwargs)
+        except Exception as exc:
+            exc.ppo_url = str(self.endpoints[index])
+            raise
+        finally:
+            self._release(index)
+
+    async def _infer_async(self, index: int, kwargs: dict):
+        try:
+            return await self._clients[index].infer(**kwargs)
+        except Exception as exc:
+            exc.ppo_url = str(self.endpoints[index])
+            raise
+        finally:
+            self._release(index)
 
     def _config_kwargs(self) -> dict:
         return {"as_json": True} if self._grpc else {}
@@ -95,7 +157,7 @@ class ClientBase:
         return tensor
 
     def _error(self, exc: Exception, model: str) -> ServerError:
-        return map_error(exc, model=model, url=str(self.endpoint))
+        return map_error(exc, model=model, url=getattr(exc, "ppo_url", str(self.endpoint)))
 
 
 def model_parameters(config: dict) -> dict[str, str]:

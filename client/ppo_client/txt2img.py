@@ -77,12 +77,13 @@ class Txt2ImgClient(_Txt2ImgBase):
         """Several images in one server request (they must share height and width)."""
         rows = _check_batch(requests, self.size_limits())
         try:
-            return _images(self._client.infer(**self._txt2img_kwargs(rows)))
+            return _images(self._infer(**self._txt2img_kwargs(rows)))
         except Exception as exc:
             raise self._error(exc, MODEL) from exc
 
     def close(self) -> None:
-        self._client.close()
+        for client in self._clients:
+            client.close()
 
     def __enter__(self) -> Txt2ImgClient:
         return self
@@ -110,12 +111,13 @@ class AsyncTxt2ImgClient(_Txt2ImgBase):
     async def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Image.Image]:
         rows = _check_batch(requests, await self.size_limits())
         try:
-            return _images(await self._client.infer(**self._txt2img_kwargs(rows)))
+            return _images(await self._infer(**self._txt2img_kwargs(rows)))
         except Exception as exc:
             raise self._error(exc, MODEL) from exc
 
     async def close(self) -> None:
-        await self._client.close()
+        for client in self._clients:
+            await client.close()
 
     async def __aenter__(self) -> AsyncTxt2ImgClient:
         return self

@@ -1,0 +1,44 @@
+"""One client, two Triton servers: requests go to the least busy one."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from ppo_client import AsyncTxt2ImgClient, GenerationRequest, Txt2ImgClient
+from ppo_client.errors import ServerUnavailableError
+from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
+
+pytestmark = pytest.mark.integration
+
+
+def txt2img_count(server) -> int:
+    stats = httpx.get(f"{server.http_url}/v2/models/txt2img/stats", timeout=10).json()["model_stats"][0]
+    return int(stats["inference_stats"]["success"]["count"])
+
+
+def test_concurrent_requests_are_spread_over_both_servers(triton_server, tiny_repository):
+    with EmbeddedTritonServer(ServerConfig(tiny_repository)) as second:
+        before = (txt2img_count(triton_server), txt2img_count(second))
+
+        async def run():
+            async with AsyncTxt2ImgClient(f"{triton_server.grpc_url},{second.grpc_url}") as client:
+                images = await asyncio.gather(
+                    *(client.generate(GenerationRequest("a red cat", seed=i, steps=2, height=64, width=64)) for i in range(12))
+                )
+                return images, list(client.requests_sent)
+
+        images, sent = asyncio.run(run())
+        served = (txt2img_count(triton_server) - before[0], txt2img_count(second) - before[1])
+    assert len(images) == 12 and sent == [6, 6]
+    assert served == (6, 6)
+
+
+def test_the_error_names_the_server_that_failed(triton_server):
+    with Txt2ImgClient([triton_server.grpc_url, "127.0.0.1:9"]) as client:
+        client.size_limits()
+        with pytest.raises(ServerUnavailableError, match="127.0.0.1:9"):
+            for seed in range(2):  # the second request goes to the dead server
+                client.generate(GenerationRequest("a red cat", seed=seed, steps=2))
