@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q -ra
+
+bench: venv
+	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/scoring_throughput.py
 
 clean:
 	rm -rf build runs .pytest_cache

@@ -111,6 +111,7 @@ class FakeRenderer:
 
     def __init__(self):
         self.rendered = []
+        self.server_seconds = 0.0
 
     def render(self, prompts, folder, iteration):
         self.rendered.append(list(prompts))
@@ -165,4 +166,4 @@ def test_the_summary_follows_the_papers_definitions(tmp_path):
     assert s["score_of_most_sim"] == 3.0  # the most similar rated image overall was rated 3
     assert (s["true_init"], s["true_max"], s["true_best"]) == (4.0, 5.0, 5.0)
     assert s["true_best_so_far"] == [4.0, 5.0, 5.0]
-    assert s["timings"] == {"total_s": 5.0, "llm_s": 2.0, "render_s": 2.0, "other_s": 1.0}
+    assert s["timings"] == {"total_s": 5.0, "llm_s": 2.0, "render_s": 2.0, "server_s": 0.0, "other_s": 1.0}

@@ -58,6 +58,7 @@ def summarize(records: list[dict], reference_embeddings: np.ndarray, reference_r
         "total_s": total,
         "llm_s": sum(t["llm_s"] for t in timings),
         "render_s": sum(t["render_s"] for t in timings),
+        "server_s": sum(t.get("server_s", 0.0) for t in timings),
         "other_s": total - sum(t["llm_s"] + t["render_s"] for t in timings),
     }
     return summary

@@ -5,31 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-
-def _curve(series: dict[str, list[float]], width: int = 560, height: int = 220) -> str:
-    values = [v for s in series.values() for v in s]
-    if not values:
-        return ""
-    low, high = min(values), max(values)
-    span = (high - low) or 1.0
-    count = max(len(s) for s in series.values())
-    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
-
-    def point(i, v):
-        x = 40 + (width - 60) * (i / max(count - 1, 1))
-        y = height - 30 - (height - 50) * ((v - low) / span)
-        return f"{x:.1f},{y:.1f}"
-
-    parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="11">']
-    parts.append(f'<line x1="40" y1="{height - 30}" x2="{width - 20}" y2="{height - 30}" stroke="#888"/>')
-    parts.append(f'<text x="5" y="{height - 30}">{low:.2f}</text><text x="5" y="25">{high:.2f}</text>')
-    parts.append(f'<text x="{width / 2 - 20:.0f}" y="{height - 8}">iteration</text>')
-    for n, (label, data) in enumerate(series.items()):
-        colour = colours[n % len(colours)]
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{" ".join(point(i, v) for i, v in enumerate(data))}"/>')
-        parts.append(f'<text x="{width - 200}" y="{20 + 14 * n}" fill="{colour}">{html.escape(label)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+from ppo_client.plots import line_chart
 
 
 def write_report(folder: Path, config: dict, records: list[dict], summary: dict) -> Path:
@@ -63,7 +39,7 @@ img{{image-rendering:pixelated;border:1px solid #ccc}} .f{{color:#555}} th{{text
 <h1>{e(c['prompt'])}</h1>
 <p>user <b>{e(c['user'])}</b>, optimizer <b>{e(c['optimizer'])}</b>, context <b>{e(c['context'])}</b>,
 {c['n_prompts']} prompts x {c['seeds']} seeds per iteration, {c['iterations']} iterations after iteration 0.</p>
-{_curve(series)}
+{line_chart(series, x_label='iteration')}
 <table>{figures}</table>
 <h2>Iterations</h2><table>{''.join(rows)}</table></body></html>"""
     path = Path(folder) / "report.html"

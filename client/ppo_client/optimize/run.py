@@ -159,6 +159,8 @@ class Renderer:
         self.client, self.config, self.head, self.true_score = client, config, head, true_score
         self.pool = ThreadPoolExecutor(max_workers=workers)
         self._descriptors: np.ndarray | None = None
+        self.server_seconds = 0.0
+        """Wall time of the last ``render``'s generate-and-score calls (all in flight together)."""
 
     def describe(self, embedding: np.ndarray, count: int = 3) -> str:
         if self._descriptors is None:
@@ -173,7 +175,9 @@ class Renderer:
             rows = [GenerationRequest(prompt, seed=s, steps=c.steps, guidance_scale=c.guidance_scale) for s in c.seed_values]
             return self.client.generate_and_score(rows, self.head)
 
+        started = time.perf_counter()
         results = list(self.pool.map(one, prompts))
+        self.server_seconds = time.perf_counter() - started
         images_dir = folder / "images" / f"it{iteration:02d}"
         images_dir.mkdir(parents=True, exist_ok=True)
         entries = []
@@ -262,6 +266,7 @@ def run_iterations(state: RunState, proposer, renderer: Renderer, keep, *, on_it
                 "propose_s": proposed - started,
                 "llm_s": llm_seconds,
                 "render_s": rendered - proposed,
+                "server_s": renderer.server_seconds,
                 "total_s": rendered - started,
             },
         }

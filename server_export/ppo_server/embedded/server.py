@@ -41,6 +41,8 @@ class ServerConfig:
     startup_timeout_s: float = 180.0
     shutdown_timeout_s: float = 30.0
     log_verbose: int = 0
+    cpus: tuple[int, ...] = ()
+    """Pin the server and its python-backend processes to these CPU cores (empty: no pinning)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ class EmbeddedTritonServer:
                 stdin=subprocess.DEVNULL,
                 env=self.environment(install),
                 start_new_session=True,  # stubs join this group, so stop() can end them all
+                preexec_fn=(lambda: os.sched_setaffinity(0, self.config.cpus)) if self.config.cpus else None,
             )
         logger.info("started tritonserver (pid %d), log %s", self.process.pid, self.log_file)
         try:
