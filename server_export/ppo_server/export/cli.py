@@ -37,6 +37,9 @@ def _export(args: argparse.Namespace) -> int:
         intra_op_threads=args.intra_op_threads,
         txt2img_serving=ServingOptions(instance_count=args.txt2img_instances, max_queue_delay_us=args.txt2img_queue_delay_us),
         component_serving=ServingOptions(max_queue_delay_us=args.component_queue_delay_us),
+        target=args.target,
+        precision=args.precision,
+        max_images=args.max_images,
     )
     with console.status(f"exporting {model} to {args.out} ..."):
         result = export_pipeline(model, Path(args.out), options, clip=clip)
@@ -70,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--txt2img-instances", type=int, default=2, help="pipeline loops that may run at once")
     parser.add_argument("--txt2img-queue-delay-us", type=int, default=5000, help="batching window of txt2img")
     parser.add_argument("--component-queue-delay-us", type=int, default=2000, help="batching window of components")
+    parser.add_argument(
+        "--target", choices=("python", "onnxruntime", "tensorrt"), default="python",
+        help="python: onnxruntime in python-backend models, CPU (default); onnxruntime / tensorrt: "
+        "GPU models for the NVIDIA Triton container",
+    )
+    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="TensorRT layer precision")
+    parser.add_argument("--max-images", type=int, default=8, help="TensorRT profiles: images per execution at most")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     return parser
 

@@ -29,14 +29,27 @@ def _tensor(spec: TensorSpec, message):
     return message
 
 
-def build_config(contract: ModelContract, options: ServingOptions = ServingOptions()) -> pb.ModelConfig:
-    config = pb.ModelConfig(name=contract.name, backend="python", max_batch_size=contract.max_batch_size)
+PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
+"""Export targets whose component models Triton runs natively (on the GPU) instead of in python."""
+
+
+def build_config(
+    contract: ModelContract, options: ServingOptions = ServingOptions(), *, target: str = "python",
+    max_batch_size: int | None = None,
+) -> pb.ModelConfig:
+    """The model's config; ``target`` ``onnxruntime`` / ``tensorrt`` gives a GPU platform model."""
+    config = pb.ModelConfig(name=contract.name, max_batch_size=max_batch_size or contract.max_batch_size)
+    if target == "python":
+        config.backend = "python"
+    else:
+        config.platform = PLATFORMS[target]
     for spec in contract.inputs:
         _tensor(spec, config.input.add()).optional = spec.optional
     for spec in contract.outputs:
         _tensor(spec, config.output.add())
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
-    config.instance_group.add(count=options.instance_count, kind=pb.ModelInstanceGroup.KIND_CPU)
+    kind = pb.ModelInstanceGroup.KIND_CPU if target == "python" else pb.ModelInstanceGroup.KIND_GPU
+    config.instance_group.add(count=options.instance_count, kind=kind)
     for key, value in sorted(options.parameters.items()):
         config.parameters[key].string_value = str(value)
     return config

@@ -45,6 +45,14 @@ class ExportOptions:
     """onnxruntime threads per component model instance; 0 lets onnxruntime choose."""
     component_serving: ServingOptions = ServingOptions()
     txt2img_serving: ServingOptions = ServingOptions(instance_count=2, max_queue_delay_us=5000)
+    target: str = "python"
+    """``python``: onnxruntime inside python-backend models (CPU, any Triton); ``onnxruntime``:
+    Triton's onnxruntime backend on the GPU; ``tensorrt``: TensorRT engines. The pipeline models
+    (``txt2img`` ...) are python-backend models in every target."""
+    precision: str = "fp32"
+    """``fp16`` builds TensorRT engines with half-precision layers (``tensorrt`` only)."""
+    max_images: int = 8
+    """TensorRT profiles: images per component execution at most."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,52 @@ class ExportResult:
     size_multiple: int
     max_side: int
     reports: list[ExportReport] = field(default_factory=list)
+
+
+TARGETS = ("python", "onnxruntime", "tensorrt")
+
+
+@dataclass(frozen=True)
+class ComponentWriter:
+    """Writes an exported ONNX component as the target's Triton model (config, shim or engine)."""
+
+    target: str = "python"
+    precision: str = "fp32"
+    limits: object = None
+    """``tensorrt.ProfileLimits`` for the tensorrt target."""
+
+    def write(self, model: contract.ModelContract, model_dir: Path, serving: ServingOptions) -> None:
+        if self.target == "python":
+            write_config(build_config(model, serving), model_dir)
+            write_shim(model_dir, model.name)
+            return
+        native = ServingOptions(  # onnxruntime-in-python settings mean nothing to Triton's own backends
+            instance_count=serving.instance_count, max_queue_delay_us=serving.max_queue_delay_us,
+            parameters={k: v for k, v in serving.parameters.items() if k != "intra_op_threads"},
+        )
+        if self.target == "onnxruntime":
+            write_config(build_config(model, native, target="onnxruntime"), model_dir)
+            return
+        from ppo_server.export import tensorrt
+
+        shapes = tensorrt.profiles(model.name, self.limits)
+        tensorrt.build_engine(model_dir / "1" / "model.onnx", model_dir / "1" / "model.plan", shapes, fp16=self.precision == "fp16")
+        rows = tensorrt.batch_range(model.name, self.limits)[2]
+        write_config(build_config(model, native, target="tensorrt", max_batch_size=rows), model_dir)
+
+
+def check_target(options: ExportOptions) -> None:
+    """Refuse a target whose library is missing before any work is done."""
+    if options.target not in TARGETS:
+        raise ExportError(f"unknown target {options.target!r}; choose one of {', '.join(TARGETS)}")
+    if options.precision not in ("fp32", "fp16"):
+        raise ExportError(f"unknown precision {options.precision!r}; choose fp32 or fp16")
+    if options.precision == "fp16" and options.target != "tensorrt":
+        raise ExportError("--precision fp16 applies to --target tensorrt only (ONNX files are exported in fp32)")
+    if options.target == "tensorrt":
+        from ppo_server.export.tensorrt import require_tensorrt
+
+        require_tensorrt()
 
 
 def shim_source(model_name: str) -> str:
@@ -115,6 +169,7 @@ def export_pipeline(
     """Export the pipeline; with ``clip`` (a ``CLIPModel`` folder) also the scoring models."""
     if options.scheduler and options.scheduler not in contract.SCHEDULERS:
         raise ExportError(f"unknown scheduler {options.scheduler!r}; choose one of {', '.join(contract.SCHEDULERS)}")
+    check_target(options)
     pipeline = load_pipeline(model)
     out = Path(out)
     dims = _dims(pipeline)
@@ -133,13 +188,19 @@ def export_pipeline(
         max_queue_delay_us=options.component_serving.max_queue_delay_us,
         parameters={**component_params, **options.component_serving.parameters},
     )
+    from ppo_server.export.tensorrt import ProfileLimits
+
+    writer = ComponentWriter(options.target, options.precision, ProfileLimits.for_pipeline(
+        native_side=native_side, vae_scale_factor=vae_scale_factor, size_multiple=size_multiple,
+        max_side=options.max_side, sequence_length=dims.sequence_length, hidden_size=dims.hidden_size,
+        latent_channels=dims.latent_channels, max_images=options.max_images,
+    ))
     reports = []
     for spec in export_specs.SPECS:
         model_dir = out / spec.contract.name
         module = getattr(pipeline, spec.component)
         reports.append(export_onnx(spec, module, dims, model_dir / "1" / "model.onnx"))
-        write_config(build_config(spec.contract, component_serving), model_dir)
-        write_shim(model_dir, spec.contract.name)
+        writer.write(spec.contract, model_dir, component_serving)
 
     txt2img_dir = out / contract.TXT2IMG.name
     assets = txt2img_dir / "1" / "pipeline"
@@ -171,7 +232,8 @@ def export_pipeline(
         from ppo_server.export.scoring import export_scoring
 
         reports.extend(
-            export_scoring(clip, out, with_generation=True, encoder_serving=component_serving, txt2img_serving=txt2img_serving)
+            export_scoring(clip, out, with_generation=True, encoder_serving=component_serving,
+                           txt2img_serving=txt2img_serving, writer=writer)
         )
     result = ExportResult(str(out), str(model), native_side, size_multiple, max_side, reports)
     (out / "export_report.json").write_text(json.dumps(asdict(result), indent=2) + "\n")

@@ -56,11 +56,13 @@ def export_scoring(
     with_generation: bool,
     encoder_serving: ServingOptions = ServingOptions(),
     txt2img_serving: ServingOptions = ServingOptions(instance_count=2, max_queue_delay_us=5000),
+    writer=None,
 ) -> tuple[ExportReport, ExportReport]:
     """Write ``image_encoder`` and ``preference`` (and ``txt2img_score`` when the repository
     generates images too) and ``clip_text`` under ``out``; returns the two ONNX export reports."""
-    from ppo_server.export.repository import write_shim
+    from ppo_server.export.repository import ComponentWriter, write_shim
 
+    writer = writer or ComponentWriter()
     model, mean, std = load_clip(clip)
     side = int(model.config.vision_config.image_size)
     spec = dataclasses.replace(export_specs.IMAGE_ENCODER, wrap=functools.partial(export_specs._ImageEncoder, mean=mean, std=std))
@@ -73,8 +75,7 @@ def export_scoring(
     report = export_onnx(spec, model, dims, onnx_path)
     encoder_id = f"{Path(clip).name or 'clip'}-{_file_digest(onnx_path)[:16]}"
     parameters = {**encoder_serving.parameters, ENCODER_ID_PARAMETER: encoder_id, "embedding_dim": str(model.config.projection_dim)}
-    write_config(build_config(contract.IMAGE_ENCODER, dataclasses.replace(encoder_serving, parameters=parameters)), encoder_dir)
-    write_shim(encoder_dir, contract.IMAGE_ENCODER.name)
+    writer.write(contract.IMAGE_ENCODER, encoder_dir, dataclasses.replace(encoder_serving, parameters=parameters))
 
     preference_dir = Path(out) / contract.PREFERENCE.name
     write_config(build_config(contract.PREFERENCE, ServingOptions(max_queue_delay_us=500)), preference_dir)
