@@ -76,6 +76,12 @@ def _optimize(args) -> int:
     if "true_max" in summary:
         line += f"; true taste {summary['true_init']:.2f} -> {summary['true_max']:.2f} ({summary['true_max_minus_init']:+.2f})"
     console.print(line)
+    if summary.get("fallback_prompts"):
+        proposed = sum(len(r["prompts"]) for r in state.records) - 1
+        console.print(
+            f"{summary['fallback_prompts']} of {proposed} prompts were keyword mutations of the best ones: the LLM's "
+            "replies had too few usable new prompts (see llm_calls in iterations.jsonl)"
+        )
     print(str(state.folder / "report.html"))
     return 0
 

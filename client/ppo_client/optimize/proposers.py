@@ -216,7 +216,7 @@ class LLMProposer:
         pool = [sp.prompt for sp in sorted(latest, key=lambda sp: sp.score, reverse=True)[:2]] or [initial]
         prompts, fallback = _fill(prompts, n, pool, seen, rng, keep)
         if fallback:
-            logger.warning("the LLM gave %d usable prompts of %d; %d filled in by keyword mutation", n - fallback, n, fallback)
+            logger.info("the LLM gave %d usable prompts of %d; %d filled in by keyword mutation", n - fallback, n, fallback)
         return Proposal(prompts, calls, feedback, fallback)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,9 @@ def _session(model_path: Path, intra_op_threads: int):
     # Several stub processes share the cores: spinning worker threads would steal them from each other.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    if intra_op_threads > 0:
-        options.intra_op_num_threads = intra_op_threads
+    # An explicit count also stops onnxruntime from pinning its threads to cores of its own choice,
+    # which would escape the CPU set the server was started on (see ServerConfig.cpus).
+    options.intra_op_num_threads = intra_op_threads if intra_op_threads > 0 else len(os.sched_getaffinity(0))
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
