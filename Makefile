@@ -28,4 +28,4 @@ bench: venv
 	$(BIN)/python benchmarks/scoring_throughput.py
 
 clean:
-	rm -rf build runs .pytest_cache
+	rm -rf build .pytest_cache
