@@ -26,3 +26,8 @@ def test_prompts_seen_before_are_dropped():
 
 def test_echoed_field_names_and_single_words_are_not_prompts():
     assert parse_prompts("prompt1\nscore3\nresponse1\nboard\na red board game") == ["a red board game"]
+
+
+def test_answer_markers_are_stripped_and_token_soup_is_dropped():
+    reply = "A: 1. A red circle on a blue background, sharp focus\nAnswer: a red circle, soft light\na maxi2cbe5eab9fefddeb circle"
+    assert parse_prompts(reply) == ["A red circle on a blue background, sharp focus", "a red circle, soft light"]

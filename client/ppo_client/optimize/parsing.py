@@ -15,7 +15,9 @@ from typing import Iterable
 MIN_CHARS, MAX_CHARS = 3, 400
 MIN_WORDS = 2
 """Single words are almost always a small model echoing a template's field names ("prompt1")."""
-_MARKER = re.compile(r"^\s*(?:[-*•]|\d+[.):]|\[\d+\]|prompt\s*\d*\s*[:.-])\s*", re.IGNORECASE)
+_MARKER = re.compile(r"^\s*(?:[-*•]|\d+[.):]|\[\d+\]|(?:prompt|answer|a)\s*\d*\s*:|prompt\s*\d*\s*[.-])\s*", re.IGNORECASE)
+_GIBBERISH = re.compile(r"\b(?=\w*\d)(?=\w*[a-z])\w{12,}\b", re.IGNORECASE)
+"""Long letter-digit runs ("maxi2cbe5eab9fefddeb"): token soup from a small model, not words."""
 _PLACEHOLDER = re.compile(r"^(prompt|score|response|name|title|answer|output|example|image|feedback)\s*\d*$", re.IGNORECASE)
 _CHATTER = re.compile(r"^(here (are|is)|sure|certainly|okay|ok[,!. ]|i (can|will|hope)|these prompts|note:)", re.IGNORECASE)
 
@@ -70,7 +72,7 @@ def parse_prompts(reply: str, *, seen: Iterable[str] = ()) -> list[str]:
         key = normalise(prompt)
         if not (MIN_CHARS <= len(prompt) <= MAX_CHARS) or _CHATTER.match(prompt) or key in known:
             continue
-        if prompt.endswith(":") or _PLACEHOLDER.match(prompt) or len(prompt.split()) < MIN_WORDS:
+        if prompt.endswith(":") or _PLACEHOLDER.match(prompt) or len(prompt.split()) < MIN_WORDS or _GIBBERISH.search(prompt):
             continue
         known.add(key)
         prompts.append(prompt)
