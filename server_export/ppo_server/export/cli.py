@@ -74,9 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--txt2img-queue-delay-us", type=int, default=5000, help="batching window of txt2img")
     parser.add_argument("--component-queue-delay-us", type=int, default=2000, help="batching window of components")
     parser.add_argument(
-        "--target", choices=("python", "onnxruntime", "tensorrt"), default="python",
+        "--target", choices=("python", "onnxruntime", "tensorrt", "torch-cuda"), default="python",
         help="python: onnxruntime in python-backend models, CPU (default); onnxruntime / tensorrt: "
-        "GPU models for the NVIDIA Triton container",
+        "GPU models for the NVIDIA Triton container; torch-cuda: torch modules in python models, fp16 on a GPU",
     )
     parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="TensorRT layer precision")
     parser.add_argument("--max-images", type=int, default=8, help="TensorRT profiles: images per execution at most")

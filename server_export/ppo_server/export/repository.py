@@ -47,8 +47,9 @@ class ExportOptions:
     txt2img_serving: ServingOptions = ServingOptions(instance_count=2, max_queue_delay_us=5000)
     target: str = "python"
     """``python``: onnxruntime inside python-backend models (CPU, any Triton); ``onnxruntime``:
-    Triton's onnxruntime backend on the GPU; ``tensorrt``: TensorRT engines. The pipeline models
-    (``txt2img`` ...) are python-backend models in every target."""
+    Triton's onnxruntime backend on the GPU; ``tensorrt``: TensorRT engines; ``torch-cuda``: the
+    torch modules themselves in python-backend models, fp16 on a GPU (fp32 on a CPU). The pipeline
+    models (``txt2img`` ...) are python-backend models in every target."""
     precision: str = "fp32"
     """``fp16`` builds TensorRT engines with half-precision layers (``tensorrt`` only)."""
     max_images: int = 8
@@ -65,7 +66,7 @@ class ExportResult:
     reports: list[ExportReport] = field(default_factory=list)
 
 
-TARGETS = ("python", "onnxruntime", "tensorrt")
+TARGETS = ("python", "onnxruntime", "tensorrt", "torch-cuda")
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,13 @@ class ComponentWriter:
     limits: object = None
     """``tensorrt.ProfileLimits`` for the tensorrt target."""
 
-    def write(self, model: contract.ModelContract, model_dir: Path, serving: ServingOptions) -> None:
+    def write(self, model: contract.ModelContract, model_dir: Path, serving: ServingOptions, *, module=None,
+              wrapper_kwargs: dict | None = None) -> None:
+        if self.target == "torch-cuda":
+            from ppo_server.export.torch_target import write_torch_component
+
+            write_torch_component(model, model_dir, serving, module, wrapper_kwargs or {})
+            return
         if self.target == "python":
             write_config(build_config(model, serving), model_dir)
             write_shim(model_dir, model.name)
@@ -200,7 +207,7 @@ def export_pipeline(
         model_dir = out / spec.contract.name
         module = getattr(pipeline, spec.component)
         reports.append(export_onnx(spec, module, dims, model_dir / "1" / "model.onnx"))
-        writer.write(spec.contract, model_dir, component_serving)
+        writer.write(spec.contract, model_dir, component_serving, module=module)
 
     txt2img_dir = out / contract.TXT2IMG.name
     assets = txt2img_dir / "1" / "pipeline"

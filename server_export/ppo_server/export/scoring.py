@@ -75,7 +75,8 @@ def export_scoring(
     report = export_onnx(spec, model, dims, onnx_path)
     encoder_id = f"{Path(clip).name or 'clip'}-{_file_digest(onnx_path)[:16]}"
     parameters = {**encoder_serving.parameters, ENCODER_ID_PARAMETER: encoder_id, "embedding_dim": str(model.config.projection_dim)}
-    writer.write(contract.IMAGE_ENCODER, encoder_dir, dataclasses.replace(encoder_serving, parameters=parameters))
+    writer.write(contract.IMAGE_ENCODER, encoder_dir, dataclasses.replace(encoder_serving, parameters=parameters),
+                 module=model, wrapper_kwargs={"mean": list(mean), "std": list(std)})
 
     preference_dir = Path(out) / contract.PREFERENCE.name
     write_config(build_config(contract.PREFERENCE, ServingOptions(max_queue_delay_us=500)), preference_dir)

@@ -96,7 +96,7 @@ class _ImageEncoder(torch.nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        pixels = image.permute(0, 3, 1, 2).float() / 255.0
+        pixels = image.permute(0, 3, 1, 2).to(self.mean.dtype) / 255.0  # fp16 under the torch-cuda target
         # a square resize: equal to CLIP's shortest-side resize + centre crop for square images
         pixels = torch.nn.functional.interpolate(pixels, size=(self.side, self.side), mode="bilinear", align_corners=False)
         pixels = (pixels - self.mean) / self.std

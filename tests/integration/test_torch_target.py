@@ -1,0 +1,32 @@
+"""The torch-cuda target: torch modules in python-backend models (fp32 on this CPU-only machine)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ppo_client import GenerationRequest, ScoringClient
+from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
+from ppo_server.export.model_config import read_config
+from ppo_server.export.repository import ExportOptions, export_pipeline
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_torch_target_serves_the_same_images_and_embeddings(tiny_pipeline_dir, tiny_clip_dir, triton_server, tmp_path):
+    repository = tmp_path / "repo"
+    export_pipeline(str(tiny_pipeline_dir), repository, ExportOptions(target="torch-cuda"), clip=str(tiny_clip_dir))
+    for name in ("text_encoder", "unet", "vae_decoder", "image_encoder"):
+        assert (repository / name / "1" / "weights").is_dir()
+        assert "torch_model" in (repository / name / "1" / "model.py").read_text()
+        assert read_config(repository / name).backend == "python"
+    request = GenerationRequest("a red cat", seed=3, steps=4, height=64, width=64)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    with EmbeddedTritonServer(ServerConfig(repository)) as server, ScoringClient(server.grpc_url) as torch_client:
+        image = np.asarray(torch_client.generate(request), dtype=int)
+        embeddings = torch_client.embed(list(pixels))
+    with ScoringClient(triton_server.grpc_url) as onnx_client:
+        reference = np.asarray(onnx_client.generate(request), dtype=int)
+        reference_embeddings = onnx_client.embed(list(pixels))
+    assert np.abs(image - reference).max() <= 3
+    np.testing.assert_allclose(embeddings, reference_embeddings, atol=1e-4)
