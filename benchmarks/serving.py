@@ -34,7 +34,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from ppo_client import contract
 from ppo_client.generation import GenerationRequest
 from ppo_client.plots import line_chart
 from ppo_client.triton import Endpoint, txt2img_inputs

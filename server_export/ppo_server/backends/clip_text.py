@@ -6,14 +6,13 @@ tokenizer the text tower was trained with.
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from ppo_server.backends.onnx_model import _session
+from ppo_server.backends.component import ModelArgs
+from ppo_server.backends.onnx_model import onnx_session
 from ppo_server.backends.triton_logging import install_triton_log_handler
 
 logger = logging.getLogger(__name__)
@@ -24,12 +23,10 @@ class TritonPythonModel:
         install_triton_log_handler()
         from transformers import AutoTokenizer
 
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        folder = Path(args["model_repository"]) / args["model_version"]
-        self.tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-        self.max_tokens = int(params["max_tokens"])
-        self.session = _session(folder / "model.onnx", int(params.get("intra_op_threads", "0")))
+        model = ModelArgs.parse(args)
+        self.tokenizer = AutoTokenizer.from_pretrained(model.folder / "tokenizer")
+        self.max_tokens = int(model.params["max_tokens"])
+        self.session = onnx_session(model.folder / "model.onnx", int(model.params.get("intra_op_threads", "0")))
 
     def execute(self, requests):
         texts, counts = [], []

@@ -1,25 +1,21 @@
-"""One python-backend model for every exported component: onnxruntime on the CPU.
-
-Triton hands ``execute`` all requests the dynamic batcher merged; requests whose shapes agree
-(beyond the batch dimension) are concatenated and run as one onnxruntime call.
-"""
+"""One python-backend model for every exported component: onnxruntime on the CPU, requests whose
+shapes agree run as one onnxruntime call (``component.run_grouped``)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
-import triton_python_backend_utils as pb_utils
 
+from ppo_server.backends.component import ModelArgs, run_grouped
 from ppo_server.backends.triton_logging import install_triton_log_handler
 
 logger = logging.getLogger(__name__)
 
 
-def _session(model_path: Path, intra_op_threads: int):
+def onnx_session(model_path: Path, intra_op_threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -36,43 +32,13 @@ def _session(model_path: Path, intra_op_threads: int):
 class TritonPythonModel:
     def initialize(self, args):
         install_triton_log_handler()
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        folder = Path(args["model_repository"]) / args["model_version"]
-        self.name = config["name"]
-        self.input_names = [t["name"] for t in config["input"]]
-        self.output_names = [t["name"] for t in config["output"]]
-        self.session = _session(folder / "model.onnx", int(params.get("intra_op_threads", "0")))
-        logger.info("%s: onnxruntime session ready (%s)", self.name, folder / "model.onnx")
+        self.model = ModelArgs.parse(args)
+        path = self.model.folder / "model.onnx"
+        self.session = onnx_session(path, int(self.model.params.get("intra_op_threads", "0")))
+        logger.info("%s: onnxruntime session ready (%s)", self.model.name, path)
+
+    def _run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(self.model.output_names, dict(zip(self.model.input_names, inputs)))
 
     def execute(self, requests):
-        arrays = [
-            [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names]
-            for r in requests
-        ]
-        responses = [None] * len(requests)
-        groups: dict[tuple, list[int]] = {}
-        for i, inputs in enumerate(arrays):
-            groups.setdefault(tuple(a.shape[1:] for a in inputs), []).append(i)
-        for members in groups.values():
-            try:
-                feed = {
-                    name: np.concatenate([arrays[i][k] for i in members])
-                    for k, name in enumerate(self.input_names)
-                }
-                outputs = self.session.run(self.output_names, feed)
-            except Exception as exc:  # onnxruntime errors become per-request errors, not a crash
-                error = pb_utils.TritonError(f"{self.name}: {exc}")
-                for i in members:
-                    responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=error)
-                continue
-            offset = 0
-            for i in members:
-                rows = arrays[i][0].shape[0]
-                tensors = [
-                    pb_utils.Tensor(name, np.ascontiguousarray(out[offset : offset + rows]))
-                    for name, out in zip(self.output_names, outputs)
-                ]
-                responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
-                offset += rows
-        return responses
+        return run_grouped(requests, self.model, self._run)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ppo_client.errors import InvalidRequestError

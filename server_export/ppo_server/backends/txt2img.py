@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -28,6 +27,7 @@ from ppo_client.generation import (
     check_side,
     check_steps,
 )
+from ppo_server.backends.component import ModelArgs
 from ppo_server.backends.diffusion_loop import DiffusionLoop
 from ppo_server.backends.triton_logging import install_triton_log_handler
 
@@ -109,15 +109,15 @@ def parse_request(request, limits: SizeLimits) -> list[GenerationRequest]:
 class TritonPythonModel:
     def initialize(self, args):
         install_triton_log_handler()
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        model = ModelArgs.parse(args)
+        params = model.params
         self.limits = SizeLimits(
             multiple=int(params["size_multiple"]),
             min_side=int(params["min_side"]),
             max_side=int(params["max_side"]),
             native_side=int(params["native_side"]),
         )
-        assets = Path(args["model_repository"]) / args["model_version"] / "pipeline"
+        assets = model.folder / "pipeline"
         manifest = json.loads((assets / "manifest.json").read_text())
         from transformers import AutoTokenizer
 
