@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,15 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def log_path(log_file: Path | str | None, prefix: str) -> Path:
+    """``log_file``, or a new temporary file named after the child when none is given."""
+    if log_file is not None:
+        return Path(log_file)
+    handle, name = tempfile.mkstemp(prefix=prefix, suffix=".log")
+    os.close(handle)
+    return Path(name)
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

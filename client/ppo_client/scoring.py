@@ -10,6 +10,7 @@ in full in a request's first row and by content hash in the others, so the serve
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -79,9 +80,9 @@ def user_model_rows(head: PreferenceHead, rows: int) -> np.ndarray:
     return np.array([[head.to_bytes()]] + [[reference]] * (rows - 1), dtype=np.object_)
 
 
-def _encoder_info(config: dict) -> EncoderInfo:
-    params = model_parameters(config)
-    return EncoderInfo(params.get("encoder_id", "unknown"), int(params.get("embedding_dim", "0")))
+def _encoder_info(encoder_config: dict, text_config: dict) -> EncoderInfo:
+    params, text = model_parameters(encoder_config), model_parameters(text_config)
+    return EncoderInfo(params.get("encoder_id", "unknown"), int(params.get("embedding_dim", "0")), int(text.get("max_tokens", "77")))
 
 
 def _scored(rows: Sequence[GenerationRequest], result) -> list[ScoredImage]:
@@ -94,6 +95,8 @@ def _scored(rows: Sequence[GenerationRequest], result) -> list[ScoredImage]:
 
 class _ScoringCalls:
     """Request building shared by the sync and asyncio clients."""
+
+    _encoder: EncoderInfo | None = None
 
     def _embed_kwargs(self, pixels: np.ndarray) -> dict:
         return self._infer_kwargs(ENCODER, [self._tensor(ENCODER.input("IMAGE"), pixels)])
@@ -135,12 +138,16 @@ def _score_chunks(embeddings: np.ndarray) -> list[np.ndarray]:
 
 class ScoringClient(_ScoringCalls, Txt2ImgClient):
     def encoder_info(self) -> EncoderInfo:
-        try:
-            info = _encoder_info(self._client.get_model_config(ENCODER.name, **self._config_kwargs()))
-            text = model_parameters(self._client.get_model_config(CLIP_TEXT.name, **self._config_kwargs()))
-        except Exception as exc:
-            raise self._error(exc, ENCODER.name) from exc
-        return EncoderInfo(info.encoder_id, info.dim, int(text.get("max_tokens", "77")))
+        """The served encoder's id, size and token limit, read once from its model configs."""
+        if self._encoder is None:
+            try:
+                self._encoder = _encoder_info(
+                    self._client.get_model_config(ENCODER.name, **self._config_kwargs()),
+                    self._client.get_model_config(CLIP_TEXT.name, **self._config_kwargs()),
+                )
+            except Exception as exc:
+                raise self._error(exc, ENCODER.name) from exc
+        return self._encoder
 
     def embed_texts(self, texts: Sequence[str]) -> TextEmbeddings:
         """CLIP text embeddings (same space as ``embed``) and token counts."""
@@ -183,16 +190,17 @@ class ScoringClient(_ScoringCalls, Txt2ImgClient):
 
 class AsyncScoringClient(_ScoringCalls, AsyncTxt2ImgClient):
     async def encoder_info(self) -> EncoderInfo:
-        try:
-            info = _encoder_info(await self._client.get_model_config(ENCODER.name, **self._config_kwargs()))
-            text = model_parameters(await self._client.get_model_config(CLIP_TEXT.name, **self._config_kwargs()))
-        except Exception as exc:
-            raise self._error(exc, ENCODER.name) from exc
-        return EncoderInfo(info.encoder_id, info.dim, int(text.get("max_tokens", "77")))
+        if self._encoder is None:
+            try:
+                self._encoder = _encoder_info(
+                    await self._client.get_model_config(ENCODER.name, **self._config_kwargs()),
+                    await self._client.get_model_config(CLIP_TEXT.name, **self._config_kwargs()),
+                )
+            except Exception as exc:
+                raise self._error(exc, ENCODER.name) from exc
+        return self._encoder
 
     async def embed_texts(self, texts: Sequence[str]) -> TextEmbeddings:
-        import asyncio
-
         try:
             results = await asyncio.gather(*(self._infer(**self._text_kwargs(c)) for c in _text_chunks(texts)))
         except Exception as exc:
@@ -200,8 +208,6 @@ class AsyncScoringClient(_ScoringCalls, AsyncTxt2ImgClient):
         return _text_result(results)
 
     async def embed(self, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
-        import asyncio
-
         batches = _embed_batches(images)
         try:
             results = await asyncio.gather(*(self._infer(**self._embed_kwargs(p)) for _, p in batches))
@@ -211,8 +217,6 @@ class AsyncScoringClient(_ScoringCalls, AsyncTxt2ImgClient):
         return np.stack([out[i] for i in range(len(images))]) if images else np.zeros((0, 0), np.float32)
 
     async def score(self, embeddings: np.ndarray, head: PreferenceHead) -> np.ndarray:
-        import asyncio
-
         try:
             results = await asyncio.gather(
                 *(self._infer(**self._score_kwargs(c, head)) for c in _score_chunks(embeddings))

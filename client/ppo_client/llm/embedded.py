@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ppo_client.errors import DependencyError, LLMUnavailableError
 from ppo_client.llm.chat import ChatConfig
-from ppo_client.processes import free_port, stop_process_group, wait_http_ready
+from ppo_client.processes import free_port, log_path, stop_process_group, wait_http_ready
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +55,7 @@ class EmbeddedLLMServer:
         self.config = config
         self.port = config.port or free_port(config.host)
         self.process: subprocess.Popen | None = None
-        if config.log_file is None:
-            handle, name = tempfile.mkstemp(prefix="ppo-llm-", suffix=".log")
-            os.close(handle)
-            self.log_file = Path(name)
-        else:
-            self.log_file = Path(config.log_file)
+        self.log_file = log_path(config.log_file, "ppo-llm-")
 
     @property
     def base_url(self) -> str:

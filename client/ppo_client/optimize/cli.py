@@ -56,7 +56,7 @@ def _optimize(args) -> int:
             console.print(f"run folder: {state.folder} (scorer: {scorer.model})")
         c = state.config
         chat_needed = c.optimizer == "llm" and len(state.records) <= c.iterations
-        with _progress() as bar, (session.chat_endpoint(chat_config) if chat_needed else _no_chat()) as chat:
+        with _progress() as bar, session.chat_endpoint(chat_config, needed=chat_needed) as chat:
             task = bar.add_task("iteration", total=c.iterations + 1, completed=len(state.records))
 
             def on_iteration(record):
@@ -84,14 +84,6 @@ def _optimize(args) -> int:
         )
     print(str(state.folder / "report.html"))
     return 0
-
-
-class _no_chat:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc_info):
-        return None
 
 
 def _add_llm(parser) -> None:

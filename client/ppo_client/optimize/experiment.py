@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,8 +115,7 @@ def _experiment(args) -> int:
         needs_llm = any(arm.optimizer == "llm" for arm, _, _ in jobs)
         summaries: dict[str, list[dict]] = {arm.label: [] for arm in grid}
         failures = []
-        lock = threading.Lock()
-        with (session.chat_endpoint(chat_config) if needs_llm else _nothing()) as chat:
+        with session.chat_endpoint(chat_config, needed=needs_llm) as chat:
 
             def one(arm, folder, config):
                 if (folder / CONFIG).exists():
@@ -140,8 +138,7 @@ def _experiment(args) -> int:
                             failures.append(str(exc))
                             logger.error("a run failed: %s", exc)
                             continue
-                        with lock:
-                            summaries[arm.label].append(summary)
+                        summaries[arm.label].append(summary)  # results are collected on this thread only
                         status.update(f"{done}/{len(jobs)} runs finished")
     table = aggregate({k: v for k, v in summaries.items() if v})
     payload = {"users": users, "prompts": prompts, "general": args.general, "iterations": args.iterations,
@@ -155,14 +152,6 @@ def _experiment(args) -> int:
         console.print(f"{len(failures)} runs failed; run the same command again to resume them")
         return 1
     return 0
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc_info):
-        return None
 
 
 def add_experiment_command(commands, add_url, add_llm, add_run_shape) -> None:

@@ -7,6 +7,7 @@ Python.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from ppo_client.llm.chat import ChatClient, ChatConfig
 from ppo_client.optimize import metrics, report
 from ppo_client.optimize.proposers import make_proposer
 from ppo_client.optimize.run import (
+    CONFIG,
+    REFERENCE,
     SUMMARY,
     Renderer,
     RunConfig,
@@ -95,8 +98,12 @@ def general_scorer(store: UserStore, client) -> Scorer:
 
 
 @contextlib.contextmanager
-def chat_endpoint(config: ChatConfig | None) -> Iterator[ChatClient]:
-    """The configured endpoint, or the embedded local LLM started for the duration."""
+def chat_endpoint(config: ChatConfig | None, *, needed: bool = True) -> Iterator[ChatClient | None]:
+    """The configured endpoint, or the embedded local LLM started for the duration (None when the
+    runs at hand need no LLM, so none is started)."""
+    if not needed:
+        yield None
+        return
     if config is not None:
         with ChatClient(config) as chat:
             yield chat
@@ -119,39 +126,42 @@ def check_context(context: str, chat_config: ChatConfig | None, *, text_fallback
     return "s+p+f"
 
 
-def finish(state: RunState) -> dict:
-    """Rewrite summary.json and report.html from what is on disk."""
-    data = np.load(state.folder / "reference.npz")
-    summary = metrics.summarize(state.records, data["embeddings"], data["ratings"], state.config.high_rating_quantile)
-    _write_json(state.folder / SUMMARY, summary)
-    import json
+class _Summary:
+    """Rewrites summary.json and report.html; the reference ratings and stored config are read once."""
 
-    stored = json.loads((state.folder / "config.json").read_text())
-    report.write_report(state.folder, stored, state.records, summary)
-    return summary
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+        data = np.load(state.folder / REFERENCE)
+        self.reference = (data["embeddings"], data["ratings"])
+        self.stored = json.loads((state.folder / CONFIG).read_text())
+
+    def write(self) -> dict:
+        state = self.state
+        summary = metrics.summarize(state.records, *self.reference, state.config.high_rating_quantile)
+        _write_json(state.folder / SUMMARY, summary)
+        report.write_report(state.folder, self.stored, state.records, summary)
+        return summary
 
 
 def execute(state: RunState, client, chat: ChatClient | None, true_score: Callable | None,
             on_iteration: Callable[[dict], None] = lambda r: None) -> dict:
-    """Run what is left of ``state``; the summary and report are rewritten after every iteration and
-    also when the run stops early (Ctrl-C, a server or LLM failure)."""
+    """Run what is left of ``state``. The summary and report are rewritten after every finished
+    iteration, so a run stopped early (Ctrl-C, a server or LLM failure) leaves them up to date."""
     c = state.config
-    encoder = client.encoder_info()
-    keep = prompt_filter(client, c.prompt, encoder.max_tokens, c.subject_guard)
+    keep = prompt_filter(client, c.prompt, client.encoder_info().max_tokens, c.subject_guard)
     proposer = make_proposer(c.optimizer, c.context, chat, top_k=c.top_k)
     renderer = Renderer(client, c, state.head, true_score)
+    summary = _Summary(state)
 
     def after(record: dict) -> None:
-        finish(state)
+        summary.write()
         on_iteration(record)
 
     try:
         run_iterations(state, proposer, renderer, keep, on_iteration=after)
     finally:
         renderer.close()
-        if state.records:
-            finish(state)
-    return finish(state)
+    return summary.write()
 
 
 def new_run(folder: Path, config: RunConfig, scorer: Scorer, client, chat_config: ChatConfig | None) -> RunState:

@@ -64,7 +64,7 @@ def _delete(args) -> int:
 
 
 def _import(args) -> int:
-    from ppo_client.piaa.imports import csv_rows, sac_persona, sac_rows
+    from ppo_client.piaa.imports import csv_rows, sac_rater
 
     persona = None
     if args.csv:
@@ -72,8 +72,8 @@ def _import(args) -> int:
     else:
         if args.sid is None or args.images_root is None:
             raise InvalidRequestError("--sac", "needs --sid and --images-root")
-        rows, source = sac_rows(Path(args.sac), args.sid, Path(args.images_root)), f"sac:{Path(args.sac).name}:{args.sid}"
-        persona = sac_persona(Path(args.sac), args.sid)
+        rows, persona = sac_rater(Path(args.sac), args.sid, Path(args.images_root))
+        source = f"sac:{Path(args.sac).name}:{args.sid}"
     with _store(args) as store:
         with console.status(f"checking and importing {len(rows)} ratings ..."):
             count = store.import_ratings(args.name, rows, source=source)

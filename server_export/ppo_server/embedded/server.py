@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ppo_client.processes import free_port, stop_process_group, wait_http_ready
+from ppo_client.processes import free_port, log_path, stop_process_group, wait_http_ready
 from ppo_server.cache import cache_dir
 from ppo_server.errors import EmbeddedServerError
 
@@ -102,12 +102,7 @@ class EmbeddedTritonServer:
         self.process: subprocess.Popen | None = None
         self.http_port = config.http_port or free_port(config.host)
         self.grpc_port = config.grpc_port or free_port(config.host)
-        if config.log_file is None:
-            handle, name = tempfile.mkstemp(prefix="ppo-triton-", suffix=".log")
-            os.close(handle)
-            self.log_file = Path(name)
-        else:
-            self.log_file = Path(config.log_file)
+        self.log_file = log_path(config.log_file, "ppo-triton-")
 
     @property
     def http_url(self) -> str:
