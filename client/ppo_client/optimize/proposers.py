@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -64,19 +64,38 @@ def mutate(prompt: str, rng: np.random.Generator, count: int | None = None) -> s
     return with_keywords(prompt, [MODIFIERS[i] for i in rng.choice(len(MODIFIERS), count, replace=False)])
 
 
+def _take(candidates: Iterator[str], n: int, seen: set[str], keep: Filter, *, limit: int) -> list[str]:
+    """Up to ``n`` new prompts from ``candidates`` (at most ``limit`` drawn). Candidates go to ``keep``
+    a batch at a time, the batch as large as what is still missing, so the filter's server calls
+    do not grow with the number of candidates."""
+    taken: list[str] = []
+    drawn = 0
+    while len(taken) < n and drawn < limit:
+        batch: dict[str, str] = {}
+        for candidate in candidates:
+            drawn += 1
+            key = normalise(candidate)
+            if key not in seen:
+                batch.setdefault(key, candidate)
+            if len(batch) >= n - len(taken) or drawn >= limit:
+                break
+        if not batch:
+            break
+        for candidate in keep(list(batch.values()))[: n - len(taken)]:
+            seen.add(normalise(candidate))
+            taken.append(candidate)
+    return taken
+
+
+def _mutations(pool: Sequence[str], rng, count: Callable[[], int | None] = lambda: None) -> Iterator[str]:
+    while True:
+        yield mutate(pool[int(rng.integers(len(pool)))], rng, count())
+
+
 def _fill(prompts: list[str], n: int, pool: Sequence[str], seen: set[str], rng, keep: Filter) -> tuple[list[str], int]:
     """Top up to ``n`` prompts with keyword mutations of ``pool``; returns (prompts, how many added)."""
-    added = 0
-    for _ in range(50 * n):
-        if len(prompts) >= n:
-            break
-        candidate = mutate(pool[int(rng.integers(len(pool)))], rng)
-        if normalise(candidate) in seen or not keep([candidate]):
-            continue
-        seen.add(normalise(candidate))
-        prompts.append(candidate)
-        added += 1
-    return prompts, added
+    added = _take(_mutations(pool, rng), n - len(prompts), seen, keep, limit=50 * n)
+    return prompts + added, len(added)
 
 
 class RandomProposer:
@@ -91,15 +110,8 @@ class RandomProposer:
         return self._draw(initial, n, rng, seen, keep)
 
     def _draw(self, prompt, n, rng, seen, keep) -> Proposal:
-        prompts = []
-        for _ in range(100 * n):
-            if len(prompts) == n:
-                break
-            candidate = mutate(prompt, rng, int(rng.integers(1, 6)))
-            if normalise(candidate) not in seen and keep([candidate]):
-                seen.add(normalise(candidate))
-                prompts.append(candidate)
-        return Proposal(prompts)
+        candidates = _mutations([prompt], rng, lambda: int(rng.integers(1, 6)))
+        return Proposal(_take(candidates, n, seen, keep, limit=100 * n))
 
 
 class GeneticProposer:
@@ -120,38 +132,36 @@ class GeneticProposer:
         return np.array([k in present for k in self.keywords])
 
     def initial(self, prompt: str, n: int, rng, seen: set[str], keep: Filter) -> Proposal:
-        masks = [rng.random(len(self.keywords)) < 4 / len(self.keywords) for _ in range(20 * n)]
-        return self._unique(prompt, masks, n, seen, keep, rng)
+        def masks():
+            while True:
+                yield rng.random(len(self.keywords)) < 4 / len(self.keywords)
+
+        return Proposal(_take(self._prompts(prompt, masks(), seen, rng), n, seen, keep, limit=20 * n))
 
     def propose(self, initial: str, history: Sequence[Sequence[ScoredPrompt]], n: int, rng, seen: set[str], keep: Filter) -> Proposal:
         everyone = sorted((sp for it in history for sp in it), key=lambda sp: sp.score, reverse=True)
         parents = [self.mask(initial, sp.prompt) for sp in everyone[:2]]
         if len(parents) < 2:
             parents = parents * 2
-        children = []
-        for _ in range(20 * n):
-            pick = rng.random(len(self.keywords)) < 0.5
-            child = np.where(pick, parents[0], parents[1])
-            child = child ^ (rng.random(len(self.keywords)) < GA_FLIP_RATE)
-            children.append(child)
-        return self._unique(initial, children, n, seen, keep, rng)
 
-    def _unique(self, initial, masks, n, seen, keep, rng) -> Proposal:
-        prompts = []
+        def children():
+            while True:
+                pick = rng.random(len(self.keywords)) < 0.5
+                yield np.where(pick, parents[0], parents[1]) ^ (rng.random(len(self.keywords)) < GA_FLIP_RATE)
+
+        return Proposal(_take(self._prompts(initial, children(), seen, rng), n, seen, keep, limit=20 * n))
+
+    def _prompts(self, initial: str, masks: Iterator[np.ndarray], seen: set[str], rng) -> Iterator[str]:
+        """Each genome as a prompt, trimmed to ``GA_MAX_KEYWORDS`` and mutated away from known genomes."""
         for mask in masks:
-            if len(prompts) == n:
-                break
             mask = mask.copy()
             while mask.sum() > GA_MAX_KEYWORDS:
                 mask[rng.choice(np.flatnonzero(mask))] = False
-            while normalise(self.prompt(initial, mask)) in seen:  # a copy of a known genome: mutate it
+            while normalise(self.prompt(initial, mask)) in seen:
                 flip = int(rng.integers(len(mask)))
-                mask[flip] = not mask[flip] if mask.sum() < GA_MAX_KEYWORDS or mask[flip] else mask[flip]
-            candidate = self.prompt(initial, mask)
-            if keep([candidate]):
-                seen.add(normalise(candidate))
-                prompts.append(candidate)
-        return Proposal(prompts)
+                if mask[flip] or mask.sum() < GA_MAX_KEYWORDS:
+                    mask[flip] = not mask[flip]
+            yield self.prompt(initial, mask)
 
 
 class LLMProposer:
