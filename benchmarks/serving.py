@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -83,7 +84,29 @@ def inprocess(pipeline_dir: Path, steps: int, images: int, batches: tuple[int, .
 # --- load generation against a server ---
 
 
-def _requests(model: str, grpc, head_bytes: bytes | None, steps: int, dim: int):
+@dataclass(frozen=True)
+class Shapes:
+    """Tensor sizes of the demo models, read from their saved configs."""
+
+    sequence: int
+    hidden: int
+    latent_channels: int
+    latent_side: int
+    embedding_dim: int
+
+    @classmethod
+    def of_demo_models(cls) -> Shapes:
+        from ppo_server.export.presets import demo_clip_dir, demo_pipeline_dir
+
+        pipeline = demo_pipeline_dir()
+        unet = json.loads((pipeline / "unet" / "config.json").read_text())
+        text = json.loads((pipeline / "text_encoder" / "config.json").read_text())
+        clip = json.loads((demo_clip_dir() / "config.json").read_text())
+        return cls(int(text["max_position_embeddings"]), int(text["hidden_size"]), int(unet["in_channels"]),
+                   int(unet["sample_size"]), int(clip["projection_dim"]))
+
+
+def _requests(model: str, grpc, head_bytes: bytes | None, steps: int, shapes: Shapes):
     """A function making one request's inputs for ``model`` (each call a fresh seed)."""
     counter = iter(range(10**9))
     rng = np.random.default_rng(0)
@@ -101,14 +124,15 @@ def _requests(model: str, grpc, head_bytes: bytes | None, steps: int, dim: int):
                 inputs.append(tensor("USER_MODEL", np.array([[head_bytes]], dtype=object), "BYTES"))
             return inputs
         return make
+    latent = (shapes.latent_channels, shapes.latent_side, shapes.latent_side)
     fixed = {
-        "text_encoder": lambda: [tensor("INPUT_IDS", rng.integers(0, 1000, (1, 77)).astype(np.int64), "INT64")],
-        "unet": lambda: [
-            tensor("SAMPLE", rng.normal(size=(2, 8, 8, 8)).astype(np.float32), "FP32"),
+        "text_encoder": lambda: [tensor("INPUT_IDS", rng.integers(0, 1000, (1, shapes.sequence)).astype(np.int64), "INT64")],
+        "unet": lambda: [  # one denoising step of one image with guidance: 2 rows
+            tensor("SAMPLE", rng.normal(size=(2, *latent)).astype(np.float32), "FP32"),
             tensor("TIMESTEP", np.full((2, 1), 500.0, np.float32), "FP32"),
-            tensor("ENCODER_HIDDEN_STATES", rng.normal(size=(2, 77, dim)).astype(np.float32), "FP32"),
+            tensor("ENCODER_HIDDEN_STATES", rng.normal(size=(2, shapes.sequence, shapes.hidden)).astype(np.float32), "FP32"),
         ],
-        "vae_decoder": lambda: [tensor("LATENT", rng.normal(size=(1, 8, 8, 8)).astype(np.float32), "FP32")],
+        "vae_decoder": lambda: [tensor("LATENT", rng.normal(size=(1, *latent)).astype(np.float32), "FP32")],
         "image_encoder": lambda: [tensor("IMAGE", rng.integers(0, 256, (1, 64, 64, 3)).astype(np.uint8), "UINT8")],
     }
     return fixed[model]
@@ -214,7 +238,8 @@ def main() -> None:
 
     out = Path(args.results or RESULTS / device_name())
     out.mkdir(parents=True, exist_ok=True)
-    head = PreferenceHead.linear(np.random.default_rng(0).normal(size=128), 5.0)
+    shapes = Shapes.of_demo_models()
+    head = PreferenceHead.linear(np.random.default_rng(0).normal(size=shapes.embedding_dim), 5.0)
     components = ("text_encoder", "unet", "vae_decoder", "image_encoder")
     if args.url:
         if not args.http_url:
@@ -224,7 +249,7 @@ def main() -> None:
         if missing:
             sys.exit(f"the server at {server.http_url} does not serve {', '.join(missing)}; "
                      "export the demo models with `ppo-export --preset demo` and serve that repository")
-        sweeps = {m: sweep(server, m, _requests(m, grpc, head.to_bytes(), args.steps, 128), levels, args.per_level)
+        sweeps = {m: sweep(server, m, _requests(m, grpc, head.to_bytes(), args.steps, shapes), levels, args.per_level)
                   for m in (*components, *E2E_MODELS)}
         (out / "serving_external.json").write_text(json.dumps({"server": args.url, "models": sweeps}, indent=2) + "\n")
         print(f"wrote {out / 'serving_external.json'}")
@@ -233,7 +258,6 @@ def main() -> None:
     repository = Path(tempfile.mkdtemp(prefix="ppo-bench-")) / "repo"
     print("exporting the demo models ...", flush=True)
     export_pipeline(str(demo_pipeline_dir()), repository, clip=str(demo_clip_dir()))
-    hidden = 128
 
     print("in-process baseline ...", flush=True)
     baseline = inprocess(demo_pipeline_dir(), args.steps, args.baseline_images, (2, 4, 8, 16))
@@ -245,15 +269,15 @@ def main() -> None:
         missing = missing_models(server.http_url, [*components, *E2E_MODELS])
         assert not missing, missing
         for model in components:
-            results["models"][model] = sweep(server, model, _requests(model, grpc, None, args.steps, hidden), levels, args.per_level)
+            results["models"][model] = sweep(server, model, _requests(model, grpc, None, args.steps, shapes), levels, args.per_level)
         for model in E2E_MODELS:
-            results["models"][model] = sweep(server, model, _requests(model, grpc, head.to_bytes(), args.steps, hidden), levels, args.per_level)
+            results["models"][model] = sweep(server, model, _requests(model, grpc, head.to_bytes(), args.steps, shapes), levels, args.per_level)
         results["optimization_loop"] = optimization_overhead(server.grpc_url, head, args.steps)
 
     print("scale-out: one server on one core vs two servers on one core each ...", flush=True)
     cores = sorted(os.sched_getaffinity(0))[:2]
     total = max(levels[-1] // 2, 4)
-    make = _requests("txt2img", grpc, None, args.steps, hidden)
+    make = _requests("txt2img", grpc, None, args.steps, shapes)
     with EmbeddedTritonServer(ServerConfig(repository, cpus=(cores[0],))) as one:
         asyncio.run(sweep_level([one.grpc_url], "txt2img", make, 2, 4))
         single = asyncio.run(sweep_level([one.grpc_url], "txt2img", make, total, 4 * total))
