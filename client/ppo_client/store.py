@@ -198,16 +198,17 @@ class UserStore:
     def has_user(self, name: str) -> bool:
         return self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
 
+    _SUMMARY = (
+        "SELECT u.name, u.created, (SELECT COUNT(*) FROM ratings r WHERE r.user_id = u.id),"
+        " (SELECT COUNT(*) FROM models m WHERE m.user_id = u.id) FROM users u"
+    )
+
     def users(self) -> list[UserSummary]:
-        rows = self._db.execute(
-            "SELECT u.name, u.created, (SELECT COUNT(*) FROM ratings r WHERE r.user_id = u.id),"
-            " (SELECT COUNT(*) FROM models m WHERE m.user_id = u.id) FROM users u ORDER BY u.name"
-        )
-        return [UserSummary(*row) for row in rows]
+        return [UserSummary(*row) for row in self._db.execute(self._SUMMARY + " ORDER BY u.name")]
 
     def user(self, name: str) -> UserSummary:
-        self._user_id(name)
-        return next(u for u in self.users() if u.name == name)
+        row = self._db.execute(self._SUMMARY + " WHERE u.id = ?", (self._user_id(name),)).fetchone()
+        return UserSummary(*row)
 
     def delete_user(self, name: str) -> None:
         user_id = self._user_id(name)

@@ -95,14 +95,17 @@ def _add_llm(parser) -> None:
 
 
 def _add_run_shape(parser) -> None:
-    parser.add_argument("--iterations", type=int, default=10, help="iterations after the initial one (default 10)")
-    parser.add_argument("--n-prompts", type=int, default=4, help="prompts per iteration (N, default 4)")
-    parser.add_argument("--seeds", type=int, default=2, help="seeds per prompt, fixed for the run (M, default 2)")
-    parser.add_argument("--steps", type=int, default=20, help="denoising steps per image")
-    parser.add_argument("--seed", type=int, default=0)
+    from ppo_client.optimize.run import RunConfig
+
+    default = RunConfig()  # the defaults live in one place: the run's configuration
+    parser.add_argument("--iterations", type=int, default=default.iterations, help="iterations after the initial one (default %(default)s)")
+    parser.add_argument("--n-prompts", type=int, default=default.n_prompts, help="prompts per iteration (N, default %(default)s)")
+    parser.add_argument("--seeds", type=int, default=default.seeds, help="seeds per prompt, fixed for the run (M, default %(default)s)")
+    parser.add_argument("--steps", type=int, default=default.steps, help="denoising steps per image (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=default.seed)
     parser.add_argument(
-        "--subject-guard", type=float, default=0.5,
-        help="drop rewrites whose CLIP text similarity to the initial prompt is below this (0: off; default 0.5)",
+        "--subject-guard", type=float, default=default.subject_guard,
+        help="drop rewrites whose CLIP text similarity to the initial prompt is below this (0: off; default %(default)s)",
     )
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from ppo_client import contract
 from ppo_client.errors import InvalidRequestError, OptimizationError
 from ppo_client.generation import GenerationRequest, check_guidance, check_steps
+from ppo_client.optimize.parsing import normalise
 from ppo_client.optimize.proposers import CONTEXTS, OPTIMIZERS, ScoredPrompt
 from ppo_client.optimize.vocabulary import DESCRIPTORS
 from ppo_client.piaa.head import PreferenceHead
@@ -42,8 +43,8 @@ CONFIG, ITERATIONS, SUMMARY, HEAD, REFERENCE = "config.json", "iterations.jsonl"
 
 @dataclass(frozen=True)
 class RunConfig:
-    user: str
-    prompt: str
+    user: str = ""
+    prompt: str = ""
     iterations: int = 10
     n_prompts: int = 4
     seeds: int = 2
@@ -53,7 +54,7 @@ class RunConfig:
     guidance_scale: float = 7.5
     seed: int = 0
     top_k: int = 20
-    subject_guard: float = 0.0
+    subject_guard: float = 0.5
     """Reject rewrites whose CLIP text similarity to the user's prompt is below this (0: off)."""
     high_rating_quantile: float = 0.75
     """The user's 'high-rated' images (for max sim) are those rated at or above this quantile."""
@@ -98,8 +99,6 @@ class RunState:
         return [[ScoredPrompt(p["prompt"], p["score"], p.get("description", "")) for p in r["prompts"]] for r in self.records]
 
     def seen(self) -> set[str]:
-        from ppo_client.optimize.parsing import normalise
-
         return {normalise(p["prompt"]) for r in self.records for p in r["prompts"]}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -137,8 +137,6 @@ def evaluate(
 
 
 def _split_config(config: MethodConfig, split: int) -> MethodConfig:
-    from dataclasses import replace
-
     return replace(config, seed=config.seed * 1000 + split)
 
 
