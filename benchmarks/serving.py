@@ -51,18 +51,26 @@ def device_name() -> str:
 # --- the in-process baseline ---
 
 
-def inprocess(pipeline_dir: Path, steps: int, images: int, batches: tuple[int, ...]) -> dict:
+def inprocess(pipeline_dir: Path, steps: int, images: int, batches: tuple[int, ...], *, side: int = 64,
+              device: str = "cpu", scheduler: str = "") -> dict:
+    """diffusers in this process: fp32 on the CPU, fp16 with PyTorch's SDPA attention on a GPU."""
     import torch
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir, safety_checker=None, requires_safety_checker=False, dtype=torch.float32)
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir, safety_checker=None, requires_safety_checker=False, dtype=dtype)
+    if scheduler:
+        from ppo_server.backends.schedulers import scheduler_class
+
+        pipe.scheduler = scheduler_class(scheduler).from_config(pipe.scheduler.config)
+    pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
 
     def run(batch: int, seed: int) -> float:
         started = time.perf_counter()
-        pipe([PROMPT] * batch, num_inference_steps=steps, guidance_scale=7.5, height=64, width=64,
+        pipe([PROMPT] * batch, num_inference_steps=steps, guidance_scale=7.5, height=side, width=side,
              generator=[torch.Generator().manual_seed(seed + i) for i in range(batch)], output_type="np")
-        return time.perf_counter() - started
+        return time.perf_counter() - started  # output_type="np" waits for the GPU
 
     run(1, 0)  # warm-up
     single = [run(1, i) for i in range(images)]
@@ -78,6 +86,8 @@ def inprocess(pipeline_dir: Path, steps: int, images: int, batches: tuple[int, .
         "images_per_s_by_batch": {str(b): v for b, v in by_batch.items()},
         "best_batch": best,
         "best_batch_images_per_s": by_batch[best],
+        "device": device,
+        "dtype": str(dtype).removeprefix("torch."),
     }
 
 
@@ -86,7 +96,7 @@ def inprocess(pipeline_dir: Path, steps: int, images: int, batches: tuple[int, .
 
 @dataclass(frozen=True)
 class Shapes:
-    """Tensor sizes of the demo models, read from their saved configs."""
+    """Tensor sizes of a pipeline (and CLIP), read from their saved configs."""
 
     sequence: int
     hidden: int
@@ -95,18 +105,15 @@ class Shapes:
     embedding_dim: int
 
     @classmethod
-    def of_demo_models(cls) -> Shapes:
-        from ppo_server.export.presets import demo_clip_dir, demo_pipeline_dir
-
-        pipeline = demo_pipeline_dir()
+    def of_pipeline(cls, pipeline: Path, clip: Path | None = None) -> Shapes:
         unet = json.loads((pipeline / "unet" / "config.json").read_text())
         text = json.loads((pipeline / "text_encoder" / "config.json").read_text())
-        clip = json.loads((demo_clip_dir() / "config.json").read_text())
+        embedding = json.loads((clip / "config.json").read_text())["projection_dim"] if clip else 0
         return cls(int(text["max_position_embeddings"]), int(text["hidden_size"]), int(unet["in_channels"]),
-                   int(unet["sample_size"]), int(clip["projection_dim"]))
+                   int(unet["sample_size"]), int(embedding))
 
 
-def _requests(model: str, grpc, head_bytes: bytes | None, steps: int, shapes: Shapes):
+def _requests(model: str, grpc, head_bytes: bytes | None, steps: int, shapes: Shapes, side: int = 64):
     """A function making one request's inputs for ``model`` (each call a fresh seed)."""
     counter = iter(range(10**9))
     rng = np.random.default_rng(0)
@@ -118,7 +125,7 @@ def _requests(model: str, grpc, head_bytes: bytes | None, steps: int, shapes: Sh
 
     if model in E2E_MODELS:
         def make():
-            rows = [GenerationRequest(PROMPT, seed=next(counter), steps=steps, height=64, width=64)]
+            rows = [GenerationRequest(PROMPT, seed=next(counter), steps=steps, height=side, width=side)]
             inputs = txt2img_inputs(grpc, rows)
             if model == "txt2img_score":
                 inputs.append(tensor("USER_MODEL", np.array([[head_bytes]], dtype=object), "BYTES"))
@@ -238,7 +245,7 @@ def main() -> None:
 
     out = Path(args.results or RESULTS / device_name())
     out.mkdir(parents=True, exist_ok=True)
-    shapes = Shapes.of_demo_models()
+    shapes = Shapes.of_pipeline(demo_pipeline_dir(), demo_clip_dir())
     head = PreferenceHead.linear(np.random.default_rng(0).normal(size=shapes.embedding_dim), 5.0)
     components = ("text_encoder", "unet", "vae_decoder", "image_encoder")
     if args.url:

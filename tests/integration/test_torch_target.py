@@ -9,6 +9,7 @@ from ppo_client import GenerationRequest, ScoringClient
 from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
 from ppo_server.export.model_config import read_config
 from ppo_server.export.repository import ExportOptions, export_pipeline
+from ppo_server.export.torch_target import DEFAULT_GRAPH_BATCHES
 
 pytestmark = pytest.mark.integration
 
@@ -20,6 +21,8 @@ def test_the_torch_target_serves_the_same_images_and_embeddings(tiny_pipeline_di
         assert (repository / name / "1" / "weights").is_dir()
         assert "torch_model" in (repository / name / "1" / "model.py").read_text()
         assert read_config(repository / name).backend == "python"
+    graphs = {name: read_config(repository / name).parameters.get("cuda_graph_batches") for name in ("unet", "text_encoder")}
+    assert graphs["unet"].string_value == DEFAULT_GRAPH_BATCHES and graphs["text_encoder"] is None
     request = GenerationRequest("a red cat", seed=3, steps=4, height=64, width=64)
     pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     with EmbeddedTritonServer(ServerConfig(repository)) as server, ScoringClient(server.grpc_url) as torch_client:

@@ -2,6 +2,8 @@
 ONNX export traces, on this instance's GPU in fp16 (or on the CPU in fp32 where there is none).
 
 Requests whose shapes agree run as one batch (``component.run_grouped``), as in ``onnx_model``.
+Where the config lists ``cuda_graph_batches`` and a GPU is present, batches run as CUDA graph
+replays (``backends.cuda_graphs``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import numpy as np
 
 from ppo_server.backends.component import ModelArgs, run_grouped
+from ppo_server.backends.cuda_graphs import GRAPH_BATCHES_PARAMETER, GraphRunner, parse_batches
 from ppo_server.backends.triton_logging import install_triton_log_handler
 
 logger = logging.getLogger(__name__)
@@ -35,12 +38,16 @@ class TritonPythonModel:
         module = getattr(importlib.import_module(module_path), class_name).from_pretrained(self.model.folder / "weights")
         if torch.cuda.is_available():
             self.device = torch.device(f"cuda:{self.model.device_id}")
+            torch.cuda.set_device(self.device)
             self.dtype = torch.float16 if manifest["fp16_on_gpu"] else torch.float32
         else:
             self.device, self.dtype = torch.device("cpu"), torch.float32
         wrapped = _wrapper(manifest["model"])(module.to(self.device, self.dtype), **manifest["wrapper_kwargs"])
         self.module = wrapped.to(self.device).eval()
-        logger.info("%s: torch module on %s (%s)", self.model.name, self.device, self.dtype)
+        batches = parse_batches(self.model.params.get(GRAPH_BATCHES_PARAMETER, ""))
+        self.runner = GraphRunner(self.module, batches) if batches and self.device.type == "cuda" else self.module
+        logger.info("%s: torch module on %s (%s), CUDA graphs for batches %s", self.model.name, self.device,
+                    self.dtype, batches if self.runner is not self.module else "off")
 
     def _run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         import torch
@@ -50,7 +57,7 @@ class TritonPythonModel:
             tensor = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
             tensors.append(tensor.to(self.dtype) if tensor.is_floating_point() else tensor)
         with torch.inference_mode():
-            return [self.module(*tensors).float().cpu().numpy()]
+            return [self.runner(*tensors).float().cpu().numpy()]
 
     def execute(self, requests):
         return run_grouped(requests, self.model, self._run)

@@ -11,19 +11,33 @@ from ppo_client.console import console, run_cli, setup_logging
 from ppo_server.cache import cache_dir
 from ppo_server.export.model_config import ServingOptions
 from ppo_server.export.presets import PRESETS
+from ppo_server.export.torch_target import DEFAULT_GRAPH_BATCHES
 
 
 def default_pipeline_dir(preset: str) -> Path:
     return cache_dir("pipelines", preset)
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _export(args: argparse.Namespace) -> int:
-    from ppo_server.export.presets import build_tiny_clip, build_tiny_pipeline, demo_clip_dir, demo_pipeline_dir
+    from ppo_server.export.presets import (
+        build_sd15_pipeline, build_tiny_clip, build_tiny_pipeline, demo_clip_dir, demo_pipeline_dir,
+    )
     from ppo_server.export.repository import ExportOptions, export_pipeline
 
     model, clip = args.model, args.clip
     if args.preset == "demo":
         model, clip = str(demo_pipeline_dir()), clip or str(demo_clip_dir())
+    elif args.preset == "sd15-random":  # no scoring models unless --clip names a CLIP
+        folder = Path(args.pipeline_dir or default_pipeline_dir(args.preset))
+        with console.status(f"building the {args.preset} pipeline in {folder} ..."):
+            build_sd15_pipeline(folder, seed=args.seed, device="cuda" if _has_cuda() else "cpu")
+        model = str(folder)
     elif args.preset:
         folder = Path(args.pipeline_dir or default_pipeline_dir(args.preset))
         with console.status(f"building the {args.preset} pipeline in {folder} ..."):
@@ -40,13 +54,13 @@ def _export(args: argparse.Namespace) -> int:
         target=args.target,
         precision=args.precision,
         max_images=args.max_images,
+        cuda_graph_batches=args.cuda_graph_batches,
     )
     with console.status(f"exporting {model} to {args.out} ..."):
         result = export_pipeline(model, Path(args.out), options, clip=clip)
     for report in result.reports:
-        console.print(
-            f"  {report.model:<13} {report.seconds:6.1f} s   max |onnxruntime - torch| = {report.max_abs_diff:.1e}"
-        )
+        parity = "" if report.max_abs_diff is None else f"   max |onnxruntime - torch| = {report.max_abs_diff:.1e}"
+        console.print(f"  {report.model:<13} {report.seconds:6.1f} s{parity}")
     console.print(
         f"wrote {result.repository} (native side {result.native_side}px, sides multiple of "
         f"{result.size_multiple} up to {result.max_side}); serve it with: ppo-serve --repository {args.out}"
@@ -59,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="diffusers pipeline folder or hub id (Stable Diffusion family)")
     source.add_argument(
-        "--preset", choices=PRESETS, help="demo: the trained demo-world pipeline; tiny: random weights, built here"
+        "--preset", choices=PRESETS,
+        help="demo: the trained demo-world pipeline; tiny: random weights, built here; sd15-random: "
+        "Stable Diffusion 1.5's architecture with random weights (for GPU benchmarks)"
     )
     parser.add_argument(
         "--clip", help="CLIPModel folder for the image encoder and scoring models (presets bring their own)"
@@ -80,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="TensorRT layer precision")
     parser.add_argument("--max-images", type=int, default=8, help="TensorRT profiles: images per execution at most")
+    parser.add_argument(
+        "--cuda-graph-batches", default=DEFAULT_GRAPH_BATCHES,
+        help="torch-cuda: UNet batch sizes replayed as CUDA graphs, comma-separated; '' turns graphs off (default: %(default)s)",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0)
     return parser
 

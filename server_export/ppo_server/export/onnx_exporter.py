@@ -24,8 +24,9 @@ class ExportReport:
     model: str
     path: str
     seconds: float
-    max_abs_diff: float
-    """Largest difference between onnxruntime and torch on a batch size not used for tracing."""
+    max_abs_diff: float | None = None
+    """Largest difference between onnxruntime and torch on a batch size not used for tracing (None:
+    no ONNX file, as in the torch-cuda target)."""
 
 
 def export_onnx(spec: ExportSpec, module: torch.nn.Module, dims: ExportDims, path: Path) -> ExportReport:

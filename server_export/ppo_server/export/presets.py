@@ -6,6 +6,10 @@
 ``tiny`` is a randomly initialised Stable-Diffusion-format pipeline built from configs (the way
 diffusers' own tests build theirs). It is saved with ``save_pretrained`` and then exported through
 the same ``from_pretrained`` path a real checkpoint takes, so that path is what gets tested.
+
+``sd15-random`` has Stable Diffusion 1.5's architecture (860M-parameter UNet, ViT-L/14 text encoder,
+its VAE; 512x512) with random weights: what a GPU benchmark needs when no checkpoint can be
+downloaded. Its images are noise; its cost is a real SD-1.5's.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-PRESETS = ("tiny", "demo")
+PRESETS = ("tiny", "demo", "sd15-random")
 DEMO_MODELS_ENV = "PPO_DEMO_MODELS"
 
 
@@ -90,10 +94,73 @@ def build_tiny_tokenizer(folder: Path):
     return tokenizer
 
 
+def _save_pipeline(folder: Path, *, vae, text_encoder, tokenizer, unet, dtype=None) -> Path:
+    """Save an SD-format pipeline with SD-1.x's PNDM scheduler settings."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipeline = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    if dtype is not None:
+        pipeline.to(dtype=dtype)
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    logger.info("saved a pipeline to %s", folder)
+    return Path(folder)
+
+
+def build_sd15_pipeline(folder: Path, *, seed: int = 0, device: str = "cpu") -> Path:
+    """Stable Diffusion 1.5's architecture with random weights, saved in fp16 (1.9 GB).
+
+    ``device="cuda"`` initialises the weights on a GPU (seconds instead of a minute); the byte-level
+    tokenizer of ``tiny`` stands in for CLIP's BPE vocabulary, in a 49,408-token embedding."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = Path(folder)
+    tokenizer = build_tiny_tokenizer(folder / "_tokenizer_src")
+    torch.manual_seed(seed)
+    with torch.device(device):
+        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)  # the defaults are SD-1.x's
+        vae = AutoencoderKL(
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            latent_channels=4,
+            sample_size=512,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=49408, hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                num_hidden_layers=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    return _save_pipeline(folder, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                          dtype=torch.float16)
+
+
 def build_tiny_pipeline(folder: Path, *, seed: int = 0) -> Path:
     """Build, seed and save the tiny pipeline under ``folder``; returns the folder."""
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     folder = Path(folder)
@@ -135,24 +202,4 @@ def build_tiny_pipeline(folder: Path, *, seed: int = 0) -> Path:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    scheduler = PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        skip_prk_steps=True,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    pipeline = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipeline.save_pretrained(folder, safe_serialization=True)
-    logger.info("saved the tiny pipeline to %s", folder)
-    return folder
+    return _save_pipeline(folder, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ppo_server.errors import ExportError
 from ppo_server.export import specs as export_specs
 from ppo_server.export.model_config import ServingOptions, build_config, write_config
 from ppo_server.export.onnx_exporter import ExportReport, export_onnx
+from ppo_server.export.torch_target import DEFAULT_GRAPH_BATCHES
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ class ExportOptions:
     """``fp16`` builds TensorRT engines with half-precision layers (``tensorrt`` only)."""
     max_images: int = 8
     """TensorRT profiles: images per component execution at most."""
+    cuda_graph_batches: str = DEFAULT_GRAPH_BATCHES
+    """``torch-cuda``: UNet batch sizes replayed as CUDA graphs (empty: eager)."""
 
 
 @dataclass(frozen=True)
@@ -77,13 +81,14 @@ class ComponentWriter:
     precision: str = "fp32"
     limits: object = None
     """``tensorrt.ProfileLimits`` for the tensorrt target."""
+    cuda_graph_batches: str = DEFAULT_GRAPH_BATCHES
 
     def write(self, model: contract.ModelContract, model_dir: Path, serving: ServingOptions, *, module=None,
               wrapper_kwargs: dict | None = None) -> None:
         if self.target == "torch-cuda":
             from ppo_server.export.torch_target import write_torch_component
 
-            write_torch_component(model, model_dir, serving, module, wrapper_kwargs or {})
+            write_torch_component(model, model_dir, serving, module, wrapper_kwargs or {}, self.cuda_graph_batches)
             return
         if self.target == "python":
             write_config(build_config(model, serving), model_dir)
@@ -201,11 +206,16 @@ def export_pipeline(
         native_side=native_side, vae_scale_factor=vae_scale_factor, size_multiple=size_multiple,
         max_side=options.max_side, sequence_length=dims.sequence_length, hidden_size=dims.hidden_size,
         latent_channels=dims.latent_channels, max_images=options.max_images,
-    ))
+    ), options.cuda_graph_batches)
     reports = []
     for spec in export_specs.SPECS:
         model_dir = out / spec.contract.name
         module = getattr(pipeline, spec.component)
+        if options.target == "torch-cuda":  # serves the torch module itself: no ONNX file to trace
+            started = time.perf_counter()
+            writer.write(spec.contract, model_dir, component_serving, module=module)
+            reports.append(ExportReport(spec.contract.name, str(model_dir / "1" / "weights"), time.perf_counter() - started))
+            continue
         reports.append(export_onnx(spec, module, dims, model_dir / "1" / "model.onnx"))
         writer.write(spec.contract, model_dir, component_serving, module=module)
 

@@ -3,8 +3,9 @@
 The module is saved with ``save_pretrained`` beside a manifest naming its class and the same thin
 wrapper the ONNX export traces (``export.specs``), so both targets compute the same function. On a
 GPU the UNet, text encoder and image encoder run in fp16 with PyTorch's scaled-dot-product
-attention; the VAE decoder stays in fp32 (fp16 VAEs can overflow to NaN). Without a GPU the same
-models run in fp32 on the CPU, which is how this target is tested here.
+attention; the VAE decoder stays in fp32 (fp16 VAEs can overflow to NaN). The UNet, called once per
+denoising step, replays CUDA graphs for the batch sizes listed (``backends.torch_model``). Without a
+GPU the same models run eagerly in fp32 on the CPU, which is how this target is tested here.
 """
 
 from __future__ import annotations
@@ -13,13 +14,20 @@ import json
 from pathlib import Path
 
 from ppo_client import contract
+from ppo_server.backends.cuda_graphs import GRAPH_BATCHES_PARAMETER, parse_batches
 from ppo_server.export.model_config import ServingOptions, build_config, write_config
 
 MANIFEST = "torch_manifest.json"
 FP32_ON_GPU = {contract.VAE_DECODER.name}
+GRAPHED = {contract.UNET.name}
+DEFAULT_GRAPH_BATCHES = "1,2,4,6,8,12,16,24,32,48,64"
+"""UNet rows per step (twice the images with guidance); a batch pads up to the next size."""
 
 
-def write_torch_component(model: contract.ModelContract, model_dir: Path, serving: ServingOptions, module, wrapper_kwargs: dict) -> None:
+def write_torch_component(
+    model: contract.ModelContract, model_dir: Path, serving: ServingOptions, module, wrapper_kwargs: dict,
+    graph_batches: str = DEFAULT_GRAPH_BATCHES,
+) -> None:
     import torch
 
     if module is None:
@@ -36,6 +44,8 @@ def write_torch_component(model: contract.ModelContract, model_dir: Path, servin
     (model_dir / "1" / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     gpu = torch.cuda.is_available()  # the export runs on the host that will serve
     parameters = {k: v for k, v in serving.parameters.items() if k != "intra_op_threads"}
+    if model.name in GRAPHED and graph_batches:
+        parameters[GRAPH_BATCHES_PARAMETER] = ",".join(map(str, parse_batches(graph_batches)))
     config = build_config(model, ServingOptions(serving.instance_count, serving.max_queue_delay_us, parameters))
     if gpu:
         config.instance_group[0].kind = config.instance_group[0].KIND_GPU
