@@ -47,7 +47,7 @@ print('numpy', numpy.__version__, 'torch', torch.__version__, 'diffusers', diffu
       'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())" || exit 1
 
 export PYTHONUNBUFFERED=1
-"$py" -m pytest -q -m gpu -p no:cacheprovider tests/unit/test_cuda_graphs.py
+"$py" -m pytest -q -m gpu -p no:cacheprovider tests/unit/test_cuda_graphs.py tests/integration/test_demo_training.py
 tests=$?
 "$py" benchmarks/serving_gpu.py "$@"
 bench=$?

@@ -55,3 +55,16 @@ def test_training_is_deterministic_on_one_device(smoke_run, tmp_path):
     first = torch.load(out / "run" / "checkpoints" / "vae" / "checkpoint.pt", weights_only=False)["model"]
     second = torch.load(tmp_path / "again" / "checkpoints" / "vae" / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.gpu
+def test_stages_train_on_a_gpu_and_resume_there_from_a_cpu_checkpoint(smoke_run, tmp_path):
+    import shutil
+
+    out, _ = smoke_run
+    shutil.copytree(out / "run", tmp_path / "run")
+    report = train("vae", "judge", "--device", "cuda", out=tmp_path / "run", models=tmp_path / "models")
+    assert report["vae"]["device"] == "cuda"  # the CPU's finished checkpoint resumed, nothing retrained
+    fresh = train("tokenizer", "vae", "clip", "unet", "judge", "--device", "cuda", out=tmp_path / "fresh",
+                  models=tmp_path / "models")
+    assert all(fresh[stage]["device"] == "cuda" for stage in ("vae", "clip", "unet", "judge"))

@@ -41,7 +41,7 @@ def optimize(triton_server, store, *args):
 def test_a_baseline_run_leaves_a_complete_folder(triton_server, store, tmp_path, optimizer, capsys):
     run = tmp_path / "run"
     args = ["--user", "ana", "--prompt", "a red cat", "--iterations", "2", "--n-prompts", "3", "--seeds", "2",
-            "--optimizer", optimizer, "--run-dir", str(run), "--subject-guard", "0"]
+            "--optimizer", optimizer, "--run-dir", str(run), "--subject-guard", "0", "--guidance", "3"]
     assert optimize(triton_server, store, *args) == 0
     assert capsys.readouterr().out.strip().endswith("report.html")
     records = [json.loads(line) for line in (run / "iterations.jsonl").read_text().splitlines()]
@@ -54,6 +54,7 @@ def test_a_baseline_run_leaves_a_complete_folder(triton_server, store, tmp_path,
     assert "<svg" in (run / "report.html").read_text()
     config = json.loads((run / "config.json").read_text())
     assert config["config"]["optimizer"] == optimizer and config["scorer"].startswith("user:ana")
+    assert config["config"]["guidance_scale"] == 3.0
     # resuming a finished run does nothing but rewrite the report
     assert optimize(triton_server, store, "--resume", str(run)) == 0
     assert len((run / "iterations.jsonl").read_text().splitlines()) == 3
@@ -65,10 +66,11 @@ def test_bad_requests_get_clear_errors(triton_server, store, tmp_path, capsys):
     assert optimize(triton_server, store, "--user", "bob", *base) == 2
     assert optimize(triton_server, store, "--user", "ana", "--prompt", " ", "--optimizer", "random") == 2
     assert optimize(triton_server, store, "--user", "ana", *base, "--seeds", "20") == 2
+    assert optimize(triton_server, store, "--user", "ana", *base, "--guidance", "-1") == 2
     assert optimize(triton_server, store, "--user", "ana", *base, "--context", "s+p+f+I", "--optimizer", "llm") == 2
     err = capsys.readouterr().err
     assert "unknown user 'nobody'" in err and "'bob' has no trained model" in err and "prompt: is empty" in err
-    assert "seeds: must be between 1 and 8" in err and "text-only" in err
+    assert "seeds: must be between 1 and 8" in err and "text-only" in err and "guidance_scale: must be between 0" in err
     assert main(["optimize", "--user", "ana", "--prompt", "a cat", "--optimizer", "random", "--store", store,
                  "--url", "127.0.0.1:9", "--run-dir", str(tmp_path / "x")]) == 1
     assert "cannot reach the Triton server" in capsys.readouterr().err

@@ -45,7 +45,7 @@ def _optimize(args) -> int:
             config = RunConfig(
                 user=args.user, prompt=args.prompt, iterations=args.iterations, n_prompts=args.n_prompts,
                 seeds=args.seeds, context=context, optimizer=args.optimizer, steps=args.steps, seed=args.seed,
-                subject_guard=args.subject_guard,
+                subject_guard=args.subject_guard, guidance_scale=args.guidance,
             ).checked()
             with UserStore(args.store) as store:
                 if args.user != session.GENERAL_USER:
@@ -102,6 +102,8 @@ def _add_run_shape(parser) -> None:
     parser.add_argument("--n-prompts", type=int, default=default.n_prompts, help="prompts per iteration (N, default %(default)s)")
     parser.add_argument("--seeds", type=int, default=default.seeds, help="seeds per prompt, fixed for the run (M, default %(default)s)")
     parser.add_argument("--steps", type=int, default=default.steps, help="denoising steps per image (default %(default)s)")
+    parser.add_argument("--guidance", type=float, default=default.guidance_scale,
+                        help="classifier-free guidance scale (default %(default)s; the demo model follows prompts best at 3)")
     parser.add_argument("--seed", type=int, default=default.seed)
     parser.add_argument(
         "--subject-guard", type=float, default=default.subject_guard,

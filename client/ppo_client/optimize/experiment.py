@@ -109,7 +109,8 @@ def _experiment(args) -> int:
                         context = session.check_context(arm.context, chat_config, text_fallback=args.text_fallback) if arm.optimizer == "llm" else "s+p"
                         config = RunConfig(user=user, prompt=prompt, iterations=args.iterations, n_prompts=args.n_prompts,
                                            seeds=args.seeds, context=context, optimizer=arm.optimizer, steps=args.steps,
-                                           seed=args.seed + repeat, subject_guard=args.subject_guard).checked()
+                                           seed=args.seed + repeat, subject_guard=args.subject_guard,
+                                           guidance_scale=args.guidance).checked()
                         jobs.append((arm, folder, config))
         console.print(f"{len(jobs)} runs ({len(users)} users x {len(prompts)} prompts x {len(grid)} arms x {args.repeats} repeats) in {out}")
         needs_llm = any(arm.optimizer == "llm" for arm, _, _ in jobs)

@@ -12,6 +12,7 @@ continues where it stopped:
     evaluate   prompt-following and retrieval figures, written to --models/training_report.json
 
 ``all`` runs every stage; ``--smoke`` runs each for a few steps on 64 images (the tests do this).
+``--device cuda`` trains on a GPU (a run is deterministic per device; checkpoints resume anywhere).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ STAGES = ("tokenizer", "vae", "clip", "unet", "judge", "pipeline", "evaluate")
 DEFAULT_MODELS = Path(__file__).resolve().parents[3] / "demo_models"
 
 
-def run_stage(stage: str, out: Path, models: Path, data, smoke: bool) -> dict:
+def run_stage(stage: str, out: Path, models: Path, data, smoke: bool, device: str = "cpu") -> dict:
     from transformers import CLIPTokenizer
 
     def cfg(config):
@@ -47,12 +48,12 @@ def run_stage(stage: str, out: Path, models: Path, data, smoke: bool) -> dict:
     if stage == "vae":
         from ppo_server.demo_training.vae import CONFIG, train_vae
 
-        _, error = train_vae(data, out, cfg(CONFIG))
+        _, error = train_vae(data, out, cfg(CONFIG), device)
         return {"reconstruction_error_per_255": error}
     if stage == "clip":
         from ppo_server.demo_training.clip import CONFIG, train_clip
 
-        train_clip(data, CLIPTokenizer.from_pretrained(out / "tokenizer"), out, cfg(CONFIG))
+        train_clip(data, CLIPTokenizer.from_pretrained(out / "tokenizer"), out, cfg(CONFIG), device)
         return {}
     if stage == "unet":
         from diffusers import AutoencoderKL
@@ -64,13 +65,13 @@ def run_stage(stage: str, out: Path, models: Path, data, smoke: bool) -> dict:
         vae = AutoencoderKL.from_pretrained(out / "vae")
         clip = CLIPModel.from_pretrained(out / "clip")
         tokenizer = CLIPTokenizer.from_pretrained(out / "clip")
-        unet = train_unet(data, vae, text_encoder_of(clip), tokenizer, out, cfg(CONFIG))
+        unet = train_unet(data, vae, text_encoder_of(clip), tokenizer, out, cfg(CONFIG), device)
         unet.save_pretrained(out / "unet")
         return {"parameters": sum(p.numel() for p in unet.parameters())}
     if stage == "judge":
         from ppo_server.demo_training.judge import CONFIG, train_judge
 
-        train_judge(data, out, cfg(CONFIG))
+        train_judge(data, out, cfg(CONFIG), device)
         return {}
     if stage == "pipeline":
         from ppo_server.demo_training.pipeline import assemble
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=40000, help="training scenes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch decides)")
     parser.add_argument("--smoke", action="store_true", help="a few steps per stage on 64 images")
+    parser.add_argument("--device", default="cpu", help="where the training stages run: cpu, cuda, cuda:1 ...")
     parser.add_argument("-v", "--verbose", action="count", default=1)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -109,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     for stage in stages:
         started = time.perf_counter()
-        result = run_stage(stage, out, models, data, args.smoke)
+        result = run_stage(stage, out, models, data, args.smoke, args.device)
         report[stage] = {**result, "wall_seconds": round(time.perf_counter() - started, 1),
-                         "threads": torch.get_num_threads()}
+                         "threads": torch.get_num_threads(), "device": args.device}
         report_path.write_text(json.dumps(report, indent=2) + "\n")
         if stage in ("pipeline", "evaluate"):
             (models / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")

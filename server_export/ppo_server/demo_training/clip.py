@@ -48,23 +48,24 @@ def image_processor():
 
 def normalize(pixels: torch.Tensor) -> torch.Tensor:
     """[-1, 1] NCHW (the data set's range) to CLIP's normalized pixels."""
-    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    mean = torch.tensor(MEAN, device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=pixels.device).view(1, 3, 1, 1)
     return ((pixels + 1) / 2 - mean) / std
 
 
-def train_clip(data: SceneSet, tokenizer, folder: Path, config: TrainConfig = CONFIG):
+def train_clip(data: SceneSet, tokenizer, folder: Path, config: TrainConfig = CONFIG, device: str = "cpu"):
     torch.manual_seed(config.seed)
     model = build_clip(tokenizer)
-    trainer = Trainer("clip", model, config, folder / "checkpoints" / "clip")
+    trainer = Trainer("clip", model, config, folder / "checkpoints" / "clip", device)
 
     def loss_fn(step: int) -> torch.Tensor:
         indices = data.indices(step, config.batch, config.seed + 1)
         tokens = tokenizer(data.captions(indices, step, config.seed + 1), padding=True, truncation=True,
                            return_tensors="pt")
-        pixels = normalize(data.pixels(indices))
-        return model(input_ids=tokens.input_ids, pixel_values=pixels, return_loss=True).loss
+        pixels = normalize(data.pixels(indices, device))
+        return model(input_ids=tokens.input_ids.to(device), pixel_values=pixels, return_loss=True).loss
 
-    ema = trainer.run(loss_fn)
+    ema = trainer.run(loss_fn).to("cpu")
     ema.save_pretrained(folder / "clip")
     tokenizer.save_pretrained(folder / "clip")
     image_processor().save_pretrained(folder / "clip")

@@ -48,8 +48,11 @@ class SceneSet:
         rng = np.random.default_rng([seed, step, 1])
         return [caption(self.scenes[i], rng) for i in indices]
 
-    def pixels(self, indices: np.ndarray):
-        """Images as a float tensor in [-1, 1], NCHW."""
+    def pixels(self, indices: np.ndarray, device=None):
+        """Images as a float tensor in [-1, 1], NCHW, on ``device`` (default the CPU)."""
         import torch
 
-        return torch.from_numpy(self.images[indices]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        images = torch.from_numpy(self.images[indices])
+        if device is not None:
+            images = images.to(device)
+        return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0

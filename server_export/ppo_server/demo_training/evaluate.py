@@ -37,7 +37,20 @@ def generate(pipe, captions: list[str], seeds: list[int], *, steps: int = 20, gu
     return np.concatenate(images)
 
 
-def evaluate(models: Path, *, count: int = 200, steps: int = 20, guidance: float = 7.5) -> dict:
+GUIDANCE_SWEEP = (1.5, 3.0, 5.0, 7.5)
+"""Classifier-free guidance scales the prompt-following figures are also reported at."""
+
+
+@torch.no_grad()
+def vae_round_trip(pipe, images: np.ndarray) -> np.ndarray:
+    """Images encoded and decoded by the pipeline's VAE: the best any UNet could hand the decoder."""
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    decoded = pipe.vae.decode(pipe.vae.encode(pixels).latent_dist.mode()).sample
+    return ((decoded.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy().astype(np.uint8)
+
+
+def evaluate(models: Path, *, count: int = 200, steps: int = 20, guidance: float = 7.5,
+             guidance_sweep: tuple[float, ...] = GUIDANCE_SWEEP) -> dict:
     from transformers import CLIPModel, CLIPTokenizer
 
     from ppo_server.demo_training.clip import retrieval_top1
@@ -55,12 +68,18 @@ def evaluate(models: Path, *, count: int = 200, steps: int = 20, guidance: float
     clip = CLIPModel.from_pretrained(models / "clip", dtype=torch.float32)
     tokenizer = CLIPTokenizer.from_pretrained(models / "clip")
     held_out = SceneSet(max(count, 320), first=HELD_OUT_FIRST)
+    by_guidance = {}
+    for scale in sorted({*guidance_sweep, guidance}):
+        images = generated if scale == guidance else generate(pipe, captions, seeds, steps=steps, guidance=scale)
+        by_guidance[str(scale)] = agreement(judge, images, scenes)
     report = {
         "captions": count,
         "steps": steps,
         "guidance": guidance,
         "generated_agreement": agreement(judge, generated, scenes),
+        "agreement_by_guidance": by_guidance,
         "judge_accuracy_on_rendered": agreement(judge, rendered, scenes),
+        "judge_accuracy_on_vae_round_trip": agreement(judge, vae_round_trip(pipe, rendered), scenes),
         "clip_retrieval_top1_of_32": retrieval_top1(clip, tokenizer, held_out),
         "same_prompt_and_seed_identical": bool(np.array_equal(generated[:4], again)),
         "distinct_images": int(len({im.tobytes() for im in generated})),

@@ -64,19 +64,19 @@ def soften(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.stack(out)
 
 
-def train_judge(data: SceneSet, folder: Path, config: TrainConfig = CONFIG) -> Judge:
+def train_judge(data: SceneSet, folder: Path, config: TrainConfig = CONFIG, device: str = "cpu") -> Judge:
     torch.manual_seed(config.seed)
     judge = Judge()
-    trainer = Trainer("judge", judge, config, folder / "checkpoints" / "judge")
+    trainer = Trainer("judge", judge, config, folder / "checkpoints" / "judge", device)
 
     def loss_fn(step: int) -> torch.Tensor:
         indices = data.indices(step, config.batch, config.seed + 3)
-        pixels = soften(data.pixels(indices), torch.Generator().manual_seed(step))
+        pixels = soften(data.pixels(indices), torch.Generator().manual_seed(step)).to(device)
         outputs = judge(pixels)
         targets = labels([data.scenes[i] for i in indices])
-        return sum(nn.functional.cross_entropy(outputs[k], targets[k]) for k in HEADS)
+        return sum(nn.functional.cross_entropy(outputs[k], targets[k].to(device)) for k in HEADS)
 
-    ema = trainer.run(loss_fn)
+    ema = trainer.run(loss_fn).to("cpu")
     torch.save(ema.state_dict(), folder / "judge.pt")
     return ema
 

@@ -39,25 +39,32 @@ class TrainConfig:
 
 
 class Trainer:
-    """Runs ``loss_fn(step) -> loss`` for ``config.steps`` steps; resumes from ``folder/checkpoint.pt``."""
+    """Runs ``loss_fn(step) -> loss`` for ``config.steps`` steps; resumes from ``folder/checkpoint.pt``.
 
-    def __init__(self, name: str, model: torch.nn.Module, config: TrainConfig, folder: Path) -> None:
-        self.name, self.model, self.config, self.folder = name, model, config, Path(folder)
-        self.ema = copy.deepcopy(model).requires_grad_(False)
+    The model moves to ``device``; a run is deterministic for a given device (checkpoints carry the
+    random number generators' states) and a checkpoint resumes on any device."""
+
+    def __init__(self, name: str, model: torch.nn.Module, config: TrainConfig, folder: Path,
+                 device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.name, self.model, self.config, self.folder = name, model.to(self.device), config, Path(folder)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                            weight_decay=0.01)
         self.step = 0
         self.seconds = 0.0
         self.checkpoint = self.folder / "checkpoint.pt"
         if self.checkpoint.exists():
-            state = torch.load(self.checkpoint, weights_only=False)
+            state = torch.load(self.checkpoint, weights_only=False, map_location=self.device)
             if state["config"] != asdict(config):
                 logger.warning("%s: checkpoint was made with another config; continuing with the new one", name)
             model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.step, self.seconds = state["step"], state.get("seconds", 0.0)
-            torch.set_rng_state(state["torch_rng"])
+            torch.set_rng_state(state["torch_rng"].cpu())
+            if self.device.type == "cuda" and "cuda_rng" in state:
+                torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
             logger.info("%s: resumed at step %d", name, self.step)
 
     def save(self) -> None:
@@ -71,6 +78,8 @@ class Trainer:
             "config": asdict(self.config),
             "torch_rng": torch.get_rng_state(),
         }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         tmp = self.checkpoint.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self.checkpoint)  # a kill mid-save leaves the previous checkpoint intact

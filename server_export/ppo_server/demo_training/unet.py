@@ -48,30 +48,31 @@ def build_unet(latent_channels: int, cross_attention_dim: int):
 
 
 @torch.no_grad()
-def encode_latents(vae, data: SceneSet, batch: int = 256) -> torch.Tensor:
+def encode_latents(vae, data: SceneSet, batch: int = 256, device: str = "cpu") -> torch.Tensor:
     """Scaled posterior means of every training image (what the UNet learns to produce)."""
-    vae.eval()
+    vae.eval().to(device)
     chunks = []
     for start in range(0, len(data), batch):
         indices = np.arange(start, min(start + batch, len(data)))
-        chunks.append(vae.encode(data.pixels(indices)).latent_dist.mode() * vae.config.scaling_factor)
+        chunks.append(vae.encode(data.pixels(indices, device)).latent_dist.mode() * vae.config.scaling_factor)
     return torch.cat(chunks)
 
 
-def train_unet(data: SceneSet, vae, text_encoder, tokenizer, folder: Path, config: TrainConfig = CONFIG):
+def train_unet(data: SceneSet, vae, text_encoder, tokenizer, folder: Path, config: TrainConfig = CONFIG,
+               device: str = "cpu"):
     latents_path = folder / "checkpoints" / "unet" / "latents.pt"
     if latents_path.exists():
-        latents = torch.load(latents_path)
+        latents = torch.load(latents_path, map_location=device)
     else:
-        latents = encode_latents(vae, data)
+        latents = encode_latents(vae, data, device=device)
         latents_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(latents, latents_path)
-    text_encoder.eval().requires_grad_(False)
+    text_encoder.eval().requires_grad_(False).to(device)
     torch.manual_seed(config.seed)
     unet = build_unet(latents.shape[1], text_encoder.config.hidden_size)
     scheduler = noise_scheduler()
-    alphas = scheduler.alphas_cumprod
-    trainer = Trainer("unet", unet, config, folder / "checkpoints" / "unet")
+    alphas = scheduler.alphas_cumprod.to(device)
+    trainer = Trainer("unet", unet, config, folder / "checkpoints" / "unet", device)
 
     def loss_fn(step: int) -> torch.Tensor:
         rng = np.random.default_rng([config.seed, step, 2])
@@ -79,17 +80,17 @@ def train_unet(data: SceneSet, vae, text_encoder, tokenizer, folder: Path, confi
         captions = data.captions(indices, step, config.seed + 2)
         captions = ["" if rng.random() < UNCONDITIONAL_FRACTION else c for c in captions]
         ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                        return_tensors="pt").input_ids
+                        return_tensors="pt").input_ids.to(device)
         with torch.no_grad():
             hidden = text_encoder(ids)[0]
-        x0 = latents[torch.from_numpy(indices)]
-        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(rng.integers(2**31))))
-        t = torch.from_numpy(rng.integers(0, scheduler.config.num_train_timesteps, len(indices)))
+        x0 = latents[torch.from_numpy(indices).to(device)]
+        # noise drawn on the CPU: the same numbers whatever the device
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(rng.integers(2**31)))).to(device)
+        t = torch.from_numpy(rng.integers(0, scheduler.config.num_train_timesteps, len(indices))).to(device)
         noisy = scheduler.add_noise(x0, noise, t)
         prediction = unet(noisy, t, hidden).sample
         snr = alphas[t] / (1 - alphas[t])
         weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / snr
         return (weight.view(-1, 1, 1, 1) * (prediction - noise).pow(2)).mean()
 
-    ema = trainer.run(loss_fn)
-    return ema
+    return trainer.run(loss_fn).to("cpu")

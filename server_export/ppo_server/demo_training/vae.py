@@ -36,13 +36,13 @@ def build_vae():
     )
 
 
-def train_vae(data: SceneSet, folder: Path, config: TrainConfig = CONFIG):
+def train_vae(data: SceneSet, folder: Path, config: TrainConfig = CONFIG, device: str = "cpu"):
     torch.manual_seed(config.seed)
     vae = build_vae()
-    trainer = Trainer("vae", vae, config, folder / "checkpoints" / "vae")
+    trainer = Trainer("vae", vae, config, folder / "checkpoints" / "vae", device)
 
     def loss_fn(step: int) -> torch.Tensor:
-        x = data.pixels(data.indices(step, config.batch, config.seed))
+        x = data.pixels(data.indices(step, config.batch, config.seed), device)
         posterior = vae.encode(x).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample
         error = reconstruction - x
@@ -50,10 +50,10 @@ def train_vae(data: SceneSet, folder: Path, config: TrainConfig = CONFIG):
 
     ema = trainer.run(loss_fn)
     with torch.no_grad():
-        sample = data.pixels(data.indices(10**6, 512, config.seed))
+        sample = data.pixels(data.indices(10**6, 512, config.seed), device)
         latents = ema.encode(sample).latent_dist.mode()
         ema.register_to_config(scaling_factor=float(1.0 / latents.std()))
         error = (ema.decode(latents).sample - sample).abs().mean() * 127.5
     logger.info("vae: scaling factor %.4f, mean reconstruction error %.2f/255", ema.config.scaling_factor, error)
-    ema.save_pretrained(folder / "vae")
+    ema.to("cpu").save_pretrained(folder / "vae")
     return ema, float(error)

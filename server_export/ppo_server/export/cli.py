@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--intra-op-threads", type=int, default=0, help="onnxruntime threads per model (0: auto)")
     parser.add_argument("--txt2img-instances", type=int, default=2, help="pipeline loops that may run at once")
     parser.add_argument("--txt2img-queue-delay-us", type=int, default=5000, help="batching window of txt2img")
-    parser.add_argument("--component-queue-delay-us", type=int, default=2000, help="batching window of components")
+    parser.add_argument("--component-queue-delay-us", type=int, default=0,
+                        help="batching window of components (default %(default)s: merge only what queued)")
     parser.add_argument(
         "--target", choices=("python", "onnxruntime", "tensorrt", "torch-cuda"), default="python",
         help="python: onnxruntime in python-backend models, CPU (default); onnxruntime / tensorrt: "

@@ -45,7 +45,10 @@ class ExportOptions:
     """Largest height/width served; default four times the model's native side."""
     intra_op_threads: int = 0
     """onnxruntime threads per component model instance; 0 lets onnxruntime choose."""
-    component_serving: ServingOptions = ServingOptions()
+    component_serving: ServingOptions = ServingOptions(max_queue_delay_us=0)
+    """Components batch what queued while they were busy, without waiting for more: a wait is paid on
+    every denoising step of a lone request, and the pipeline loops already merge concurrent ones
+    (``benchmarks/tuning.py``)."""
     txt2img_serving: ServingOptions = ServingOptions(instance_count=2, max_queue_delay_us=5000)
     target: str = "python"
     """``python``: onnxruntime inside python-backend models (CPU, any Triton); ``onnxruntime``:
