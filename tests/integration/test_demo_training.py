@@ -57,6 +57,22 @@ def test_training_is_deterministic_on_one_device(smoke_run, tmp_path):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+def test_other_latent_grids_train_through_to_the_pipeline(smoke_run, tmp_path):
+    import shutil
+
+    out, _ = smoke_run
+    shutil.copytree(out / "run", tmp_path / "run", ignore=shutil.ignore_patterns("vae", "unet"))
+    shutil.copytree(out / "models", tmp_path / "models")  # its judge measures the new VAE's round trip
+    report = train("vae", "unet", "pipeline", "--latent-channels", "4", "--latent-downsample", "4",
+                   out=tmp_path / "run", models=tmp_path / "models")
+    assert report["vae"]["latents"] == "16x16x4"
+    assert set(report["vae"]["judge_accuracy_on_round_trip"]) == {"main_colour", "background", "main_shape"}
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "models" / "pipeline", dtype=torch.float32)
+    assert (pipe.unet.config.sample_size, pipe.unet.config.in_channels, pipe.vae_scale_factor) == (16, 4, 4)
+
+
 @pytest.mark.gpu
 def test_stages_train_on_a_gpu_and_resume_there_from_a_cpu_checkpoint(smoke_run, tmp_path):
     import shutil

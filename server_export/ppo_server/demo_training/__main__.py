@@ -33,7 +33,8 @@ STAGES = ("tokenizer", "vae", "clip", "unet", "judge", "pipeline", "evaluate")
 DEFAULT_MODELS = Path(__file__).resolve().parents[3] / "demo_models"
 
 
-def run_stage(stage: str, out: Path, models: Path, data, smoke: bool, device: str = "cpu") -> dict:
+def run_stage(stage: str, out: Path, models: Path, data, smoke: bool, device: str = "cpu",
+              latents: tuple[int, int] = (8, 8)) -> dict:
     from transformers import CLIPTokenizer
 
     def cfg(config):
@@ -46,10 +47,17 @@ def run_stage(stage: str, out: Path, models: Path, data, smoke: bool, device: st
         tokenizer = build_demo_tokenizer(out / "tokenizer", caption_seeds=seeds, vocab_size=1024 if smoke else 4096)
         return {"vocab_size": len(tokenizer)}
     if stage == "vae":
-        from ppo_server.demo_training.vae import CONFIG, train_vae
+        from ppo_server.demo_training.vae import CONFIG, LatentShape, train_vae
 
-        _, error = train_vae(data, out, cfg(CONFIG), device)
-        return {"reconstruction_error_per_255": error}
+        shape = LatentShape(*latents)
+        vae, error = train_vae(data, out, cfg(CONFIG), device, shape)
+        side = 64 // shape.downsample
+        result = {"reconstruction_error_per_255": error, "latents": f"{side}x{side}x{shape.channels}"}
+        if (models / "judge.pt").exists():  # how much of each attribute survives the round trip
+            from ppo_server.demo_training.evaluate import vae_ceiling
+
+            result["judge_accuracy_on_round_trip"] = vae_ceiling(vae, models / "judge.pt", 16 if smoke else 200)
+        return result
     if stage == "clip":
         from ppo_server.demo_training.clip import CONFIG, train_clip
 
@@ -97,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch decides)")
     parser.add_argument("--smoke", action="store_true", help="a few steps per stage on 64 images")
     parser.add_argument("--device", default="cpu", help="where the training stages run: cpu, cuda, cuda:1 ...")
+    parser.add_argument("--latent-channels", type=int, default=8, help="VAE latent depth (shipped: 8)")
+    parser.add_argument("--latent-downsample", type=int, default=8, choices=(2, 4, 8),
+                        help="VAE latents are this many times smaller per side than the 64x64 scenes (shipped: 8)")
     parser.add_argument("-v", "--verbose", action="count", default=1)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -111,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     for stage in stages:
         started = time.perf_counter()
-        result = run_stage(stage, out, models, data, args.smoke, args.device)
+        result = run_stage(stage, out, models, data, args.smoke, args.device,
+                           (args.latent_channels, args.latent_downsample))
         report[stage] = {**result, "wall_seconds": round(time.perf_counter() - started, 1),
                          "threads": torch.get_num_threads(), "device": args.device}
         report_path.write_text(json.dumps(report, indent=2) + "\n")

@@ -42,11 +42,21 @@ GUIDANCE_SWEEP = (1.5, 3.0, 5.0, 7.5)
 
 
 @torch.no_grad()
-def vae_round_trip(pipe, images: np.ndarray) -> np.ndarray:
-    """Images encoded and decoded by the pipeline's VAE: the best any UNet could hand the decoder."""
+def vae_round_trip(vae, images: np.ndarray) -> np.ndarray:
+    """Images encoded and decoded by a VAE: the best any UNet could hand its decoder."""
+    vae = vae.float().cpu().eval()
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    decoded = pipe.vae.decode(pipe.vae.encode(pixels).latent_dist.mode()).sample
+    decoded = vae.decode(vae.encode(pixels).latent_dist.mode()).sample
     return ((decoded.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy().astype(np.uint8)
+
+
+def vae_ceiling(vae, judge_path: Path, count: int = 200) -> dict[str, float]:
+    """The judge's agreement on held-out scenes after a round trip through ``vae``."""
+    from ppo_server.demo_training.judge import agreement, load_judge
+
+    examples = [example(s) for s in range(HELD_OUT_FIRST, HELD_OUT_FIRST + count)]
+    rendered = np.stack([e[0] for e in examples])
+    return agreement(load_judge(judge_path).float(), vae_round_trip(vae, rendered), [e[2] for e in examples])
 
 
 def evaluate(models: Path, *, count: int = 200, steps: int = 20, guidance: float = 7.5,
@@ -79,7 +89,7 @@ def evaluate(models: Path, *, count: int = 200, steps: int = 20, guidance: float
         "generated_agreement": agreement(judge, generated, scenes),
         "agreement_by_guidance": by_guidance,
         "judge_accuracy_on_rendered": agreement(judge, rendered, scenes),
-        "judge_accuracy_on_vae_round_trip": agreement(judge, vae_round_trip(pipe, rendered), scenes),
+        "judge_accuracy_on_vae_round_trip": agreement(judge, vae_round_trip(pipe.vae, rendered), scenes),
         "clip_retrieval_top1_of_32": retrieval_top1(clip, tokenizer, held_out),
         "same_prompt_and_seed_identical": bool(np.array_equal(generated[:4], again)),
         "distinct_images": int(len({im.tobytes() for im in generated})),

@@ -1,4 +1,4 @@
-"""The demo UNet: text-conditioned denoising of the VAE's 8x8x8 latents, Stable Diffusion's recipe.
+"""The demo UNet: text-conditioned denoising of the VAE's latents (8x8x8), Stable Diffusion's recipe.
 
 Latents are computed once with the trained VAE; the frozen CLIP text tower encodes a fresh caption
 of each scene every step (one in ten replaced by the empty prompt, for classifier-free guidance);
@@ -30,11 +30,11 @@ def noise_scheduler():
                          prediction_type="epsilon")
 
 
-def build_unet(latent_channels: int, cross_attention_dim: int):
+def build_unet(latent_channels: int, cross_attention_dim: int, latent_side: int = 8):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=8,
+        sample_size=latent_side,
         in_channels=latent_channels,
         out_channels=latent_channels,
         block_out_channels=(64, 128),
@@ -69,7 +69,7 @@ def train_unet(data: SceneSet, vae, text_encoder, tokenizer, folder: Path, confi
         torch.save(latents, latents_path)
     text_encoder.eval().requires_grad_(False).to(device)
     torch.manual_seed(config.seed)
-    unet = build_unet(latents.shape[1], text_encoder.config.hidden_size)
+    unet = build_unet(latents.shape[1], text_encoder.config.hidden_size, latents.shape[-1])
     scheduler = noise_scheduler()
     alphas = scheduler.alphas_cumprod.to(device)
     trainer = Trainer("unet", unet, config, folder / "checkpoints" / "unet", device)

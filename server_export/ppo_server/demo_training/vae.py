@@ -1,4 +1,5 @@
-"""The demo VAE: an ``AutoencoderKL`` whose latents are 8x smaller per side than the 64x64 scenes.
+"""The demo VAE: an ``AutoencoderKL`` whose latents are 8x smaller per side than the 64x64 scenes
+(``LatentShape`` tries other grids).
 
 Eight latent channels (Stable Diffusion has four) keep background patterns and outlines, which
 the virtual users care about, at an 8x8 latent grid that makes every UNet step cheap.
@@ -7,6 +8,7 @@ the virtual users care about, at an 8x8 latent grid that makes every UNet step c
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,25 +22,39 @@ CONFIG = TrainConfig(steps=3000, batch=24, lr=1e-3, warmup=100, ema_decay=0.998)
 KL_WEIGHT = 1e-6
 
 
-def build_vae():
+@dataclass(frozen=True)
+class LatentShape:
+    """The latent grid: 64 / ``downsample`` per side, ``channels`` deep (the shipped VAE: 8x8x8)."""
+
+    channels: int = 8
+    downsample: int = 8
+
+    def __post_init__(self) -> None:
+        if self.downsample not in (2, 4, 8) or self.channels < 1:
+            raise ValueError(f"latents must be 2, 4 or 8 times smaller per side and >= 1 deep: {self}")
+
+
+def build_vae(shape: LatentShape = LatentShape()):
     from diffusers import AutoencoderKL
 
+    blocks = {2: 2, 4: 3, 8: 4}[shape.downsample]
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 32, 64, 64),
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        block_out_channels=(16, 32, 64, 64)[:blocks],
         layers_per_block=1,
-        latent_channels=8,
+        latent_channels=shape.channels,
         norm_num_groups=8,
         sample_size=64,
     )
 
 
-def train_vae(data: SceneSet, folder: Path, config: TrainConfig = CONFIG, device: str = "cpu"):
+def train_vae(data: SceneSet, folder: Path, config: TrainConfig = CONFIG, device: str = "cpu",
+              shape: LatentShape = LatentShape()):
     torch.manual_seed(config.seed)
-    vae = build_vae()
+    vae = build_vae(shape)
     trainer = Trainer("vae", vae, config, folder / "checkpoints" / "vae", device)
 
     def loss_fn(step: int) -> torch.Tensor:
