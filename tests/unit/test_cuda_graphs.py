@@ -22,6 +22,15 @@ def test_a_batch_pads_up_to_the_next_listed_size_and_larger_ones_run_eagerly():
     assert bucket_for(9, batches) is None
 
 
+def test_the_export_refuses_a_bad_batch_list_before_any_work(tmp_path):
+    from ppo_server.errors import ExportError
+    from ppo_server.export.repository import ExportOptions, export_pipeline
+
+    with pytest.raises(ExportError, match="--cuda-graph-batches: .*positive"):
+        export_pipeline(str(tmp_path / "absent"), tmp_path / "repo", ExportOptions(target="torch-cuda", cuda_graph_batches="0,2"))
+    assert not (tmp_path / "repo").exists()
+
+
 @pytest.mark.gpu
 def test_graph_replays_match_eager_runs_of_a_small_unet():
     import torch

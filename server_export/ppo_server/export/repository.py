@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ppo_client import contract
+from ppo_server.backends.cuda_graphs import parse_batches
 from ppo_server.errors import ExportError
 from ppo_server.export import specs as export_specs
 from ppo_server.export.model_config import ServingOptions, build_config, write_config
@@ -120,6 +121,10 @@ def check_target(options: ExportOptions) -> None:
         raise ExportError(f"unknown precision {options.precision!r}; choose fp32 or fp16")
     if options.precision == "fp16" and options.target != "tensorrt":
         raise ExportError("--precision fp16 applies to --target tensorrt only (ONNX files are exported in fp32)")
+    try:
+        parse_batches(options.cuda_graph_batches)
+    except ValueError as exc:
+        raise ExportError(f"--cuda-graph-batches: {exc}") from None
     if options.target == "tensorrt":
         from ppo_server.export.tensorrt import require_tensorrt
 

@@ -4,7 +4,7 @@ The module is saved with ``save_pretrained`` beside a manifest naming its class 
 wrapper the ONNX export traces (``export.specs``), so both targets compute the same function. On a
 GPU the UNet, text encoder and image encoder run in fp16 with PyTorch's scaled-dot-product
 attention; the VAE decoder stays in fp32 (fp16 VAEs can overflow to NaN). The UNet, called once per
-denoising step, replays CUDA graphs for the batch sizes listed (``backends.torch_model``). Without a
+denoising step, replays CUDA graphs for the batch sizes listed (``backends.cuda_graphs``). Without a
 GPU the same models run eagerly in fp32 on the CPU, which is how this target is tested here.
 """
 
