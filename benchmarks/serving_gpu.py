@@ -80,9 +80,7 @@ def load_failures(log_file: Path) -> list[str]:
 
 
 def unet_latency(server, grpc, shapes: Shapes, side: int, repeats: int) -> list[dict]:
-    import tritonclient.grpc as grpc_client
-
-    client = grpc_client.InferenceServerClient(server.grpc_url)
+    client = grpc.InferenceServerClient(server.grpc_url)
     latent_side = side // 8
     rng = np.random.default_rng(0)
     rows_out = []
@@ -250,8 +248,7 @@ def main() -> None:
         except Exception as exc:  # keep what the other variant measured
             log(f"{name} failed: {exc}")
             results["served"][name] = {"error": str(exc)[-2000:]}
-        write_results(out, results, args)
-    summary = write_results(out, results, args)
+        summary = write_results(out, results, args)  # after each variant, so a later failure loses nothing
     print(json.dumps(summary, indent=2), flush=True)
     log(f"wrote {out}")
 

@@ -78,7 +78,7 @@ def evaluate(models: Path, *, count: int = 200, steps: int = 20, guidance: float
     clip = CLIPModel.from_pretrained(models / "clip", dtype=torch.float32)
     tokenizer = CLIPTokenizer.from_pretrained(models / "clip")
     held_out = SceneSet(max(count, 320), first=HELD_OUT_FIRST)
-    by_guidance = {}
+    by_guidance = {}  # the default scale's images are the ones generated above
     for scale in sorted({*guidance_sweep, guidance}):
         images = generated if scale == guidance else generate(pipe, captions, seeds, steps=steps, guidance=scale)
         by_guidance[str(scale)] = agreement(judge, images, scenes)
@@ -86,7 +86,7 @@ def evaluate(models: Path, *, count: int = 200, steps: int = 20, guidance: float
         "captions": count,
         "steps": steps,
         "guidance": guidance,
-        "generated_agreement": agreement(judge, generated, scenes),
+        "generated_agreement": by_guidance[str(guidance)],
         "agreement_by_guidance": by_guidance,
         "judge_accuracy_on_rendered": agreement(judge, rendered, scenes),
         "judge_accuracy_on_vae_round_trip": agreement(judge, vae_round_trip(pipe.vae, rendered), scenes),
