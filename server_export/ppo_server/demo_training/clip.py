@@ -2,18 +2,27 @@
 
 Its text tower is also the demo pipeline's text encoder (as CLIP ViT-L's is Stable Diffusion 1.5's),
 and its image tower is the encoder the personalized scorers use.
+
+Random captions differ in colours first, so plain contrastive training learns to ignore shape, and
+then so does every model conditioned on this text tower. Two additions make both towers encode it:
+each image also meets a hard negative (its own caption, word for word, with one attribute of the
+scene changed, mostly the main object's shape), and small linear heads read the main object's shape
+and colour and the background colour off both towers' features during training (then dropped).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from ppo_client.demo.scenes import caption
+from ppo_client.demo.scenes import COLOURS, SHAPES, Scene, caption
 from ppo_server.demo_training.data import SceneSet
+from ppo_server.demo_training.judge import HEADS, labels
 from ppo_server.demo_training.training_loop import TrainConfig, Trainer
 
 logger = logging.getLogger(__name__)
@@ -22,6 +31,10 @@ CONFIG = TrainConfig(steps=1500, batch=128, lr=1e-3, warmup=150, ema_decay=0.995
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 """CLIP's own pixel statistics, so real CLIP checkpoints and this one share preprocessing."""
+NEGATIVE_KINDS = ("shape", "shape", "shape", "colour", "background")
+"""What a hard negative changes, drawn uniformly: shape is what plain contrastive training misses."""
+ATTRIBUTE_WEIGHT = 0.5
+"""Weight of the attribute heads' loss (per tower) next to the contrastive loss."""
 
 
 def build_clip(tokenizer):
@@ -53,19 +66,77 @@ def normalize(pixels: torch.Tensor) -> torch.Tensor:
     return ((pixels + 1) / 2 - mean) / std
 
 
+def variants(scene: Scene, kind: str) -> list[Scene]:
+    """Every scene that differs from ``scene`` only in ``kind``: main ``shape`` or ``colour``, or ``background``."""
+    main = scene.main
+    if kind == "background":
+        taken = {o.colour for o in scene.objects} | {scene.background}
+        return [replace(scene, background=c) for c in COLOURS if c not in taken]
+    if kind == "shape":
+        mains = [replace(main, shape=s) for s in SHAPES if s != main.shape]
+    elif kind == "colour":
+        mains = [replace(main, colour=c) for c in COLOURS if c not in (main.colour, scene.background)]
+    else:
+        raise ValueError(f"unknown attribute {kind!r}")
+    return [replace(scene, objects=tuple(m if o is main else o for o in scene.objects)) for m in mains]
+
+
+def altered(scene: Scene, rng: np.random.Generator) -> Scene:
+    """``scene`` with one attribute changed, drawn from ``NEGATIVE_KINDS``."""
+    options = variants(scene, NEGATIVE_KINDS[int(rng.integers(len(NEGATIVE_KINDS)))])
+    return options[int(rng.integers(len(options)))]
+
+
+def caption_pairs(data: SceneSet, indices: np.ndarray, step: int,
+                  seed: int) -> tuple[list[str], list[str], list[Scene]]:
+    """A caption of each scene, the same wording of an altered scene (same random draws), and those scenes."""
+    captions, negatives, altered_scenes = [], [], []
+    for j, i in enumerate(indices):
+        scene = data.scenes[i]
+        negative = altered(scene, np.random.default_rng([seed, step, 3, j]))
+        captions.append(caption(scene, np.random.default_rng([seed, step, 1, j])))
+        negatives.append(caption(negative, np.random.default_rng([seed, step, 1, j])))
+        altered_scenes.append(negative)
+    return captions, negatives, altered_scenes
+
+
+class _WithAttributeHeads(nn.Module):
+    """The CLIP being trained plus the linear attribute heads of each tower (not saved with it)."""
+
+    def __init__(self, clip) -> None:
+        super().__init__()
+        self.clip = clip
+        width = clip.config.projection_dim
+        self.text_heads = nn.ModuleDict({k: nn.Linear(width, n) for k, n in HEADS.items()})
+        self.image_heads = nn.ModuleDict({k: nn.Linear(width, n) for k, n in HEADS.items()})
+
+
+def _attribute_loss(heads: nn.ModuleDict, features: torch.Tensor, scenes: list[Scene]) -> torch.Tensor:
+    targets = labels(scenes)
+    return sum(nn.functional.cross_entropy(heads[k](features), targets[k].to(features.device)) for k in heads)
+
+
 def train_clip(data: SceneSet, tokenizer, folder: Path, config: TrainConfig = CONFIG, device: str = "cpu"):
     torch.manual_seed(config.seed)
-    model = build_clip(tokenizer)
+    model = _WithAttributeHeads(build_clip(tokenizer))
     trainer = Trainer("clip", model, config, folder / "checkpoints" / "clip", device)
 
     def loss_fn(step: int) -> torch.Tensor:
         indices = data.indices(step, config.batch, config.seed + 1)
-        tokens = tokenizer(data.captions(indices, step, config.seed + 1), padding=True, truncation=True,
-                           return_tensors="pt")
+        captions, negatives, altered_scenes = caption_pairs(data, indices, step, config.seed + 1)
+        tokens = tokenizer(captions + negatives, padding=True, truncation=True, return_tensors="pt")
         pixels = normalize(data.pixels(indices, device))
-        return model(input_ids=tokens.input_ids.to(device), pixel_values=pixels, return_loss=True).loss
+        out = model.clip(input_ids=tokens.input_ids.to(device), pixel_values=pixels)
+        targets = torch.arange(len(indices), device=device)
+        # images choose among all captions, hard negatives included; captions choose among images
+        image_loss = nn.functional.cross_entropy(out.logits_per_image, targets)
+        text_loss = nn.functional.cross_entropy(out.logits_per_text[: len(indices)], targets)
+        scenes = [data.scenes[i] for i in indices]
+        attributes = (_attribute_loss(model.text_heads, out.text_embeds, scenes + altered_scenes)
+                      + _attribute_loss(model.image_heads, out.image_embeds, scenes))
+        return (image_loss + text_loss) / 2 + ATTRIBUTE_WEIGHT * attributes
 
-    ema = trainer.run(loss_fn).to("cpu")
+    ema = trainer.run(loss_fn).clip.to("cpu")
     ema.save_pretrained(folder / "clip")
     tokenizer.save_pretrained(folder / "clip")
     image_processor().save_pretrained(folder / "clip")
@@ -93,3 +164,25 @@ def retrieval_top1(model, tokenizer, data: SceneSet, *, group: int = 32, seed: i
         hits += int((image @ text.T).argmax(dim=1).eq(torch.arange(group)).sum())
         total += group
     return hits / max(total, 1)
+
+
+@torch.no_grad()
+def attribute_top1(model, tokenizer, images: np.ndarray, scenes: list[Scene], seed: int = 7) -> dict[str, float]:
+    """How often an image picks its own caption over the same words with one attribute changed.
+
+    Random captions rarely differ in one attribute only, so retrieval among them can be near perfect
+    while the text tower ignores shape; this is the figure that shows it."""
+    model.eval()
+    pixels = normalize(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0)
+    image = nn.functional.normalize(_features(model.get_image_features(pixel_values=pixels)), dim=-1)
+    result = {}
+    for kind in ("shape", "colour", "background"):
+        hits = 0
+        for j, scene in enumerate(scenes):
+            candidates = [scene, *variants(scene, kind)]
+            texts = [caption(c, np.random.default_rng([seed, j])) for c in candidates]
+            tokens = tokenizer(texts, padding=True, return_tensors="pt")
+            text = nn.functional.normalize(_features(model.get_text_features(input_ids=tokens.input_ids)), dim=-1)
+            hits += int((text @ image[j]).argmax() == 0)
+        result[kind] = hits / max(len(scenes), 1)
+    return result

@@ -59,11 +59,53 @@ def vae_ceiling(vae, judge_path: Path, count: int = 200) -> dict[str, float]:
     return agreement(load_judge(judge_path).float(), vae_round_trip(vae, rendered), [e[2] for e in examples])
 
 
+@torch.no_grad()
+def _pooled(text_encoder, tokenizer, captions: list[str]) -> torch.Tensor:
+    tokens = tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")
+    hidden = text_encoder(tokens.input_ids)[0]
+    mask = tokens.attention_mask[..., None].float()
+    return (hidden * mask).sum(1) / mask.sum(1)
+
+
+def text_encoder_probe(text_encoder, tokenizer, *, train: int = 3000, test: int = 500) -> dict[str, float]:
+    """Held-out accuracy of linear probes reading the caption's attributes off the text encoder.
+
+    The UNet sees the prompt only through this encoder's hidden states, so an attribute these probes
+    cannot read is one no amount of UNet training can make the images follow."""
+    from ppo_server.demo_training.judge import HEADS, labels
+
+    text_encoder = text_encoder.float().cpu().eval()
+    fit = [example(s) for s in range(train)]
+    held = [example(s) for s in range(HELD_OUT_FIRST, HELD_OUT_FIRST + test)]
+    x_fit = _pooled(text_encoder, tokenizer, [e[1] for e in fit])
+    x_held = _pooled(text_encoder, tokenizer, [e[1] for e in held])
+    mean, std = x_fit.mean(0), x_fit.std(0) + 1e-6
+    x_fit, x_held = (x_fit - mean) / std, (x_held - mean) / std
+    y_fit, y_held = labels([e[2] for e in fit]), labels([e[2] for e in held])
+    result = {}
+    for name, classes in HEADS.items():
+        torch.manual_seed(0)
+        probe = torch.nn.Linear(x_fit.shape[1], classes)
+        optimizer = torch.optim.LBFGS(probe.parameters(), max_iter=300)
+
+        def closure():
+            optimizer.zero_grad()
+            with torch.enable_grad():
+                loss = (torch.nn.functional.cross_entropy(probe(x_fit), y_fit[name])
+                        + 1e-3 * probe.weight.pow(2).sum())
+                loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        result[name] = float((probe(x_held).argmax(1) == y_held[name]).float().mean())
+    return result
+
+
 def evaluate(models: Path, *, count: int = 200, steps: int = 20, guidance: float = 7.5,
              guidance_sweep: tuple[float, ...] = GUIDANCE_SWEEP) -> dict:
     from transformers import CLIPModel, CLIPTokenizer
 
-    from ppo_server.demo_training.clip import retrieval_top1
+    from ppo_server.demo_training.clip import attribute_top1, retrieval_top1
     from ppo_server.demo_training.judge import agreement, load_judge
 
     seeds = list(range(HELD_OUT_FIRST, HELD_OUT_FIRST + count))
@@ -91,6 +133,9 @@ def evaluate(models: Path, *, count: int = 200, steps: int = 20, guidance: float
         "judge_accuracy_on_rendered": agreement(judge, rendered, scenes),
         "judge_accuracy_on_vae_round_trip": agreement(judge, vae_round_trip(pipe.vae, rendered), scenes),
         "clip_retrieval_top1_of_32": retrieval_top1(clip, tokenizer, held_out),
+        "clip_top1_against_one_attribute_changed": attribute_top1(clip, tokenizer, rendered, scenes),
+        "text_encoder_linear_probe": text_encoder_probe(pipe.text_encoder, pipe.tokenizer,
+                                                        train=15 * count, test=5 * count // 2),
         "same_prompt_and_seed_identical": bool(np.array_equal(generated[:4], again)),
         "distinct_images": int(len({im.tobytes() for im in generated})),
     }
