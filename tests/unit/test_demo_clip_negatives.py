@@ -1,6 +1,7 @@
 import dataclasses
 
 import numpy as np
+import torch
 import pytest
 
 from ppo_client.demo.scenes import example
@@ -57,3 +58,35 @@ def test_caption_pairs_share_wording_but_name_the_changed_attribute():
     # the same words apart from the changed attribute's: most words are shared
     shared = [len(set(c.split()) & set(n.split())) / len(set(c.split())) for c, n in zip(captions, negatives)]
     assert np.mean(shared) > 0.7
+
+
+class _BagOfWords(torch.nn.Module):
+    """A text encoder whose hidden states are its token embeddings: it keeps every word."""
+
+    def __init__(self, vocab: int, width: int = 32) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(vocab, width)
+
+    def forward(self, input_ids):
+        return (self.embed(input_ids),)
+
+
+class _Blind(_BagOfWords):
+    def forward(self, input_ids):
+        return (torch.zeros(*input_ids.shape, 4),)
+
+
+def test_text_encoder_probe_tells_an_encoder_that_keeps_words_from_one_that_keeps_nothing():
+    from transformers import CLIPTokenizer
+
+    from ppo_server.demo_training.evaluate import text_encoder_probe
+    from ppo_server.export.presets import demo_pipeline_dir
+
+    tokenizer = CLIPTokenizer.from_pretrained(demo_pipeline_dir() / "tokenizer")
+    keeps = text_encoder_probe(_BagOfWords(tokenizer.vocab_size), tokenizer, train=400, test=100)
+    blind = text_encoder_probe(_Blind(tokenizer.vocab_size), tokenizer, train=400, test=100)
+    for name in keeps:
+        assert blind[name] < 0.3, blind  # no better than guessing the commonest class
+        # mean-pooled words lose their order (which colour is the background's), yet beat guessing
+        assert keeps[name] > blind[name] + 0.15, (keeps, blind)
