@@ -4,7 +4,8 @@ Its text tower is also the demo pipeline's text encoder (as CLIP ViT-L's is Stab
 and its image tower is the encoder the personalized scorers use.
 
 Random captions differ in colours first, so plain contrastive training learns to ignore shape, and
-then so does every model conditioned on this text tower. Two additions make both towers encode it:
+then so does every model conditioned on this text tower. Two additions make the text tower encode
+it (measured; the image tower still barely agrees with it on shape):
 each image also meets a hard negative (its own caption, word for word, with one attribute of the
 scene changed, mostly the main object's shape), and small linear heads read the main object's shape
 and colour and the background colour off both towers' features during training (then dropped).
