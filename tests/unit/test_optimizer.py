@@ -82,6 +82,19 @@ def test_unusable_replies_are_retried_then_filled_in_by_keyword_mutation():
     assert all(p.startswith(INITIAL) and p.count(",") >= 1 for p in proposal.prompts)  # mutations of the best prompts
 
 
+def test_when_the_best_prompts_are_too_long_to_mutate_the_fallback_mutates_the_users_prompt():
+    long = f"{INITIAL}, " + ", ".join(f"word{i}" for i in range(30))
+    latest = [[ScoredPrompt(long, 7.0), ScoredPrompt(f"{long}, more", 6.0)]]
+
+    def short_only(prompts):
+        return [p for p in prompts if len(p) <= len(INITIAL) + 60]
+
+    llm = ScriptedLLM([f'["{long}, again"]', f'["{long}, again"]'])
+    proposal = LLMProposer(llm.client(), "s+p").propose(INITIAL, latest, 3, np.random.default_rng(0), set(), short_only)
+    assert proposal.fallback == 3 and len(set(proposal.prompts)) == 3
+    assert all(p.startswith(f"{INITIAL}, ") and "word" not in p for p in proposal.prompts)
+
+
 def test_baselines_propose_new_distinct_prompts_deterministically():
     for proposer in (RandomProposer(), GeneticProposer()):
         first = proposer.initial(INITIAL, 6, np.random.default_rng(1), set(), keep_all).prompts

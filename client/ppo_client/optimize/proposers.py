@@ -92,9 +92,15 @@ def _mutations(pool: Sequence[str], rng, count: Callable[[], int | None] = lambd
         yield mutate(pool[int(rng.integers(len(pool)))], rng, count())
 
 
-def _fill(prompts: list[str], n: int, pool: Sequence[str], seen: set[str], rng, keep: Filter) -> tuple[list[str], int]:
-    """Top up to ``n`` prompts with keyword mutations of ``pool``; returns (prompts, how many added)."""
-    added = _take(_mutations(pool, rng), n - len(prompts), seen, keep, limit=50 * n)
+def _fill(prompts: list[str], n: int, pools: Sequence[Sequence[str]], seen: set[str], rng, keep: Filter) -> tuple[list[str], int]:
+    """Top up to ``n`` prompts with keyword mutations of the first pool, then the next ones; returns
+    (prompts, how many added). A later pool (the user's own short prompt) rescues a run whose best
+    prompts have grown so long that no mutation of them fits the token limit."""
+    added: list[str] = []
+    for pool in pools:
+        if len(prompts) + len(added) >= n:
+            break
+        added += _take(_mutations(pool, rng), n - len(prompts) - len(added), seen, keep, limit=50 * n)
     return prompts + added, len(added)
 
 
@@ -198,7 +204,7 @@ class LLMProposer:
     def initial(self, prompt: str, n: int, rng, seen: set[str], keep: Filter) -> Proposal:
         calls: list[dict] = []
         prompts = self._prompts("diversify", templates.diversify(prompt, n), n, seen, keep, calls)
-        prompts, fallback = _fill(prompts, n, [prompt], seen, rng, keep)
+        prompts, fallback = _fill(prompts, n, [[prompt]], seen, rng, keep)
         return Proposal(prompts, calls, fallback=fallback)
 
     def propose(self, initial: str, history: Sequence[Sequence[ScoredPrompt]], n: int, rng, seen: set[str], keep: Filter) -> Proposal:
@@ -223,8 +229,8 @@ class LLMProposer:
             ranked = sorted(best.items(), key=lambda item: item[1])[-self.top_k :]  # ascending: best last
             text = templates.propose(initial, n, current=[], history=ranked, feedback=feedback, with_images=images)
         prompts = self._prompts("propose", text, n, seen, keep, calls, [sp.best_image for sp in latest] if images else ())
-        pool = [sp.prompt for sp in sorted(latest, key=lambda sp: sp.score, reverse=True)[:2]] or [initial]
-        prompts, fallback = _fill(prompts, n, pool, seen, rng, keep)
+        leaders = [sp.prompt for sp in sorted(latest, key=lambda sp: sp.score, reverse=True)[:2]]
+        prompts, fallback = _fill(prompts, n, [leaders, [initial]] if leaders else [[initial]], seen, rng, keep)
         if fallback:
             logger.info("the LLM gave %d usable prompts of %d; %d filled in by keyword mutation", n - fallback, n, fallback)
         return Proposal(prompts, calls, feedback, fallback)
