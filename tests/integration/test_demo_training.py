@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,6 +38,10 @@ def test_every_stage_runs_and_writes_the_shipped_artefacts(smoke_run):
     assert pipe.unet.config.in_channels == pipe.vae.config.latent_channels == 8
     assert (models / "clip" / "config.json").exists() and (models / "judge.pt").exists()
     assert json.loads((models / "training_report.json").read_text())["evaluate"]["same_prompt_and_seed_identical"]
+    assert report["judge"]["trained_on_vae_round_trips"]  # the vae stage ran first, so the judge saw its decodings
+    renders = np.load(out / "run" / "data" / "scenes_0_64.npz")["images"]
+    round_trips = np.load(out / "run" / "data" / "round_trips_0_64.npy")
+    assert round_trips.shape == renders.shape and not np.array_equal(round_trips, renders)
 
 
 def test_a_finished_stage_resumes_from_its_checkpoint_instead_of_starting_over(smoke_run):

@@ -8,6 +8,7 @@ continues where it stopped:
     clip       small CLIP, contrastive on scene/caption pairs
     unet       text-conditioned latent denoiser (needs vae, clip)
     judge      CNN that reads main colour, main shape and background colour off pixels
+               (renders and their round trips through the vae)
     pipeline   write the shipped artefacts (half precision) to --models
     evaluate   prompt-following and retrieval figures, written to --models/training_report.json
 
@@ -77,10 +78,13 @@ def run_stage(stage: str, out: Path, models: Path, data, smoke: bool, device: st
         unet.save_pretrained(out / "unet")
         return {"parameters": sum(p.numel() for p in unet.parameters())}
     if stage == "judge":
+        from diffusers import AutoencoderKL
+
         from ppo_server.demo_training.judge import CONFIG, train_judge
 
-        train_judge(data, out, cfg(CONFIG), device)
-        return {}
+        vae = AutoencoderKL.from_pretrained(out / "vae") if (out / "vae").exists() else None
+        train_judge(data, out, cfg(CONFIG), device, vae)
+        return {"trained_on_vae_round_trips": vae is not None}
     if stage == "pipeline":
         from ppo_server.demo_training.pipeline import assemble
 
