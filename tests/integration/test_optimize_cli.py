@@ -78,7 +78,7 @@ def test_bad_requests_get_clear_errors(triton_server, store, tmp_path, capsys):
 
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
 def test_the_llm_optimizer_with_feedback_runs_on_the_local_llm(triton_server, store, tmp_path):
-    llm_servers_before = len(processes_mentioning("llama_cpp.server"))
+    llm_servers_before = set(processes_mentioning("llama_cpp.server"))
     run = tmp_path / "llm"
     args = ["--user", "ana", "--prompt", "a red cat on a blue sofa", "--iterations", "1", "--n-prompts", "2",
             "--seeds", "1", "--optimizer", "llm", "--context", "s+p+f", "--run-dir", str(run), "--subject-guard", "0"]
@@ -89,7 +89,8 @@ def test_the_llm_optimizer_with_feedback_runs_on_the_local_llm(triton_server, st
     assert records[1]["feedback"] and len(records[1]["prompts"]) == 2
     summary = json.loads((run / "summary.json").read_text())
     assert summary["timings"]["llm_s"] > 0 and summary["iterations_done"] == 1
-    assert len(processes_mentioning("llama_cpp.server")) == llm_servers_before  # the local LLM was stopped
+    # the local LLM it started (on its own port) was stopped; other jobs' LLM servers may come and go
+    assert set(processes_mentioning("llama_cpp.server")) <= llm_servers_before
 
 
 def test_a_server_that_goes_away_mid_run_loses_no_finished_iteration(triton_server, tiny_repository, store, tmp_path):
