@@ -22,7 +22,8 @@ from diffusers import AutoencoderKL
 
 from ppo_client.demo.scenes import example
 from ppo_server.demo_training import judge as current
-from ppo_server.demo_training.evaluate import HELD_OUT_FIRST, vae_round_trip
+from ppo_server.demo_training.evaluate import HELD_OUT_FIRST
+from ppo_server.demo_training.vae import vae_round_trip
 from ppo_server.export.presets import demo_pipeline_dir
 
 FIRST = HELD_OUT_FIRST + 10_000
@@ -48,7 +49,7 @@ def main() -> None:
     examples = [example(seed) for seed in range(args.first, args.first + args.scenes)]
     renders, scenes = np.stack([e[0] for e in examples]), [e[2] for e in examples]
     vae = AutoencoderKL.from_pretrained(demo_pipeline_dir() / "vae")
-    round_trips = np.concatenate([vae_round_trip(vae, renders[i : i + 250]) for i in range(0, len(renders), 250)])
+    round_trips = vae_round_trip(vae, renders)
     results = {}
     for spec in args.judges:
         weights, _, code = spec.partition("=")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ppo_client.demo.scenes import COLOURS, SHAPES, Scene, caption
-from ppo_server.demo_training.data import SceneSet
+from ppo_server.demo_training.data import SceneSet, to_pixels
 from ppo_server.demo_training.judge import HEADS, labels
 from ppo_server.demo_training.training_loop import TrainConfig, Trainer
 
@@ -174,7 +174,7 @@ def attribute_top1(model, tokenizer, images: np.ndarray, scenes: list[Scene], se
     Random captions rarely differ in one attribute only, so retrieval among them can be near perfect
     while the text tower ignores shape; this is the figure that shows it."""
     model.eval()
-    pixels = normalize(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0)
+    pixels = normalize(to_pixels(images))
     image = nn.functional.normalize(_features(model.get_image_features(pixel_values=pixels)), dim=-1)
     result = {}
     for kind in ("shape", "colour", "background"):

@@ -10,6 +10,7 @@ import torch
 
 from ppo_client.demo.scenes import example
 from ppo_server.demo_training.data import SceneSet
+from ppo_server.demo_training.vae import vae_round_trip
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +40,6 @@ def generate(pipe, captions: list[str], seeds: list[int], *, steps: int = 20, gu
 
 GUIDANCE_SWEEP = (1.5, 3.0, 5.0, 7.5)
 """Classifier-free guidance scales the prompt-following figures are also reported at."""
-
-
-@torch.no_grad()
-def vae_round_trip(vae, images: np.ndarray) -> np.ndarray:
-    """Images encoded and decoded by a VAE: the best any UNet could hand its decoder."""
-    vae = vae.float().cpu().eval()
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    decoded = vae.decode(vae.encode(pixels).latent_dist.mode()).sample
-    return ((decoded.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy().astype(np.uint8)
 
 
 def vae_ceiling(vae, judge_path: Path, count: int = 200) -> dict[str, float]:

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from ppo_client.demo.scenes import COLOURS, SHAPES, Scene, example
-from ppo_server.demo_training.data import SceneSet
+from ppo_server.demo_training.data import SceneSet, to_pixels
 from ppo_server.demo_training.training_loop import TrainConfig, Trainer
+from ppo_server.demo_training.vae import vae_round_trip
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def soften(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def train_judge(data: SceneSet, folder: Path, config: TrainConfig = CONFIG, device: str = "cpu", vae=None) -> Judge:
     """With ``vae``, the fixed half of each batch is its round trip through it (computed once, cached)."""
     torch.manual_seed(config.seed)
-    round_trips = _round_trips(data, vae, folder / "data") if vae is not None else None
+    fixed = _round_trips(data, vae, folder / "data") if vae is not None else data.images
     judge = Judge()
     trainer = Trainer("judge", judge, config, folder / "checkpoints" / "judge", device)
 
@@ -88,12 +89,10 @@ def train_judge(data: SceneSet, folder: Path, config: TrainConfig = CONFIG, devi
         fresh = [example(seed) for seed in range(first, first + (config.batch + 1) // 2)]
         images, scenes = [image for image, _, _ in fresh], [scene for _, _, scene in fresh]
         indices = data.indices(step, config.batch - len(fresh), config.seed + 3)
-        images += list((round_trips if round_trips is not None else data.images)[indices])
-        scenes += [data.scenes[i] for i in indices]
-        pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        pixels = to_pixels(np.concatenate([np.stack(images), fixed[indices]]))
         pixels = soften(pixels, torch.Generator().manual_seed(step)).to(device)
         outputs = judge(pixels)
-        targets = labels(scenes)
+        targets = labels(scenes + [data.scenes[i] for i in indices])
         return sum(nn.functional.cross_entropy(outputs[k], targets[k].to(device)) for k in HEADS)
 
     ema = trainer.run(loss_fn).to("cpu")
@@ -102,15 +101,10 @@ def train_judge(data: SceneSet, folder: Path, config: TrainConfig = CONFIG, devi
 
 
 def _round_trips(data: SceneSet, vae, cache: Path) -> np.ndarray:
-    from ppo_server.demo_training.evaluate import vae_round_trip
-
     path = cache / f"round_trips_{data.first}_{data.count}.npy"
     if path.exists():
         return np.load(path)
-    from rich.progress import track
-
-    chunks = [vae_round_trip(vae, data.images[i : i + 256]) for i in track(range(0, len(data), 256), "VAE round trips")]
-    images = np.concatenate(chunks)
+    images = vae_round_trip(vae, data.images, progress="VAE round trips")
     cache.mkdir(parents=True, exist_ok=True)
     np.save(path, images)
     return images
@@ -126,7 +120,6 @@ def load_judge(path: Path) -> Judge:
 def agreement(judge: Judge, images: np.ndarray, scenes: list[Scene]) -> dict[str, float]:
     """Fraction of images whose judged attribute equals the scene's, per attribute."""
     judge.eval()
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    outputs = judge(pixels)
+    outputs = judge(to_pixels(images))
     targets = labels(scenes)
     return {k: float(outputs[k].argmax(1).eq(targets[k]).float().mean()) for k in HEADS}

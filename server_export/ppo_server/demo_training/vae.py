@@ -11,9 +11,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ppo_server.demo_training.data import SceneSet
+from ppo_server.demo_training.data import SceneSet, to_pixels
 from ppo_server.demo_training.training_loop import TrainConfig, Trainer
 
 logger = logging.getLogger(__name__)
@@ -73,3 +74,21 @@ def train_vae(data: SceneSet, folder: Path, config: TrainConfig = CONFIG, device
     logger.info("vae: scaling factor %.4f, mean reconstruction error %.2f/255", ema.config.scaling_factor, error)
     ema.to("cpu").save_pretrained(folder / "vae")
     return ema, float(error)
+
+
+@torch.no_grad()
+def vae_round_trip(vae, images: np.ndarray, batch: int = 256, progress: str | None = None) -> np.ndarray:
+    """Images encoded and decoded by a VAE: the best any UNet could hand its decoder.
+
+    In batches of ``batch`` images (memory), with a progress bar titled ``progress`` if given."""
+    vae = vae.float().cpu().eval()
+    starts = range(0, len(images), batch)
+    if progress is not None:
+        from rich.progress import track
+
+        starts = track(starts, progress)
+    out = []
+    for start in starts:
+        decoded = vae.decode(vae.encode(to_pixels(images[start : start + batch])).latent_dist.mode()).sample
+        out.append(((decoded.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy().astype(np.uint8))
+    return np.concatenate(out)
