@@ -23,33 +23,48 @@ def demo_server(tmp_path_factory):
         yield server
 
 
-def test_served_demo_images_show_the_colours_and_shape_the_prompt_names(demo_server):
+PROMPTS = [
+    ("a large red circle on a blue background", "red", "blue", "circle"),
+    ("a big yellow square against a black backdrop", "yellow", "black", "square"),
+    ("a huge white triangle on a green background", "white", "green", "triangle"),
+]
+
+
+def _judged_hits(server, seeds: range, **fields) -> dict[str, int]:
+    """How many of the images for ``PROMPTS`` x ``seeds`` the demo judge reads as their prompt says."""
+    import torch
+
     from ppo_client.demo.scenes import COLOURS, SHAPES
     from ppo_server.demo_training.judge import load_judge
 
     judge = load_judge(demo_models_dir() / "judge.pt").float()
-    prompts = [
-        ("a large red circle on a blue background", "red", "blue", "circle"),
-        ("a big yellow square against a black backdrop", "yellow", "black", "square"),
-        ("a huge white triangle on a green background", "white", "green", "triangle"),
-    ]
-    import torch
-
+    names = list(COLOURS)
     hits = {"main_colour": 0, "background": 0, "main_shape": 0}
-    with Txt2ImgClient(demo_server.grpc_url) as client:
-        for text, colour, background, shape in prompts:
-            for seed in range(3):
-                image = np.asarray(client.generate(text, seed=seed, steps=20, guidance_scale=7.5))
+    with Txt2ImgClient(server.grpc_url) as client:
+        for text, colour, background, shape in PROMPTS:
+            for seed in seeds:
+                image = np.asarray(client.generate(text, seed=seed, steps=20, **fields))
                 pixels = torch.from_numpy(np.array(image[None])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
                 with torch.no_grad():
                     out = judge(pixels)
-                names = list(COLOURS)
                 hits["main_colour"] += names[int(out["main_colour"].argmax())] == colour
                 hits["background"] += names[int(out["background"].argmax())] == background
                 hits["main_shape"] += SHAPES[int(out["main_shape"].argmax())] == shape
+    return hits
+
+
+def test_served_demo_images_show_the_colours_and_shape_the_prompt_names(demo_server):
+    hits = _judged_hits(demo_server, range(3), guidance_scale=7.5)
     print(f"demo prompt-following over 9 images: {hits}")
     # chance is 1 in 8 per colour (about 1 of 9 images); the held-out figures are in the README
     assert hits["main_colour"] >= 4 and hits["background"] >= 4
+
+
+def test_a_request_for_ddim_draws_the_prompt_too(demo_server):
+    # DDIM built from a config without clip_sample=False clamps the latents and draws noise
+    hits = _judged_hits(demo_server, range(2), guidance_scale=3.0, scheduler="ddim")
+    print(f"demo prompt-following with DDIM over 6 images: {hits}")
+    assert hits["main_colour"] >= 3 and hits["background"] >= 3
 
 
 def test_demo_ratings_writes_a_sac_file_every_user_rating_at_least_100_images(demo_server, tmp_path):

@@ -1,3 +1,5 @@
+import pytest
+
 from ppo_client import contract
 from ppo_server.backends.schedulers import CLASS_NAMES, scheduler_class
 from ppo_server.export import specs
@@ -34,3 +36,18 @@ def test_generated_config_spells_types_as_triton_expects():
     text = render(build_config(contract.TXT2IMG))
     assert 'name: "PROMPT"' in text and "TYPE_STRING" in text and "TYPE_UINT8" in text
     assert 'backend: "python"' in text
+
+
+@pytest.mark.parametrize("config", ["sd_scheduler", "shipped demo pipeline"])
+def test_ddim_asked_for_by_a_request_does_not_clamp_the_latents(config):
+    # DDIM's default clip_sample=True clamps predicted latents to [-1, 1]: the demo model then draws noise
+    from diffusers import PNDMScheduler
+
+    from ppo_server.backends.schedulers import sd_scheduler
+    from ppo_server.export.presets import demo_pipeline_dir
+
+    if config == "sd_scheduler":
+        scheduler = sd_scheduler()
+    else:
+        scheduler = PNDMScheduler.from_pretrained(demo_pipeline_dir() / "scheduler")
+    assert scheduler_class("ddim").from_config(scheduler.config).config.clip_sample is False

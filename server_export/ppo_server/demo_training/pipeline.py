@@ -16,13 +16,6 @@ import torch
 logger = logging.getLogger(__name__)
 
 
-def sd_scheduler():
-    from diffusers import PNDMScheduler
-
-    return PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
-                         set_alpha_to_one=False, steps_offset=1, num_train_timesteps=1000)
-
-
 def text_encoder_of(clip):
     from transformers import CLIPTextModel
 
@@ -37,6 +30,7 @@ def assemble(trained: Path, out: Path) -> Path:
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPModel, CLIPTokenizer
 
+    from ppo_server.backends.schedulers import sd_scheduler
     from ppo_server.demo_training.clip import image_processor
 
     clip = CLIPModel.from_pretrained(trained / "clip")

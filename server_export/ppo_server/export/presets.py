@@ -96,16 +96,11 @@ def build_tiny_tokenizer(folder: Path):
 
 def _save_pipeline(folder: Path, *, vae, text_encoder, tokenizer, unet, dtype=None) -> Path:
     """Save an SD-format pipeline with SD-1.x's PNDM scheduler settings."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
 
-    scheduler = PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        skip_prk_steps=True,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    from ppo_server.backends.schedulers import sd_scheduler
+
+    scheduler = sd_scheduler()
     pipeline = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
