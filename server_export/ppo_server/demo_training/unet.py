@@ -23,11 +23,24 @@ UNCONDITIONAL_FRACTION = 0.1
 MIN_SNR_GAMMA = 5.0
 
 
-def noise_scheduler():
+def noise_scheduler(prediction: str = "epsilon"):
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-                         prediction_type="epsilon")
+                         prediction_type=prediction)
+
+
+def loss_weight(snr: torch.Tensor, prediction: str) -> torch.Tensor:
+    """Per-sample weight of the squared error in what the UNet predicts.
+
+    In terms of the clean latents' error both weightings cap the low-noise end at ``MIN_SNR_GAMMA``;
+    epsilon's (min-SNR) weighs the high-noise end by the SNR itself (near 0), v's (min-SNR + 1) by
+    about 1, where the layout and shapes of an image are decided."""
+    if prediction == "epsilon":
+        return torch.clamp(snr, max=MIN_SNR_GAMMA) / snr
+    if prediction == "v_prediction":
+        return (torch.clamp(snr, max=MIN_SNR_GAMMA) + 1) / (snr + 1)
+    raise ValueError(f"unknown prediction type {prediction!r}")
 
 
 def build_unet(latent_channels: int, cross_attention_dim: int, latent_side: int = 8):
@@ -59,7 +72,8 @@ def encode_latents(vae, data: SceneSet, batch: int = 256, device: str = "cpu") -
 
 
 def train_unet(data: SceneSet, vae, text_encoder, tokenizer, folder: Path, config: TrainConfig = CONFIG,
-               device: str = "cpu"):
+               device: str = "cpu", prediction: str = "epsilon", init=None, name: str = "unet"):
+    """From ``init``'s weights when given (else freshly initialised); checkpoints under ``checkpoints/name``."""
     latents_path = folder / "checkpoints" / "unet" / "latents.pt"
     if latents_path.exists():
         latents = torch.load(latents_path, map_location=device)
@@ -70,9 +84,11 @@ def train_unet(data: SceneSet, vae, text_encoder, tokenizer, folder: Path, confi
     text_encoder.eval().requires_grad_(False).to(device)
     torch.manual_seed(config.seed)
     unet = build_unet(latents.shape[1], text_encoder.config.hidden_size, latents.shape[-1])
-    scheduler = noise_scheduler()
+    if init is not None:
+        unet.load_state_dict(init.state_dict())
+    scheduler = noise_scheduler(prediction)
     alphas = scheduler.alphas_cumprod.to(device)
-    trainer = Trainer("unet", unet, config, folder / "checkpoints" / "unet", device)
+    trainer = Trainer(name, unet, config, folder / "checkpoints" / name, device)
 
     def loss_fn(step: int) -> torch.Tensor:
         rng = np.random.default_rng([config.seed, step, 2])
@@ -88,9 +104,8 @@ def train_unet(data: SceneSet, vae, text_encoder, tokenizer, folder: Path, confi
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(rng.integers(2**31)))).to(device)
         t = torch.from_numpy(rng.integers(0, scheduler.config.num_train_timesteps, len(indices))).to(device)
         noisy = scheduler.add_noise(x0, noise, t)
-        prediction = unet(noisy, t, hidden).sample
-        snr = alphas[t] / (1 - alphas[t])
-        weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / snr
-        return (weight.view(-1, 1, 1, 1) * (prediction - noise).pow(2)).mean()
+        target = noise if prediction == "epsilon" else scheduler.get_velocity(x0, noise, t)
+        weight = loss_weight(alphas[t] / (1 - alphas[t]), prediction)
+        return (weight.view(-1, 1, 1, 1) * (unet(noisy, t, hidden).sample - target).pow(2)).mean()
 
     return trainer.run(loss_fn).to("cpu")

@@ -1,0 +1,60 @@
+"""Train a demo UNet on the shipped VAE and text encoder, and write a models folder to measure it.
+
+A trial of a UNet recipe without rebuilding the whole demo world: the latents and captions are the
+training stage's, the VAE, text encoder, tokenizer and judge are the shipped ones, and only the
+UNet changes (``--from-shipped`` continues the shipped UNet instead of starting afresh). Measure
+the result with ``benchmarks/prompt_following.py --models OUT/models``. Resumable like every
+training stage (checkpoints under ``OUT/checkpoints/NAME``).
+
+    python benchmarks/unet_trial.py --out build/unet_trial --name v3000 --prediction v_prediction
+    python benchmarks/unet_trial.py --out build/unet_trial --name more1500 --from-shipped --steps 1500 --lr 2e-4 --warmup 50 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+from pathlib import Path
+
+import torch
+
+from ppo_client.console import setup_logging
+from ppo_server.backends.schedulers import sd_scheduler
+from ppo_server.demo_training.data import SceneSet
+from ppo_server.demo_training.unet import CONFIG, train_unet
+from ppo_server.export.presets import demo_models_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--name", required=True, help="the trial's checkpoint folder and models folder")
+    parser.add_argument("--prediction", default="epsilon", choices=("epsilon", "v_prediction"))
+    parser.add_argument("--from-shipped", action="store_true", help="start from the shipped UNet's weights")
+    parser.add_argument("--steps", type=int, default=CONFIG.steps)
+    parser.add_argument("--lr", type=float, default=CONFIG.lr)
+    parser.add_argument("--warmup", type=int, default=CONFIG.warmup)
+    parser.add_argument("--seed", type=int, default=CONFIG.seed)
+    parser.add_argument("--images", type=int, default=40000, help="training scenes (the training stage's default)")
+    args = parser.parse_args()
+    setup_logging(1)
+    from diffusers import StableDiffusionPipeline
+
+    shipped = demo_models_dir()
+    pipe = StableDiffusionPipeline.from_pretrained(shipped / "pipeline", dtype=torch.float32)
+    config = dataclasses.replace(CONFIG, steps=args.steps, lr=args.lr, warmup=args.warmup, seed=args.seed)
+    data = SceneSet(args.images, cache=args.out / "data")
+    unet = train_unet(data, pipe.vae, pipe.text_encoder, pipe.tokenizer, args.out, config,
+                      prediction=args.prediction, init=pipe.unet if args.from_shipped else None, name=args.name)
+    models = args.out / args.name
+    shutil.rmtree(models, ignore_errors=True)
+    shutil.copytree(shipped / "pipeline", models / "pipeline")
+    shutil.copy(shipped / "judge.pt", models / "judge.pt")
+    shutil.rmtree(models / "pipeline" / "unet")
+    unet.to(torch.float16).save_pretrained(models / "pipeline" / "unet", safe_serialization=True)
+    sd_scheduler(args.prediction).save_pretrained(models / "pipeline" / "scheduler")
+
+
+if __name__ == "__main__":
+    main()
