@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=CONFIG.warmup)
     parser.add_argument("--seed", type=int, default=CONFIG.seed)
     parser.add_argument("--images", type=int, default=40000, help="training scenes (the training stage's default)")
+    parser.add_argument("--device", default="cpu", help="where the UNet trains: cpu, cuda, cuda:1 ...")
     args = parser.parse_args()
     setup_logging(1)
     from diffusers import StableDiffusionPipeline
@@ -45,7 +46,7 @@ def main() -> None:
     pipe = StableDiffusionPipeline.from_pretrained(shipped / "pipeline", dtype=torch.float32)
     config = dataclasses.replace(CONFIG, steps=args.steps, lr=args.lr, warmup=args.warmup, seed=args.seed)
     data = SceneSet(args.images, cache=args.out / "data")
-    unet = train_unet(data, pipe.vae, pipe.text_encoder, pipe.tokenizer, args.out, config,
+    unet = train_unet(data, pipe.vae, pipe.text_encoder, pipe.tokenizer, args.out, config, args.device,
                       prediction=args.prediction, init=pipe.unet if args.from_shipped else None, name=args.name)
     models = args.out / args.name
     shutil.rmtree(models, ignore_errors=True)
