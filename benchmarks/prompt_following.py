@@ -24,25 +24,19 @@ import torch
 
 from ppo_client.demo.scenes import SIZES, example
 from ppo_server.backends.schedulers import scheduler_class
-from ppo_server.demo_training.data import to_pixels
 from ppo_server.demo_training.evaluate import HELD_OUT_FIRST, generate, load_pipeline
-from ppo_server.demo_training.judge import HEADS, labels, load_judge
+from ppo_server.demo_training.judge import agreement, load_judge
 from ppo_server.demo_training.vae import vae_round_trip
 from ppo_server.export.presets import demo_models_dir
 
 
-@torch.no_grad()
 def judged(judge, images: np.ndarray, scenes) -> dict:
     """Agreement per attribute, overall and by the main object's size."""
-    outputs, targets = judge(to_pixels(images)), labels(scenes)
-    right = {k: outputs[k].argmax(1).eq(targets[k]).numpy() for k in HEADS}
-    sizes = np.array([s.main.size for s in scenes])
-    result = {k: round(float(v.mean()), 3) for k, v in right.items()}
-    result["by_main_size"] = {
-        size: {"count": int((sizes == size).sum()), **{k: round(float(v[sizes == size].mean()), 3) for k, v in right.items()}}
-        for size in SIZES
-    }
-    return result
+    by_size = {}
+    for size in SIZES:
+        chosen = [i for i, scene in enumerate(scenes) if scene.main.size == size]
+        by_size[size] = {"count": len(chosen), **agreement(judge, images[chosen], [scenes[i] for i in chosen])}
+    return {**agreement(judge, images, scenes), "by_main_size": by_size}
 
 
 @torch.no_grad()

@@ -50,9 +50,8 @@ def main() -> None:
                       prediction=args.prediction, init=pipe.unet if args.from_shipped else None, name=args.name)
     models = args.out / args.name
     shutil.rmtree(models, ignore_errors=True)
-    shutil.copytree(shipped / "pipeline", models / "pipeline")
+    shutil.copytree(shipped / "pipeline", models / "pipeline", ignore=shutil.ignore_patterns("unet"))
     shutil.copy(shipped / "judge.pt", models / "judge.pt")
-    shutil.rmtree(models / "pipeline" / "unet")
     unet.to(torch.float16).save_pretrained(models / "pipeline" / "unet", safe_serialization=True)
     sd_scheduler(args.prediction).save_pretrained(models / "pipeline" / "scheduler")
 

@@ -35,6 +35,7 @@ def _judged_hits(server, seeds: range, **fields) -> dict[str, int]:
     import torch
 
     from ppo_client.demo.scenes import COLOURS, SHAPES
+    from ppo_server.demo_training.data import to_pixels
     from ppo_server.demo_training.judge import load_judge
 
     judge = load_judge(demo_models_dir() / "judge.pt").float()
@@ -43,10 +44,9 @@ def _judged_hits(server, seeds: range, **fields) -> dict[str, int]:
     with Txt2ImgClient(server.grpc_url) as client:
         for text, colour, background, shape in PROMPTS:
             for seed in seeds:
-                image = np.asarray(client.generate(text, seed=seed, steps=20, **fields))
-                pixels = torch.from_numpy(np.array(image[None])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+                image = np.array(client.generate(text, seed=seed, steps=20, **fields))
                 with torch.no_grad():
-                    out = judge(pixels)
+                    out = judge(to_pixels(image[None]))
                 hits["main_colour"] += names[int(out["main_colour"].argmax())] == colour
                 hits["background"] += names[int(out["background"].argmax())] == background
                 hits["main_shape"] += SHAPES[int(out["main_shape"].argmax())] == shape

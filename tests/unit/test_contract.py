@@ -1,7 +1,7 @@
 import pytest
 
 from ppo_client import contract
-from ppo_server.backends.schedulers import CLASS_NAMES, scheduler_class
+from ppo_server.backends.schedulers import CLASS_NAMES, scheduler_class, sd_scheduler
 from ppo_server.export import specs
 from ppo_server.export.model_config import ServingOptions, build_config, parse, render
 
@@ -43,7 +43,6 @@ def test_ddim_asked_for_by_a_request_does_not_clamp_the_latents(config):
     # DDIM's default clip_sample=True clamps predicted latents to [-1, 1]: the demo model then draws noise
     from diffusers import PNDMScheduler
 
-    from ppo_server.backends.schedulers import sd_scheduler
     from ppo_server.export.presets import demo_pipeline_dir
 
     if config == "sd_scheduler":

@@ -24,10 +24,12 @@ MIN_SNR_GAMMA = 5.0
 
 
 def noise_scheduler(prediction: str = "epsilon"):
+    """The training-time noise schedule: the shipped pipeline's own (one definition of the betas)."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-                         prediction_type=prediction)
+    from ppo_server.backends.schedulers import sd_scheduler
+
+    return DDPMScheduler.from_config(sd_scheduler(prediction).config)
 
 
 def loss_weight(snr: torch.Tensor, prediction: str) -> torch.Tensor:
