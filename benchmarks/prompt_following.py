@@ -9,13 +9,17 @@ objects' shapes even on a round trip, so a UNet is measured best on the large on
 strength (image-to-image, as SDEdit does) instead of from pure noise: up to which noise level the
 UNet keeps what the scene shows tells where in the denoising it loses the caption.
 
-    python benchmarks/prompt_following.py [--models demo_models] pndm:20:3 euler:20:3 pndm:20:3:0.5 ...
+``--grid PNG`` also writes, for the first setting, the first 32 captions' rendered scenes each
+beside the image generated for it: what the figures count, to look at.
+
+    python benchmarks/prompt_following.py [--models demo_models] [--grid G.png] pndm:20:3 pndm:20:3:0.5 ...
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -31,12 +35,20 @@ from ppo_server.export.presets import demo_models_dir
 
 
 def judged(judge, images: np.ndarray, scenes) -> dict:
-    """Agreement per attribute, overall and by the main object's size."""
-    by_size = {}
-    for size in SIZES:
-        chosen = [i for i, scene in enumerate(scenes) if scene.main.size == size]
-        by_size[size] = {"count": len(chosen), **agreement(judge, images[chosen], [scenes[i] for i in chosen])}
-    return {**agreement(judge, images, scenes), "by_main_size": by_size}
+    """Agreement per attribute: overall, by the main object's size, and by whether the pixels show
+    which object is the main one (when another is as large, no judge can tell, however well drawn)."""
+
+    def split(key) -> dict:
+        groups = {}
+        for i, scene in enumerate(scenes):
+            groups.setdefault(key(scene), []).append(i)
+        return {name: {"count": len(chosen), **agreement(judge, images[chosen], [scenes[i] for i in chosen])}
+                for name, chosen in groups.items()}
+
+    by_size = split(lambda scene: scene.main.size)
+    return {**agreement(judge, images, scenes),
+            "by_main_size": {size: by_size[size] for size in SIZES if size in by_size},
+            "by_main_visible": split(lambda scene: "visible" if scene.main_is_visible else "tied")}
 
 
 @torch.no_grad()
@@ -57,11 +69,22 @@ def from_renders(pipe, rendered: np.ndarray, captions: list[str], seeds: list[in
     return np.concatenate(out)
 
 
+def write_grid(path: Path, rendered: np.ndarray, images: np.ndarray, pairs: int = 32, per_row: int = 8) -> None:
+    """Each scene beside its generated image, ``per_row`` pairs a row."""
+    from PIL import Image
+
+    pairs = min(pairs, len(images)) // per_row * per_row
+    tiles = [np.concatenate([scene, image], 1) for scene, image in zip(rendered[:pairs], images[:pairs])]
+    rows = [np.concatenate(tiles[start:start + per_row], 1) for start in range(0, pairs, per_row)]
+    Image.fromarray(np.concatenate(rows, 0)).save(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("settings", nargs="+", metavar="SCHEDULER:STEPS:GUIDANCE")
     parser.add_argument("--models", type=Path, default=demo_models_dir(), help="holds pipeline/ and judge.pt")
     parser.add_argument("--captions", type=int, default=200)
+    parser.add_argument("--grid", type=Path, help="PNG of scenes beside the first setting's images")
     args = parser.parse_args()
     seeds = list(range(HELD_OUT_FIRST, HELD_OUT_FIRST + args.captions))
     examples = [example(s) for s in seeds]
@@ -81,7 +104,10 @@ def main() -> None:
         else:
             images = generate(pipe, captions, seeds, steps=int(steps), guidance=float(guidance))
         results[setting] = {**judged(judge, images, scenes), "seconds": round(time.perf_counter() - started, 1)}
-    print(json.dumps({"models": str(args.models), "captions": args.captions, "results": results}, indent=2))
+        if args.grid and setting == args.settings[0]:
+            write_grid(args.grid, rendered, images)
+    models = os.path.relpath(args.models)  # results are committed: no machine's absolute path in them
+    print(json.dumps({"models": models, "captions": args.captions, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -46,3 +46,17 @@ def test_global_traits_change_the_pixels_as_named():
     warm = render(dataclasses.replace(scene, warmth="warm")).astype(float)
     assert dark.mean() < base.mean()
     assert (warm[..., 0] - warm[..., 2]).mean() > (base[..., 0] - base[..., 2]).mean()
+
+
+def test_the_main_object_is_visible_only_when_no_other_object_is_as_large():
+    scene = example(3)[2]
+    lone = dataclasses.replace(scene, objects=(dataclasses.replace(scene.objects[0], size="small"),))
+    twin = dataclasses.replace(lone, objects=(*lone.objects, dataclasses.replace(lone.objects[0], colour="blue")))
+    larger = dataclasses.replace(twin, objects=(dataclasses.replace(twin.objects[0], size="medium"), twin.objects[1]))
+    assert lone.main_is_visible and larger.main_is_visible
+    assert not twin.main_is_visible and twin.main is twin.objects[0]
+    # the sampler makes later objects small, so a small first object can have its equal
+    seeds = range(1_000_000, 1_000_200)
+    hidden = [s for s in seeds if not example(s)[2].main_is_visible]
+    assert 0 < len(hidden) < 50
+    assert all(example(s)[2].main.size == "small" for s in hidden)

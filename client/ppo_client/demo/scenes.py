@@ -68,6 +68,14 @@ class Scene:
         """The largest object (the first of equals): the caption's subject."""
         return max(self.objects, key=lambda o: (o.area, -self.objects.index(o)))
 
+    @property
+    def main_is_visible(self) -> bool:
+        """Whether the pixels show which object is the main one: no other object is as large.
+
+        When one is, only the caption's word order names the main object, and no judge of the
+        image alone can tell it from its equal."""
+        return sum(o.area == self.main.area for o in self.objects) == 1
+
     def to_dict(self) -> dict:
         return asdict(self)
 
