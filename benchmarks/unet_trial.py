@@ -3,11 +3,16 @@
 A trial of a UNet recipe without rebuilding the whole demo world: the latents and captions are the
 training stage's, the VAE, text encoder, tokenizer and judge are the shipped ones, and only the
 UNet changes (``--from-shipped`` continues the shipped UNet instead of starting afresh). Measure
-the result with ``benchmarks/prompt_following.py --models OUT/models``. Resumable like every
+the result with ``benchmarks/prompt_following.py --models OUT/NAME``. Resumable like every
 training stage (checkpoints under ``OUT/checkpoints/NAME``).
+
+``--standard-latents`` trains on the shipped VAE's latents standardised per channel (the VAE is
+re-expressed in those coordinates and written with the trial's UNet; it decodes the same images).
+The latents are cached per ``--out``, so give such a trial an ``--out`` of its own.
 
     python benchmarks/unet_trial.py --out build/unet_trial --name v3000 --prediction v_prediction
     python benchmarks/unet_trial.py --out build/unet_trial --name more1500 --from-shipped --steps 1500 --lr 2e-4 --warmup 50 --seed 1
+    python benchmarks/unet_trial.py --out build/unet_trial_std --name std3000 --standard-latents
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ppo_client.console import setup_logging
 from ppo_server.backends.schedulers import sd_scheduler
 from ppo_server.demo_training.data import SceneSet
 from ppo_server.demo_training.unet import CONFIG, train_unet
+from ppo_server.demo_training.vae import with_standard_latents
 from ppo_server.export.presets import demo_models_dir
 
 
@@ -38,6 +45,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=CONFIG.seed)
     parser.add_argument("--images", type=int, default=40000, help="training scenes (the training stage's default)")
     parser.add_argument("--device", default="cpu", help="where the UNet trains: cpu, cuda, cuda:1 ...")
+    parser.add_argument("--standard-latents", action="store_true",
+                        help="zero mean and unit variance per latent channel (statistics of 4,096 training scenes)")
     args = parser.parse_args()
     setup_logging(1)
     from diffusers import StableDiffusionPipeline
@@ -46,11 +55,15 @@ def main() -> None:
     pipe = StableDiffusionPipeline.from_pretrained(shipped / "pipeline", dtype=torch.float32)
     config = dataclasses.replace(CONFIG, steps=args.steps, lr=args.lr, warmup=args.warmup, seed=args.seed)
     data = SceneSet(args.images, cache=args.out / "data")
+    if args.standard_latents:
+        pipe.vae = with_standard_latents(pipe.vae, data.pixels(np.arange(min(4096, len(data)))))
     unet = train_unet(data, pipe.vae, pipe.text_encoder, pipe.tokenizer, args.out, config, args.device,
                       prediction=args.prediction, init=pipe.unet if args.from_shipped else None, name=args.name)
     models = args.out / args.name
     shutil.rmtree(models, ignore_errors=True)
     shutil.copytree(shipped / "pipeline", models / "pipeline", ignore=shutil.ignore_patterns("unet"))
+    if args.standard_latents:
+        pipe.vae.to(torch.float16).save_pretrained(models / "pipeline" / "vae", safe_serialization=True)
     shutil.copy(shipped / "judge.pt", models / "judge.pt")
     unet.to(torch.float16).save_pretrained(models / "pipeline" / "unet", safe_serialization=True)
     sd_scheduler(args.prediction).save_pretrained(models / "pipeline" / "scheduler")

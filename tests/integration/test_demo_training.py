@@ -107,3 +107,28 @@ def test_a_unet_trial_on_the_shipped_parts_writes_a_pipeline_that_samples_with_i
     image = pipe("a red circle on a blue background", num_inference_steps=2, height=64, width=64,
                  output_type="np").images[0]
     assert image.shape == (64, 64, 3) and np.isfinite(image).all()
+
+
+def test_a_trial_on_standard_latents_ships_a_vae_that_draws_what_the_shipped_one_draws(tmp_path):
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL
+
+    from ppo_client.demo.scenes import example
+    from ppo_server.demo_training.vae import vae_round_trip
+    from ppo_server.export.presets import demo_models_dir
+
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, str(root / "benchmarks" / "unet_trial.py"), "--out", str(tmp_path), "--name", "std",
+               "--standard-latents", "--steps", "2", "--images", "16"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trial = AutoencoderKL.from_pretrained(tmp_path / "std" / "pipeline" / "vae")
+    shipped = AutoencoderKL.from_pretrained(demo_models_dir() / "pipeline" / "vae")
+    assert trial.config.scaling_factor == 1.0 != shipped.config.scaling_factor
+    scenes = np.stack([example(seed)[0] for seed in range(4)])
+    difference = np.abs(vae_round_trip(trial, scenes).astype(int) - vae_round_trip(shipped, scenes).astype(int))
+    assert difference.mean() < 1.0 and difference.max() <= 12  # half-precision weights, folded twice
+    latents = torch.load(tmp_path / "checkpoints" / "unet" / "latents.pt")
+    # the UNet trained on standardised latents (statistics of the same 16 scenes)
+    assert torch.allclose(latents.std((0, 2, 3)), torch.ones(8), atol=1e-2)

@@ -77,6 +77,30 @@ def train_vae(data: SceneSet, folder: Path, config: TrainConfig = CONFIG, device
 
 
 @torch.no_grad()
+def with_standard_latents(vae, pixels: torch.Tensor):
+    """A copy of ``vae`` whose latents of ``pixels`` have zero mean and unit variance in every channel.
+
+    A change of latent coordinates folded into the two 1x1 quant convolutions: images decode exactly
+    as before, but under the noise schedule every channel now has the same signal-to-noise ratio;
+    with one scaling factor for all, a channel a third as spread as another is drowned in noise at a
+    ninth of its noise level. ``scaling_factor`` becomes 1."""
+    import copy
+
+    vae = copy.deepcopy(vae).float().eval()
+    raw = vae.encode(pixels).latent_dist.mode()
+    mean, std = raw.mean((0, 2, 3)), raw.std((0, 2, 3))
+    channels = len(mean)
+    encode, decode = vae.quant_conv, vae.post_quant_conv  # [mean; log-variance] out; latents in
+    encode.weight[:channels] /= std.view(-1, 1, 1, 1)
+    encode.bias[:channels] = (encode.bias[:channels] - mean) / std
+    encode.bias[channels:] -= 2 * torch.log(std)
+    decode.bias += decode.weight[:, :, 0, 0] @ mean
+    decode.weight *= std.view(1, -1, 1, 1)
+    vae.register_to_config(scaling_factor=1.0)
+    return vae
+
+
+@torch.no_grad()
 def vae_round_trip(vae, images: np.ndarray, batch: int = 256, progress: str | None = None) -> np.ndarray:
     """Images encoded and decoded by a VAE: the best any UNet could hand its decoder.
 
