@@ -13,6 +13,7 @@ The latents are cached per ``--out``, so give such a trial an ``--out`` of its o
     python benchmarks/unet_trial.py --out build/unet_trial --name v3000 --prediction v_prediction
     python benchmarks/unet_trial.py --out build/unet_trial --name more1500 --from-shipped --steps 1500 --lr 2e-4 --warmup 50 --seed 1
     python benchmarks/unet_trial.py --out build/unet_trial_std --name std3000 --standard-latents
+    python benchmarks/unet_trial.py --out build/unet_trial --name wide3000 --widths 96 160
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from ppo_client.console import setup_logging
 from ppo_server.backends.schedulers import sd_scheduler
 from ppo_server.demo_training.data import SceneSet
-from ppo_server.demo_training.unet import CONFIG, train_unet
+from ppo_server.demo_training.unet import CONFIG, WIDTHS, train_unet
 from ppo_server.demo_training.vae import with_standard_latents
 from ppo_server.export.presets import demo_models_dir
 
@@ -45,6 +46,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=CONFIG.seed)
     parser.add_argument("--images", type=int, default=40000, help="training scenes (the training stage's default)")
     parser.add_argument("--device", default="cpu", help="where the UNet trains: cpu, cuda, cuda:1 ...")
+    parser.add_argument("--widths", type=int, nargs=2, default=WIDTHS, metavar=("C8", "C4"),
+                        help="UNet channels at the 8x8 and 4x4 levels (multiples of 32; shipped: 64 128)")
     parser.add_argument("--standard-latents", action="store_true",
                         help="zero mean and unit variance per latent channel (statistics of 4,096 training scenes)")
     args = parser.parse_args()
@@ -58,7 +61,8 @@ def main() -> None:
     if args.standard_latents:
         pipe.vae = with_standard_latents(pipe.vae, data.pixels(np.arange(min(4096, len(data)))))
     unet = train_unet(data, pipe.vae, pipe.text_encoder, pipe.tokenizer, args.out, config, args.device,
-                      prediction=args.prediction, init=pipe.unet if args.from_shipped else None, name=args.name)
+                      prediction=args.prediction, init=pipe.unet if args.from_shipped else None, name=args.name,
+                      widths=tuple(args.widths))
     models = args.out / args.name
     shutil.rmtree(models, ignore_errors=True)
     shutil.copytree(shipped / "pipeline", models / "pipeline", ignore=shutil.ignore_patterns("unet"))

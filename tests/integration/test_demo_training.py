@@ -91,18 +91,19 @@ def test_stages_train_on_a_gpu_and_resume_there_from_a_cpu_checkpoint(smoke_run,
     assert all(fresh[stage]["device"] == "cuda" for stage in ("vae", "clip", "unet", "judge"))
 
 
-def test_a_unet_trial_on_the_shipped_parts_writes_a_pipeline_that_samples_with_its_prediction_type(tmp_path):
+def test_a_unet_trial_on_the_shipped_parts_writes_a_pipeline_that_samples_with_its_prediction_type_and_widths(tmp_path):
     from pathlib import Path
 
     from diffusers import StableDiffusionPipeline
 
     root = Path(__file__).resolve().parents[2]
     command = [sys.executable, str(root / "benchmarks" / "unet_trial.py"), "--out", str(tmp_path), "--name", "v",
-               "--prediction", "v_prediction", "--steps", "2", "--images", "16"]
+               "--prediction", "v_prediction", "--steps", "2", "--images", "16", "--widths", "32", "64"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "v" / "pipeline", dtype=torch.float32)
     assert pipe.scheduler.config.prediction_type == "v_prediction" and pipe.scheduler.config.clip_sample is False
+    assert tuple(pipe.unet.config.block_out_channels) == (32, 64)
     assert (tmp_path / "v" / "judge.pt").exists() and (tmp_path / "checkpoints" / "v" / "checkpoint.pt").exists()
     image = pipe("a red circle on a blue background", num_inference_steps=2, height=64, width=64,
                  output_type="np").images[0]

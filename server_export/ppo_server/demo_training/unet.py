@@ -45,14 +45,18 @@ def loss_weight(snr: torch.Tensor, prediction: str) -> torch.Tensor:
     raise ValueError(f"unknown prediction type {prediction!r}")
 
 
-def build_unet(latent_channels: int, cross_attention_dim: int, latent_side: int = 8):
+WIDTHS = (64, 128)
+"""Channels at the 8x8 and 4x4 levels of the shipped UNet (6.3M parameters)."""
+
+
+def build_unet(latent_channels: int, cross_attention_dim: int, latent_side: int = 8, widths: tuple[int, ...] = WIDTHS):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
         sample_size=latent_side,
         in_channels=latent_channels,
         out_channels=latent_channels,
-        block_out_channels=(64, 128),
+        block_out_channels=widths,
         layers_per_block=2,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
@@ -74,7 +78,8 @@ def encode_latents(vae, data: SceneSet, batch: int = 256, device: str = "cpu") -
 
 
 def train_unet(data: SceneSet, vae, text_encoder, tokenizer, folder: Path, config: TrainConfig = CONFIG,
-               device: str = "cpu", prediction: str = "epsilon", init=None, name: str = "unet"):
+               device: str = "cpu", prediction: str = "epsilon", init=None, name: str = "unet",
+               widths: tuple[int, ...] = WIDTHS):
     """From ``init``'s weights when given (else freshly initialised); checkpoints under ``checkpoints/name``."""
     latents_path = folder / "checkpoints" / "unet" / "latents.pt"
     if latents_path.exists():
@@ -85,7 +90,7 @@ def train_unet(data: SceneSet, vae, text_encoder, tokenizer, folder: Path, confi
         torch.save(latents, latents_path)
     text_encoder.eval().requires_grad_(False).to(device)
     torch.manual_seed(config.seed)
-    unet = build_unet(latents.shape[1], text_encoder.config.hidden_size, latents.shape[-1])
+    unet = build_unet(latents.shape[1], text_encoder.config.hidden_size, latents.shape[-1], widths)
     if init is not None:
         unet.load_state_dict(init.state_dict())
     scheduler = noise_scheduler(prediction)
