@@ -13,7 +13,7 @@ The latents are cached per ``--out``, so give such a trial an ``--out`` of its o
     python benchmarks/unet_trial.py --out build/unet_trial --name v3000 --prediction v_prediction
     python benchmarks/unet_trial.py --out build/unet_trial --name more1500 --from-shipped --steps 1500 --lr 2e-4 --warmup 50 --seed 1
     python benchmarks/unet_trial.py --out build/unet_trial_std --name std3000 --standard-latents
-    python benchmarks/unet_trial.py --out build/unet_trial --name wide3000 --widths 96 160
+    python benchmarks/unet_trial.py --out build/unet_trial --name wide3000 --widths 96 128
 """
 
 from __future__ import annotations
