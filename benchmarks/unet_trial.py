@@ -8,11 +8,10 @@ training stage (checkpoints under ``OUT/checkpoints/NAME``).
 
 ``--standard-latents`` trains on the shipped VAE's latents standardised per channel (the VAE is
 re-expressed in those coordinates and written with the trial's UNet; it decodes the same images).
-The latents are cached per ``--out``, so give such a trial an ``--out`` of its own.
 
     python benchmarks/unet_trial.py --out build/unet_trial --name v3000 --prediction v_prediction
     python benchmarks/unet_trial.py --out build/unet_trial --name more1500 --from-shipped --steps 1500 --lr 2e-4 --warmup 50 --seed 1
-    python benchmarks/unet_trial.py --out build/unet_trial_std --name std3000 --standard-latents
+    python benchmarks/unet_trial.py --out build/unet_trial --name std3000 --standard-latents
     python benchmarks/unet_trial.py --out build/unet_trial --name wide3000 --widths 96 128
 """
 

@@ -77,11 +77,21 @@ def encode_latents(vae, data: SceneSet, batch: int = 256, device: str = "cpu") -
     return torch.cat(chunks)
 
 
+def _fingerprint(vae) -> str:
+    """Names the latents cache after the VAE's weights: another VAE in the same folder encodes afresh."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(vae.state_dict().items()):
+        digest.update(name.encode() + tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
 def train_unet(data: SceneSet, vae, text_encoder, tokenizer, folder: Path, config: TrainConfig = CONFIG,
                device: str = "cpu", prediction: str = "epsilon", init=None, name: str = "unet",
                widths: tuple[int, ...] = WIDTHS):
     """From ``init``'s weights when given (else freshly initialised); checkpoints under ``checkpoints/name``."""
-    latents_path = folder / "checkpoints" / "unet" / "latents.pt"
+    latents_path = folder / "checkpoints" / "unet" / f"latents_{_fingerprint(vae)}.pt"
     if latents_path.exists():
         latents = torch.load(latents_path, map_location=device)
     else:
