@@ -29,7 +29,7 @@ import torch
 from ppo_client.demo.scenes import SIZES, example
 from ppo_server.backends.schedulers import scheduler_class
 from ppo_server.demo_training.evaluate import HELD_OUT_FIRST, generate, load_pipeline
-from ppo_server.demo_training.judge import agreement, load_judge
+from ppo_server.demo_training.judge import hits, load_judge
 from ppo_server.demo_training.vae import vae_round_trip
 from ppo_server.export.presets import demo_models_dir
 
@@ -38,15 +38,19 @@ def judged(judge, images: np.ndarray, scenes) -> dict:
     """Agreement per attribute: overall, by the main object's size, and by whether the pixels show
     which object is the main one (when another is as large, no judge can tell, however well drawn)."""
 
+    right = hits(judge, images, scenes)  # the judge reads each image once
+
+    def share(chosen: list[int]) -> dict[str, float]:
+        return {k: float(r[chosen].mean()) for k, r in right.items()}
+
     def split(key) -> dict:
         groups = {}
         for i, scene in enumerate(scenes):
             groups.setdefault(key(scene), []).append(i)
-        return {name: {"count": len(chosen), **agreement(judge, images[chosen], [scenes[i] for i in chosen])}
-                for name, chosen in groups.items()}
+        return {name: {"count": len(chosen), **share(chosen)} for name, chosen in groups.items()}
 
     by_size = split(lambda scene: scene.main.size)
-    return {**agreement(judge, images, scenes),
+    return {**share(list(range(len(scenes)))),
             "by_main_size": {size: by_size[size] for size in SIZES if size in by_size},
             "by_main_visible": split(lambda scene: "visible" if scene.main_is_visible else "tied")}
 

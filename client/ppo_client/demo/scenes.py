@@ -74,7 +74,8 @@ class Scene:
 
         When one is, only the caption's word order names the main object, and no judge of the
         image alone can tell it from its equal."""
-        return sum(o.area == self.main.area for o in self.objects) == 1
+        area = self.main.area
+        return sum(o.area == area for o in self.objects) == 1
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -117,9 +117,14 @@ def load_judge(path: Path) -> Judge:
 
 
 @torch.no_grad()
-def agreement(judge: Judge, images: np.ndarray, scenes: list[Scene]) -> dict[str, float]:
-    """Fraction of images whose judged attribute equals the scene's, per attribute."""
+def hits(judge: Judge, images: np.ndarray, scenes: list[Scene]) -> dict[str, np.ndarray]:
+    """Per attribute, whether each image's judged value equals its scene's."""
     judge.eval()
     outputs = judge(to_pixels(images))
     targets = labels(scenes)
-    return {k: float(outputs[k].argmax(1).eq(targets[k]).float().mean()) for k in HEADS}
+    return {k: outputs[k].argmax(1).eq(targets[k]).numpy() for k in HEADS}
+
+
+def agreement(judge: Judge, images: np.ndarray, scenes: list[Scene]) -> dict[str, float]:
+    """Fraction of images whose judged attribute equals the scene's, per attribute."""
+    return {k: float(right.mean()) for k, right in hits(judge, images, scenes).items()}

@@ -7,6 +7,7 @@ the virtual users care about, at an 8x8 latent grid that makes every UNet step c
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +85,6 @@ def with_standard_latents(vae, pixels: torch.Tensor):
     as before, but under the noise schedule every channel now has the same signal-to-noise ratio;
     with one scaling factor for all, a channel a third as spread as another is drowned in noise at a
     ninth of its noise level. ``scaling_factor`` becomes 1."""
-    import copy
-
     vae = copy.deepcopy(vae).float().eval()
     raw = vae.encode(pixels).latent_dist.mode()
     mean, std = raw.mean((0, 2, 3)), raw.std((0, 2, 3))
