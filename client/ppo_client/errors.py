@@ -2,17 +2,21 @@
 
     PPOError                      base of everything the project raises on purpose
     ├── InvalidRequestError       a request field is out of range; raised before anything is sent
+    ├── ConfigurationError        a flag, URL or environment setting is unusable (names it)
     ├── PersonaError              a virtual user's spec is malformed (the message names the field)
     ├── DataError                 imported ratings, images or a SAC file are malformed (names the row)
-    ├── StoreError                the user store refused an operation (unknown user, bad name ...)
+    │   └── HeadFormatError          bytes that are not a preference model (ppo_client.piaa.head)
+    ├── StoreError                the user store refused an operation (unknown user, damaged file ...)
     ├── ServerError               the inference server was involved
     │   ├── ServerUnavailableError   it cannot be reached or is not ready
     │   ├── ModelNotFoundError       it does not serve a model the call needs
     │   └── InferenceError           it answered a request with an error (its message is kept)
+    │       └── RequestRejectedError    ... because the request was invalid (INVALID_ARGUMENT)
     ├── LLMError                  the chat endpoint failed
-    │   ├── LLMUnavailableError      unreachable or still failing after retries
-    │   └── LLMRequestError          refused the request (400/401/404; not retried)
-    ├── OptimizationError         an optimization run cannot go on (no usable prompts ...)
+    │   ├── LLMUnavailableError      unreachable, dead, hung past the deadline or failing after retries
+    │   ├── LLMRequestError          refused the request (400/401/404; not retried)
+    │   └── LLMResponseError         answered something that is not a chat completion
+    ├── OptimizationError         an optimization run cannot go on (no usable prompts, run busy ...)
     └── DependencyError           an optional dependency is missing (the message says what to install)
 
 Server-side tooling (export, embedded server) subclasses ``PPOError`` in its own module, so one CLI
@@ -35,6 +39,18 @@ class InvalidRequestError(PPOError, ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
 
+    @classmethod
+    def from_message(cls, text: str) -> InvalidRequestError:
+        """The error again from its text (``"FIELD: message"``), as it comes back from a server."""
+        field, _, message = text.partition(": ")
+        return cls(field, message) if message else cls("request", text)
+
+
+class ConfigurationError(PPOError, ValueError):
+    """A setting the user gave (flag, URL, environment variable) cannot be used as it is."""
+
+    exit_code = 2
+
 
 class PersonaError(PPOError, ValueError):
     """A persona spec (``ppo_client.demo.personas``) has an unknown, missing or mistyped field."""
@@ -50,6 +66,10 @@ class DataError(PPOError, ValueError):
     """Input data is malformed; the message names the file and row or field. Nothing was written."""
 
     exit_code = 2
+
+
+class HeadFormatError(DataError):
+    """Bytes that are not a preference head, or a head that cannot score these embeddings."""
 
 
 class StoreError(PPOError):
@@ -71,12 +91,20 @@ class ModelNotFoundError(ServerError):
 
 
 class InferenceError(ServerError):
-    """The server rejected or failed a request; ``server_message`` is its text, unchanged."""
+    """The server rejected or failed a request; ``server_message`` is its text, unchanged, and
+    ``status`` the protocol's code for it (``"StatusCode.INTERNAL"``, ``"400"``, or empty)."""
 
-    def __init__(self, server_message: str, *, model: str, url: str | None = None) -> None:
+    def __init__(self, server_message: str, *, model: str, url: str | None = None, status: str = "") -> None:
         super().__init__(f"{model}: {server_message}", url=url)
         self.server_message = server_message
         self.model = model
+        self.status = status
+
+
+class RequestRejectedError(InferenceError):
+    """The server refused the request as invalid; sending it again will not help."""
+
+    exit_code = 2
 
 
 class LLMError(PPOError):
@@ -91,6 +119,10 @@ class LLMRequestError(LLMError):
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class LLMResponseError(LLMError):
+    """A reply that is not JSON, has no message, or exceeds the size limit; names the endpoint."""
 
 
 class OptimizationError(PPOError):

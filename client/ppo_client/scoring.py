@@ -140,30 +140,18 @@ class ScoringClient(_ScoringCalls, Txt2ImgClient):
     def encoder_info(self) -> EncoderInfo:
         """The served encoder's id, size and token limit, read once from its model configs."""
         if self._encoder is None:
-            try:
-                self._encoder = _encoder_info(
-                    self._client.get_model_config(ENCODER.name, **self._config_kwargs()),
-                    self._client.get_model_config(CLIP_TEXT.name, **self._config_kwargs()),
-                )
-            except Exception as exc:
-                raise self._error(exc, ENCODER.name) from exc
+            self._encoder = _encoder_info(self._model_config(ENCODER.name), self._model_config(CLIP_TEXT.name))
         return self._encoder
 
     def embed_texts(self, texts: Sequence[str]) -> TextEmbeddings:
         """CLIP text embeddings (same space as ``embed``) and token counts."""
-        try:
-            return _text_result([self._infer(**self._text_kwargs(chunk)) for chunk in _text_chunks(texts)])
-        except Exception as exc:
-            raise self._error(exc, CLIP_TEXT.name) from exc
+        return _text_result([self._infer(**self._text_kwargs(chunk)) for chunk in _text_chunks(texts)])
 
     def embed(self, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
         """Unit-length embeddings [N, D] of RGB images (any sizes; same sizes share a request)."""
         out: dict[int, np.ndarray] = {}
         for rows, pixels in _embed_batches(images):
-            try:
-                result = self._infer(**self._embed_kwargs(pixels))
-            except Exception as exc:
-                raise self._error(exc, ENCODER.name) from exc
+            result = self._infer(**self._embed_kwargs(pixels))
             out.update(zip(rows, result.as_numpy("EMBEDDING")))
         return np.stack([out[i] for i in range(len(images))]) if images else np.zeros((0, 0), np.float32)
 
@@ -171,10 +159,7 @@ class ScoringClient(_ScoringCalls, Txt2ImgClient):
         """The user's predicted scores [N] of embeddings [N, D], computed by the server."""
         scores = []
         for chunk in _score_chunks(embeddings):
-            try:
-                scores.append(self._infer(**self._score_kwargs(chunk, head)).as_numpy("SCORE")[:, 0])
-            except Exception as exc:
-                raise self._error(exc, PREFERENCE.name) from exc
+            scores.append(self._infer(**self._score_kwargs(chunk, head)).as_numpy("SCORE")[:, 0])
         return np.concatenate(scores) if scores else np.zeros(0, np.float32)
 
     def generate_and_score(
@@ -182,54 +167,31 @@ class ScoringClient(_ScoringCalls, Txt2ImgClient):
     ) -> list[ScoredImage]:
         """Images for up to ``MAX_PROMPTS_PER_REQUEST`` prompts with their embeddings and scores, in one request."""
         rows = _check_batch([_as_request(r, fields) for r in requests], self.size_limits())
-        try:
-            return _scored(rows, self._infer(**self._generate_score_kwargs(rows, head)))
-        except Exception as exc:
-            raise self._error(exc, TXT2IMG_SCORE.name) from exc
+        return _scored(rows, self._infer(**self._generate_score_kwargs(rows, head)))
 
 
 class AsyncScoringClient(_ScoringCalls, AsyncTxt2ImgClient):
     async def encoder_info(self) -> EncoderInfo:
         if self._encoder is None:
-            try:
-                self._encoder = _encoder_info(
-                    await self._client.get_model_config(ENCODER.name, **self._config_kwargs()),
-                    await self._client.get_model_config(CLIP_TEXT.name, **self._config_kwargs()),
-                )
-            except Exception as exc:
-                raise self._error(exc, ENCODER.name) from exc
+            self._encoder = _encoder_info(await self._model_config(ENCODER.name), await self._model_config(CLIP_TEXT.name))
         return self._encoder
 
     async def embed_texts(self, texts: Sequence[str]) -> TextEmbeddings:
-        try:
-            results = await asyncio.gather(*(self._infer(**self._text_kwargs(c)) for c in _text_chunks(texts)))
-        except Exception as exc:
-            raise self._error(exc, CLIP_TEXT.name) from exc
+        results = await asyncio.gather(*(self._infer(**self._text_kwargs(c)) for c in _text_chunks(texts)))
         return _text_result(results)
 
     async def embed(self, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
         batches = _embed_batches(images)
-        try:
-            results = await asyncio.gather(*(self._infer(**self._embed_kwargs(p)) for _, p in batches))
-        except Exception as exc:
-            raise self._error(exc, ENCODER.name) from exc
+        results = await asyncio.gather(*(self._infer(**self._embed_kwargs(p)) for _, p in batches))
         out = {i: v for (rows, _), r in zip(batches, results) for i, v in zip(rows, r.as_numpy("EMBEDDING"))}
         return np.stack([out[i] for i in range(len(images))]) if images else np.zeros((0, 0), np.float32)
 
     async def score(self, embeddings: np.ndarray, head: PreferenceHead) -> np.ndarray:
-        try:
-            results = await asyncio.gather(
-                *(self._infer(**self._score_kwargs(c, head)) for c in _score_chunks(embeddings))
-            )
-        except Exception as exc:
-            raise self._error(exc, PREFERENCE.name) from exc
+        results = await asyncio.gather(*(self._infer(**self._score_kwargs(c, head)) for c in _score_chunks(embeddings)))
         return np.concatenate([r.as_numpy("SCORE")[:, 0] for r in results]) if results else np.zeros(0, np.float32)
 
     async def generate_and_score(
         self, requests: Sequence[GenerationRequest | str], head: PreferenceHead, **fields: Any
     ) -> list[ScoredImage]:
         rows = _check_batch([_as_request(r, fields) for r in requests], await self.size_limits())
-        try:
-            return _scored(rows, await self._infer(**self._generate_score_kwargs(rows, head)))
-        except Exception as exc:
-            raise self._error(exc, TXT2IMG_SCORE.name) from exc
+        return _scored(rows, await self._infer(**self._generate_score_kwargs(rows, head)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import threading
@@ -14,9 +15,11 @@ import numpy as np
 from ppo_client import contract
 from ppo_client.contract import TensorSpec
 from ppo_client.errors import (
+    ConfigurationError,
     DependencyError,
     InferenceError,
     ModelNotFoundError,
+    RequestRejectedError,
     ServerError,
     ServerUnavailableError,
 )
@@ -36,12 +39,18 @@ class Endpoint:
     @classmethod
     def parse(cls, url: str) -> Endpoint:
         url = url.strip().rstrip("/")
-        for prefix, protocol, ssl in (("grpc://", "grpc", False), ("http://", "http", False), ("https://", "http", True)):
+        protocol, address, ssl = "grpc", url, False
+        for prefix, scheme, secure in (("grpc://", "grpc", False), ("http://", "http", False), ("https://", "http", True)):
             if url.startswith(prefix):
-                return cls(protocol, url[len(prefix) :], ssl)
-        if "://" in url:
-            raise ValueError(f"unsupported URL scheme in {url!r}; use host:port, grpc://, http:// or https://")
-        return cls("grpc", url)
+                protocol, address, ssl = scheme, url[len(prefix) :], secure
+                break
+        else:
+            if "://" in url:
+                raise ConfigurationError(f"unsupported URL scheme in {url!r}; use host:port, grpc://, http:// or https://")
+        host, _, port = address.rpartition(":")
+        if not address or "/" in address or (protocol == "grpc" and not (host and port.isdigit())):
+            raise ConfigurationError(f"the Triton URL {url!r} is not host:port (gRPC) or http://host:port")
+        return cls(protocol, address, ssl)
 
     def __str__(self) -> str:
         return f"{'https' if self.ssl else self.protocol}://{self.address}"
@@ -58,6 +67,21 @@ def protocol_module(protocol: str, *, aio: bool = False) -> ModuleType:
         ) from exc
 
 
+def server_errors() -> tuple[type[BaseException], ...]:
+    """What tritonclient's calls raise when the server or the network fails (its own exception, and
+    socket, asyncio and aiohttp errors), so the SDK catches those and nothing else."""
+    from tritonclient.utils import InferenceServerException
+
+    errors: list[type[BaseException]] = [InferenceServerException, OSError, asyncio.TimeoutError]
+    try:
+        import aiohttp
+
+        errors.append(aiohttp.ClientError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def resolve_url(url: str | None) -> Endpoint:
     return resolve_urls(url)[0]
 
@@ -69,9 +93,9 @@ def resolve_urls(url: str | Sequence[str] | None) -> list[Endpoint]:
     parts = [u for u in (url.split(",") if isinstance(url, str) else url) if u.strip()]
     endpoints = [Endpoint.parse(u) for u in parts]
     if not endpoints:
-        raise ValueError("no Triton server URL given")
+        raise ConfigurationError("no Triton server URL given")
     if len({e.protocol for e in endpoints}) > 1:
-        raise ValueError("all Triton servers of one client must use the same protocol (all gRPC or all HTTP)")
+        raise ConfigurationError("all Triton servers of one client must use the same protocol (all gRPC or all HTTP)")
     return endpoints
 
 
@@ -89,6 +113,7 @@ class ClientBase:
         self.endpoint = self.endpoints[0]
         self.timeout_s = timeout_s
         self._module = protocol_module(self.endpoint.protocol, aio=self._aio)
+        self._server_errors = server_errors()
         self._grpc = self.endpoint.protocol == "grpc"
         if self._grpc:
             timeouts = {}
@@ -126,23 +151,36 @@ class ClientBase:
             return self._infer_async(index, kwargs)
         try:
             return self._clients[index].infer(**kwargs)
-        except Exception as exc:
-            exc.ppo_url = str(self.endpoints[index])
-            raise
+        except self._server_errors as exc:
+            raise self._error(exc, kwargs["model_name"], index) from exc
         finally:
             self._release(index)
 
     async def _infer_async(self, index: int, kwargs: dict):
         try:
             return await self._clients[index].infer(**kwargs)
-        except Exception as exc:
-            exc.ppo_url = str(self.endpoints[index])
-            raise
+        except self._server_errors as exc:
+            raise self._error(exc, kwargs["model_name"], index) from exc
         finally:
             self._release(index)
 
     def _config_kwargs(self) -> dict:
         return {"as_json": True} if self._grpc else {}
+
+    def _model_config(self, model: str):
+        """A served model's configuration from the first server (a coroutine for the asyncio clients)."""
+        if self._aio:
+            return self._model_config_async(model)
+        try:
+            return self._client.get_model_config(model, **self._config_kwargs())
+        except self._server_errors as exc:
+            raise self._error(exc, model) from exc
+
+    async def _model_config_async(self, model: str):
+        try:
+            return await self._client.get_model_config(model, **self._config_kwargs())
+        except self._server_errors as exc:
+            raise self._error(exc, model) from exc
 
     def _infer_kwargs(self, model: contract.ModelContract, inputs: list) -> dict:
         kwargs = {"model_name": model.name, "inputs": inputs, "outputs": requested_outputs(self._module, model)}
@@ -156,8 +194,8 @@ class ClientBase:
         tensor.set_data_from_numpy(array)
         return tensor
 
-    def _error(self, exc: Exception, model: str) -> ServerError:
-        return map_error(exc, model=model, url=getattr(exc, "ppo_url", str(self.endpoint)))
+    def _error(self, exc: BaseException, model: str, index: int = 0) -> ServerError:
+        return map_error(exc, model=model, url=str(self.endpoints[index]))
 
 
 def model_parameters(config: dict) -> dict[str, str]:
@@ -191,11 +229,11 @@ def requested_outputs(module: ModuleType, model: contract.ModelContract) -> list
     return [module.InferRequestedOutput(spec.name) for spec in model.outputs]
 
 
-def map_error(exc: Exception, *, model: str, url: str) -> ServerError:
+def map_error(exc: BaseException, *, model: str, url: str) -> ServerError:
     """One place that turns tritonclient's exceptions into the SDK's."""
     message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
     message = message or type(exc).__name__
-    status = str(exc.status()) if hasattr(exc, "status") and callable(exc.status) else ""
+    status = str(exc.status() or "") if hasattr(exc, "status") and callable(exc.status) else ""
     lowered = message.lower()
     if "unknown model" in lowered or ("not found" in lowered and "model" in lowered):
         return ModelNotFoundError(f"the server does not serve {model!r}: {message}", url=url)
@@ -207,4 +245,6 @@ def map_error(exc: Exception, *, model: str, url: str) -> ServerError:
         or "connection refused" in lowered
     ):
         return ServerUnavailableError(f"cannot reach the Triton server: {message}", url=url)
-    return InferenceError(message, model=model, url=url)
+    if status in ("StatusCode.INVALID_ARGUMENT", "400"):
+        return RequestRejectedError(message, model=model, url=url, status=status)
+    return InferenceError(message, model=model, url=url, status=status)

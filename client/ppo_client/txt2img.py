@@ -63,10 +63,7 @@ class Txt2ImgClient(_Txt2ImgBase):
     def size_limits(self) -> SizeLimits:
         """Height/width the served pipeline accepts, read once from its model config."""
         if self._limits is None:
-            try:
-                self._limits = _limits_from_config(self._client.get_model_config(MODEL, **self._config_kwargs()))
-            except Exception as exc:  # tritonclient raises its own exception types
-                raise self._error(exc, MODEL) from exc
+            self._limits = _limits_from_config(self._model_config(MODEL))
         return self._limits
 
     def generate(self, request: GenerationRequest | str, **fields: Any) -> Image.Image:
@@ -76,10 +73,7 @@ class Txt2ImgClient(_Txt2ImgBase):
     def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Image.Image]:
         """Several images in one server request (they must share height and width)."""
         rows = _check_batch(requests, self.size_limits())
-        try:
-            return _images(self._infer(**self._txt2img_kwargs(rows)))
-        except Exception as exc:
-            raise self._error(exc, MODEL) from exc
+        return _images(self._infer(**self._txt2img_kwargs(rows)))
 
     def close(self) -> None:
         for client in self._clients:
@@ -99,10 +93,7 @@ class AsyncTxt2ImgClient(_Txt2ImgBase):
 
     async def size_limits(self) -> SizeLimits:
         if self._limits is None:
-            try:
-                self._limits = _limits_from_config(await self._client.get_model_config(MODEL, **self._config_kwargs()))
-            except Exception as exc:
-                raise self._error(exc, MODEL) from exc
+            self._limits = _limits_from_config(await self._model_config(MODEL))
         return self._limits
 
     async def generate(self, request: GenerationRequest | str, **fields: Any) -> Image.Image:
@@ -110,10 +101,7 @@ class AsyncTxt2ImgClient(_Txt2ImgBase):
 
     async def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Image.Image]:
         rows = _check_batch(requests, await self.size_limits())
-        try:
-            return _images(await self._infer(**self._txt2img_kwargs(rows)))
-        except Exception as exc:
-            raise self._error(exc, MODEL) from exc
+        return _images(await self._infer(**self._txt2img_kwargs(rows)))
 
     async def close(self) -> None:
         for client in self._clients:

@@ -21,21 +21,13 @@ def _persona(args: argparse.Namespace) -> int:
 
 def _rate(args: argparse.Namespace) -> int:
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
 
     from ppo_client.demo.attributes import measure_many
     from ppo_client.demo.personas import load_persona, rate_many, true_scores
+    from ppo_client.images import load_rgb
 
     persona = load_persona(args.persona)
-    pixels = []
-    for name in args.images:
-        path = Path(name)
-        try:
-            pixels.append(np.asarray(Image.open(path).convert("RGB")))
-        except FileNotFoundError:
-            raise InvalidRequestError("IMAGE", f"{path} does not exist") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InvalidRequestError("IMAGE", f"{path} is not a readable image ({exc})") from None
+    pixels = [load_rgb(name) for name in args.images]
     attributes = measure_many(pixels)
     if args.true:
         scores = [round(float(s), 3) for s in true_scores(persona, attributes)]

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from ppo_client.console import progress
 from ppo_client.errors import DataError
+from ppo_client.images import load_rgb
 from ppo_client.store import UserStore
 
 logger = logging.getLogger(__name__)
@@ -23,14 +23,6 @@ def file_hash(path: Path) -> str:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError as exc:
         raise DataError(f"cannot read image {path} ({exc.strerror or exc})") from None
-
-
-def _load_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path} is not a readable image ({exc})") from None
 
 
 def embed_files(client, store: UserStore, paths: Sequence[Path], hashes: Sequence[str] | None = None) -> np.ndarray:
@@ -45,7 +37,7 @@ def embed_files(client, store: UserStore, paths: Sequence[Path], hashes: Sequenc
             task = bar.add_task("embedding images", total=len(missing))
             for start in range(0, len(missing), CHUNK):
                 chunk = missing[start : start + CHUNK]
-                vectors = client.embed([_load_rgb(p) for _, p in chunk])
+                vectors = client.embed([load_rgb(p) for _, p in chunk])
                 fresh = {h: v for (h, _), v in zip(chunk, vectors)}
                 store.put_embeddings(fresh, encoder)
                 cached.update(fresh)

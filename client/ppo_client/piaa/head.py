@@ -22,12 +22,14 @@ from typing import Mapping
 
 import numpy as np
 
+from ppo_client.errors import HeadFormatError
+
 MAGIC = b"PPOHEAD1"
 KINDS = ("mlp", "knn")
+MAX_HEADER_BYTES = 64 * 2**10
+"""A real header names a handful of arrays; anything longer is refused before JSON parsing."""
 
-
-class HeadFormatError(ValueError):
-    """Bytes that are not a preference head, or a head that cannot score these embeddings."""
+__all__ = ["HeadFormatError", "PreferenceHead", "MAGIC", "KINDS"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,11 +90,12 @@ class PreferenceHead:
                 x = np.maximum(x, 0.0)
         return x[:, 0]
 
-    def to_bytes(self) -> bytes:
-        return self._bytes
+    @property
+    def nbytes(self) -> int:
+        """Memory its arrays take (what a server's head cache counts)."""
+        return sum(a.nbytes for a in self.arrays.values())
 
-    @cached_property
-    def _bytes(self) -> bytes:
+    def _parts(self) -> list:
         names = sorted(self.arrays)
         header = {
             "kind": self.kind,
@@ -101,37 +104,57 @@ class PreferenceHead:
             "arrays": [{"name": n, "shape": list(self.arrays[n].shape)} for n in names],
         }
         head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-        return b"".join([MAGIC, struct.pack("<I", len(head)), head, *(self.arrays[n].tobytes() for n in names)])
+        return [MAGIC, struct.pack("<I", len(head)), head, *(memoryview(self.arrays[n]).cast("B") for n in names)]
+
+    def to_bytes(self) -> bytes:
+        return b"".join(self._parts())
 
     @cached_property
     def digest(self) -> str:
-        return hashlib.sha256(self.to_bytes()).hexdigest()
+        """SHA-256 of ``to_bytes()``, hashed part by part so that no second copy of the arrays is made."""
+        sha = hashlib.sha256()
+        for part in self._parts():
+            sha.update(part)
+        return sha.hexdigest()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PreferenceHead:
+        """Decode a head; every way the bytes can be wrong (they come from the network) is a
+        ``HeadFormatError``, never another exception type. The arrays share ``data``'s memory."""
         if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
             raise HeadFormatError("not a preference model (bad magic bytes)")
         (length,) = struct.unpack_from("<I", data, len(MAGIC))
         start = len(MAGIC) + 4
+        if length > MAX_HEADER_BYTES or start + length > len(data):
+            raise HeadFormatError(f"preference model header of {length} bytes is too long or truncated")
         try:
-            header = json.loads(data[start : start + length])
-            offset = start + length
-            arrays = {}
-            for entry in header["arrays"]:
-                shape = tuple(int(s) for s in entry["shape"])
-                count = int(np.prod(shape, dtype=np.int64))
-                end = offset + 4 * count
-                if end > len(data):
-                    raise HeadFormatError(f"preference model truncated in array {entry['name']!r}")
-                arrays[entry["name"]] = np.frombuffer(data[offset:end], dtype="<f4").reshape(shape)
-                offset = end
-            if offset != len(data):
-                raise HeadFormatError(f"preference model has {len(data) - offset} trailing bytes")
-            return cls(header["kind"], arrays, k=int(header.get("k", 0)), meta=header.get("meta", {}))
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, HeadFormatError):
-                raise
-            raise HeadFormatError(f"malformed preference model header: {exc}") from exc
+            return cls._decode(memoryview(data), json.loads(bytes(data[start : start + length])), start + length)
+        except HeadFormatError:
+            raise
+        except Exception as exc:  # hostile headers reach json/int/numpy in many ways (RecursionError, OverflowError ...)
+            raise HeadFormatError(f"malformed preference model header: {type(exc).__name__}: {exc}"[:300]) from None
+
+    @classmethod
+    def _decode(cls, data: memoryview, header: dict, offset: int) -> PreferenceHead:
+        arrays = {}
+        for entry in header["arrays"]:
+            shape = tuple(int(s) for s in entry["shape"])
+            if any(s < 0 for s in shape) or len(shape) > 2:
+                raise HeadFormatError(f"preference model array {entry['name']!r} has shape {shape}")
+            count = 1
+            for side in shape:
+                count *= side  # Python integers: a huge shape cannot overflow, it fails the length check
+            end = offset + 4 * count
+            if end > len(data):
+                raise HeadFormatError(f"preference model truncated in array {entry['name']!r}")
+            arrays[str(entry["name"])] = np.frombuffer(data[offset:end], dtype="<f4").reshape(shape)
+            offset = end
+        if offset != len(data):
+            raise HeadFormatError(f"preference model has {len(data) - offset} trailing bytes")
+        meta = header.get("meta", {})
+        if not isinstance(meta, dict):
+            raise HeadFormatError("preference model meta is not an object")
+        return cls(str(header["kind"]), arrays, k=int(header.get("k", 0)), meta=meta)
 
 
 def _validate(head: PreferenceHead) -> None:
