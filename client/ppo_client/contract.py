@@ -172,6 +172,9 @@ SIDE_MULTIPLE = 8
 MAX_PROMPTS_PER_REQUEST = 8
 """Prompts (batch rows) one ``txt2img`` request may carry; the rest of the batch is for merging."""
 SEED_RANGE = (0, 2**63 - 1)
+MAX_TEXT_BYTES = 4096
+"""UTF-8 bytes of one prompt, negative prompt or ``clip_text`` text; longer ones are refused before
+tokenizing (CLIP text encoders read 77 tokens, a few hundred characters, and truncate the rest)."""
 
 SCHEDULERS = ("pndm", "ddim", "euler", "dpm_multistep")
 """Names a request may pass as ``SCHEDULER``; empty means the scheduler the model was exported with."""

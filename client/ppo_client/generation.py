@@ -75,6 +75,27 @@ def check_scheduler(value: str, field: str = "scheduler") -> str:
     return value
 
 
+def check_text(value: str | bytes, field: str = "prompt") -> str:
+    """Text of a prompt-like field: at most ``contract.MAX_TEXT_BYTES`` of UTF-8."""
+    if isinstance(value, bytes):
+        data = value
+        if len(data) <= contract.MAX_TEXT_BYTES:
+            try:
+                value = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidRequestError(field, f"is not valid UTF-8 text ({exc})") from None
+    elif isinstance(value, str):
+        data = value.encode("utf-8", "surrogatepass")
+    else:
+        raise InvalidRequestError(field, f"must be text, got {type(value).__name__}")
+    if len(data) > contract.MAX_TEXT_BYTES:
+        raise InvalidRequestError(
+            field, f"is {len(data)} bytes long; the limit is {contract.MAX_TEXT_BYTES} (the text encoder reads only "
+            "its first 77 tokens, a few hundred characters)"
+        )
+    return value
+
+
 def check_prompt_count(count: int, field: str = "prompt") -> int:
     if not 1 <= count <= contract.MAX_PROMPTS_PER_REQUEST:
         raise InvalidRequestError(
@@ -105,10 +126,8 @@ class GenerationRequest:
 
     def checked(self, limits: SizeLimits = SizeLimits()) -> GenerationRequest:
         """Return ``self`` if every field is valid, else raise ``InvalidRequestError``."""
-        if not isinstance(self.prompt, str):
-            raise InvalidRequestError("prompt", f"must be text, got {type(self.prompt).__name__}")
-        if not isinstance(self.negative_prompt, str):
-            raise InvalidRequestError("negative_prompt", "must be text")
+        check_text(self.prompt, "prompt")
+        check_text(self.negative_prompt, "negative_prompt")
         check_seed(self.seed)
         check_steps(self.steps)
         check_guidance(self.guidance_scale)

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ppo_client import contract
+from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import GenerationRequest
 from ppo_client.piaa.head import PreferenceHead
 from ppo_client.triton import model_parameters, txt2img_inputs
@@ -56,7 +57,7 @@ class ScoredImage:
 def _pixels(image: Image.Image | np.ndarray) -> np.ndarray:
     array = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise ValueError(f"images must be RGB uint8 [H, W, 3], got {array.dtype} {array.shape}")
+        raise InvalidRequestError("images", f"must be RGB uint8 [H, W, 3], got {array.dtype} {array.shape}")
     return array
 
 
@@ -132,7 +133,9 @@ def _text_result(results) -> TextEmbeddings:
 
 
 def _score_chunks(embeddings: np.ndarray) -> list[np.ndarray]:
-    embeddings = np.asarray(embeddings, dtype=np.float32).reshape(len(embeddings), -1)
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if embeddings.ndim != 2:
+        raise InvalidRequestError("embeddings", f"must be a matrix [N, D], got shape {embeddings.shape}")
     return [embeddings[i : i + PREFERENCE.max_batch_size] for i in range(0, len(embeddings), PREFERENCE.max_batch_size)]
 
 

@@ -2,7 +2,9 @@
 
     PPOError (ppo_client.errors)
     ├── ExportError              a pipeline could not be loaded, exported or written as a repository
-    └── EmbeddedServerError      the embedded Triton server could not start or stopped unexpectedly
+    ├── EmbeddedServerError      the embedded Triton server could not start or stopped unexpectedly
+    ├── ComponentError           inside the server: a BLS call to a component model failed
+    └── DemoStepError            a step of ``make demo`` failed (its own message was printed above)
 """
 
 from __future__ import annotations
@@ -15,4 +17,12 @@ class ExportError(PPOError):
 
 
 class EmbeddedServerError(PPOError):
+    pass
+
+
+class ComponentError(PPOError):
+    pass
+
+
+class DemoStepError(PPOError):
     pass

@@ -11,11 +11,15 @@ import logging
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from ppo_server.backends.component import ModelArgs
+from ppo_client import contract
+from ppo_client.errors import InvalidRequestError
+from ppo_client.generation import check_text
+from ppo_server.backends.component import ModelArgs, error_response
 from ppo_server.backends.onnx_model import onnx_session
 from ppo_server.backends.triton_logging import install_triton_log_handler
 
 logger = logging.getLogger(__name__)
+FIELD = contract.CLIP_TEXT.inputs[0].name
 
 
 class TritonPythonModel:
@@ -29,22 +33,30 @@ class TritonPythonModel:
         self.session = onnx_session(model.folder / "model.onnx", int(model.params.get("intra_op_threads", "0")))
 
     def execute(self, requests):
-        texts, counts = [], []
-        for request in requests:
-            values = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
-            decoded = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
+        texts, counts, refused = [], {}, {}
+        for i, request in enumerate(requests):
+            values = pb_utils.get_input_tensor_by_name(request, FIELD).as_numpy().reshape(-1)
+            try:  # bounded before tokenizing: a huge text would hold up every request of the batch
+                decoded = [check_text(v if isinstance(v, bytes) else str(v), FIELD) for v in values]
+            except InvalidRequestError as exc:
+                refused[i] = exc
+                continue
             texts.extend(decoded)
-            counts.append(len(decoded))
-        full = self.tokenizer(texts, truncation=False)["input_ids"]
-        ids = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="np")
-        (embeddings,) = self.session.run(["EMBEDDING"], {"INPUT_IDS": ids["input_ids"].astype(np.int64)})
-        tokens = np.array([[len(t)] for t in full], dtype=np.int32)
+            counts[i] = len(decoded)
+        if texts:
+            full = self.tokenizer(texts, truncation=False)["input_ids"]
+            ids = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="np")
+            (embeddings,) = self.session.run(["EMBEDDING"], {"INPUT_IDS": ids["input_ids"].astype(np.int64)})
+            tokens = np.array([[len(t)] for t in full], dtype=np.int32)
         responses, offset = [], 0
-        for count in counts:
-            rows = slice(offset, offset + count)
+        for i in range(len(requests)):
+            if i in refused:
+                responses.append(error_response(refused[i]))
+                continue
+            rows = slice(offset, offset + counts[i])
             responses.append(pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor("EMBEDDING", np.ascontiguousarray(embeddings[rows])),
                 pb_utils.Tensor("TOKENS", tokens[rows]),
             ]))
-            offset += count
+            offset += counts[i]
         return responses

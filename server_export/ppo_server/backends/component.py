@@ -1,5 +1,5 @@
-"""What the python-backend models share: their configuration as Triton hands it over, and running
-the requests the dynamic batcher merged as few batches as their shapes allow."""
+"""What the python-backend models share: their configuration as Triton hands it over, error
+responses, and running the requests the dynamic batcher merged as few batches as their shapes allow."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+from ppo_client.errors import InvalidRequestError
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,15 @@ class ModelArgs:
         )
 
 
+def error_response(error: Exception | str, *, invalid: bool | None = None):
+    """A failed response: ``INVALID_ARG`` for a refused request (an ``InvalidRequestError``, or
+    ``invalid=True``), ``INTERNAL`` otherwise; clients see the message unchanged."""
+    if invalid is None:
+        invalid = isinstance(error, InvalidRequestError)
+    code = pb_utils.TritonError.INVALID_ARG if invalid else pb_utils.TritonError.INTERNAL
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(error), code))
+
+
 def run_grouped(
     requests, model: ModelArgs, run: Callable[[list[np.ndarray]], Sequence[np.ndarray]]
 ) -> list:
@@ -50,9 +61,8 @@ def run_grouped(
         try:
             outputs = run([np.concatenate([arrays[i][k] for i in members]) for k in range(len(model.input_names))])
         except Exception as exc:  # errors of the runtime become per-request errors, not a crash
-            error = pb_utils.TritonError(f"{model.name}: {exc}")
             for i in members:
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=error)
+                responses[i] = error_response(f"{model.name}: {exc}")
             continue
         offset = 0
         for i in members:

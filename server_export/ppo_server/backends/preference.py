@@ -1,17 +1,20 @@
 """The ``preference`` model: embeddings + users' preference heads in, scores out.
 
 Rows of many users arrive in one batch; rows that share a head are scored in one matrix product.
+A request's bad head, or any failure scoring it, fails that request only.
 """
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ppo_client.errors import InvalidRequestError
+from ppo_server.backends.component import ModelArgs, error_response
 from ppo_server.backends.triton_logging import install_triton_log_handler
-from ppo_server.backends.user_models import FIELD, HeadCache, score_rows
+from ppo_server.backends.user_models import FIELD, HeadCache, cache_bytes, score_rows
 
 logger = logging.getLogger(__name__)
 
@@ -19,19 +22,26 @@ logger = logging.getLogger(__name__)
 class TritonPythonModel:
     def initialize(self, args):
         install_triton_log_handler()
-        self.heads = HeadCache()
+        self.heads = HeadCache(cache_bytes(ModelArgs.parse(args).params))
 
     def execute(self, requests):
-        for request in requests:
-            self.heads.add_full(pb_utils.get_input_tensor_by_name(request, FIELD).as_numpy())
+        values = [pb_utils.get_input_tensor_by_name(r, FIELD).as_numpy() for r in requests]
+        resolved = self.heads.resolve_batch(values)
+        del values
         responses = []
-        for request in requests:
+        for request, heads in zip(requests, resolved):
+            if isinstance(heads, InvalidRequestError):
+                responses.append(error_response(heads))
+                continue
             try:
                 embeddings = pb_utils.get_input_tensor_by_name(request, "EMBEDDING").as_numpy()
-                heads = self.heads.resolve(pb_utils.get_input_tensor_by_name(request, FIELD).as_numpy())
                 scores = score_rows(embeddings, heads).reshape(-1, 1)
             except InvalidRequestError as exc:
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc))))
+                responses.append(error_response(exc))
                 continue
-            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("SCORE", scores)]))
+            except Exception as exc:  # this request's head failed in numpy (memory ...): only it fails
+                logger.error("scoring failed: %s", exc)
+                responses.append(error_response(f"scoring failed: {type(exc).__name__}: {exc}"))
+                continue
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("SCORE", scores.astype(np.float32))]))
         return responses

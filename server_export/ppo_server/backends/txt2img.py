@@ -26,16 +26,14 @@ from ppo_client.generation import (
     check_seed,
     check_side,
     check_steps,
+    check_text,
 )
-from ppo_server.backends.component import ModelArgs
+from ppo_server.backends.component import ModelArgs, error_response
 from ppo_server.backends.diffusion_loop import DiffusionLoop
 from ppo_server.backends.triton_logging import install_triton_log_handler
+from ppo_server.errors import ComponentError
 
 logger = logging.getLogger(__name__)
-
-
-class ComponentError(RuntimeError):
-    """A BLS call to a component model failed."""
 
 
 def _call(model: str, inputs: dict[str, np.ndarray], output: str) -> np.ndarray:
@@ -67,13 +65,7 @@ def _texts(request, name: str, count: int) -> list[str]:
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
         return [""] * count
-    texts = []
-    for value in tensor.as_numpy().reshape(-1):
-        try:
-            texts.append(value.decode("utf-8") if isinstance(value, bytes) else str(value))
-        except UnicodeDecodeError as exc:
-            raise InvalidRequestError(name, f"is not valid UTF-8 text ({exc})") from exc
-    return texts
+    return [check_text(value if isinstance(value, bytes) else str(value), name) for value in tensor.as_numpy().reshape(-1)]
 
 
 def _numbers(request, name: str) -> list:
@@ -134,13 +126,13 @@ class TritonPythonModel:
         logger.info("txt2img ready: sides %s, exported from %s", self.limits, manifest["source"])
 
     def execute(self, requests):
-        errors: dict[int, str] = {}
+        errors: dict[int, Exception] = {}
         rows: dict[int, list[GenerationRequest]] = {}
         for i, request in enumerate(requests):
             try:
                 rows[i] = parse_request(request, self.limits)
             except InvalidRequestError as exc:
-                errors[i] = str(exc)
+                errors[i] = exc
 
         groups: dict = {}
         for i, request_rows in rows.items():
@@ -157,7 +149,7 @@ class TritonPythonModel:
             except Exception as exc:  # a failed group fails its own requests; the model keeps serving
                 logger.error("generation failed for %d rows (%s): %s", len(members), key, exc)
                 for i, _, _ in members:
-                    errors[i] = f"generation failed: {exc}"
+                    errors[i] = RuntimeError(f"generation failed: {exc}")
                 continue
             for (i, j, _), image in zip(members, outputs):
                 images[(i, j)] = image
@@ -165,7 +157,7 @@ class TritonPythonModel:
         responses = []
         for i in range(len(requests)):
             if i in errors:
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(errors[i])))
+                responses.append(error_response(errors[i]))
                 continue
             stacked = np.stack([images[(i, j)] for j in range(len(rows[i]))])
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("IMAGE", stacked)]))

@@ -15,16 +15,14 @@ import triton_python_backend_utils as pb_utils
 
 from ppo_client import contract
 from ppo_client.errors import InvalidRequestError
+from ppo_server.backends.component import ModelArgs, error_response
 from ppo_server.backends.triton_logging import install_triton_log_handler
-from ppo_server.backends.user_models import FIELD, HeadCache, score_rows
+from ppo_server.backends.user_models import FIELD, HeadCache, cache_bytes, score_rows
+from ppo_server.errors import ComponentError
 
 logger = logging.getLogger(__name__)
 
 _GENERATION_INPUTS = [t.name for t in contract.TXT2IMG.inputs]
-
-
-def _error(message: str):
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
 
 
 async def _generate(request) -> np.ndarray:
@@ -32,7 +30,10 @@ async def _generate(request) -> np.ndarray:
     bls = pb_utils.InferenceRequest(model_name=contract.TXT2IMG.name, inputs=inputs, requested_output_names=["IMAGE"])
     response = await bls.async_exec()
     if response.has_error():
-        raise RuntimeError(response.error().message())  # txt2img's own message names the field
+        error = response.error()  # txt2img's own message names the field; its code says whose fault
+        if error.code() == pb_utils.TritonError.INVALID_ARG:
+            raise InvalidRequestError.from_message(error.message())
+        raise ComponentError(error.message())
     return pb_utils.get_output_tensor_by_name(response, "IMAGE").as_numpy()
 
 
@@ -46,7 +47,7 @@ def _embed(images: np.ndarray) -> np.ndarray:
         )
         response = bls.exec()
         if response.has_error():
-            raise RuntimeError(f"image_encoder: {response.error().message()}")
+            raise ComponentError(f"image_encoder: {response.error().message()}")
         chunks.append(pb_utils.get_output_tensor_by_name(response, "EMBEDDING").as_numpy())
     return np.concatenate(chunks)
 
@@ -54,24 +55,23 @@ def _embed(images: np.ndarray) -> np.ndarray:
 class TritonPythonModel:
     def initialize(self, args):
         install_triton_log_handler()
-        self.heads = HeadCache()
+        self.heads = HeadCache(cache_bytes(ModelArgs.parse(args).params))
 
     async def execute(self, requests):
-        errors: dict[int, str] = {}
+        errors: dict[int, Exception] = {}
         heads = {}
-        for request in requests:
-            self.heads.add_full(pb_utils.get_input_tensor_by_name(request, FIELD).as_numpy())
-        for i, request in enumerate(requests):
-            try:
-                heads[i] = self.heads.resolve(pb_utils.get_input_tensor_by_name(request, FIELD).as_numpy())
-            except InvalidRequestError as exc:
-                errors[i] = str(exc)
+        resolved = self.heads.resolve_batch([pb_utils.get_input_tensor_by_name(r, FIELD).as_numpy() for r in requests])
+        for i, result in enumerate(resolved):
+            if isinstance(result, InvalidRequestError):
+                errors[i] = result
+            else:
+                heads[i] = result
         live = [i for i in range(len(requests)) if i not in errors]
         results = await asyncio.gather(*(_generate(requests[i]) for i in live), return_exceptions=True)
         images = {}
         for i, result in zip(live, results):
             if isinstance(result, Exception):
-                errors[i] = str(result)
+                errors[i] = result
             else:
                 images[i] = result
 
@@ -82,9 +82,9 @@ class TritonPythonModel:
         for members in by_shape.values():
             try:
                 vectors = _embed(np.concatenate([images[i] for i in members]))
-            except Exception as exc:
+            except ComponentError as exc:
                 for i in members:
-                    errors[i] = str(exc)
+                    errors[i] = exc
                 continue
             offset = 0
             for i in members:
@@ -93,13 +93,13 @@ class TritonPythonModel:
                 offset += rows
                 try:
                     scores[i] = score_rows(embeddings[i], heads[i]).reshape(-1, 1)
-                except InvalidRequestError as exc:
-                    errors[i] = str(exc)
+                except Exception as exc:  # this request's head failed (a refusal, or numpy): only it fails
+                    errors[i] = exc
 
         responses = []
         for i in range(len(requests)):
             if i in errors:
-                responses.append(_error(errors[i]))
+                responses.append(error_response(errors[i]))
                 continue
             tensors = [
                 pb_utils.Tensor("IMAGE", images[i]),

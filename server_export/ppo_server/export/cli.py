@@ -10,6 +10,8 @@ from ppo_client import contract
 from ppo_client.console import console, run_cli, setup_logging
 from ppo_server.cache import cache_dir
 from ppo_server.export.model_config import ServingOptions
+from ppo_server.backends.user_models import DEFAULT_CACHE_BYTES
+from ppo_server.errors import ExportError
 from ppo_server.export.presets import PRESETS
 from ppo_server.export.torch_target import DEFAULT_GRAPH_BATCHES
 
@@ -30,6 +32,8 @@ def _export(args: argparse.Namespace) -> int:
     )
     from ppo_server.export.repository import ExportOptions, export_pipeline
 
+    if args.head_cache_mb < 0:
+        raise ExportError(f"--head-cache-mb must be 0 or more, got {args.head_cache_mb:g}")
     model, clip = args.model, args.clip
     if args.preset == "demo":
         model, clip = str(demo_pipeline_dir()), clip or str(demo_clip_dir())
@@ -55,6 +59,7 @@ def _export(args: argparse.Namespace) -> int:
         precision=args.precision,
         max_images=args.max_images,
         cuda_graph_batches=args.cuda_graph_batches,
+        head_cache_bytes=int(args.head_cache_mb * 2**20),
     )
     with console.status(f"exporting {model} to {args.out} ..."):
         result = export_pipeline(model, Path(args.out), options, clip=clip)
@@ -100,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cuda-graph-batches", default=DEFAULT_GRAPH_BATCHES,
         help="torch-cuda: UNet batch sizes replayed as CUDA graphs, comma-separated; '' turns graphs off (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--head-cache-mb", type=float, default=DEFAULT_CACHE_BYTES / 2**20,
+        help="memory per scoring model instance for decoded users' preference models, least recently used "
+        "dropped first (default %(default)g)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0)
     return parser

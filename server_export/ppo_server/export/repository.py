@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ppo_client import contract
 from ppo_server.backends.cuda_graphs import parse_batches
+from ppo_server.backends.user_models import DEFAULT_CACHE_BYTES
 from ppo_server.errors import ExportError
 from ppo_server.export import specs as export_specs
 from ppo_server.export.model_config import ServingOptions, build_config, write_config
@@ -62,6 +63,8 @@ class ExportOptions:
     """TensorRT profiles: images per component execution at most."""
     cuda_graph_batches: str = DEFAULT_GRAPH_BATCHES
     """``torch-cuda``: UNet batch sizes replayed as CUDA graphs (empty: eager)."""
+    head_cache_bytes: int = DEFAULT_CACHE_BYTES
+    """Memory each ``preference``/``txt2img_score`` instance may keep decoded users' heads in."""
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,7 @@ def export_pipeline(
 
         reports.extend(
             export_scoring(clip, out, with_generation=True, encoder_serving=component_serving,
-                           txt2img_serving=txt2img_serving, writer=writer)
+                           txt2img_serving=txt2img_serving, writer=writer, head_cache_bytes=options.head_cache_bytes)
         )
     result = ExportResult(str(out), str(model), native_side, size_multiple, max_side, reports)
     (out / "export_report.json").write_text(json.dumps(asdict(result), indent=2) + "\n")

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from ppo_client import contract
+from ppo_server.backends.user_models import CACHE_PARAMETER, DEFAULT_CACHE_BYTES
 from ppo_server.errors import ExportError
 from ppo_server.export import specs as export_specs
 from ppo_server.export.model_config import ServingOptions, build_config, write_config
@@ -57,6 +58,7 @@ def export_scoring(
     encoder_serving: ServingOptions = ServingOptions(),
     txt2img_serving: ServingOptions = ServingOptions(instance_count=2, max_queue_delay_us=5000),
     writer=None,
+    head_cache_bytes: int = DEFAULT_CACHE_BYTES,
 ) -> tuple[ExportReport, ExportReport]:
     """Write ``image_encoder`` and ``preference`` (and ``txt2img_score`` when the repository
     generates images too) and ``clip_text`` under ``out``; returns the two ONNX export reports."""
@@ -79,14 +81,16 @@ def export_scoring(
                  module=model, wrapper_kwargs={"mean": list(mean), "std": list(std)})
 
     preference_dir = Path(out) / contract.PREFERENCE.name
-    write_config(build_config(contract.PREFERENCE, ServingOptions(max_queue_delay_us=500)), preference_dir)
+    head_cache = {CACHE_PARAMETER: str(head_cache_bytes)}
+    write_config(build_config(contract.PREFERENCE, ServingOptions(max_queue_delay_us=500, parameters=head_cache)), preference_dir)
     write_shim(preference_dir, contract.PREFERENCE.name)
 
     text_report = _export_clip_text(clip, model, Path(out) / contract.CLIP_TEXT.name, encoder_serving)
 
     if with_generation:
         score_dir = Path(out) / contract.TXT2IMG_SCORE.name
-        write_config(build_config(contract.TXT2IMG_SCORE, txt2img_serving), score_dir)
+        score_serving = dataclasses.replace(txt2img_serving, parameters={**txt2img_serving.parameters, **head_cache})
+        write_config(build_config(contract.TXT2IMG_SCORE, score_serving), score_dir)
         write_shim(score_dir, contract.TXT2IMG_SCORE.name)
     logger.info("exported the image encoder %s (%d-d embeddings)", encoder_id, model.config.projection_dim)
     return report, text_report
