@@ -3,26 +3,35 @@
 One SQLite file (``PPO_STORE`` or ``--store``; default under the user's data directory) and, beside
 it, a folder of content-addressed image copies, so deleting an original loses nothing. Every write
 is one transaction; an import checks all its rows before it writes anything.
+
+Several processes may use one store at once. Each write transaction takes SQLite's write lock at
+its start (``BEGIN IMMEDIATE``), and image files are only added or removed while it is held, so an
+import never deletes a file another process committed and a delete never removes a file that an
+import is about to reference. A store is checked (``PRAGMA quick_check``) when it is opened, and a
+damaged file is reported with its path instead of half-working.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
-import io
 import json
 import logging
 import os
 import re
 import sqlite3
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from ppo_client.errors import DataError, StoreError
+from ppo_client.errors import DataError, HeadFormatError, StoreError
+from ppo_client.images import read_image
 from ppo_client.piaa.head import PreferenceHead
 
 logger = logging.getLogger(__name__)
@@ -30,6 +39,10 @@ logger = logging.getLogger(__name__)
 STORE_ENV = "PPO_STORE"
 SCHEMA_VERSION = 1
 MAX_NAME_LENGTH = 64
+GENERAL_USER = "general"
+"""Not a user: ``optimize --user general`` means the crowd's taste, so no user may take the name."""
+BUSY_TIMEOUT_S = 60.0
+"""How long a write waits for another process's write to finish before giving up."""
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL, persona TEXT);
@@ -69,11 +82,24 @@ def default_store_path() -> Path:
 
 
 def check_name(name: str) -> str:
-    if not name or len(name) > MAX_NAME_LENGTH:
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
         raise StoreError(f"user name must be 1 to {MAX_NAME_LENGTH} characters, got {len(name)}")
     if re.search(r"[/\\\x00-\x1f\x7f]", name) or name in (".", ".."):
         raise StoreError(f"user name {name!r} contains a path separator or a control character")
     return name
+
+
+def _guarded(method):
+    """SQLite's errors out of a store method become one ``StoreError`` naming the store file."""
+
+    @functools.wraps(method)
+    def guarded(self: UserStore, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise self._failure(exc) from exc
+
+    return guarded
 
 
 @dataclass(frozen=True)
@@ -123,42 +149,75 @@ def _checked_rating(row: RatingRow) -> float:
     return value
 
 
-def _read_image(row: RatingRow) -> tuple[bytes, Image.Image]:
-    try:
-        data = row.path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{row.where}: cannot read image {row.path} ({exc.strerror or exc})") from None
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(f"{row.where}: {row.path} is not a readable image ({exc})") from None
-    return data, image
-
-
 class UserStore:
-    def __init__(self, path: Path | str | None = None) -> None:
+    def __init__(self, path: Path | str | None = None, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path) if path else default_store_path()
         self.images_dir = self.path.parent / (self.path.stem + "_images")
+        self.busy_timeout_s = busy_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path)
+            # autocommit mode: every transaction is begun explicitly, by _write
+            self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+        except sqlite3.DatabaseError as exc:
+            raise self._failure(exc) from exc
+        try:
             self._db.execute("PRAGMA foreign_keys = ON")
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                found = " ".join(" ".join(problems[:3]).split())[:300]
+                raise StoreError(
+                    f"{self.path} is damaged (integrity check: {found}); restore it from a backup, or use another "
+                    "store (--store or $PPO_STORE)"
+                )
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is not a user store ({exc})") from exc
+            self._db.close()
+            raise self._failure(exc) from exc
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _failure(self, exc: sqlite3.DatabaseError) -> StoreError:
+        text = str(exc)
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+            return StoreError(
+                f"{self.path} is busy: another process kept it locked for more than {self.busy_timeout_s:g} s ({text})"
+            )
+        return StoreError(
+            f"{self.path} is damaged or not a user store ({text}); restore it from a backup, or use another store "
+            "(--store or $PPO_STORE)"
+        )
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, holding the store's write lock from its first statement on."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
     def _migrate(self) -> None:
-        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = self._tables()
         if not tables:
-            with self._db:
-                self._db.executescript(f"BEGIN; {_SCHEMA} INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;")
-            return
+            with self._write() as db:  # two processes creating one store: the second finds the tables
+                if not self._tables():
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            tables = self._tables()
         if "meta" not in tables:
             raise StoreError(f"{self.path} is an SQLite file but not a user store")
-        (version,) = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if int(version) != SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has schema version {version}; this version reads {SCHEMA_VERSION}")
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None or str(row[0]) != str(SCHEMA_VERSION):
+            raise StoreError(f"{self.path} has schema version {row[0] if row else '?'}; this version reads {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
@@ -171,11 +230,14 @@ class UserStore:
 
     # --- users ---
 
+    @_guarded
     def create_user(self, name: str) -> None:
         check_name(name)
+        if name == GENERAL_USER:
+            raise StoreError(f"{GENERAL_USER!r} is reserved (`optimize --user {GENERAL_USER}` means the crowd's taste); choose another name")
         try:
-            with self._db:
-                self._db.execute("INSERT INTO users (name, created) VALUES (?, ?)", (name, time.time()))
+            with self._write() as db:
+                db.execute("INSERT INTO users (name, created) VALUES (?, ?)", (name, time.time()))
         except sqlite3.IntegrityError:
             raise StoreError(f"user {name!r} already exists") from None
 
@@ -185,16 +247,18 @@ class UserStore:
             raise StoreError(f"unknown user {name!r}; create it with `ppo-client user create {name}`")
         return int(row[0])
 
+    @_guarded
     def set_persona(self, name: str, spec: dict) -> None:
         """Link a demo-world virtual user's persona spec (its true taste) to this user."""
-        user_id = self._user_id(name)
-        with self._db:
-            self._db.execute("UPDATE users SET persona = ? WHERE id = ?", (json.dumps(spec), user_id))
+        with self._write() as db:
+            db.execute("UPDATE users SET persona = ? WHERE id = ?", (json.dumps(spec), self._user_id(name)))
 
+    @_guarded
     def persona(self, name: str) -> dict | None:
         (spec,) = self._db.execute("SELECT persona FROM users WHERE id = ?", (self._user_id(name),)).fetchone()
         return json.loads(spec) if spec else None
 
+    @_guarded
     def has_user(self, name: str) -> bool:
         return self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
 
@@ -203,75 +267,94 @@ class UserStore:
         " (SELECT COUNT(*) FROM models m WHERE m.user_id = u.id) FROM users u"
     )
 
+    @_guarded
     def users(self) -> list[UserSummary]:
         return [UserSummary(*row) for row in self._db.execute(self._SUMMARY + " ORDER BY u.name")]
 
+    @_guarded
     def user(self, name: str) -> UserSummary:
         row = self._db.execute(self._SUMMARY + " WHERE u.id = ?", (self._user_id(name),)).fetchone()
         return UserSummary(*row)
 
+    @_guarded
     def delete_user(self, name: str) -> None:
-        user_id = self._user_id(name)
-        with self._db:
-            self._db.execute("DELETE FROM ratings WHERE user_id = ?", (user_id,))
-            self._db.execute("DELETE FROM models WHERE user_id = ?", (user_id,))
-            self._db.execute("DELETE FROM users WHERE id = ?", (user_id,))
-            orphans = self._db.execute(
-                "SELECT hash, file FROM images WHERE hash NOT IN (SELECT image_hash FROM ratings)"
-            ).fetchall()
-            self._db.executemany("DELETE FROM images WHERE hash = ?", [(h,) for h, _ in orphans])
-            self._db.executemany("DELETE FROM embeddings WHERE image_hash = ?", [(h,) for h, _ in orphans])
-        for _, file in orphans:
-            (self.images_dir / file).unlink(missing_ok=True)
+        """The user, their ratings and models, and the image files no other user rated. Files are
+        moved aside inside the transaction and removed after it commits (put back if it fails)."""
+        moved: list[tuple[Path, Path]] = []
+        try:
+            with self._write() as db:
+                user_id = self._user_id(name)
+                db.execute("DELETE FROM ratings WHERE user_id = ?", (user_id,))
+                db.execute("DELETE FROM models WHERE user_id = ?", (user_id,))
+                db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+                orphans = db.execute(
+                    "SELECT hash, file FROM images WHERE hash NOT IN (SELECT image_hash FROM ratings)"
+                ).fetchall()
+                db.executemany("DELETE FROM images WHERE hash = ?", [(h,) for h, _ in orphans])
+                db.executemany("DELETE FROM embeddings WHERE image_hash = ?", [(h,) for h, _ in orphans])
+                for _, file in orphans:
+                    path = self.images_dir / file
+                    aside = path.with_name(f"{path.name}.{uuid.uuid4().hex}.deleting")
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(path, aside)
+                        moved.append((path, aside))
+        except BaseException:
+            for path, aside in moved:
+                os.replace(aside, path)
+            raise
+        for _, aside in moved:
+            aside.unlink(missing_ok=True)
 
     # --- ratings ---
 
+    @_guarded
     def import_ratings(self, name: str, rows: Sequence[RatingRow], *, source: str) -> int:
         """Add ``rows`` to the user's ratings, all or nothing; returns how many were added."""
-        user_id = self._user_id(name)
+        self._user_id(name)
         if not rows:
             raise DataError(f"{source}: no ratings to import")
-        already = {h for (h,) in self._db.execute("SELECT image_hash FROM ratings WHERE user_id = ?", (user_id,))}
         checked, seen = [], {}
-        for row in rows:
+        for row in rows:  # read and decode every image before taking the write lock
             rating = _checked_rating(row)
-            data, image = _read_image(row)
+            data, image = read_image(row.path, row.where)
             digest = hashlib.sha256(data).hexdigest()
             if digest in seen:
-                raise DataError(f"{row.where}: {row.path} is the same image as {seen[digest]}")
-            if digest in already:
-                raise DataError(f"{row.where}: {row.path} is already rated by {name!r}")
-            seen[digest] = row.where
+                raise DataError(f"{row.where}: {row.path} is the same image as {seen[digest][0]}")
+            seen[digest] = (row.where, row.path)
             suffix = "." + (image.format or "img").lower()
             checked.append((digest, suffix, data, image.size, rating))
 
-        written = []
-        try:
-            for digest, suffix, data, _, _ in checked:
-                target = self.images_dir / digest[:2] / (digest + suffix)
-                if not target.exists():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = target.with_suffix(target.suffix + ".tmp")
-                    tmp.write_bytes(data)
-                    os.replace(tmp, target)
-                    written.append(target)
-            now = time.time()
-            with self._db:
-                self._db.executemany(
+        written: list[Path] = []
+        with self._write() as db:
+            try:
+                user_id = self._user_id(name)
+                already = {h for (h,) in db.execute("SELECT image_hash FROM ratings WHERE user_id = ?", (user_id,))}
+                for digest, *_ in checked:
+                    if digest in already:
+                        where, path = seen[digest]
+                        raise DataError(f"{where}: {path} is already rated by {name!r}")
+                for digest, suffix, data, _, _ in checked:
+                    target = self.images_dir / digest[:2] / (digest + suffix)
+                    if not target.exists():  # under the write lock: no delete can remove it meanwhile
+                        _write_file(target, data)
+                        written.append(target)
+                now = time.time()
+                db.executemany(
                     "INSERT OR IGNORE INTO images VALUES (?, ?, ?, ?, ?)",
                     [(d, f"{d[:2]}/{d}{s}", size[0], size[1], now) for d, s, _, size, _ in checked],
                 )
-                self._db.executemany(
+                db.executemany(
                     "INSERT INTO ratings (user_id, image_hash, rating, source, created) VALUES (?, ?, ?, ?, ?)",
                     [(user_id, d, r, source, now) for d, _, _, _, r in checked],
                 )
-        except BaseException:
-            for path in written:  # the transaction rolled back: leave no files it does not name
-                path.unlink(missing_ok=True)
-            raise
+            except BaseException:
+                for path in written:  # still under the lock: no other process can refer to these yet
+                    path.unlink(missing_ok=True)
+                raise
         logger.info("imported %d ratings for %s from %s", len(checked), name, source)
         return len(checked)
 
+    @_guarded
     def ratings(self, name: str) -> list[Rating]:
         rows = self._db.execute(
             "SELECT r.image_hash, i.file, r.rating, r.source FROM ratings r JOIN images i ON i.hash = r.image_hash"
@@ -282,6 +365,7 @@ class UserStore:
 
     # --- embeddings ---
 
+    @_guarded
     def embeddings(self, hashes: Iterable[str], encoder: str) -> dict[str, np.ndarray]:
         hashes = list(hashes)
         found = {}
@@ -295,33 +379,40 @@ class UserStore:
                 found[digest] = np.frombuffer(blob, dtype="<f4").copy()
         return found
 
+    @_guarded
     def put_embeddings(self, vectors: dict[str, np.ndarray], encoder: str) -> None:
-        with self._db:
-            self._db.executemany(
+        with self._write() as db:
+            db.executemany(
                 "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
                 [(h, encoder, np.asarray(v, dtype="<f4").tobytes()) for h, v in vectors.items()],
             )
 
     # --- preference models ---
 
+    @_guarded
     def save_model(self, name: str, method: str, encoder: str, head: PreferenceHead, params: dict, metrics: dict) -> int:
-        with self._db:
-            cursor = self._db.execute(
+        with self._write() as db:
+            cursor = db.execute(
                 "INSERT INTO models (user_id, method, encoder, head, params, metrics, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (self._user_id(name), method, encoder, head.to_bytes(), json.dumps(params), json.dumps(metrics), time.time()),
             )
         return int(cursor.lastrowid)
 
+    @_guarded
     def models(self, name: str) -> list[StoredModel]:
         rows = self._db.execute(
             "SELECT id, method, encoder, head, params, metrics, created FROM models WHERE user_id = ? ORDER BY id",
             (self._user_id(name),),
-        )
-        return [
-            StoredModel(i, name, m, e, PreferenceHead.from_bytes(h), json.loads(p), json.loads(x), c)
-            for i, m, e, h, p, x, c in rows
-        ]
+        ).fetchall()
+        try:
+            return [
+                StoredModel(i, name, m, e, PreferenceHead.from_bytes(h), json.loads(p), json.loads(x), c)
+                for i, m, e, h, p, x, c in rows
+            ]
+        except (HeadFormatError, ValueError, TypeError) as exc:
+            raise StoreError(f"{self.path}: a stored model of {name!r} is damaged ({exc}); retrain it") from None
 
+    @_guarded
     def latest_model(self, name: str, method: str | None = None) -> StoredModel:
         models = [m for m in self.models(name) if method is None or m.method == method]
         if not models:
@@ -329,3 +420,16 @@ class UserStore:
             raise StoreError(f"user {name!r} has no trained model{wanted}; run `ppo-client user train {name}`")
         return models[-1]
 
+
+
+def _write_file(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically, through a temporary name no other process uses."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
