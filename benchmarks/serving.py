@@ -219,6 +219,7 @@ def optimization_overhead(url: str, head, steps: int) -> dict:
             run_iterations(state, RandomProposer(), renderer, lambda prompts: list(prompts))
         finally:
             renderer.close()
+            state.close()
         wall = time.perf_counter() - started
         server = sum(r["timings"]["server_s"] for r in state.records)
     return {"iterations": len(state.records), "wall_s": wall, "server_s": server, "outside_server_share": (wall - server) / wall}

@@ -149,6 +149,7 @@ def test_a_run_killed_mid_way_resumes_without_redoing_finished_iterations(tmp_pa
 
     with pytest.raises(KeyboardInterrupt):
         run_iterations(state, RandomProposer(), renderer, keep_all, on_iteration=stop_after_two)
+    state.close()  # as the killed process's exit would
     with open(tmp_path / "run" / ITERATIONS, "a") as handle:
         handle.write('{"iteration": 2, "prom')  # a crash in the middle of writing
     resumed, stored = load_run(tmp_path / "run")
@@ -159,6 +160,7 @@ def test_a_run_killed_mid_way_resumes_without_redoing_finished_iterations(tmp_pa
     assert [json.loads(line)["iteration"] for line in lines] == [0, 1, 2, 3, 4]
     all_prompts = [p for r in resumed.records for p in (e["prompt"] for e in r["prompts"])]
     assert len(all_prompts) == len(set(all_prompts))
+    resumed.close()
     with pytest.raises(OptimizationError, match="already holds a run"):
         create_run(tmp_path / "run", config, PreferenceHead.linear(np.ones(2), 0.0), {}, (np.zeros((0, 2)), np.zeros(0)))
 

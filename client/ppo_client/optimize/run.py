@@ -9,6 +9,7 @@
 Iteration 0 renders the user's prompt and N diverse rewrites of it; every later iteration renders N
 new prompts. Each prompt is rendered with the same M seeds for the whole run (common random
 numbers), so scores compare prompts, not noise. A resumed run reads the folder and goes on.
+One process at a time works in a run folder (``RUN/.lock``); a second is refused with the PID.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ import numpy as np
 from ppo_client import contract
 from ppo_client.errors import InvalidRequestError, OptimizationError
 from ppo_client.generation import GenerationRequest, check_guidance, check_steps
+from ppo_client.locking import FolderLock
 from ppo_client.optimize.parsing import normalise
 from ppo_client.optimize.proposers import CONTEXTS, OPTIMIZERS, ScoredPrompt
 from ppo_client.optimize.vocabulary import DESCRIPTORS
@@ -93,6 +96,13 @@ class RunState:
     head: PreferenceHead
     records: list[dict]
     """Finished iterations, as written to iterations.jsonl."""
+    lock: FolderLock | None = None
+    """Held from creating or loading the run until ``close``."""
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     @property
     def history(self) -> list[list[ScoredPrompt]]:
@@ -108,38 +118,76 @@ def _write_json(path: Path, value) -> None:
     os.replace(tmp, path)
 
 
+def _lock(folder: Path) -> FolderLock:
+    return FolderLock(folder, error=OptimizationError, what="optimization run").acquire()
+
+
 def create_run(folder: Path, config: RunConfig, head: PreferenceHead, extra: dict, reference: tuple[np.ndarray, np.ndarray]) -> RunState:
     folder = Path(folder)
-    if (folder / CONFIG).exists():
-        raise OptimizationError(f"{folder} already holds a run; continue it with --resume {folder} or choose another --run-dir")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / HEAD).write_bytes(head.to_bytes())
-    np.savez(folder / REFERENCE, embeddings=reference[0], ratings=reference[1])
-    _write_json(folder / CONFIG, {"config": dataclasses.asdict(config), "head_digest": head.digest, **extra})
-    return RunState(folder, config, head, [])
+    lock = _lock(folder)
+    try:
+        if (folder / CONFIG).exists():
+            raise OptimizationError(f"{folder} already holds a run; continue it with --resume {folder} or choose another --run-dir")
+        (folder / HEAD).write_bytes(head.to_bytes())
+        np.savez(folder / REFERENCE, embeddings=reference[0], ratings=reference[1])
+        _write_json(folder / CONFIG, {"config": dataclasses.asdict(config), "head_digest": head.digest, **extra})
+    except BaseException:
+        lock.release()
+        raise
+    return RunState(folder, config, head, [], lock)
 
 
 def load_run(folder: Path) -> tuple[RunState, dict]:
     folder = Path(folder)
+    if not (folder / CONFIG).exists():
+        raise OptimizationError(f"{folder} holds no run to resume (no {CONFIG})")
+    lock = _lock(folder)
     try:
-        stored = json.loads((folder / CONFIG).read_text())
-        config = RunConfig(**stored["config"])
-        head = PreferenceHead.from_bytes((folder / HEAD).read_bytes())
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise OptimizationError(f"{folder} is not a run folder this version can resume ({exc})") from exc
+        try:
+            stored = json.loads((folder / CONFIG).read_text())
+            config = RunConfig(**stored["config"])
+            head = PreferenceHead.from_bytes((folder / HEAD).read_bytes())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise OptimizationError(f"{folder} is not a run folder this version can resume ({exc})") from exc
+        records = _read_iterations(folder / ITERATIONS)
+    except BaseException:
+        lock.release()
+        raise
+    return RunState(folder, config, head, records, lock), stored
+
+
+def _read_iterations(path: Path) -> list[dict]:
+    """The complete iterations in order, up to the first damaged or out-of-order line. What follows
+    it is redone; the file as it was is kept beside it, so nothing read here is lost."""
+    if not path.exists():
+        return []
+    lines = path.read_text(errors="replace").splitlines()
     records = []
-    path = folder / ITERATIONS
-    if path.exists():
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            try:
-                records.append(json.loads(line))
-            except ValueError:  # a line cut short by a crash: that iteration is redone
-                logger.warning("%s line %d is incomplete; redoing that iteration", path, number)
-                break
-    records = [r for i, r in enumerate(records) if r.get("iteration") == i]
-    with open(path, "w") as handle:  # drop anything after the last complete iteration
-        handle.writelines(json.dumps(r) + "\n" for r in records)
-    return RunState(folder, config, head, records), stored
+    for number, line in enumerate(lines, 1):
+        record = _parse_record(line)
+        if record is None or record.get("iteration") != len(records):
+            later = sum(_parse_record(rest) is not None for rest in lines[number:])
+            backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
+            shutil.copyfile(path, backup)
+            logger.warning(
+                "%s line %d is damaged or out of order; iteration %d%s will be redone (the file as it was is kept as %s)",
+                path, number, len(records), f" and the {later} complete iteration(s) after it" if later else "", backup.name,
+            )
+            break
+        records.append(record)
+    if len(records) != len(lines):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        os.replace(tmp, path)
+    return records
+
+
+def _parse_record(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("prompts"), list) else None
 
 
 def append_record(state: RunState, record: dict) -> None:
