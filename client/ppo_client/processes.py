@@ -44,6 +44,26 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text[-lines:])
 
 
+def exit_status(code: int) -> str:
+    """``exited with code 1`` or ``was killed by signal 11 (SIGSEGV)``, from ``Popen.returncode``."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = "unknown signal"
+    return f"was killed by signal {-code} ({name})"
+
+
+def check_alive(process: subprocess.Popen | None, *, name: str, log_file: Path, error: Callable[[str], Exception]) -> None:
+    """Raise ``error`` saying how the child ended, with its log's tail, if it is no longer running."""
+    if process is None:
+        raise error(f"{name} is not running")
+    code = process.poll()
+    if code is not None:
+        raise error(f"{name} (pid {process.pid}) {exit_status(code)}; last lines of {log_file}:\n{log_tail(log_file)}")
+
+
 def wait_http_ready(
     process: subprocess.Popen, url: str, *, timeout_s: float, log_file: Path, name: str,
     error: Callable[[str], Exception],
@@ -52,9 +72,7 @@ def wait_http_ready(
     process exits first or the time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        code = process.poll()
-        if code is not None:
-            raise error(f"{name} exited with code {code} before it was ready; last lines of {log_file}:\n{log_tail(log_file)}")
+        check_alive(process, name=f"{name}, starting,", log_file=log_file, error=error)
         try:
             if httpx.get(url, timeout=2.0).status_code == 200:
                 return

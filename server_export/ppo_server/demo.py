@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 from ppo_client.console import console, run_cli, setup_logging
-from ppo_client.errors import PPOError
 from ppo_client.generation import GenerationRequest
 from ppo_client.txt2img import AsyncTxt2ImgClient
 from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
+from ppo_server.errors import DemoStepError
 from ppo_server.export.cli import default_pipeline_dir
 
 DEMO_USER = "demo-user"
@@ -31,15 +31,12 @@ DEMO_SID = 1
 DEMO_PROMPT = "a red circle on a blue background"
 
 
-class DemoStepError(PPOError):
-    pass
-
-
-def _cli(*argv: str) -> None:
+def _cli(server: EmbeddedTritonServer, *argv: str) -> None:
     from ppo_client.cli import main
 
     code = main(list(argv))
     if code:
+        server.check()  # a step that failed because the server died says so, with the server's own log
         raise DemoStepError(f"`ppo-client {' '.join(argv[:2])}` failed (exit code {code}); see the message above")
 
 
@@ -82,18 +79,18 @@ def _demo(args: argparse.Namespace) -> int:
         sac = work / "ratings" / "sac.sqlite"
         if not sac.exists():
             console.print(f"making a demo rating set ({args.users} virtual users, {args.images} images) in {sac.parent} ...")
-            _cli("demo", "ratings", "--out", str(sac.parent), "--users", str(args.users), "--images", str(args.images), "--url", url)
+            _cli(server, "demo", "ratings", "--out", str(sac.parent), "--users", str(args.users), "--images", str(args.images), "--url", url)
         store = ["--store", str(work / "store.sqlite")]
         from ppo_client.store import UserStore
 
         with UserStore(work / "store.sqlite") as user_store:
             fresh = not user_store.has_user(DEMO_USER)
         if fresh:
-            _cli("user", "create", DEMO_USER, *store)
-            _cli("user", "import", DEMO_USER, "--sac", str(sac), "--sid", str(DEMO_SID), "--images-root", str(sac.parent), *store)
-            _cli("user", "train", DEMO_USER, "--method", "bayes", "--prior-sac", str(sac), *store, "--url", url)
+            _cli(server, "user", "create", DEMO_USER, *store)
+            _cli(server, "user", "import", DEMO_USER, "--sac", str(sac), "--sid", str(DEMO_SID), "--images-root", str(sac.parent), *store)
+            _cli(server, "user", "train", DEMO_USER, "--method", "bayes", "--prior-sac", str(sac), *store, "--url", url)
         run = work / "runs" / time.strftime("%Y%m%d-%H%M%S")
-        _cli("optimize", "--user", DEMO_USER, "--prompt", args.prompt, "--iterations", str(args.iterations),
+        _cli(server, "optimize", "--user", DEMO_USER, "--prompt", args.prompt, "--iterations", str(args.iterations),
              "--n-prompts", "4", "--seeds", "2", "--context", "s+p+f", "--run-dir", str(run), *store, "--url", url)
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s; open the report: {run / 'report.html'}")
     return 0

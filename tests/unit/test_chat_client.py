@@ -60,7 +60,7 @@ def test_refusals_fail_at_once_with_the_servers_message(status):
 def test_an_endpoint_that_keeps_failing_is_reported_after_the_retries():
     sleeps = []
     client, requests = client_for([httpx.ConnectError("refused")] * 3, sleeps, max_retries=2)
-    with pytest.raises(LLMUnavailableError, match="failed 3 times; last: ConnectError"):
+    with pytest.raises(LLMUnavailableError, match="llm.invalid/v1 failed 3 times .*; last: ConnectError"):
         client.complete([user_message("hi")])
     assert len(requests) == 3 and len(sleeps) == 2
 
@@ -73,7 +73,7 @@ def test_images_travel_as_image_url_parts():
 
 def test_configuration_comes_from_flags_then_environment(monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    assert ChatConfig.from_env() is None
+    assert ChatConfig.from_env().embedded, "no URL anywhere: the embedded local LLM"
     monkeypatch.setenv("OPENAI_BASE_URL", "http://env/v1/")
     monkeypatch.setenv("OPENAI_API_KEY", "secret")
     monkeypatch.setenv("PPO_LLM_MODEL", "gpt-x")

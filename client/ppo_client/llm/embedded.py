@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ppo_client.errors import DependencyError, LLMUnavailableError
 from ppo_client.llm.chat import ChatConfig
-from ppo_client.processes import free_port, log_path, stop_process_group, wait_http_ready
+from ppo_client.processes import check_alive, free_port, log_path, stop_process_group, wait_http_ready
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,10 @@ class EmbeddedLLMServer:
             self.stop()
             raise
         return self
+
+    def check(self) -> None:
+        """Raise ``LLMUnavailableError`` with the exit status and log tail if the server has died."""
+        check_alive(self.process, name="the local LLM server", log_file=self.log_file, error=LLMUnavailableError)
 
     def stop(self) -> None:
         process, self.process = self.process, None

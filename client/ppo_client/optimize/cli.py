@@ -9,13 +9,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ppo_client.console import console
 from ppo_client.errors import InvalidRequestError
+from ppo_client.llm.chat import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, TIMEOUT_ENV
 from ppo_client.optimize.proposers import CONTEXTS, OPTIMIZERS
 
 
-def _chat_config(args):
+def chat_config(args):
+    """The LLM settings of ``optimize`` and ``experiment`` (flags first, then the environment)."""
     from ppo_client.llm.chat import ChatConfig
 
-    return ChatConfig.from_env(args.llm_url, args.llm_api_key, args.llm_model, vision=args.vision)
+    return ChatConfig.from_env(args.llm_url, args.llm_api_key, args.llm_model, timeout_s=args.llm_timeout,
+                               max_retries=args.llm_retries, vision=args.vision)
 
 
 def _default_run_dir(user: str) -> Path:
@@ -33,7 +36,7 @@ def _optimize(args) -> int:
     from ppo_client.scoring import ScoringClient
     from ppo_client.store import UserStore
 
-    chat_config = _chat_config(args)
+    llm = chat_config(args)
     with ScoringClient(args.url) as client:
         if args.resume:
             state, judge = session.resume_run(Path(args.resume))
@@ -41,7 +44,7 @@ def _optimize(args) -> int:
         else:
             if not args.user or args.prompt is None:
                 raise InvalidRequestError("--user/--prompt", "a new run needs --user and --prompt (or --resume RUN_DIR)")
-            context = session.check_context(args.context, chat_config, text_fallback=args.text_fallback)
+            context = session.check_context(args.context, llm, text_fallback=args.text_fallback)
             config = RunConfig(
                 user=args.user, prompt=args.prompt, iterations=args.iterations, n_prompts=args.n_prompts,
                 seeds=args.seeds, context=context, optimizer=args.optimizer, steps=args.steps, seed=args.seed,
@@ -51,12 +54,12 @@ def _optimize(args) -> int:
                 if args.user != session.GENERAL_USER:
                     store.user(args.user)  # unknown user: a clear error before anything starts
                 scorer = session.user_scorer(store, client, args.user)
-            state = session.new_run(Path(args.run_dir or _default_run_dir(args.user)), config, scorer, client, chat_config)
+            state = session.new_run(Path(args.run_dir or _default_run_dir(args.user)), config, scorer, client, llm)
             judge = scorer.true_score
             console.print(f"run folder: {state.folder} (scorer: {scorer.model})")
         c = state.config
         chat_needed = c.optimizer == "llm" and len(state.records) <= c.iterations
-        with _progress() as bar, session.chat_endpoint(chat_config, needed=chat_needed) as chat:
+        with _progress() as bar, session.chat_endpoint(llm, needed=chat_needed) as chat:
             task = bar.add_task("iteration", total=c.iterations + 1, completed=len(state.records))
 
             def on_iteration(record):
@@ -92,6 +95,11 @@ def _add_llm(parser) -> None:
     parser.add_argument("--llm-api-key", help="API key (default $OPENAI_API_KEY; never written to the run folder)")
     parser.add_argument("--vision", action="store_true", help="the endpoint's model accepts images (needed by s+p+f+I)")
     parser.add_argument("--text-fallback", action="store_true", help="with a text-only endpoint, run s+p+f+I as s+p+f")
+    parser.add_argument(
+        "--llm-timeout", type=float, default=None,
+        help=f"seconds one LLM call may take, retries included (default ${TIMEOUT_ENV} or {DEFAULT_TIMEOUT_S:g})",
+    )
+    parser.add_argument("--llm-retries", type=int, default=DEFAULT_RETRIES, help="retries of a failed LLM call (default %(default)s)")
 
 
 def _add_run_shape(parser) -> None:

@@ -17,7 +17,6 @@ import numpy as np
 
 from ppo_client.console import console
 from ppo_client.errors import InvalidRequestError, PPOError
-from ppo_client.llm.chat import ChatConfig
 from ppo_client.optimize.proposers import CONTEXTS, OPTIMIZERS
 
 logger = logging.getLogger(__name__)
@@ -96,7 +95,9 @@ def _experiment(args) -> int:
         if arm.optimizer not in OPTIMIZERS or (arm.optimizer == "llm" and arm.context not in CONTEXTS):
             raise InvalidRequestError("--optimizers/--contexts", f"unknown {arm.optimizer} {arm.context}")
     out = Path(args.out)
-    chat_config = ChatConfig.from_env(args.llm_url, args.llm_api_key, args.llm_model, vision=args.vision)
+    from ppo_client.optimize.cli import chat_config as llm_settings
+
+    chat_config = llm_settings(args)
     jobs = []
     with ScoringClient(args.url) as client:
         with UserStore(args.store) as store:

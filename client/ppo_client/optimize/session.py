@@ -7,6 +7,7 @@ Python.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -33,11 +34,9 @@ from ppo_client.optimize.run import (
     run_iterations,
 )
 from ppo_client.piaa.head import PreferenceHead
-from ppo_client.store import UserStore
+from ppo_client.store import GENERAL_USER, UserStore
 
 logger = logging.getLogger(__name__)
-GENERAL_USER = "general"
-"""``--general``: optimize the crowd's taste (a general head over every user in the store)."""
 
 
 @dataclass(frozen=True)
@@ -98,24 +97,27 @@ def general_scorer(store: UserStore, client) -> Scorer:
 
 
 @contextlib.contextmanager
-def chat_endpoint(config: ChatConfig | None, *, needed: bool = True) -> Iterator[ChatClient | None]:
-    """The configured endpoint, or the embedded local LLM started for the duration (None when the
-    runs at hand need no LLM, so none is started)."""
+def chat_endpoint(config: ChatConfig, *, needed: bool = True) -> Iterator[ChatClient | None]:
+    """The configured endpoint, or the embedded local LLM started for the duration and watched (a
+    call made after it died fails at once, saying how it ended); None when the runs at hand need no
+    LLM, so none is started."""
     if not needed:
         yield None
         return
-    if config is not None:
+    if not config.embedded:
         with ChatClient(config) as chat:
             yield chat
         return
-    from ppo_client.llm.embedded import EmbeddedLLMServer
+    from ppo_client.llm.embedded import MODEL_NAME, EmbeddedLLMServer
 
-    with EmbeddedLLMServer() as server, ChatClient(server.chat_config()) as chat:
-        yield chat
+    with EmbeddedLLMServer() as server:
+        local = dataclasses.replace(config, base_url=server.base_url, model=MODEL_NAME)
+        with ChatClient(local, health=server.check) as chat:
+            yield chat
 
 
-def check_context(context: str, chat_config: ChatConfig | None, *, text_fallback: bool) -> str:
-    if context != "s+p+f+I" or (chat_config is not None and chat_config.vision):
+def check_context(context: str, chat_config: ChatConfig, *, text_fallback: bool) -> str:
+    if context != "s+p+f+I" or (chat_config.vision and not chat_config.embedded):
         return context
     if not text_fallback:
         raise InvalidRequestError(
@@ -145,26 +147,30 @@ class _Summary:
 
 def execute(state: RunState, client, chat: ChatClient | None, true_score: Callable | None,
             on_iteration: Callable[[dict], None] = lambda r: None) -> dict:
-    """Run what is left of ``state``. The summary and report are rewritten after every finished
-    iteration, so a run stopped early (Ctrl-C, a server or LLM failure) leaves them up to date."""
-    c = state.config
-    keep = prompt_filter(client, c.prompt, client.encoder_info().max_tokens, c.subject_guard)
-    proposer = make_proposer(c.optimizer, c.context, chat, top_k=c.top_k)
-    renderer = Renderer(client, c, state.head, true_score)
-    summary = _Summary(state)
-
-    def after(record: dict) -> None:
-        summary.write()
-        on_iteration(record)
-
+    """Run what is left of ``state``, then release the run folder. The summary and report are
+    rewritten after every finished iteration, so a run stopped early (Ctrl-C, a server or LLM
+    failure) leaves them up to date."""
     try:
-        run_iterations(state, proposer, renderer, keep, on_iteration=after)
+        c = state.config
+        keep = prompt_filter(client, c.prompt, client.encoder_info().max_tokens, c.subject_guard)
+        proposer = make_proposer(c.optimizer, c.context, chat, top_k=c.top_k)
+        renderer = Renderer(client, c, state.head, true_score)
+        summary = _Summary(state)
+
+        def after(record: dict) -> None:
+            summary.write()
+            on_iteration(record)
+
+        try:
+            run_iterations(state, proposer, renderer, keep, on_iteration=after)
+        finally:
+            renderer.close()
+        return summary.write()
     finally:
-        renderer.close()
-    return summary.write()
+        state.close()
 
 
-def new_run(folder: Path, config: RunConfig, scorer: Scorer, client, chat_config: ChatConfig | None) -> RunState:
+def new_run(folder: Path, config: RunConfig, scorer: Scorer, client, chat_config: ChatConfig) -> RunState:
     config = config.checked()
     encoder = client.encoder_info()
     if scorer.head.dim != encoder.dim:
@@ -172,7 +178,7 @@ def new_run(folder: Path, config: RunConfig, scorer: Scorer, client, chat_config
     extra = {
         "scorer": scorer.model,
         "encoder": encoder.encoder_id,
-        "llm": {"base_url": chat_config.base_url, "model": chat_config.model} if chat_config else {"embedded": True},
+        "llm": {"embedded": True} if chat_config.embedded else {"base_url": chat_config.base_url, "model": chat_config.model},
         "personas": scorer.personas,
     }
     return create_run(folder, config, scorer.head, extra, (scorer.reference_embeddings, scorer.reference_ratings))

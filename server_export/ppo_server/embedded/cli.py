@@ -10,7 +10,6 @@ from pathlib import Path
 
 from ppo_client.console import console, run_cli, setup_logging
 from ppo_server.embedded.server import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, EmbeddedTritonServer, ServerConfig
-from ppo_server.errors import EmbeddedServerError
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -33,8 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"http: {server.http_url}", flush=True)
         console.print(f"Triton is ready (log: {server.log_file}); Ctrl-C stops it")
         while not stop.wait(1.0):
-            if not server.is_running():
-                raise EmbeddedServerError(f"tritonserver exited unexpectedly; see {server.log_file}")
+            server.check()
     finally:
         server.stop()
     return 0

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ppo_client.processes import free_port, log_path, stop_process_group, wait_http_ready
+from ppo_client.processes import check_alive, free_port, log_path, stop_process_group, wait_http_ready
 from ppo_server.cache import cache_dir
 from ppo_server.errors import EmbeddedServerError
 
@@ -173,6 +173,10 @@ class EmbeddedTritonServer:
 
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def check(self) -> None:
+        """Raise ``EmbeddedServerError`` with the exit status and log tail if the server has died."""
+        check_alive(self.process, name="tritonserver", log_file=self.log_file, error=EmbeddedServerError)
 
     def stop(self) -> None:
         """SIGTERM, wait, then SIGKILL the whole process group (server and python stubs)."""

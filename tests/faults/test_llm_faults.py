@@ -1,0 +1,211 @@
+"""LLM endpoints that hang, trickle, talk nonsense or die: every call ends within its deadline with
+one error that names the endpoint."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from ppo_client.cli import main
+from ppo_client.errors import ConfigurationError, LLMResponseError, LLMUnavailableError
+from ppo_client.llm.chat import DEFAULT_TIMEOUT_S, ChatClient, ChatConfig, user_message
+from ppo_client.processes import check_alive
+
+pytestmark = pytest.mark.faults
+DEAD_ENDPOINT_BOUND_S = 90.0
+"""The issue's promise: a dead LLM endpoint is reported within this, with the default settings."""
+
+
+@contextmanager
+def raw_server(behaviour):
+    """A loopback TCP server whose every connection is handled by ``behaviour(connection)``."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    stop = threading.Event()
+    connections = []
+
+    def serve():
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            connections.append(connection)
+            threading.Thread(target=behaviour, args=(connection, stop), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    finally:
+        stop.set()
+        thread.join()
+        for connection in connections:
+            connection.close()
+        listener.close()
+
+
+def hang(connection, stop):
+    connection.recv(65536)
+    stop.wait()
+
+
+def trickle(connection, stop):
+    connection.recv(65536)
+    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+    while not stop.wait(0.2):
+        try:
+            connection.sendall(b" ")
+        except OSError:
+            return
+
+
+def answer(status: int, body: bytes):
+    def behaviour(connection, stop):
+        connection.recv(65536)
+        head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        connection.sendall(head + body)
+    return behaviour
+
+
+def endless(connection, stop):
+    connection.recv(65536)
+    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"choices\": [\"")
+    chunk = b"x" * 65536
+    while not stop.is_set():
+        try:
+            connection.sendall(chunk)
+        except OSError:
+            return
+
+
+def timed_call(url, **config):
+    client = ChatClient(ChatConfig(url, **config), sleep=time.sleep)
+    started = time.monotonic()
+    try:
+        client.complete([user_message("hi")])
+    except Exception as exc:
+        return exc, time.monotonic() - started
+    finally:
+        client.close()
+    raise AssertionError("the call succeeded")
+
+
+@pytest.mark.parametrize("behaviour", [hang, trickle], ids=["hangs", "trickles"])
+def test_a_hung_or_trickling_endpoint_fails_the_call_at_its_deadline(behaviour):
+    with raw_server(behaviour) as url:
+        error, seconds = timed_call(url, timeout_s=1.5, max_retries=3)
+    assert isinstance(error, LLMUnavailableError) and url in str(error), str(error)
+    assert "deadline 1.5 s" in str(error)
+    assert seconds < 4.0, f"took {seconds:.1f} s against a 1.5 s deadline"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [(200, b"<html>proxy error</html>", "a body that is not JSON"), (200, b'{"choices": []}', "answered without a message"),
+     (200, b'{"choices": [{"message": {"content": {"a": 1}}}]}', "content is not text"), (200, b"[1, 2]", "without a message")],
+    ids=["html", "no choices", "content not text", "a list"],
+)
+def test_a_reply_that_is_not_a_chat_completion_is_one_clear_error(status, body, expected):
+    with raw_server(answer(status, body)) as url:
+        error, seconds = timed_call(url, timeout_s=10)
+    assert isinstance(error, LLMResponseError) and expected in str(error) and url in str(error), str(error)
+    assert seconds < 5
+
+
+def test_an_endless_reply_is_cut_at_the_size_limit():
+    with raw_server(endless) as url:
+        error, seconds = timed_call(url, timeout_s=20, max_reply_bytes=2**20)
+    assert isinstance(error, LLMResponseError) and "larger than 1048576 bytes" in str(error)
+    assert seconds < 10
+
+
+def test_with_the_defaults_a_dead_endpoint_is_reported_within_ninety_seconds():
+    """Time is simulated: each attempt times out after the read timeout it was given."""
+    now = [0.0]
+
+    def handler(request: httpx.Request):
+        now[0] += request.extensions["timeout"]["read"]
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    client = ChatClient(ChatConfig("http://hung.invalid/v1"), transport=httpx.MockTransport(handler), sleep=sleep,
+                        clock=lambda: now[0])
+    with pytest.raises(LLMUnavailableError, match="hung.invalid"):
+        client.complete([user_message("hi")])
+    assert DEFAULT_TIMEOUT_S <= now[0] <= DEAD_ENDPOINT_BOUND_S
+
+
+def test_a_closed_port_is_reported_within_seconds():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    error, seconds = timed_call(f"http://127.0.0.1:{port}/v1")
+    assert isinstance(error, LLMUnavailableError) and "ConnectError" in str(error)
+    assert seconds < 15
+
+
+def test_a_local_server_that_died_is_named_with_its_signal_and_log_at_once(tmp_path):
+    log = tmp_path / "server.log"
+    log.write_text("loading model\nready\n")
+    process = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"])
+    process.wait()
+
+    def health():
+        check_alive(process, name="the local LLM server", log_file=log, error=LLMUnavailableError)
+
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        raise httpx.ConnectError("refused", request=request)
+
+    client = ChatClient(ChatConfig("http://127.0.0.1:9/v1"), transport=httpx.MockTransport(handler), health=health)
+    started = time.monotonic()
+    with pytest.raises(LLMUnavailableError) as info:
+        client.complete([user_message("hi")])
+    message = str(info.value)
+    assert f"(pid {process.pid}) was killed by signal 11 (SIGSEGV)" in message and "ready" in message
+    assert calls == [] and time.monotonic() - started < 1.0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_the_embedded_llm_killed_mid_session_is_reported_with_its_exit():
+    from ppo_client.llm.embedded import EmbeddedLLMServer
+
+    with EmbeddedLLMServer() as server, ChatClient(server.chat_config(timeout_s=30), health=server.check) as chat:
+        assert isinstance(chat.complete([user_message("Say hi.")], max_tokens=8).text, str)
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(10)
+        started = time.monotonic()
+        with pytest.raises(LLMUnavailableError, match=r"the local LLM server \(pid \d+\) was killed by signal 9 \(SIGKILL\)"):
+            chat.complete([user_message("Say hi.")], max_tokens=8)
+        assert time.monotonic() - started < 2
+
+
+def test_llm_settings_are_checked_and_named(monkeypatch, tmp_path, capsys):
+    with pytest.raises(ConfigurationError, match="positive number of seconds"):
+        ChatConfig("http://x/v1", timeout_s=0)
+    monkeypatch.setenv("PPO_LLM_TIMEOUT", "soon")
+    with pytest.raises(ConfigurationError, match=r"\$PPO_LLM_TIMEOUT must be a number of seconds, got 'soon'"):
+        ChatConfig.from_env()
+    monkeypatch.setenv("PPO_LLM_TIMEOUT", "12.5")
+    assert ChatConfig.from_env().timeout_s == 12.5 and ChatConfig.from_env(timeout_s=3).timeout_s == 3
+    monkeypatch.delenv("PPO_LLM_TIMEOUT")
+    args = ["optimize", "--user", "a", "--prompt", "a cat", "--llm-url", "ftp://llm", "--store", str(tmp_path / "s.sqlite")]
+    assert main(args) == 2
+    assert "must be an http:// or https:// URL" in capsys.readouterr().err
