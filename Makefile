@@ -10,6 +10,8 @@ LLAMA_SPEC ?= llama-cpp-python[server]==0.3.36
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 # Built wheels are kept per build flags, so a venv rebuild does not recompile and a change of flags does.
 LLAMA_WHEELS ?= $(HOME)/.cache/ppo-t2i/llama-wheels/$(shell printf '%s %s' '$(LLAMA_SPEC)' '$(LLAMA_CMAKE_ARGS)' | cksum | cut -d' ' -f1)
+# Torch held to the kernels of a CPU without AVX-512: `make test` runs the `isa` tests again under it.
+AVX2_ONLY = ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
@@ -39,6 +41,7 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q -ra
+	$(AVX2_ONLY) $(BIN)/python -m pytest -q -ra -m isa
 
 bench: venv
 	$(BIN)/python benchmarks/serving.py

@@ -10,7 +10,7 @@ from ppo_client import Txt2ImgClient
 from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
 from ppo_server.export.presets import demo_models_dir, demo_pipeline_dir
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.isa]
 
 
 @pytest.fixture(scope="module")

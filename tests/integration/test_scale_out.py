@@ -32,8 +32,9 @@ def test_concurrent_requests_are_spread_over_both_servers(triton_server, tiny_re
 
         images, sent = asyncio.run(run())
         served = (txt2img_count(triton_server) - before[0], txt2img_count(second) - before[1])
-    assert len(images) == 12 and sent == [6, 6]
-    assert served == (6, 6)
+    assert len(images) == 12 and sum(sent) == 12
+    assert min(sent) > 0, f"both servers should be used, sent {sent}"
+    assert served == tuple(sent)
 
 
 def test_the_error_names_the_server_that_failed(triton_server):

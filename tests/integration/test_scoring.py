@@ -13,7 +13,7 @@ from ppo_client import AsyncScoringClient, GenerationRequest, ScoringClient
 from ppo_client.errors import InferenceError
 from ppo_client.piaa.head import PreferenceHead
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.isa]
 
 
 def images(count: int, side: int = 48, seed: int = 0) -> list[np.ndarray]:

@@ -8,6 +8,8 @@ from ppo_client.generation import GenerationRequest
 from ppo_server.backends.diffusion_loop import DiffusionLoop
 from ppo_server.backends.schedulers import scheduler_class
 
+pytestmark = pytest.mark.isa
+
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_pipeline_dir):

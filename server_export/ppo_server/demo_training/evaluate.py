@@ -40,6 +40,10 @@ def generate(pipe, captions: list[str], seeds: list[int], *, steps: int = 20, gu
 
 GUIDANCE_SWEEP = (1.5, 3.0, 5.0, 7.5)
 """Classifier-free guidance scales the prompt-following figures are also reported at."""
+ACROSS_BATCHES_TOLERANCE = 8
+"""Largest pixel difference (of 255) allowed between the same prompt and seed generated inside
+batches of different sizes. Kernels differ with batch shape on every CPU (one measurement: at most
+1/255 in 8 of 49,152 values), so only the same batch is expected to repeat bit for bit."""
 
 
 def vae_ceiling(vae, judge_path: Path, count: int = 200) -> dict[str, float]:
@@ -108,7 +112,9 @@ def evaluate(models: Path, *, count: int = 200, steps: int = 20, guidance: float
     judge = load_judge(models / "judge.pt").float()
     pipe = load_pipeline(models)
     generated = generate(pipe, captions, seeds, steps=steps, guidance=guidance)
-    again = generate(pipe, captions[:4], seeds[:4], steps=steps, guidance=guidance)
+    again = generate(pipe, captions[:4], seeds[:4], steps=steps, guidance=guidance)  # a batch of 4, twice
+    repeat = generate(pipe, captions[:4], seeds[:4], steps=steps, guidance=guidance)
+    across_batches = int(np.abs(generated[:4].astype(np.int16) - again.astype(np.int16)).max())
     clip = CLIPModel.from_pretrained(models / "clip", dtype=torch.float32)
     tokenizer = CLIPTokenizer.from_pretrained(models / "clip")
     held_out = SceneSet(max(count, 320), first=HELD_OUT_FIRST)
@@ -128,7 +134,9 @@ def evaluate(models: Path, *, count: int = 200, steps: int = 20, guidance: float
         "clip_top1_against_one_attribute_changed": attribute_top1(clip, tokenizer, rendered, scenes),
         "text_encoder_linear_probe": text_encoder_probe(pipe.text_encoder, pipe.tokenizer,
                                                         train=15 * count, test=5 * count // 2),
-        "same_prompt_and_seed_identical": bool(np.array_equal(generated[:4], again)),
+        "same_batch_identical": bool(np.array_equal(again, repeat)),
+        "across_batches_max_difference": across_batches,
+        "across_batches_within_tolerance": across_batches <= ACROSS_BATCHES_TOLERANCE,
         "distinct_images": int(len({im.tobytes() for im in generated})),
     }
     logger.info("evaluation: %s", report)
