@@ -176,7 +176,7 @@ def test_a_huge_prompt_is_refused_before_tokenizing_while_others_are_served(trit
     assert prompt.status() == "StatusCode.INVALID_ARGUMENT" and f"the limit is {contract.MAX_TEXT_BYTES}" in prompt.message()
     assert "PROMPT" in prompt.message() and "TEXT" in text.message() and text.status() == "StatusCode.INVALID_ARGUMENT"
     assert fine.as_numpy("IMAGE").shape == (1, 64, 64, 3)
-    assert seconds < 30, f"three requests took {seconds:.1f} s"
+    assert seconds < 60, f"three requests took {seconds:.1f} s"
     with Txt2ImgClient(triton_server.grpc_url) as sdk:
         with pytest.raises(InvalidRequestError, match="prompt: is 4097 bytes long"):
             sdk.generate("é" * 2048 + "a")

@@ -7,7 +7,6 @@ import csv
 from pathlib import Path
 
 from ppo_client.console import console
-from ppo_client.errors import InvalidRequestError
 
 
 def _persona(args: argparse.Namespace) -> int:
