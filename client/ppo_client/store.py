@@ -82,7 +82,9 @@ def default_store_path() -> Path:
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+    if not isinstance(name, str):
+        raise StoreError(f"a user name is text, got {type(name).__name__}")
+    if not name or len(name) > MAX_NAME_LENGTH:
         raise StoreError(f"user name must be 1 to {MAX_NAME_LENGTH} characters, got {len(name)}")
     if re.search(r"[/\\\x00-\x1f\x7f]", name) or name in (".", ".."):
         raise StoreError(f"user name {name!r} contains a path separator or a control character")

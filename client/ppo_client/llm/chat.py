@@ -186,7 +186,8 @@ class ChatClient:
                 chunks.append(chunk)
             return _Answer(response.status_code, response.headers, b"".join(chunks))
 
-    def _completion(self, answer: _Answer) -> str:
+    def _completion(self, answer: _Answer) -> tuple[str, dict]:
+        """The reply's text and token usage, or ``LLMResponseError`` if it is not a chat completion."""
         where = f"the chat endpoint {self.config.base_url}"
         try:
             payload = json.loads(answer.body)
@@ -200,7 +201,8 @@ class ChatClient:
             raise LLMResponseError(f"{where} answered without a message: {str(payload)[:300]}") from None
         if not isinstance(text, str):
             raise LLMResponseError(f"{where} answered a message whose content is not text: {str(text)[:200]}")
-        return text
+        usage = payload.get("usage")
+        return text, usage if isinstance(usage, dict) else {}
 
     def complete(self, messages: Sequence[dict], *, temperature: float = 1.0, max_tokens: int = 512, **extra: Any) -> ChatReply:
         body = {"messages": list(messages), "temperature": temperature, "max_tokens": max_tokens, **extra}
@@ -222,9 +224,8 @@ class ChatClient:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
                 if answer.status == 200:
-                    text = self._completion(answer)
-                    usage = json.loads(answer.body).get("usage") or {}
-                    return ChatReply(text, self._clock() - started, attempts, usage if isinstance(usage, dict) else {})
+                    text, usage = self._completion(answer)
+                    return ChatReply(text, self._clock() - started, attempts, usage)
                 if answer.status not in RETRY_STATUSES:
                     raise LLMRequestError(
                         f"the chat endpoint {self.config.base_url} refused the request (HTTP {answer.status}): "
