@@ -55,14 +55,14 @@ def inprocess(pipeline_dir: Path, steps: int, images: int, batches: tuple[int, .
               device: str = "cpu", scheduler: str = "") -> dict:
     """diffusers in this process: fp32 on the CPU, fp16 with PyTorch's SDPA attention on a GPU."""
     import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DiffusionPipeline
 
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir, safety_checker=None, requires_safety_checker=False, dtype=dtype)
+    pipe = DiffusionPipeline.from_pretrained(pipeline_dir, dtype=dtype)  # SD 1.x/2.x or SDXL, as the folder says
     if scheduler:
-        from ppo_server.backends.schedulers import scheduler_class
+        from ppo_server.backends.schedulers import build_scheduler
 
-        pipe.scheduler = scheduler_class(scheduler).from_config(pipe.scheduler.config)
+        pipe.scheduler = build_scheduler(scheduler, pipe.scheduler.config)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
 
@@ -100,17 +100,35 @@ class Shapes:
 
     sequence: int
     hidden: int
+    """What the UNet's cross-attention takes (SDXL: both text encoders' states side by side)."""
     latent_channels: int
     latent_side: int
     embedding_dim: int
+    text_embeds: int = 0
+    """SDXL: the pooled text embedding's size (0: an SD 1.x/2.x pipeline)."""
 
     @classmethod
     def of_pipeline(cls, pipeline: Path, clip: Path | None = None) -> Shapes:
         unet = json.loads((pipeline / "unet" / "config.json").read_text())
         text = json.loads((pipeline / "text_encoder" / "config.json").read_text())
+        second = pipeline / "text_encoder_2" / "config.json"
+        text_embeds = int(json.loads(second.read_text())["projection_dim"]) if second.exists() else 0
         embedding = json.loads((clip / "config.json").read_text())["projection_dim"] if clip else 0
-        return cls(int(text["max_position_embeddings"]), int(text["hidden_size"]), int(unet["in_channels"]),
-                   int(unet["sample_size"]), int(embedding))
+        return cls(int(text["max_position_embeddings"]), int(unet["cross_attention_dim"]), int(unet["in_channels"]),
+                   int(unet["sample_size"]), int(embedding), text_embeds)
+
+    def unet_inputs(self, rows: int, latent_side: int, rng) -> list[tuple[str, np.ndarray]]:
+        """One UNet call's named inputs for ``rows`` rows (the conditioning SDXL adds included)."""
+        inputs = [
+            ("SAMPLE", rng.normal(size=(rows, self.latent_channels, latent_side, latent_side)).astype(np.float32)),
+            ("TIMESTEP", np.full((rows, 1), 500.0, np.float32)),
+            ("ENCODER_HIDDEN_STATES", rng.normal(size=(rows, self.sequence, self.hidden)).astype(np.float32)),
+        ]
+        if self.text_embeds:
+            side = 8 * latent_side
+            inputs += [("TEXT_EMBEDS", rng.normal(size=(rows, self.text_embeds)).astype(np.float32)),
+                       ("TIME_IDS", np.array([[side, side, 0, 0, side, side]] * rows, np.float32))]
+        return inputs
 
 
 def _requests(model: str, grpc, head_bytes: bytes | None, steps: int, shapes: Shapes, side: int = 64):
@@ -135,9 +153,7 @@ def _requests(model: str, grpc, head_bytes: bytes | None, steps: int, shapes: Sh
     fixed = {
         "text_encoder": lambda: [tensor("INPUT_IDS", rng.integers(0, 1000, (1, shapes.sequence)).astype(np.int64), "INT64")],
         "unet": lambda: [  # one denoising step of one image with guidance: 2 rows
-            tensor("SAMPLE", rng.normal(size=(2, *latent)).astype(np.float32), "FP32"),
-            tensor("TIMESTEP", np.full((2, 1), 500.0, np.float32), "FP32"),
-            tensor("ENCODER_HIDDEN_STATES", rng.normal(size=(2, shapes.sequence, shapes.hidden)).astype(np.float32), "FP32"),
+            tensor(name, array, "FP32") for name, array in shapes.unet_inputs(2, shapes.latent_side, rng)
         ],
         "vae_decoder": lambda: [tensor("LATENT", rng.normal(size=(1, *latent)).astype(np.float32), "FP32")],
         "image_encoder": lambda: [tensor("IMAGE", rng.integers(0, 256, (1, 64, 64, 3)).astype(np.uint8), "UINT8")],

@@ -1,4 +1,4 @@
-"""The GPU serving benchmark: Stable Diffusion 1.5's architecture, served vs. in-process, one GPU.
+"""The GPU serving benchmark: Stable Diffusion 1.5's (or SDXL's) architecture, served vs. in-process, one GPU.
 
 In one run, on the GPU this process sees:
 
@@ -13,7 +13,9 @@ In one run, on the GPU this process sees:
 Results: ``benchmarks/results/<gpu>/serving_gpu.{json,md}`` and ``summary.json``.
 
     python benchmarks/serving_gpu.py                 # on a GPU host (see benchmarks/gpu/run.sh)
+    python benchmarks/serving_gpu.py --preset sdxl-random --side 1024   # SDXL base's architecture
     python benchmarks/serving_gpu.py --preset tiny --device cpu --side 64   # a dry run of every step
+    python benchmarks/serving_gpu.py --preset tiny-sdxl --device cpu --side 64   # the same for the SDXL path
 """
 
 from __future__ import annotations
@@ -30,8 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from serving import RESULTS, Shapes, inprocess, missing_models, sweep, _requests
+from serving import RESULTS, Shapes, _requests, inprocess, missing_models, sweep
 
 UNET_ROWS = (2, 4, 8, 16, 32, 64)
 """UNet rows per call: twice the images, guidance on."""
@@ -42,10 +43,19 @@ def log(message: str) -> None:
 
 
 def build(preset: str, folder: Path, device: str) -> Path:
-    from ppo_server.export.presets import build_sd15_pipeline, build_tiny_pipeline
+    from ppo_server.export.presets import (
+        build_sd15_pipeline,
+        build_sdxl_pipeline,
+        build_tiny_family,
+        build_tiny_pipeline,
+    )
 
     if preset == "sd15-random":
         return build_sd15_pipeline(folder, device=device)
+    if preset == "sdxl-random":
+        return build_sdxl_pipeline(folder, device=device)
+    if preset == "tiny-sdxl":
+        return build_tiny_family(folder, "sdxl")
     return build_tiny_pipeline(folder)
 
 
@@ -86,12 +96,8 @@ def unet_latency(server, grpc, shapes: Shapes, side: int, repeats: int) -> list[
     rows_out = []
     for rows in UNET_ROWS:
         inputs = []
-        for name, array, dtype in (
-            ("SAMPLE", rng.normal(size=(rows, shapes.latent_channels, latent_side, latent_side)).astype(np.float32), "FP32"),
-            ("TIMESTEP", np.full((rows, 1), 500.0, np.float32), "FP32"),
-            ("ENCODER_HIDDEN_STATES", rng.normal(size=(rows, shapes.sequence, shapes.hidden)).astype(np.float32), "FP32"),
-        ):
-            tensor = grpc.InferInput(name, list(array.shape), dtype)
+        for name, array in shapes.unet_inputs(rows, latent_side, rng):
+            tensor = grpc.InferInput(name, list(array.shape), "FP32")
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
         client.infer("unet", inputs)  # first call of a shape captures its graph
@@ -191,7 +197,8 @@ def write_results(out: Path, results: dict, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="sd15-random", choices=("sd15-random", "tiny"))
+    parser.add_argument("--preset", default="sd15-random", choices=("sd15-random", "sdxl-random", "tiny", "tiny-sdxl"),
+                        help="sdxl-random: SDXL base's architecture at 1024 px (pass --side 1024)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--side", type=int, default=512)
     parser.add_argument("--steps", type=int, default=20)

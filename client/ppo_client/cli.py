@@ -36,6 +36,7 @@ def _generate(args: argparse.Namespace) -> int:
         height=args.height,
         width=args.width,
         scheduler=args.scheduler,
+        guidance_rescale=args.guidance_rescale,
     )
     with Txt2ImgClient(args.url, timeout_s=args.timeout) as client:
         with console.status(f"generating with {client.endpoint} ..."):
@@ -43,6 +44,30 @@ def _generate(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
     console.print(f"wrote {out} ({image.width}x{image.height})")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from ppo_client.txt2img import Txt2ImgClient
+
+    with Txt2ImgClient(args.url) as client:
+        models = client.served_models()
+        table = Table("model", "state", title=f"models on {client.endpoint}")
+        for name, state in models:
+            table.add_row(name, state or "-")
+        console.print(table)
+        if (contract.TXT2IMG.name, "READY") not in models:
+            return 0
+        served = client.pipeline()
+    limits = served.limits
+    console.print(
+        f"txt2img: family {served.family}, native {limits.native_side}x{limits.native_side}, sides "
+        f"{limits.min_side}..{limits.max_side} in steps of {limits.multiple}"
+    )
+    console.print(f"schedulers: default {served.default_scheduler or '?'} (the checkpoint's own); "
+                  f"by name: {', '.join(served.schedulers) or 'none'}")
     return 0
 
 
@@ -60,12 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--height", type=int, default=0, help="pixels; default: the model's native size")
     generate.add_argument("--width", type=int, default=0, help="pixels; default: the model's native size")
     generate.add_argument(
-        "--scheduler", default="", choices=("", *contract.SCHEDULERS), help="default: the exported one"
+        "--scheduler", default="", choices=("", *contract.SCHEDULERS),
+        help="default: the checkpoint's own; which of these a served model offers: `ppo-client models`",
     )
+    generate.add_argument("--guidance-rescale", type=float, default=0.0,
+                          help="0..1; rescales guided noise (about 0.7 suits SD 2.x v-prediction models); default 0 (off)")
     generate.add_argument("--out", required=True, help="image file to write (.png, .jpg, .webp)")
     generate.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the image")
     _add_url(generate)
     generate.set_defaults(handler=_generate)
+
+    models = commands.add_parser("models", help="what the server serves: models, pipeline family, sizes, schedulers")
+    _add_url(models)
+    models.set_defaults(handler=_models)
 
     from ppo_client.demo.cli import add_demo_commands
 

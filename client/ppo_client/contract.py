@@ -76,6 +76,19 @@ TEXT_ENCODER = ModelContract(
     outputs=(TensorSpec("LAST_HIDDEN_STATE", DataType.FP32, (-1, -1)),),
     max_batch_size=64,
 )
+"""``LAST_HIDDEN_STATE`` is what the UNet is conditioned on: the last layer's states for SD 1.x/2.x,
+the penultimate layer's for SDXL (as its pipeline takes them)."""
+
+TEXT_ENCODER_2 = ModelContract(
+    name="text_encoder_2",
+    inputs=(TensorSpec("INPUT_IDS", DataType.INT64, (-1,)),),
+    outputs=(
+        TensorSpec("LAST_HIDDEN_STATE", DataType.FP32, (-1, -1)),
+        TensorSpec("TEXT_EMBEDS", DataType.FP32, (-1,)),
+    ),
+    max_batch_size=64,
+)
+"""SDXL's second text encoder: penultimate-layer states and the pooled, projected text embedding."""
 
 UNET = ModelContract(
     name="unet",
@@ -87,6 +100,19 @@ UNET = ModelContract(
     outputs=(TensorSpec("NOISE_PRED", DataType.FP32, (-1, -1, -1)),),
     max_batch_size=64,
 )
+
+UNET_XL = ModelContract(
+    name="unet",
+    inputs=(
+        *UNET.inputs,
+        TensorSpec("TEXT_EMBEDS", DataType.FP32, (-1,)),
+        TensorSpec("TIME_IDS", DataType.FP32, (-1,)),
+    ),
+    outputs=UNET.outputs,
+    max_batch_size=UNET.max_batch_size,
+)
+"""SDXL's UNet (served under the same name): also the pooled text embedding and the size and crop
+conditioning ``(original h, w, crop top, left, target h, w)`` of each row."""
 
 VAE_DECODER = ModelContract(
     name="vae_decoder",
@@ -108,10 +134,13 @@ TXT2IMG = ModelContract(
         TensorSpec("HEIGHT", DataType.INT32, (1,)),
         TensorSpec("WIDTH", DataType.INT32, (1,)),
         TensorSpec("SCHEDULER", DataType.BYTES, (1,), optional=True),
+        TensorSpec("GUIDANCE_RESCALE", DataType.FP32, (1,), optional=True),
     ),
     outputs=(TensorSpec("IMAGE", DataType.UINT8, (-1, -1, 3)),),
     max_batch_size=16,
 )
+"""Prompt rows in, one image each. The model's config parameters (``generation.ServedPipeline``)
+say which family it is, which sizes and schedulers it serves."""
 
 # --- scoring: the image encoder (an ONNX graph), a user's preference model, generate-and-score ---
 
@@ -159,8 +188,15 @@ CLIP_TEXT = ModelContract(
 token count before truncation (the limit is the model config's ``max_tokens`` parameter)."""
 
 COMPONENTS = (TEXT_ENCODER, UNET, VAE_DECODER)
+XL_COMPONENTS = (TEXT_ENCODER, TEXT_ENCODER_2, UNET_XL, VAE_DECODER)
 SCORING_MODELS = (IMAGE_ENCODER, PREFERENCE, TXT2IMG_SCORE, CLIP_TEXT)
-ALL_MODELS = (*COMPONENTS, TXT2IMG, *SCORING_MODELS)
+ALL_MODELS = (*COMPONENTS, TEXT_ENCODER_2, TXT2IMG, *SCORING_MODELS)
+"""Every model name once (``UNET_XL`` is served as ``unet``)."""
+
+
+def components(family: str) -> tuple[ModelContract, ...]:
+    """The component models of a pipeline family (``FAMILIES``)."""
+    return XL_COMPONENTS if family == "sdxl" else COMPONENTS
 
 # --- request limits, checked by the SDK before sending and by the server on arrival ---
 
@@ -176,5 +212,10 @@ MAX_TEXT_BYTES = 4096
 """UTF-8 bytes of one prompt, negative prompt or ``clip_text`` text; longer ones are refused before
 tokenizing (CLIP text encoders read 77 tokens, a few hundred characters, and truncate the rest)."""
 
-SCHEDULERS = ("pndm", "ddim", "euler", "dpm_multistep")
-"""Names a request may pass as ``SCHEDULER``; empty means the scheduler the model was exported with."""
+SCHEDULERS = ("pndm", "ddim", "euler", "euler_a", "dpm_multistep", "dpm_multistep_karras", "unipc", "lms", "lcm")
+"""Names a request may pass as ``SCHEDULER``; empty means the checkpoint's own scheduler. Each is
+built from the checkpoint's scheduler config; a served model offers those that build from it (its
+config's ``schedulers`` parameter)."""
+FAMILIES = ("sd", "sdxl")
+"""Pipeline families served: ``sd`` (Stable Diffusion 1.x and 2.x: one CLIP text encoder) and
+``sdxl`` (two text encoders, pooled text embeddings and size conditioning)."""

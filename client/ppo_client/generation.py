@@ -25,6 +25,48 @@ class SizeLimits:
     """The side the model was trained at; requests that leave height/width at 0 get it."""
 
 
+@dataclass(frozen=True)
+class ServedPipeline:
+    """What one exported ``txt2img`` serves, as its model config's parameters say: written by the
+    exporter, read by the server model and by the SDK (which checks requests against it)."""
+
+    family: str = "sd"
+    limits: SizeLimits = SizeLimits()
+    schedulers: tuple[str, ...] = contract.SCHEDULERS
+    """The contract's scheduler names this checkpoint's scheduler config builds."""
+    default_scheduler: str = ""
+    """The checkpoint's own scheduler class (what ``scheduler=""`` gets)."""
+
+    def to_parameters(self) -> dict[str, str]:
+        return {
+            "family": self.family,
+            "size_multiple": str(self.limits.multiple),
+            "min_side": str(self.limits.min_side),
+            "max_side": str(self.limits.max_side),
+            "native_side": str(self.limits.native_side),
+            "schedulers": ",".join(self.schedulers),
+            "default_scheduler": self.default_scheduler,
+        }
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, str]) -> ServedPipeline:
+        """Raises ``ValueError`` naming what is missing or malformed."""
+        try:
+            limits = SizeLimits(
+                multiple=int(params["size_multiple"]), min_side=int(params["min_side"]),
+                max_side=int(params["max_side"]), native_side=int(params["native_side"]),
+            )
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"the txt2img config lacks usable size parameters ({exc})") from None
+        schedulers = params.get("schedulers")
+        return cls(
+            family=params.get("family", "sd"),
+            limits=limits,
+            schedulers=tuple(s for s in schedulers.split(",") if s) if schedulers is not None else contract.SCHEDULERS,
+            default_scheduler=params.get("default_scheduler", ""),
+        )
+
+
 def check_steps(value: int, field: str = "steps") -> int:
     if isinstance(value, bool) or int(value) != value:
         raise InvalidRequestError(field, f"must be an integer, got {value!r}")
@@ -67,11 +109,20 @@ def check_seed(value: int, field: str = "seed") -> int:
     return int(value)
 
 
-def check_scheduler(value: str, field: str = "scheduler") -> str:
-    if value and value not in contract.SCHEDULERS:
+def check_scheduler(value: str, field: str = "scheduler", offered: tuple[str, ...] = contract.SCHEDULERS) -> str:
+    if value and value not in offered:
+        known = "" if value in contract.SCHEDULERS else "unknown "
         raise InvalidRequestError(
-            field, f"unknown scheduler {value!r}; choose one of {', '.join(contract.SCHEDULERS)}"
+            field, f"{known}scheduler {value!r} is not offered by this model; choose one of {', '.join(offered)} "
+            "(or leave it empty for the model's own)"
         )
+    return value
+
+
+def check_guidance_rescale(value: float, field: str = "guidance_rescale") -> float:
+    value = float(value)
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise InvalidRequestError(field, f"must be between 0 and 1, got {value:g}")
     return value
 
 
@@ -119,12 +170,15 @@ class GenerationRequest:
     width: int = 0
     negative_prompt: str = ""
     scheduler: str = ""
+    guidance_rescale: float = 0.0
+    """Rescales guided noise towards the text-conditioned one's spread (SD 2.x v-prediction models
+    with zero-terminal-SNR schedules want about 0.7); 0 is off, as in diffusers."""
 
     def sized(self, limits: SizeLimits) -> GenerationRequest:
         """Fill a height or width left at 0 with the model's native side."""
         return dataclasses.replace(self, height=self.height or limits.native_side, width=self.width or limits.native_side)
 
-    def checked(self, limits: SizeLimits = SizeLimits()) -> GenerationRequest:
+    def checked(self, limits: SizeLimits = SizeLimits(), schedulers: tuple[str, ...] = contract.SCHEDULERS) -> GenerationRequest:
         """Return ``self`` if every field is valid, else raise ``InvalidRequestError``."""
         check_text(self.prompt, "prompt")
         check_text(self.negative_prompt, "negative_prompt")
@@ -133,5 +187,6 @@ class GenerationRequest:
         check_guidance(self.guidance_scale)
         check_side(self.height, "height", limits)
         check_side(self.width, "width", limits)
-        check_scheduler(self.scheduler)
+        check_scheduler(self.scheduler, "scheduler", schedulers)
+        check_guidance_rescale(self.guidance_rescale)
         return self

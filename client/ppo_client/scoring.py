@@ -169,7 +169,7 @@ class ScoringClient(_ScoringCalls, Txt2ImgClient):
         self, requests: Sequence[GenerationRequest | str], head: PreferenceHead, **fields: Any
     ) -> list[ScoredImage]:
         """Images for up to ``MAX_PROMPTS_PER_REQUEST`` prompts with their embeddings and scores, in one request."""
-        rows = _check_batch([_as_request(r, fields) for r in requests], self.size_limits())
+        rows = _check_batch([_as_request(r, fields) for r in requests], self.pipeline())
         return _scored(rows, self._infer(**self._generate_score_kwargs(rows, head)))
 
 
@@ -196,5 +196,5 @@ class AsyncScoringClient(_ScoringCalls, AsyncTxt2ImgClient):
     async def generate_and_score(
         self, requests: Sequence[GenerationRequest | str], head: PreferenceHead, **fields: Any
     ) -> list[ScoredImage]:
-        rows = _check_batch([_as_request(r, fields) for r in requests], await self.size_limits())
+        rows = _check_batch([_as_request(r, fields) for r in requests], await self.pipeline())
         return _scored(rows, await self._infer(**self._generate_score_kwargs(rows, head)))

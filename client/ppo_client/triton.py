@@ -167,6 +167,15 @@ class ClientBase:
     def _config_kwargs(self) -> dict:
         return {"as_json": True} if self._grpc else {}
 
+    def served_models(self) -> list[tuple[str, str]]:
+        """(name, state) of every model in the first server's repository (sync clients only)."""
+        try:
+            index = self._client.get_model_repository_index(**self._config_kwargs())
+        except self._server_errors as exc:
+            raise self._error(exc, "repository index") from exc
+        entries = index.get("models", []) if isinstance(index, dict) else index
+        return sorted((e.get("name", "?"), e.get("state", "")) for e in entries)
+
     def _model_config(self, model: str):
         """A served model's configuration from the first server (a coroutine for the asyncio clients)."""
         if self._aio:
@@ -215,6 +224,7 @@ def txt2img_inputs(module: ModuleType, rows: Sequence) -> list:
         "HEIGHT": [r.height for r in rows],
         "WIDTH": [r.width for r in rows],
         "SCHEDULER": [r.scheduler.encode("utf-8") for r in rows],
+        "GUIDANCE_RESCALE": [r.guidance_rescale for r in rows],
     }
     inputs = []
     for spec in contract.TXT2IMG.inputs:

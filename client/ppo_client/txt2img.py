@@ -12,8 +12,8 @@ from typing import Any, Sequence
 from PIL import Image
 
 from ppo_client import contract
-from ppo_client.errors import InvalidRequestError
-from ppo_client.generation import GenerationRequest, SizeLimits, check_prompt_count
+from ppo_client.errors import InvalidRequestError, ServerError
+from ppo_client.generation import GenerationRequest, ServedPipeline, SizeLimits, check_prompt_count
 from ppo_client.triton import ClientBase, model_parameters, txt2img_inputs
 
 MODEL = contract.TXT2IMG.name
@@ -25,25 +25,19 @@ def _as_request(request: GenerationRequest | str, fields: dict[str, Any]) -> Gen
     return GenerationRequest(prompt=request, **fields)
 
 
-def _check_batch(requests: Sequence[GenerationRequest], limits: SizeLimits) -> list[GenerationRequest]:
-    rows = [r.sized(limits).checked(limits) for r in requests]
+def _check_batch(requests: Sequence[GenerationRequest], pipeline: ServedPipeline) -> list[GenerationRequest]:
+    rows = [r.sized(pipeline.limits).checked(pipeline.limits, pipeline.schedulers) for r in requests]
     check_prompt_count(len(rows))
     if len({(r.height, r.width) for r in rows}) > 1:
         raise InvalidRequestError("height", "all prompts of one batch must share height and width")
     return rows
 
 
-def _limits_from_config(config: dict) -> SizeLimits:
-    params = model_parameters(config)
+def _pipeline_from_config(config: dict, url: str) -> ServedPipeline:
     try:
-        return SizeLimits(
-            multiple=int(params["size_multiple"]),
-            min_side=int(params["min_side"]),
-            max_side=int(params["max_side"]),
-            native_side=int(params["native_side"]),
-        )
-    except (KeyError, ValueError):
-        return SizeLimits()
+        return ServedPipeline.from_parameters(model_parameters(config))
+    except ValueError as exc:
+        raise ServerError(f"{MODEL}: {exc}; re-export the repository with this version's ppo-export", url=url) from None
 
 
 def _images(result) -> list[Image.Image]:
@@ -53,18 +47,22 @@ def _images(result) -> list[Image.Image]:
 class _Txt2ImgBase(ClientBase):
     def __init__(self, url: str | None = None, *, timeout_s: float = 600.0) -> None:
         super().__init__(url, timeout_s=timeout_s)
-        self._limits: SizeLimits | None = None
+        self._pipeline: ServedPipeline | None = None
 
     def _txt2img_kwargs(self, rows: Sequence[GenerationRequest]) -> dict:
         return self._infer_kwargs(contract.TXT2IMG, txt2img_inputs(self._module, rows))
 
 
 class Txt2ImgClient(_Txt2ImgBase):
+    def pipeline(self) -> ServedPipeline:
+        """What the served pipeline offers (family, sizes, schedulers), read once from its config."""
+        if self._pipeline is None:
+            self._pipeline = _pipeline_from_config(self._model_config(MODEL), str(self.endpoint))
+        return self._pipeline
+
     def size_limits(self) -> SizeLimits:
-        """Height/width the served pipeline accepts, read once from its model config."""
-        if self._limits is None:
-            self._limits = _limits_from_config(self._model_config(MODEL))
-        return self._limits
+        """Height/width the served pipeline accepts."""
+        return self.pipeline().limits
 
     def generate(self, request: GenerationRequest | str, **fields: Any) -> Image.Image:
         """One image; ``fields`` override the request's (or, with a prompt string, build one)."""
@@ -72,7 +70,7 @@ class Txt2ImgClient(_Txt2ImgBase):
 
     def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Image.Image]:
         """Several images in one server request (they must share height and width)."""
-        rows = _check_batch(requests, self.size_limits())
+        rows = _check_batch(requests, self.pipeline())
         return _images(self._infer(**self._txt2img_kwargs(rows)))
 
     def close(self) -> None:
@@ -91,16 +89,19 @@ class AsyncTxt2ImgClient(_Txt2ImgBase):
 
     _aio = True
 
+    async def pipeline(self) -> ServedPipeline:
+        if self._pipeline is None:
+            self._pipeline = _pipeline_from_config(await self._model_config(MODEL), str(self.endpoint))
+        return self._pipeline
+
     async def size_limits(self) -> SizeLimits:
-        if self._limits is None:
-            self._limits = _limits_from_config(await self._model_config(MODEL))
-        return self._limits
+        return (await self.pipeline()).limits
 
     async def generate(self, request: GenerationRequest | str, **fields: Any) -> Image.Image:
         return (await self.generate_batch([_as_request(request, fields)]))[0]
 
     async def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Image.Image]:
-        rows = _check_batch(requests, await self.size_limits())
+        rows = _check_batch(requests, await self.pipeline())
         return _images(await self._infer(**self._txt2img_kwargs(rows)))
 
     async def close(self) -> None:

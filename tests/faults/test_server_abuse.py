@@ -4,6 +4,7 @@ alone, as INVALID_ARGUMENT, and the server's memory stays bounded."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import struct
 import time
@@ -18,6 +19,7 @@ import tritonclient.http as httpclient
 
 from ppo_client import contract
 from ppo_client.errors import InvalidRequestError, RequestRejectedError
+from ppo_client.generation import SizeLimits
 from ppo_client.piaa.head import MAGIC, PreferenceHead
 from ppo_client.scoring import ScoringClient
 from ppo_client.txt2img import Txt2ImgClient
@@ -194,7 +196,8 @@ def test_refusals_reach_every_client_as_invalid_argument(triton_server):
         httpclient.InferenceServerClient(triton_server.http_url.removeprefix("http://")).infer("preference", http_inputs)
     assert info.value.status() == "400"
     with Txt2ImgClient(triton_server.http_url) as sdk:
-        sdk._limits = sdk.size_limits().__class__(multiple=8, min_side=8, max_side=4096, native_side=64)
+        loose = SizeLimits(multiple=8, min_side=8, max_side=4096, native_side=64)
+        sdk._pipeline = dataclasses.replace(sdk.pipeline(), limits=loose)  # looser than the server's
         with pytest.raises(RequestRejectedError, match="HEIGHT: must be a multiple of 16"):
             sdk.generate("a cat", height=72, width=64)
     assert httpx.get(f"{triton_server.http_url}/v2/health/ready").status_code == 200

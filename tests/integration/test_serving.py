@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 
 import httpx
@@ -14,6 +15,7 @@ import tritonclient.grpc.aio as grpcaio
 
 from ppo_client import AsyncTxt2ImgClient, GenerationRequest, InvalidRequestError, Txt2ImgClient
 from ppo_client.errors import InferenceError
+from ppo_client.generation import SizeLimits
 from ppo_server.backends.schedulers import scheduler_class
 
 pytestmark = [pytest.mark.integration, pytest.mark.isa]
@@ -197,7 +199,8 @@ def test_sdk_checks_requests_against_the_served_size_limits(triton_server):
 
 def test_sdk_raises_the_servers_message_as_an_inference_error(triton_server):
     with Txt2ImgClient(triton_server.grpc_url) as client:
-        client._limits = client.size_limits().__class__(multiple=8, min_side=8, max_side=4096, native_side=64)
+        loose = SizeLimits(multiple=8, min_side=8, max_side=4096, native_side=64)
+        client._pipeline = dataclasses.replace(client.pipeline(), limits=loose)  # looser than the server's
         with pytest.raises(InferenceError) as info:
             client.generate("a cat", height=72, width=64)  # passes the loosened SDK check, not the server's
     assert "HEIGHT: must be a multiple of 16" in info.value.server_message

@@ -33,3 +33,23 @@ def test_the_torch_target_serves_the_same_images_and_embeddings(tiny_pipeline_di
         reference_embeddings = onnx_client.embed(list(pixels))
     assert np.abs(image - reference).max() <= 3
     np.testing.assert_allclose(embeddings, reference_embeddings, atol=1e-4)
+
+
+def test_the_torch_target_serves_sdxl_as_diffusers_draws_it(tmp_path):
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+
+    from ppo_server.export.presets import build_tiny_family
+
+    folder = build_tiny_family(tmp_path / "sdxl", "sdxl")
+    repository = tmp_path / "repo"
+    export_pipeline(str(folder), repository, ExportOptions(target="torch-cuda"))
+    assert (repository / "text_encoder_2" / "1" / "weights").is_dir()
+    request = GenerationRequest("a red cat", seed=3, steps=4, guidance_scale=5.0, height=64, width=96)
+    with EmbeddedTritonServer(ServerConfig(repository)) as server, ScoringClient(server.grpc_url) as client:
+        image = np.asarray(client.generate(request), dtype=int)
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(request.prompt, num_inference_steps=4, guidance_scale=5.0, height=64, width=96,
+                    generator=torch.Generator().manual_seed(3), output_type="np").images[0]
+    assert np.abs(image - (expected * 255).round().astype(int)).max() <= 3

@@ -1,8 +1,8 @@
 import dataclasses
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from ppo_client.demo.scenes import example
 from ppo_server.demo_training.clip import altered, caption_pairs, variants

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from ppo_client import contract
 from ppo_client.generation import GenerationRequest
-from ppo_server.backends.diffusion_loop import DiffusionLoop
-from ppo_server.backends.schedulers import scheduler_class
+from ppo_server.backends.diffusion_loop import DiffusionLoop, PipelineShape, tokenize
+from ppo_server.backends.schedulers import build_scheduler
+from ppo_server.export.specs import in_process
 
 pytestmark = pytest.mark.isa
 
@@ -22,49 +24,36 @@ def pipeline(tiny_pipeline_dir):
 
 @pytest.fixture(scope="module")
 def loop(pipeline):
-    scale = pipeline.vae.config.scaling_factor
-
-    @torch.no_grad()
-    def encode(ids):
-        return pipeline.text_encoder(torch.from_numpy(ids))[0].numpy()
-
-    @torch.no_grad()
-    def denoise(sample, timestep, hidden):
-        args = torch.from_numpy(sample), torch.from_numpy(timestep).reshape(-1), torch.from_numpy(hidden)
-        return pipeline.unet(*args).sample.numpy()
-
-    @torch.no_grad()
-    def decode(latent):
-        return pipeline.vae.decode(torch.from_numpy(latent) / scale).sample.numpy()
-
     return DiffusionLoop(
-        tokenizer=pipeline.tokenizer,
+        shape=PipelineShape(family="sd", latent_channels=4, vae_scale_factor=8),
+        tokenizers=[pipeline.tokenizer],
         scheduler_config=pipeline.scheduler.config,
-        latent_channels=4,
-        vae_scale_factor=8,
-        encode=encode,
-        denoise=denoise,
-        decode=decode,
+        call=in_process(pipeline, "sd"),
     )
 
 
 def reference(pipeline, request: GenerationRequest) -> np.ndarray:
+    own = pipeline.scheduler
     if request.scheduler:
-        pipeline.scheduler = scheduler_class(request.scheduler).from_config(pipeline.scheduler.config)
-    image = pipeline(
-        request.prompt,
-        negative_prompt=request.negative_prompt or None,
-        num_inference_steps=request.steps,
-        guidance_scale=request.guidance_scale,
-        height=request.height,
-        width=request.width,
-        generator=torch.Generator().manual_seed(request.seed),
-        output_type="np",
-    ).images[0]
+        pipeline.scheduler = build_scheduler(request.scheduler, own.config)
+    try:
+        image = pipeline(
+            request.prompt,
+            negative_prompt=request.negative_prompt or None,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance_scale,
+            guidance_rescale=request.guidance_rescale,
+            height=request.height,
+            width=request.width,
+            generator=torch.Generator().manual_seed(request.seed),
+            output_type="np",
+        ).images[0]
+    finally:
+        pipeline.scheduler = own
     return (image * 255).round().astype(np.uint8)
 
 
-@pytest.mark.parametrize("scheduler", ["pndm", "euler", "ddim", "dpm_multistep"])
+@pytest.mark.parametrize("scheduler", contract.SCHEDULERS)
 def test_a_batched_loop_reproduces_diffusers_image_for_every_row(pipeline, loop, scheduler):
     rows = [
         GenerationRequest("a red cat", seed=3, steps=4, guidance_scale=7.5, height=64, width=64, scheduler=scheduler),
@@ -92,6 +81,26 @@ def test_rows_that_cannot_share_a_loop_are_refused(loop):
 
 
 def test_an_over_long_prompt_is_truncated_with_a_warning(loop, caplog):
-    ids = loop.tokenize(["word " * 200])
-    assert ids.shape == (1, loop.tokenizer.model_max_length)
+    ids = tokenize(loop.tokenizers[0], ["word " * 200])
+    assert ids.shape == (1, loop.tokenizers[0].model_max_length)
     assert "truncated" in caplog.text
+
+
+def test_guidance_rescale_follows_diffusers_per_row(pipeline, loop):
+    rows = [GenerationRequest("a red cat", seed=5, steps=3, guidance_scale=7.5, height=64, width=64, guidance_rescale=0.7),
+            GenerationRequest("a red cat", seed=5, steps=3, guidance_scale=7.5, height=64, width=64)]
+    rescaled, plain = loop.run(rows)
+    assert np.abs(rescaled.astype(int) - reference(pipeline, rows[0]).astype(int)).max() <= 1
+    assert np.abs(plain.astype(int) - reference(pipeline, rows[1]).astype(int)).max() <= 1
+    assert not np.array_equal(rescaled, plain)
+
+
+def test_a_step_count_the_scheduler_cannot_run_is_refused_with_the_fix():
+    from ppo_client.errors import InvalidRequestError
+
+    config = {**build_scheduler("dpm_multistep", {"_class_name": "PNDMScheduler"}).config, "_class_name": "PNDMScheduler"}
+    loop = DiffusionLoop(shape=PipelineShape(), tokenizers=[], scheduler_config=config, call=None)
+    assert "pndm" in loop.warm_up(("pndm",))
+    with pytest.raises(InvalidRequestError, match=r"STEPS: scheduler 'pndm' cannot run 2 steps .*use at least \d+ steps"):
+        loop.check_steps("pndm", 2)
+    loop.check_steps("pndm", 20)

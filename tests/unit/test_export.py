@@ -13,7 +13,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_export_writes_every_model_with_a_generated_config(tiny_repository):
-    for model in contract.ALL_MODELS:
+    assert not (tiny_repository / contract.TEXT_ENCODER_2.name).exists(), "an SD 1.x pipeline has one text encoder"
+    for model in (*contract.components("sd"), contract.TXT2IMG, *contract.SCORING_MODELS):
         config = read_config(tiny_repository / model.name)
         assert config.name == model.name
         assert config.max_batch_size > 1 and config.HasField("dynamic_batching")
@@ -48,3 +49,13 @@ def test_the_versioned_entry_points_are_what_the_exporter_writes():
 def test_a_folder_that_is_not_a_pipeline_gives_a_clear_error(tmp_path):
     with pytest.raises(ExportError, match="cannot load a Stable Diffusion pipeline"):
         export_pipeline(str(tmp_path), tmp_path / "repo")
+
+
+def test_the_txt2img_config_says_what_the_model_serves(tiny_export, tiny_repository):
+    from ppo_client.generation import ServedPipeline
+
+    params = {k: v.string_value for k, v in read_config(tiny_repository / "txt2img").parameters.items()}
+    served = ServedPipeline.from_parameters(params)
+    assert served.family == "sd" and served.default_scheduler == "PNDMScheduler"
+    assert set(served.schedulers) == set(contract.SCHEDULERS), "SD 1.x's PNDM config builds every named scheduler"
+    assert tiny_export.schedulers == list(served.schedulers)

@@ -24,6 +24,17 @@ def test_default_profiles_are_narrow_and_double_the_guided_batch():
     assert profiles("image_encoder", limits)["IMAGE"].opt == (1, 512, 512, 3)
 
 
+def test_sdxl_profiles_cover_its_second_encoder_and_added_conditioning():
+    limits = ProfileLimits.for_pipeline(max_side=None, max_images=4, native_side=1024, vae_scale_factor=8, size_multiple=32,
+                                        sequence_length=77, hidden_size=2048, latent_channels=4, text_embeds_dim=1280)
+    unet = profiles("unet_xl", limits)
+    assert unet["SAMPLE"].opt == (2, 4, 128, 128) and unet["ENCODER_HIDDEN_STATES"].max == (8, 77, 2048)
+    assert unet["TEXT_EMBEDS"] == ShapeRange((1, 1280), (2, 1280), (8, 1280))
+    assert unet["TIME_IDS"] == ShapeRange((1, 6), (2, 6), (8, 6))
+    assert profiles("text_encoder_2", limits)["INPUT_IDS"].max == (8, 77)
+    assert set(profiles("unet", limits)) == {"SAMPLE", "TIMESTEP", "ENCODER_HIDDEN_STATES"}
+
+
 def test_max_side_widens_the_spatial_range():
     limits = ProfileLimits.for_pipeline(max_side=1024, max_images=2, **SD15)
     assert profiles("unet", limits)["SAMPLE"] == ShapeRange((1, 4, 8, 8), (2, 4, 64, 64), (4, 4, 128, 128))

@@ -21,10 +21,10 @@ from ppo_server.backends.triton_logging import install_triton_log_handler
 logger = logging.getLogger(__name__)
 
 
-def _wrapper(model: str):
+def _spec(manifest: dict):
     from ppo_server.export import specs
 
-    return {s.contract.name: s.wrap for s in (*specs.SPECS, specs.IMAGE_ENCODER)}[model]
+    return specs.BY_KEY[manifest.get("spec", manifest["model"])]  # older manifests name the model only
 
 
 class TritonPythonModel:
@@ -42,7 +42,8 @@ class TritonPythonModel:
             self.dtype = torch.float16 if manifest["fp16_on_gpu"] else torch.float32
         else:
             self.device, self.dtype = torch.device("cpu"), torch.float32
-        wrapped = _wrapper(manifest["model"])(module.to(self.device, self.dtype), **manifest["wrapper_kwargs"])
+        spec = _spec(manifest)
+        wrapped = spec.wrap(module.to(self.device, self.dtype), **manifest["wrapper_kwargs"])
         self.module = wrapped.to(self.device).eval()
         batches = parse_batches(self.model.params.get(GRAPH_BATCHES_PARAMETER, ""))
         self.runner = GraphRunner(self.module, batches) if batches and self.device.type == "cuda" else self.module
@@ -57,7 +58,8 @@ class TritonPythonModel:
             tensor = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
             tensors.append(tensor.to(self.dtype) if tensor.is_floating_point() else tensor)
         with torch.inference_mode():
-            return [self.runner(*tensors).float().cpu().numpy()]
+            out = self.runner(*tensors)
+        return [o.float().cpu().numpy() for o in (out if isinstance(out, tuple) else (out,))]
 
     def execute(self, requests):
         return run_grouped(requests, self.model, self._run)

@@ -19,8 +19,10 @@ from ppo_client import contract
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import (
     GenerationRequest,
+    ServedPipeline,
     SizeLimits,
     check_guidance,
+    check_guidance_rescale,
     check_prompt_count,
     check_scheduler,
     check_seed,
@@ -29,36 +31,24 @@ from ppo_client.generation import (
     check_text,
 )
 from ppo_server.backends.component import ModelArgs, error_response
-from ppo_server.backends.diffusion_loop import DiffusionLoop
+from ppo_server.backends.diffusion_loop import DiffusionLoop, PipelineShape
 from ppo_server.backends.triton_logging import install_triton_log_handler
 from ppo_server.errors import ComponentError
 
 logger = logging.getLogger(__name__)
 
 
-def _call(model: str, inputs: dict[str, np.ndarray], output: str) -> np.ndarray:
+def _call(model: contract.ModelContract, inputs) -> dict[str, np.ndarray]:
+    """One component call through BLS: the contract's inputs in, all its outputs back."""
     request = pb_utils.InferenceRequest(
-        model_name=model,
+        model_name=model.name,
         inputs=[pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in inputs.items()],
-        requested_output_names=[output],
+        requested_output_names=[t.name for t in model.outputs],
     )
     response = request.exec()
     if response.has_error():
-        raise ComponentError(f"{model}: {response.error().message()}")
-    return pb_utils.get_output_tensor_by_name(response, output).as_numpy()
-
-
-def _encode(ids: np.ndarray) -> np.ndarray:
-    return _call(contract.TEXT_ENCODER.name, {"INPUT_IDS": ids}, "LAST_HIDDEN_STATE")
-
-
-def _denoise(sample: np.ndarray, timestep: np.ndarray, hidden: np.ndarray) -> np.ndarray:
-    inputs = {"SAMPLE": sample, "TIMESTEP": timestep, "ENCODER_HIDDEN_STATES": hidden}
-    return _call(contract.UNET.name, inputs, "NOISE_PRED")
-
-
-def _decode(latent: np.ndarray) -> np.ndarray:
-    return _call(contract.VAE_DECODER.name, {"LATENT": latent}, "IMAGE")
+        raise ComponentError(f"{model.name}: {response.error().message()}")
+    return {t.name: pb_utils.get_output_tensor_by_name(response, t.name).as_numpy() for t in model.outputs}
 
 
 def _texts(request, name: str, count: int) -> list[str]:
@@ -68,18 +58,22 @@ def _texts(request, name: str, count: int) -> list[str]:
     return [check_text(value if isinstance(value, bytes) else str(value), name) for value in tensor.as_numpy().reshape(-1)]
 
 
-def _numbers(request, name: str) -> list:
-    return pb_utils.get_input_tensor_by_name(request, name).as_numpy().reshape(-1).tolist()
+def _numbers(request, name: str, count: int | None = None, default: float = 0.0) -> list:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return [default] * count
+    return tensor.as_numpy().reshape(-1).tolist()
 
 
-def parse_request(request, limits: SizeLimits) -> list[GenerationRequest]:
+def parse_request(request, limits: SizeLimits, schedulers: tuple[str, ...]) -> list[GenerationRequest]:
     """Check every row of one request; the first bad field raises ``InvalidRequestError``."""
     prompts = _texts(request, "PROMPT", 0)
     count = check_prompt_count(len(prompts), "PROMPT")
     negatives = _texts(request, "NEGATIVE_PROMPT", count)
-    schedulers = _texts(request, "SCHEDULER", count)
+    names = _texts(request, "SCHEDULER", count)
     seeds, steps = _numbers(request, "SEED"), _numbers(request, "STEPS")
     guidance = _numbers(request, "GUIDANCE_SCALE")
+    rescale = _numbers(request, "GUIDANCE_RESCALE", count)
     heights, widths = _numbers(request, "HEIGHT"), _numbers(request, "WIDTH")
     if len({(h, w) for h, w in zip(heights, widths)}) > 1:
         raise InvalidRequestError("HEIGHT", "all prompts of one request must share height and width")
@@ -92,7 +86,8 @@ def parse_request(request, limits: SizeLimits) -> list[GenerationRequest]:
             guidance_scale=check_guidance(guidance[i], "GUIDANCE_SCALE"),
             height=check_side(heights[i], "HEIGHT", limits),
             width=check_side(widths[i], "WIDTH", limits),
-            scheduler=check_scheduler(schedulers[i], "SCHEDULER"),
+            scheduler=check_scheduler(names[i], "SCHEDULER", schedulers),
+            guidance_rescale=check_guidance_rescale(rescale[i], "GUIDANCE_RESCALE"),
         )
         for i in range(count)
     ]
@@ -102,35 +97,45 @@ class TritonPythonModel:
     def initialize(self, args):
         install_triton_log_handler()
         model = ModelArgs.parse(args)
-        params = model.params
-        self.limits = SizeLimits(
-            multiple=int(params["size_multiple"]),
-            min_side=int(params["min_side"]),
-            max_side=int(params["max_side"]),
-            native_side=int(params["native_side"]),
-        )
+        served = ServedPipeline.from_parameters(model.params)
+        self.limits = served.limits
         assets = model.folder / "pipeline"
         manifest = json.loads((assets / "manifest.json").read_text())
         from transformers import AutoTokenizer
 
-        self.loop = DiffusionLoop(
-            tokenizer=AutoTokenizer.from_pretrained(assets / "tokenizer"),
-            scheduler_config=json.loads((assets / "scheduler" / "scheduler_config.json").read_text()),
+        shape = PipelineShape(
+            family=manifest.get("family", "sd"),
             latent_channels=int(manifest["latent_channels"]),
             vae_scale_factor=int(manifest["vae_scale_factor"]),
-            encode=_encode,
-            denoise=_denoise,
-            decode=_decode,
+            force_zeros_for_empty_prompt=bool(manifest.get("force_zeros_for_empty_prompt", True)),
         )
-        self.loop.warm_up(("", *contract.SCHEDULERS))
-        logger.info("txt2img ready: sides %s, exported from %s", self.limits, manifest["source"])
+        tokenizers = [AutoTokenizer.from_pretrained(assets / "tokenizer")]
+        if shape.family == "sdxl":
+            tokenizers.append(AutoTokenizer.from_pretrained(assets / "tokenizer_2"))
+        self.loop = DiffusionLoop(
+            shape=shape,
+            tokenizers=tokenizers,
+            scheduler_config=json.loads((assets / "scheduler" / "scheduler_config.json").read_text()),
+            call=_call,
+        )
+        if "" not in self.loop.warm_up(("",)):
+            raise ComponentError(f"the model's own scheduler {served.default_scheduler} does not run; re-export it")
+        self.schedulers = self.loop.warm_up(served.schedulers)
+        logger.info("txt2img ready: %s, sides %s, schedulers %s (default %s), exported from %s", shape.family,
+                    self.limits, ",".join(self.schedulers), served.default_scheduler, manifest["source"])
+
+    def _parse(self, request) -> list[GenerationRequest]:
+        rows = parse_request(request, self.limits, self.schedulers)
+        for row in rows:
+            self.loop.check_steps(row.scheduler, row.steps)
+        return rows
 
     def execute(self, requests):
         errors: dict[int, Exception] = {}
         rows: dict[int, list[GenerationRequest]] = {}
         for i, request in enumerate(requests):
             try:
-                rows[i] = parse_request(request, self.limits)
+                rows[i] = self._parse(request)
             except InvalidRequestError as exc:
                 errors[i] = exc
 

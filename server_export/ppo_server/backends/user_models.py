@@ -12,6 +12,7 @@ batch whatever the budget, so a reference to a head sent in full in the same bat
 from __future__ import annotations
 
 from collections import OrderedDict
+
 import numpy as np
 
 from ppo_client import contract

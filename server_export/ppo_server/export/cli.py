@@ -8,10 +8,10 @@ from pathlib import Path
 
 from ppo_client import contract
 from ppo_client.console import console, run_cli, setup_logging
-from ppo_server.cache import cache_dir
-from ppo_server.export.model_config import ServingOptions
 from ppo_server.backends.user_models import DEFAULT_CACHE_BYTES
+from ppo_server.cache import cache_dir
 from ppo_server.errors import ExportError
+from ppo_server.export.model_config import ServingOptions
 from ppo_server.export.presets import PRESETS
 from ppo_server.export.torch_target import DEFAULT_GRAPH_BATCHES
 
@@ -28,7 +28,13 @@ def _has_cuda() -> bool:
 
 def _export(args: argparse.Namespace) -> int:
     from ppo_server.export.presets import (
-        build_sd15_pipeline, build_tiny_clip, build_tiny_pipeline, demo_clip_dir, demo_pipeline_dir,
+        build_sd15_pipeline,
+        build_sdxl_pipeline,
+        build_tiny_clip,
+        build_tiny_family,
+        build_tiny_pipeline,
+        demo_clip_dir,
+        demo_pipeline_dir,
     )
     from ppo_server.export.repository import ExportOptions, export_pipeline
 
@@ -37,15 +43,19 @@ def _export(args: argparse.Namespace) -> int:
     model, clip = args.model, args.clip
     if args.preset == "demo":
         model, clip = str(demo_pipeline_dir()), clip or str(demo_clip_dir())
-    elif args.preset == "sd15-random":  # no scoring models unless --clip names a CLIP
+    elif args.preset in ("sd15-random", "sdxl-random"):  # no scoring models unless --clip names a CLIP
         folder = Path(args.pipeline_dir or default_pipeline_dir(args.preset))
+        build = build_sd15_pipeline if args.preset == "sd15-random" else build_sdxl_pipeline
         with console.status(f"building the {args.preset} pipeline in {folder} ..."):
-            build_sd15_pipeline(folder, seed=args.seed, device="cuda" if _has_cuda() else "cpu")
+            build(folder, seed=args.seed, device="cuda" if _has_cuda() else "cpu")
         model = str(folder)
     elif args.preset:
         folder = Path(args.pipeline_dir or default_pipeline_dir(args.preset))
         with console.status(f"building the {args.preset} pipeline in {folder} ..."):
-            build_tiny_pipeline(folder, seed=args.seed)
+            if args.preset == "tiny":
+                build_tiny_pipeline(folder, seed=args.seed)
+            else:
+                build_tiny_family(folder, args.preset.removeprefix("tiny-"), seed=args.seed)
             if not clip:
                 clip = str(build_tiny_clip(folder / "clip", seed=args.seed))
         model = str(folder)
@@ -79,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--model", help="diffusers pipeline folder or hub id (Stable Diffusion family)")
     source.add_argument(
         "--preset", choices=PRESETS,
-        help="demo: the trained demo-world pipeline; tiny: random weights, built here; sd15-random: "
-        "Stable Diffusion 1.5's architecture with random weights (for GPU benchmarks)"
+        help="demo: the trained demo-world pipeline; tiny: random weights, built here; tiny-<family>: a tiny random "
+        "pipeline shaped like a checkpoint family (sd15-dpm-karras, sd15-euler-a, sd2-v, sdxl, sdxl-turbo); "
+        "sd15-random / sdxl-random: SD 1.5's / SDXL's architecture with random weights (for GPU benchmarks)"
     )
     parser.add_argument(
         "--clip", help="CLIPModel folder for the image encoder and scoring models (presets bring their own)"
@@ -88,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="model_repository", help="model repository to write (default: %(default)s)")
     parser.add_argument("--pipeline-dir", help="where --preset saves its pipeline (default: the user cache)")
     parser.add_argument("--seed", type=int, default=0, help="weights seed for --preset")
-    parser.add_argument("--scheduler", default="", choices=("", *contract.SCHEDULERS), help="replace the scheduler")
+    parser.add_argument("--scheduler", default="", choices=("", *contract.SCHEDULERS),
+                        help="replace the checkpoint's own scheduler (its config is kept)")
     parser.add_argument("--max-side", type=int, default=None, help="largest height/width served")
     parser.add_argument("--intra-op-threads", type=int, default=0, help="onnxruntime threads per model (0: auto)")
     parser.add_argument("--txt2img-instances", type=int, default=2, help="pipeline loops that may run at once")

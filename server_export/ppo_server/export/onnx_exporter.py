@@ -63,13 +63,17 @@ def _check_against_torch(spec: ExportSpec, wrapper: torch.nn.Module, dims: Expor
 
     inputs = spec.sample_inputs(dims)
     with torch.no_grad():
-        expected = wrapper(*inputs).numpy()
+        expected = wrapper(*inputs)
+    expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {name: t.numpy() for name, t in zip(spec.input_names, inputs)}
-    (actual,) = session.run(spec.output_names, feed)
-    if actual.shape != expected.shape:
-        raise ExportError(
-            f"{spec.contract.name}: onnxruntime gave shape {actual.shape}, torch {expected.shape}; "
-            "a dynamic axis is probably missing from the spec"
-        )
-    return float(np.max(np.abs(actual - expected)))
+    actual = session.run(spec.output_names, feed)
+    worst = 0.0
+    for name, a, e in zip(spec.output_names, actual, expected):
+        if a.shape != e.shape:
+            raise ExportError(
+                f"{spec.contract.name}: onnxruntime gave {name} shape {a.shape}, torch {e.shape}; "
+                "a dynamic axis is probably missing from the spec"
+            )
+        worst = max(worst, float(np.max(np.abs(a - e))))
+    return worst

@@ -9,6 +9,7 @@ Layout (generated files are git-ignored; ``model.py`` shims are versioned)::
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -16,9 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ppo_client import contract
+from ppo_client.generation import ServedPipeline, SizeLimits
 from ppo_server.backends.cuda_graphs import parse_batches
 from ppo_server.backends.user_models import DEFAULT_CACHE_BYTES
 from ppo_server.errors import ExportError
+from ppo_server.export import families
 from ppo_server.export import specs as export_specs
 from ppo_server.export.model_config import ServingOptions, build_config, write_config
 from ppo_server.export.onnx_exporter import ExportReport, export_onnx
@@ -28,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 BACKEND_MODULES = {
     contract.TEXT_ENCODER.name: "ppo_server.backends.onnx_model",
+    contract.TEXT_ENCODER_2.name: "ppo_server.backends.onnx_model",
     contract.UNET.name: "ppo_server.backends.onnx_model",
     contract.VAE_DECODER.name: "ppo_server.backends.onnx_model",
     contract.TXT2IMG.name: "ppo_server.backends.txt2img",
@@ -75,6 +79,9 @@ class ExportResult:
     size_multiple: int
     max_side: int
     reports: list[ExportReport] = field(default_factory=list)
+    family: str = "sd"
+    schedulers: list[str] = field(default_factory=list)
+    """The contract's scheduler names this checkpoint offers."""
 
 
 TARGETS = ("python", "onnxruntime", "tensorrt", "torch-cuda")
@@ -82,20 +89,23 @@ TARGETS = ("python", "onnxruntime", "tensorrt", "torch-cuda")
 
 @dataclass(frozen=True)
 class ComponentWriter:
-    """Writes an exported ONNX component as the target's Triton model (config, shim or engine)."""
+    """Writes an exported component as the target's Triton model (config, shim or engine)."""
 
     target: str = "python"
     precision: str = "fp32"
     limits: object = None
     """``tensorrt.ProfileLimits`` for the tensorrt target."""
     cuda_graph_batches: str = DEFAULT_GRAPH_BATCHES
+    fp32_vae: bool = False
+    """The checkpoint's VAE asks to decode in fp32 (``force_upcast``): its engine is never fp16."""
 
-    def write(self, model: contract.ModelContract, model_dir: Path, serving: ServingOptions, *, module=None,
+    def write(self, spec: export_specs.ExportSpec, model_dir: Path, serving: ServingOptions, *, module=None,
               wrapper_kwargs: dict | None = None) -> None:
+        model = spec.contract
         if self.target == "torch-cuda":
             from ppo_server.export.torch_target import write_torch_component
 
-            write_torch_component(model, model_dir, serving, module, wrapper_kwargs or {}, self.cuda_graph_batches)
+            write_torch_component(spec, model_dir, serving, module, wrapper_kwargs or {}, self.cuda_graph_batches)
             return
         if self.target == "python":
             write_config(build_config(model, serving), model_dir)
@@ -110,8 +120,9 @@ class ComponentWriter:
             return
         from ppo_server.export import tensorrt
 
-        shapes = tensorrt.profiles(model.name, self.limits)
-        tensorrt.build_engine(model_dir / "1" / "model.onnx", model_dir / "1" / "model.plan", shapes, fp16=self.precision == "fp16")
+        shapes = tensorrt.profiles(spec.key, self.limits)
+        fp16 = self.precision == "fp16" and not (self.fp32_vae and model.name == contract.VAE_DECODER.name)
+        tensorrt.build_engine(model_dir / "1" / "model.onnx", model_dir / "1" / "model.plan", shapes, fp16=fp16)
         rows = tensorrt.batch_range(model.name, self.limits)[2]
         write_config(build_config(model, native, target="tensorrt", max_batch_size=rows), model_dir)
 
@@ -144,58 +155,54 @@ def shim_source(model_name: str) -> str:
 
 
 def load_pipeline(model: str):
-    """``StableDiffusionPipeline.from_pretrained`` with an error that says what to try."""
-    import diffusers
-    import torch
-    import transformers
-    from diffusers import StableDiffusionPipeline
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()  # its hint to install accelerate is noise here
-    try:
-        # float32 whatever the checkpoint stores: export traces on the CPU (the demo models ship in fp16)
-        return StableDiffusionPipeline.from_pretrained(
-            model, safety_checker=None, requires_safety_checker=False, dtype=torch.float32
-        )
-    except Exception as exc:  # diffusers raises OSError, ValueError, EnvironmentError...
-        raise ExportError(
-            f"cannot load a Stable Diffusion pipeline from {model!r}: {exc}. Pass a local folder "
-            "written by save_pretrained (model_index.json at its top) or a hub id this machine can "
-            "reach; `ppo-export --preset tiny` needs neither."
-        ) from exc
+    """The checkpoint's pipeline (family ``sd`` or ``sdxl``), refused with a reason if not served."""
+    return families.load(model, families.detect(model))
 
 
-def _dims(pipeline) -> export_specs.ExportDims:
+def _dims(pipeline, family: str) -> export_specs.ExportDims:
+    xl = family == "sdxl"
     return export_specs.ExportDims(
         batch=2,
         sequence_length=int(pipeline.tokenizer.model_max_length),
-        hidden_size=int(pipeline.text_encoder.config.hidden_size),
+        hidden_size=int(pipeline.unet.config.cross_attention_dim),
         vocab_size=int(pipeline.text_encoder.config.vocab_size),
         latent_channels=int(pipeline.unet.config.in_channels),
         latent_height=int(pipeline.unet.config.sample_size),
         latent_width=int(pipeline.unet.config.sample_size),
+        vocab_size_2=int(pipeline.text_encoder_2.config.vocab_size) if xl else 0,
+        text_embeds_dim=int(pipeline.text_encoder_2.config.projection_dim) if xl else 0,
     )
 
 
 def _scheduler(pipeline, name: str):
     if not name:
         return pipeline.scheduler
-    from ppo_server.backends.schedulers import scheduler_class
+    from ppo_server.backends.schedulers import build_scheduler
 
-    return scheduler_class(name).from_config(pipeline.scheduler.config)
+    return build_scheduler(name, pipeline.scheduler.config)
 
 
 def export_pipeline(
     model: str, out: Path, options: ExportOptions = ExportOptions(), *, clip: str | None = None
 ) -> ExportResult:
     """Export the pipeline; with ``clip`` (a ``CLIPModel`` folder) also the scoring models."""
+    from ppo_server.backends.schedulers import probe, steps_problem
+
     if options.scheduler and options.scheduler not in contract.SCHEDULERS:
         raise ExportError(f"unknown scheduler {options.scheduler!r}; choose one of {', '.join(contract.SCHEDULERS)}")
     check_target(options)
-    pipeline = load_pipeline(model)
+    info = families.detect(model)
+    pipeline = families.load(model, info)
+    family = info.family
+    scheduler = _scheduler(pipeline, options.scheduler)
+    schedulers = probe(scheduler.config)
+    problem = steps_problem(copy.deepcopy(scheduler), 20)
+    if problem:
+        raise ExportError(f"{model}: its own scheduler {type(scheduler).__name__} does not run ({problem})")
+    for name, why in schedulers.left_out.items():
+        logger.info("scheduler %s is not offered for this checkpoint: %s", name, why)
     out = Path(out)
-    dims = _dims(pipeline)
+    dims = _dims(pipeline, family)
     vae_scale_factor = 2 ** (len(pipeline.vae.config.block_out_channels) - 1)
     # A traced UNet only handles sizes its down/up path divides evenly.
     size_multiple = vae_scale_factor * 2 ** (len(pipeline.unet.config.block_out_channels) - 1)
@@ -216,42 +223,46 @@ def export_pipeline(
     writer = ComponentWriter(options.target, options.precision, ProfileLimits.for_pipeline(
         native_side=native_side, vae_scale_factor=vae_scale_factor, size_multiple=size_multiple,
         max_side=options.max_side, sequence_length=dims.sequence_length, hidden_size=dims.hidden_size,
-        latent_channels=dims.latent_channels, max_images=options.max_images,
-    ), options.cuda_graph_batches)
+        latent_channels=dims.latent_channels, max_images=options.max_images, text_embeds_dim=dims.text_embeds_dim,
+    ), options.cuda_graph_batches, fp32_vae=bool(getattr(pipeline.vae.config, "force_upcast", False)))
     reports = []
-    for spec in export_specs.SPECS:
+    for spec in export_specs.specs_for(family):
         model_dir = out / spec.contract.name
         module = getattr(pipeline, spec.component)
         if options.target == "torch-cuda":  # serves the torch module itself: no ONNX file to trace
             started = time.perf_counter()
-            writer.write(spec.contract, model_dir, component_serving, module=module)
+            writer.write(spec, model_dir, component_serving, module=module)
             reports.append(ExportReport(spec.contract.name, str(model_dir / "1" / "weights"), time.perf_counter() - started))
             continue
         reports.append(export_onnx(spec, module, dims, model_dir / "1" / "model.onnx"))
-        writer.write(spec.contract, model_dir, component_serving, module=module)
+        writer.write(spec, model_dir, component_serving, module=module)
 
     txt2img_dir = out / contract.TXT2IMG.name
     assets = txt2img_dir / "1" / "pipeline"
     pipeline.tokenizer.save_pretrained(assets / "tokenizer")
-    _scheduler(pipeline, options.scheduler).save_pretrained(assets / "scheduler")
+    if family == "sdxl":
+        pipeline.tokenizer_2.save_pretrained(assets / "tokenizer_2")
+    scheduler.save_pretrained(assets / "scheduler")
     manifest = {
         "source": str(model),
+        "family": family,
         "latent_channels": dims.latent_channels,
         "vae_scale_factor": vae_scale_factor,
         "native_side": native_side,
         "text_max_length": dims.sequence_length,
+        "force_zeros_for_empty_prompt": bool(pipeline.config.get("force_zeros_for_empty_prompt", True)),
     }
     (assets / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    served = ServedPipeline(
+        family=family,
+        limits=SizeLimits(multiple=size_multiple, min_side=size_multiple, max_side=max_side, native_side=native_side),
+        schedulers=schedulers.offered,
+        default_scheduler=type(scheduler).__name__,
+    )
     txt2img_serving = ServingOptions(
         instance_count=options.txt2img_serving.instance_count,
         max_queue_delay_us=options.txt2img_serving.max_queue_delay_us,
-        parameters={
-            "size_multiple": str(size_multiple),
-            "min_side": str(size_multiple),
-            "max_side": str(max_side),
-            "native_side": str(native_side),
-            **options.txt2img_serving.parameters,
-        },
+        parameters={**served.to_parameters(), **options.txt2img_serving.parameters},
     )
     write_config(build_config(contract.TXT2IMG, txt2img_serving), txt2img_dir)
     write_shim(txt2img_dir, contract.TXT2IMG.name)
@@ -263,7 +274,8 @@ def export_pipeline(
             export_scoring(clip, out, with_generation=True, encoder_serving=component_serving,
                            txt2img_serving=txt2img_serving, writer=writer, head_cache_bytes=options.head_cache_bytes)
         )
-    result = ExportResult(str(out), str(model), native_side, size_multiple, max_side, reports)
+    result = ExportResult(str(out), str(model), native_side, size_multiple, max_side, reports, family=family,
+                          schedulers=list(schedulers.offered))
     (out / "export_report.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
 

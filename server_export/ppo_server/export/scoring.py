@@ -77,7 +77,7 @@ def export_scoring(
     report = export_onnx(spec, model, dims, onnx_path)
     encoder_id = f"{Path(clip).name or 'clip'}-{_file_digest(onnx_path)[:16]}"
     parameters = {**encoder_serving.parameters, ENCODER_ID_PARAMETER: encoder_id, "embedding_dim": str(model.config.projection_dim)}
-    writer.write(contract.IMAGE_ENCODER, encoder_dir, dataclasses.replace(encoder_serving, parameters=parameters),
+    writer.write(export_specs.IMAGE_ENCODER, encoder_dir, dataclasses.replace(encoder_serving, parameters=parameters),
                  module=model, wrapper_kwargs={"mean": list(mean), "std": list(std)})
 
     preference_dir = Path(out) / contract.PREFERENCE.name
@@ -99,8 +99,9 @@ def export_scoring(
 def _export_clip_text(clip: str, model, model_dir: Path, serving: ServingOptions) -> ExportReport:
     """The text tower as ``clip_text``: the tokenizer is saved beside the graph, tokenizing happens in
     the server, so clients send plain texts."""
-    from ppo_server.export.repository import write_shim
     from transformers import AutoTokenizer
+
+    from ppo_server.export.repository import write_shim
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(clip)

@@ -19,7 +19,7 @@ from ppo_server.errors import ExportError
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "install TensorRT for this CUDA version (pip install tensorrt) on a host with an NVIDIA GPU"
-GUIDED = {contract.TEXT_ENCODER.name, contract.UNET.name}
+GUIDED = {contract.TEXT_ENCODER.name, contract.TEXT_ENCODER_2.name, contract.UNET.name}
 """Models whose rows are doubled under classifier-free guidance."""
 
 
@@ -42,10 +42,14 @@ class ProfileLimits:
     """min, opt, max latent side; all equal for a narrow profile."""
     image_sides: tuple[int, int, int] = (512, 512, 512)
     """min, opt, max side of images given to the image encoder."""
+    text_embeds_dim: int = 1280
+    """SDXL: the pooled text embedding's size."""
+    time_ids: int = 6
 
     @classmethod
     def for_pipeline(cls, *, native_side: int, vae_scale_factor: int, size_multiple: int, max_side: int | None,
-                     sequence_length: int, hidden_size: int, latent_channels: int, max_images: int = 8) -> ProfileLimits:
+                     sequence_length: int, hidden_size: int, latent_channels: int, max_images: int = 8,
+                     text_embeds_dim: int = 0) -> ProfileLimits:
         """Narrow (native size only) unless ``max_side`` asks for every size up to it."""
         if max_side:
             sides = (size_multiple, native_side, max_side)
@@ -53,7 +57,7 @@ class ProfileLimits:
             sides = (native_side, native_side, native_side)
         return cls(max_images=max_images, sequence_length=sequence_length, hidden_size=hidden_size,
                    latent_channels=latent_channels, latent_sides=tuple(s // vae_scale_factor for s in sides),
-                   image_sides=sides)
+                   image_sides=sides, text_embeds_dim=text_embeds_dim or cls.text_embeds_dim)
 
 
 def batch_range(model: str, limits: ProfileLimits) -> tuple[int, int, int]:
@@ -65,8 +69,9 @@ def batch_range(model: str, limits: ProfileLimits) -> tuple[int, int, int]:
     return 1, factor * limits.opt_images, maximum
 
 
-def profiles(model: str, limits: ProfileLimits) -> dict[str, ShapeRange]:
-    """Input name -> shape range (batch included) for one component model."""
+def profiles(spec_key: str, limits: ProfileLimits) -> dict[str, ShapeRange]:
+    """Input name -> shape range (batch included) for one component (an ``export.specs`` key)."""
+    model = {"text_encoder_xl": contract.TEXT_ENCODER.name, "unet_xl": contract.UNET.name}.get(spec_key, spec_key)
     b = batch_range(model, limits)
     L, H, C = limits.sequence_length, limits.hidden_size, limits.latent_channels
     lat, img = limits.latent_sides, limits.image_sides
@@ -74,10 +79,13 @@ def profiles(model: str, limits: ProfileLimits) -> dict[str, ShapeRange]:
     def rng(*dims_by_level):
         return ShapeRange(*(tuple(d[i] if isinstance(d, tuple) else d for d in dims_by_level) for i in range(3)))
 
-    if model == contract.TEXT_ENCODER.name:
+    if model in (contract.TEXT_ENCODER.name, contract.TEXT_ENCODER_2.name):
         return {"INPUT_IDS": rng(b, L)}
     if model == contract.UNET.name:
-        return {"SAMPLE": rng(b, C, lat, lat), "TIMESTEP": rng(b, 1), "ENCODER_HIDDEN_STATES": rng(b, L, H)}
+        unet = {"SAMPLE": rng(b, C, lat, lat), "TIMESTEP": rng(b, 1), "ENCODER_HIDDEN_STATES": rng(b, L, H)}
+        if spec_key == "unet_xl":
+            unet.update(TEXT_EMBEDS=rng(b, limits.text_embeds_dim), TIME_IDS=rng(b, limits.time_ids))
+        return unet
     if model == contract.VAE_DECODER.name:
         return {"LATENT": rng(b, C, lat, lat)}
     if model == contract.IMAGE_ENCODER.name:

@@ -25,11 +25,13 @@ DEFAULT_GRAPH_BATCHES = "1,2,4,6,8,12,16,24,32,48,64"
 
 
 def write_torch_component(
-    model: contract.ModelContract, model_dir: Path, serving: ServingOptions, module, wrapper_kwargs: dict,
+    spec, model_dir: Path, serving: ServingOptions, module, wrapper_kwargs: dict,
     graph_batches: str = DEFAULT_GRAPH_BATCHES,
 ) -> None:
+    """``spec`` is the component's ``export.specs.ExportSpec``: its wrapper is what the model serves."""
     import torch
 
+    model = spec.contract
     if module is None:
         raise ValueError(f"the torch-cuda target needs the {model.name} module")
     weights = model_dir / "1" / "weights"
@@ -37,6 +39,7 @@ def write_torch_component(
     cls = type(module)
     manifest = {
         "model": model.name,
+        "spec": spec.key,
         "module_class": f"{cls.__module__}.{cls.__name__}",
         "wrapper_kwargs": wrapper_kwargs,
         "fp16_on_gpu": model.name not in FP32_ON_GPU,
