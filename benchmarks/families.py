@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from serving import RESULTS, device_name
 
 from ppo_client import contract
 from ppo_client.errors import RequestRejectedError
 from ppo_client.generation import GenerationRequest
-from serving import RESULTS, device_name
 
 SETTINGS = {  # steps, guidance: what each family is run with
     "sd15-dpm-karras": (6, 6.0), "sd15-euler-a": (6, 6.0), "sd2-v": (6, 6.0), "sdxl": (6, 6.0), "sdxl-turbo": (2, 0.0),
@@ -29,23 +29,13 @@ SETTINGS = {  # steps, guidance: what each family is run with
 
 
 def in_process(folder: Path):
-    import torch
     from diffusers import DiffusionPipeline
 
-    from ppo_server.backends.schedulers import build_scheduler
+    from ppo_server.reference import render
 
     pipe = DiffusionPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
-    own = pipe.scheduler
-
-    def render(request: GenerationRequest) -> np.ndarray:
-        pipe.scheduler = build_scheduler(request.scheduler, own.config) if request.scheduler else own
-        image = pipe(request.prompt, negative_prompt=request.negative_prompt or None, num_inference_steps=request.steps,
-                     guidance_scale=request.guidance_scale, height=request.height, width=request.width,
-                     generator=torch.Generator().manual_seed(request.seed), output_type="np").images[0]
-        return (image * 255).round().astype(np.uint8)
-
-    return render
+    return lambda request: render(pipe, request)
 
 
 def measure(family: str, target: str, work: Path) -> dict:

@@ -10,7 +10,6 @@ import json
 import httpx
 import numpy as np
 import pytest
-import torch
 import tritonclient.grpc.aio as grpcaio
 from PIL import Image
 
@@ -18,9 +17,9 @@ from ppo_client import contract
 from ppo_client.cli import main as client_main
 from ppo_client.generation import GenerationRequest
 from ppo_client.triton import txt2img_inputs
-from ppo_server.backends.schedulers import build_scheduler
 from ppo_server.export.cli import main as export_main
 from ppo_server.export.presets import build_tiny_family
+from ppo_server.reference import render
 
 pytestmark = [pytest.mark.integration, pytest.mark.isa]
 
@@ -63,21 +62,6 @@ def family(request, tmp_path_factory, tiny_clip_dir):
         yield name, CASES[name], server, reference, repository
 
 
-def in_process(reference, request: GenerationRequest) -> np.ndarray:
-    own = reference.scheduler
-    if request.scheduler:
-        reference.scheduler = build_scheduler(request.scheduler, own.config)
-    try:
-        image = reference(
-            request.prompt, negative_prompt=request.negative_prompt or None, num_inference_steps=request.steps,
-            guidance_scale=request.guidance_scale, guidance_rescale=request.guidance_rescale, height=request.height,
-            width=request.width, generator=torch.Generator().manual_seed(request.seed), output_type="np",
-        ).images[0]
-    finally:
-        reference.scheduler = own
-    return (image * 255).round().astype(np.uint8)
-
-
 def test_served_images_match_diffusers_in_process_at_two_schedulers(family, tmp_path, capsys):
     name, case, server, reference, repository = family
     report = json.loads((repository / "export_report.json").read_text())
@@ -95,7 +79,7 @@ def test_served_images_match_diffusers_in_process_at_two_schedulers(family, tmp_
                 "--out", str(out), "--url", server.grpc_url]
         assert client_main(args) == 0, capsys.readouterr().err
         served = np.asarray(Image.open(out))
-        expected = in_process(reference, request)
+        expected = render(reference, request)
         diff = int(np.abs(served.astype(int) - expected.astype(int)).max())
         print(f"parity {name} {scheduler or 'own'}: {diff}/255")
         assert served.shape == (case.height, case.width, 3) and served.std() > 1.0

@@ -36,10 +36,10 @@ def test_the_torch_target_serves_the_same_images_and_embeddings(tiny_pipeline_di
 
 
 def test_the_torch_target_serves_sdxl_as_diffusers_draws_it(tmp_path):
-    import torch
     from diffusers import StableDiffusionXLPipeline
 
     from ppo_server.export.presets import build_tiny_family
+    from ppo_server.reference import render
 
     folder = build_tiny_family(tmp_path / "sdxl", "sdxl")
     repository = tmp_path / "repo"
@@ -50,6 +50,4 @@ def test_the_torch_target_serves_sdxl_as_diffusers_draws_it(tmp_path):
         image = np.asarray(client.generate(request), dtype=int)
     pipe = StableDiffusionXLPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
-    expected = pipe(request.prompt, num_inference_steps=4, guidance_scale=5.0, height=64, width=96,
-                    generator=torch.Generator().manual_seed(3), output_type="np").images[0]
-    assert np.abs(image - (expected * 255).round().astype(int)).max() <= 3
+    assert np.abs(image - render(pipe, request).astype(int)).max() <= 3

@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-import torch
 
 from ppo_client import contract
 from ppo_client.generation import GenerationRequest
 from ppo_server.backends.diffusion_loop import DiffusionLoop, PipelineShape, tokenize
 from ppo_server.backends.schedulers import build_scheduler
 from ppo_server.export.specs import in_process
+from ppo_server.reference import render
 
 pytestmark = pytest.mark.isa
 
@@ -32,27 +32,6 @@ def loop(pipeline):
     )
 
 
-def reference(pipeline, request: GenerationRequest) -> np.ndarray:
-    own = pipeline.scheduler
-    if request.scheduler:
-        pipeline.scheduler = build_scheduler(request.scheduler, own.config)
-    try:
-        image = pipeline(
-            request.prompt,
-            negative_prompt=request.negative_prompt or None,
-            num_inference_steps=request.steps,
-            guidance_scale=request.guidance_scale,
-            guidance_rescale=request.guidance_rescale,
-            height=request.height,
-            width=request.width,
-            generator=torch.Generator().manual_seed(request.seed),
-            output_type="np",
-        ).images[0]
-    finally:
-        pipeline.scheduler = own
-    return (image * 255).round().astype(np.uint8)
-
-
 @pytest.mark.parametrize("scheduler", contract.SCHEDULERS)
 def test_a_batched_loop_reproduces_diffusers_image_for_every_row(pipeline, loop, scheduler):
     rows = [
@@ -64,14 +43,14 @@ def test_a_batched_loop_reproduces_diffusers_image_for_every_row(pipeline, loop,
     ]
     images = loop.run(rows)
     for row, image in zip(rows, images):
-        diff = np.abs(image.astype(int) - reference(pipeline, row).astype(int)).max()
+        diff = np.abs(image.astype(int) - render(pipeline, row).astype(int)).max()
         assert diff <= 1, f"{scheduler}: {diff}/255"
 
 
 def test_guidance_at_or_below_one_skips_the_unconditional_pass_like_diffusers(pipeline, loop):
     row = GenerationRequest("a green tree", seed=1, steps=3, guidance_scale=1.0, height=64, width=64, scheduler="ddim")
     (image,) = loop.run([row])
-    assert np.abs(image.astype(int) - reference(pipeline, row).astype(int)).max() <= 1
+    assert np.abs(image.astype(int) - render(pipeline, row).astype(int)).max() <= 1
 
 
 def test_rows_that_cannot_share_a_loop_are_refused(loop):
@@ -90,8 +69,8 @@ def test_guidance_rescale_follows_diffusers_per_row(pipeline, loop):
     rows = [GenerationRequest("a red cat", seed=5, steps=3, guidance_scale=7.5, height=64, width=64, guidance_rescale=0.7),
             GenerationRequest("a red cat", seed=5, steps=3, guidance_scale=7.5, height=64, width=64)]
     rescaled, plain = loop.run(rows)
-    assert np.abs(rescaled.astype(int) - reference(pipeline, rows[0]).astype(int)).max() <= 1
-    assert np.abs(plain.astype(int) - reference(pipeline, rows[1]).astype(int)).max() <= 1
+    assert np.abs(rescaled.astype(int) - render(pipeline, rows[0]).astype(int)).max() <= 1
+    assert np.abs(plain.astype(int) - render(pipeline, rows[1]).astype(int)).max() <= 1
     assert not np.array_equal(rescaled, plain)
 
 
