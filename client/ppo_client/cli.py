@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ppo_client.optimize.cli import add_optimize_commands
 
     add_optimize_commands(commands, _add_url)
+    from ppo_client.app.cli import add_app_command
+    from ppo_client.optimize.cli import _add_llm
+
+    add_app_command(commands, _add_url, _add_llm)
     return parser
 
 

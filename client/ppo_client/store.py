@@ -31,13 +31,13 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from ppo_client.errors import DataError, HeadFormatError, StoreError
-from ppo_client.images import read_image
+from ppo_client.images import decode_image, read_image
 from ppo_client.piaa.head import PreferenceHead
 
 logger = logging.getLogger(__name__)
 
 STORE_ENV = "PPO_STORE"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_NAME_LENGTH = 64
 GENERAL_USER = "general"
 """Not a user: ``optimize --user general`` means the crowd's taste, so no user may take the name."""
@@ -72,6 +72,23 @@ CREATE TABLE models (
     created REAL NOT NULL
 );
 """
+_MIGRATIONS = {
+    2: """
+CREATE TABLE pool (
+    image_hash TEXT PRIMARY KEY REFERENCES images(hash), origin TEXT NOT NULL, label TEXT NOT NULL, created REAL NOT NULL
+);
+CREATE TABLE comparisons (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    left_hash TEXT NOT NULL REFERENCES images(hash),
+    right_hash TEXT NOT NULL REFERENCES images(hash),
+    choice TEXT NOT NULL CHECK (choice IN ('left', 'right', 'same')),
+    context TEXT NOT NULL,
+    created REAL NOT NULL
+);
+""",
+}
+"""Schema changes after version 1, applied in order to older stores (and to new ones)."""
 
 
 def default_store_path() -> Path:
@@ -134,6 +151,34 @@ class StoredModel:
 
 
 @dataclass(frozen=True)
+class PoolImage:
+    """An image kept for rating though nobody may have rated it yet (a starter-gallery render, a
+    person's own picture, a run's image)."""
+
+    image_hash: str
+    path: Path
+    origin: str
+    """``gallery``, ``folder`` or ``run``."""
+    label: str
+    """What it is: the prompt that rendered it, or the file it came from."""
+
+
+@dataclass(frozen=True)
+class PoolEntry:
+    data: bytes
+    origin: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    left_hash: str
+    right_hash: str
+    choice: str
+    context: str
+
+
+@dataclass(frozen=True)
 class UserSummary:
     name: str
     created: float
@@ -152,7 +197,9 @@ def _checked_rating(row: RatingRow) -> float:
 
 
 class UserStore:
-    def __init__(self, path: Path | str | None = None, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+    def __init__(self, path: Path | str | None = None, *, busy_timeout_s: float = BUSY_TIMEOUT_S, check: bool = True) -> None:
+        """``check=False`` skips the integrity check, for a process that checked this store when it
+        started and opens it again for each request (the web app)."""
         self.path = Path(path) if path else default_store_path()
         self.images_dir = self.path.parent / (self.path.stem + "_images")
         self.busy_timeout_s = busy_timeout_s
@@ -164,7 +211,7 @@ class UserStore:
             raise self._failure(exc) from exc
         try:
             self._db.execute("PRAGMA foreign_keys = ON")
-            problems = [row[0] for row in self._db.execute("PRAGMA quick_check")]
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check")] if check else ["ok"]
             if problems != ["ok"]:
                 found = " ".join(" ".join(problems[:3]).split())[:300]
                 raise StoreError(
@@ -205,21 +252,29 @@ class UserStore:
     def _tables(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
+    def _version(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        try:
+            return int(row[0])
+        except (TypeError, ValueError):
+            raise StoreError(f"{self.path} has no readable schema version") from None
+
     def _migrate(self) -> None:
         tables = self._tables()
-        if not tables:
-            with self._write() as db:  # two processes creating one store: the second finds the tables
-                if not self._tables():
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
-                    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            tables = self._tables()
-        if "meta" not in tables:
+        if tables and "meta" not in tables:
             raise StoreError(f"{self.path} is an SQLite file but not a user store")
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None or str(row[0]) != str(SCHEMA_VERSION):
-            raise StoreError(f"{self.path} has schema version {row[0] if row else '?'}; this version reads {SCHEMA_VERSION}")
+        if tables and self._version() == SCHEMA_VERSION:
+            return
+        if tables and self._version() > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema version {self._version()}; this version reads {SCHEMA_VERSION}")
+        with self._write() as db:  # two processes creating or upgrading one store: the second finds it done
+            if not self._tables():
+                _run_script(db, _SCHEMA)
+                db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+            for version in range(self._version() + 1, SCHEMA_VERSION + 1):
+                _run_script(db, _MIGRATIONS[version])
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+                logger.info("upgraded %s to schema version %d", self.path, version)
 
     def close(self) -> None:
         self._db.close()
@@ -291,6 +346,8 @@ class UserStore:
                 db.execute("DELETE FROM users WHERE id = ?", (user_id,))
                 orphans = db.execute(
                     "SELECT hash, file FROM images WHERE hash NOT IN (SELECT image_hash FROM ratings)"
+                    " AND hash NOT IN (SELECT image_hash FROM pool)"
+                    " AND hash NOT IN (SELECT left_hash FROM comparisons) AND hash NOT IN (SELECT right_hash FROM comparisons)"
                 ).fetchall()
                 db.executemany("DELETE FROM images WHERE hash = ?", [(h,) for h, _ in orphans])
                 db.executemany("DELETE FROM embeddings WHERE image_hash = ?", [(h,) for h, _ in orphans])
@@ -335,16 +392,8 @@ class UserStore:
                     if digest in already:
                         where, path = seen[digest]
                         raise DataError(f"{where}: {path} is already rated by {name!r}")
-                for digest, suffix, data, _, _ in checked:
-                    target = self.images_dir / digest[:2] / (digest + suffix)
-                    if not target.exists():  # under the write lock: no delete can remove it meanwhile
-                        _write_file(target, data)
-                        written.append(target)
+                written += self._add_images(db, [(d, s, data, size) for d, s, data, size, _ in checked])
                 now = time.time()
-                db.executemany(
-                    "INSERT OR IGNORE INTO images VALUES (?, ?, ?, ?, ?)",
-                    [(d, f"{d[:2]}/{d}{s}", size[0], size[1], now) for d, s, _, size, _ in checked],
-                )
                 db.executemany(
                     "INSERT INTO ratings (user_id, image_hash, rating, source, created) VALUES (?, ?, ?, ?, ?)",
                     [(user_id, d, r, source, now) for d, _, _, _, r in checked],
@@ -355,6 +404,105 @@ class UserStore:
                 raise
         logger.info("imported %d ratings for %s from %s", len(checked), name, source)
         return len(checked)
+
+    def _add_images(self, db: sqlite3.Connection, items: Sequence[tuple[str, str, bytes, tuple[int, int]]]) -> list[Path]:
+        """Copy images (hash, suffix, bytes, size) into the store; call inside ``_write``. Returns
+        the files written, for the caller to remove if its transaction fails."""
+        written = []
+        for digest, suffix, data, _ in items:
+            target = self.images_dir / digest[:2] / (digest + suffix)
+            if not target.exists():  # under the write lock: no delete can remove it meanwhile
+                _write_file(target, data)
+                written.append(target)
+        now = time.time()
+        db.executemany(
+            "INSERT OR IGNORE INTO images VALUES (?, ?, ?, ?, ?)",
+            [(d, f"{d[:2]}/{d}{s}", size[0], size[1], now) for d, s, _, size in items],
+        )
+        return written
+
+    # --- the pool of images to rate, single ratings, comparisons ---
+
+    @_guarded
+    def add_to_pool(self, entries: Sequence[PoolEntry]) -> list[str]:
+        """Keep images for rating (decoded and checked first); returns their hashes, in order."""
+        items, hashes = {}, []
+        for entry in entries:
+            image = decode_image(entry.data, entry.label)
+            digest = hashlib.sha256(entry.data).hexdigest()
+            items[digest] = (digest, "." + (image.format or "img").lower(), entry.data, image.size, entry)
+            hashes.append(digest)
+        written: list[Path] = []
+        with self._write() as db:
+            try:
+                written = self._add_images(db, [item[:4] for item in items.values()])
+                db.executemany(
+                    "INSERT OR IGNORE INTO pool VALUES (?, ?, ?, ?)",
+                    [(d, e.origin, e.label, time.time()) for d, _, _, _, e in items.values()],
+                )
+            except BaseException:
+                for path in written:
+                    path.unlink(missing_ok=True)
+                raise
+        return hashes
+
+    @_guarded
+    def pool(self, origin: str | None = None) -> list[PoolImage]:
+        rows = self._db.execute(
+            "SELECT p.image_hash, i.file, p.origin, p.label FROM pool p JOIN images i ON i.hash = p.image_hash"
+            + (" WHERE p.origin = ?" if origin else "") + " ORDER BY p.created, p.image_hash",
+            (origin,) if origin else (),
+        ).fetchall()
+        return [PoolImage(h, self.images_dir / f, o, label) for h, f, o, label in rows]
+
+    @_guarded
+    def image_file(self, image_hash: str) -> Path | None:
+        """The stored copy of an image by its content hash (None: not in the store)."""
+        if not re.fullmatch(r"[0-9a-f]{64}", image_hash or ""):
+            return None
+        row = self._db.execute("SELECT file FROM images WHERE hash = ?", (image_hash,)).fetchone()
+        return self.images_dir / row[0] if row else None
+
+    @_guarded
+    def rate(self, name: str, image_hash: str, rating: float, *, source: str) -> None:
+        """One rating of a stored image, in its own transaction; rating it again replaces it."""
+        value = _checked_rating(RatingRow(f"image {image_hash[:12]}", Path(), rating))
+        with self._write() as db:
+            user_id = self._user_id(name)
+            if db.execute("SELECT 1 FROM images WHERE hash = ?", (image_hash,)).fetchone() is None:
+                raise DataError(f"image {image_hash[:12]}... is not in the store")
+            db.execute(
+                "INSERT INTO ratings (user_id, image_hash, rating, source, created) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (user_id, image_hash) DO UPDATE SET rating = excluded.rating, source = excluded.source,"
+                " created = excluded.created",
+                (user_id, image_hash, value, source, time.time()),
+            )
+
+    @_guarded
+    def unrate(self, name: str, image_hash: str) -> bool:
+        """Remove one rating (an undo); the image stays. Returns whether there was one."""
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM ratings WHERE user_id = ? AND image_hash = ?", (self._user_id(name), image_hash))
+        return cursor.rowcount > 0
+
+    @_guarded
+    def add_comparison(self, name: str, left_hash: str, right_hash: str, choice: str, *, context: str) -> None:
+        """A blind pairwise choice (``left``, ``right`` or ``same``), kept as training data."""
+        if choice not in ("left", "right", "same"):
+            raise DataError(f"choice must be left, right or same, got {choice!r}")
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO comparisons (user_id, left_hash, right_hash, choice, context, created) VALUES (?, ?, ?, ?, ?, ?)",
+                (self._user_id(name), left_hash, right_hash, choice, context, time.time()),
+            )
+
+    @_guarded
+    def comparisons(self, name: str) -> list[Comparison]:
+        rows = self._db.execute(
+            "SELECT left_hash, right_hash, choice, context FROM comparisons WHERE user_id = ? ORDER BY id",
+            (self._user_id(name),),
+        ).fetchall()
+        return [Comparison(*row) for row in rows]
 
     @_guarded
     def ratings(self, name: str) -> list[Rating]:
@@ -422,6 +570,12 @@ class UserStore:
             raise StoreError(f"user {name!r} has no trained model{wanted}; run `ppo-client user train {name}`")
         return models[-1]
 
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
 
 
 def _write_file(target: Path, data: bytes) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 
 from ppo_client.plots import line_chart
@@ -33,6 +34,7 @@ def write_report(folder: Path, config: dict, records: list[dict], summary: dict)
         for k, v in summary.items() if not isinstance(v, (list, dict))
     )
     c = config["config"]
+    comparison = _comparison(Path(folder))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>optimization run: {e(c['prompt'])}</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:auto}} td{{vertical-align:top;padding:4px}}
 img{{image-rendering:pixelated;border:1px solid #ccc}} .f{{color:#555}} th{{text-align:left;padding-right:12px}}</style></head><body>
@@ -41,7 +43,32 @@ img{{image-rendering:pixelated;border:1px solid #ccc}} .f{{color:#555}} th{{text
 {c['n_prompts']} prompts x {c['seeds']} seeds per iteration, {c['iterations']} iterations after iteration 0.</p>
 {line_chart(series, x_label='iteration')}
 <table>{figures}</table>
+{comparison}
 <h2>Iterations</h2><table>{''.join(rows)}</table></body></html>"""
     path = Path(folder) / "report.html"
     path.write_text(page)
     return path
+
+
+def _comparison(folder: Path) -> str:
+    """The blind comparison's result, where a person has answered some of its pairs (``compare.json``)."""
+    path = folder / "compare.json"
+    if not path.exists():
+        return ""
+    result = json.loads(path.read_text()).get("result") or {}
+    if not result.get("answered"):
+        return ""
+    low, high = result["interval"]
+    return (f"<h2>Blind comparison</h2><p>In {result['answered']} of {result['total']} pairs at fresh seeds, the best prompt's "
+            f"image was preferred {result['optimized_preferred']} times, the user's own {result['initial_preferred']} times, "
+            f"{result['same']} judged the same: win rate <b>{result['win_rate']:.0%}</b> (95% interval {low:.0%}-{high:.0%}).</p>")
+
+
+def refresh_report(folder: Path) -> Path:
+    """Rewrite a run's report from what its folder holds."""
+    from ppo_client.optimize.run import CONFIG, ITERATIONS, SUMMARY
+
+    folder = Path(folder)
+    records = [json.loads(line) for line in (folder / ITERATIONS).read_text().splitlines()] if (folder / ITERATIONS).exists() else []
+    summary = json.loads((folder / SUMMARY).read_text()) if (folder / SUMMARY).exists() else {}
+    return write_report(folder, json.loads((folder / CONFIG).read_text()), records, summary)

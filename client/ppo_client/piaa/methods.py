@@ -123,9 +123,35 @@ def _inner(theta: np.ndarray, a: np.ndarray, y: np.ndarray, steps: int, lr: floa
     return theta, jacobian
 
 
-def _bayes_posterior(priors: Priors, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Posterior mean head under the mixture prior: each cluster's Gaussian posterior, weighted
-    by how well that cluster explains the user's ratings (its marginal likelihood)."""
+@dataclass(frozen=True)
+class BayesPosterior:
+    """The user's head under the mixture prior: each taste cluster's Gaussian posterior (they share
+    one covariance), weighted by how well that cluster explains the user's ratings."""
+
+    heads: np.ndarray
+    """[C, D + 1] each cluster's posterior mean head."""
+    weights: np.ndarray
+    """[C] posterior cluster probabilities."""
+    covariance: np.ndarray
+    """[D + 1, D + 1] the posterior covariance of a head (the same for every cluster)."""
+    noise: float
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.weights @ self.heads
+
+    def predictive(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance of a rating of each embedding in ``x`` (the mixture's; rating noise
+        excluded): what a rating would teach the model about these images."""
+        a = design(x)
+        per_cluster = a @ self.heads.T
+        mean = per_cluster @ self.weights
+        within = np.einsum("nd,de,ne->n", a, self.covariance, a)
+        between = ((per_cluster - mean[:, None]) ** 2) @ self.weights
+        return mean, within + between
+
+
+def bayes_posterior(priors: Priors, x: np.ndarray, y: np.ndarray) -> BayesPosterior:
     a, noise, covariance = design(x), priors.bayes_noise, priors.bayes_covariance
     precision = np.linalg.inv(covariance)
     posterior_cov = np.linalg.inv(precision + a.T @ a / noise)
@@ -139,7 +165,24 @@ def _bayes_posterior(priors: Priors, x: np.ndarray, y: np.ndarray) -> np.ndarray
         heads.append(posterior_cov @ (precision @ mean + a.T @ y / noise))
     log_weights = np.array(log_weights)
     weights = np.exp(log_weights - log_weights.max())
-    return (weights / weights.sum()) @ np.stack(heads)
+    return BayesPosterior(np.stack(heads), weights / weights.sum(), posterior_cov, float(noise))
+
+
+def _bayes_posterior(priors: Priors, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Posterior mean head under the mixture prior."""
+    return bayes_posterior(priors, x, y).mean
+
+
+def lone_bayes_priors(dim: int, *, rating_mean: float = 5.5, weight_sd: float = 3.0, bias_sd: float = 2.0,
+                      noise_sd: float = 1.5) -> Priors:
+    """A weak prior for a person with nobody else in the store: one cluster, zero weights around a
+    mid-scale bias. Embeddings are unit length, so a weight spread of 3 lets one direction move a
+    rating by a few points."""
+    covariance = np.diag([weight_sd**2] * dim + [bias_sd**2])
+    means = np.zeros((1, dim + 1))
+    means[0, -1] = rating_mean
+    return Priors(0, means[0], 5, 0, bayes_means=means, bayes_weights=np.ones(1), bayes_covariance=covariance,
+                  bayes_noise=noise_sd**2)
 
 
 def adapt(method: str, priors: Priors | None, x: np.ndarray, y: np.ndarray, config: MethodConfig = MethodConfig()) -> PreferenceHead:

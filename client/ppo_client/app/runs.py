@@ -1,0 +1,157 @@
+"""Optimization runs started from the app: the same run folders and reports as `ppo-client optimize`,
+worked on in a background thread; their state is read back from the folder, so a run started in an
+earlier session (or by the CLI in the same folder) shows the same way and can be resumed."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ppo_client.errors import InvalidRequestError, OptimizationError, PPOError
+
+logger = logging.getLogger(__name__)
+RUN_ID = re.compile(r"^[A-Za-z0-9._-]{1,120}$")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    user: str
+    prompt: str
+    iterations: int = 6
+    n_prompts: int = 4
+    seeds: int = 2
+    optimizer: str = "random"
+    context: str = "s+p+f"
+    steps: int = 20
+    guidance_scale: float = 7.5
+
+
+class RunManager:
+    def __init__(self, store_path: Path, url: str | None, runs_dir: Path, chat_config) -> None:
+        self.store_path, self.url, self.runs_dir, self.chat_config = store_path, url, Path(runs_dir), chat_config
+        self._threads: dict[str, threading.Thread] = {}
+        self._errors: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def folder(self, run_id: str) -> Path:
+        """The run's folder; an id that is not a plain folder name (no path) is refused."""
+        if not RUN_ID.match(run_id or "") or run_id in (".", ".."):
+            raise InvalidRequestError("run", f"{run_id!r} is not a run id")
+        folder = self.runs_dir / run_id
+        if not (folder / "config.json").exists():
+            raise OptimizationError(f"no run {run_id!r}")
+        return folder
+
+    def start(self, request: RunRequest) -> str:
+        """Check and create the run now (errors reach the caller), then work on it in the background."""
+        from ppo_client.optimize import session
+        from ppo_client.optimize.run import RunConfig
+        from ppo_client.scoring import ScoringClient
+        from ppo_client.store import UserStore
+
+        config = RunConfig(
+            user=request.user, prompt=request.prompt, iterations=request.iterations, n_prompts=request.n_prompts,
+            seeds=request.seeds, optimizer=request.optimizer, context=request.context, steps=request.steps,
+            guidance_scale=request.guidance_scale,
+        ).checked()
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", request.user)[:40]
+        run_id = f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"
+        client = ScoringClient(self.url)
+        try:
+            with UserStore(self.store_path) as store:
+                store.user(request.user)
+                scorer = session.user_scorer(store, client, request.user)
+            context = session.check_context(config.context, self.chat_config, text_fallback=True)
+            state = session.new_run(self.runs_dir / run_id, dataclasses.replace(config, context=context), scorer, client,
+                                    self.chat_config)
+        except BaseException:
+            client.close()
+            raise
+        thread = threading.Thread(target=self._work, args=(run_id, state, client, scorer.true_score), daemon=True, name=run_id)
+        with self._lock:
+            self._threads[run_id] = thread
+        thread.start()
+        return run_id
+
+    def resume(self, run_id: str) -> None:
+        from ppo_client.optimize import session
+        from ppo_client.scoring import ScoringClient
+
+        folder = self.folder(run_id)
+        if self.running(run_id):
+            return
+        state, judge = session.resume_run(folder)  # refuses a run another process holds
+        thread = threading.Thread(target=self._work, args=(run_id, state, ScoringClient(self.url), judge), daemon=True)
+        with self._lock:
+            self._threads[run_id] = thread
+            self._errors.pop(run_id, None)
+        thread.start()
+
+    def _work(self, run_id: str, state, client, judge) -> None:
+        from ppo_client.optimize import session
+
+        try:
+            chat_needed = state.config.optimizer == "llm"
+            with session.chat_endpoint(self.chat_config, needed=chat_needed) as chat:
+                session.execute(state, client, chat, judge)
+        except PPOError as exc:
+            self._errors[run_id] = str(exc)
+        except Exception as exc:  # a background thread: whatever stopped it is shown with the run
+            logger.exception("run %s stopped", run_id)
+            self._errors[run_id] = f"{type(exc).__name__}: {exc}"
+        finally:
+            state.close()
+            client.close()
+
+    def running(self, run_id: str) -> bool:
+        thread = self._threads.get(run_id)
+        return thread is not None and thread.is_alive()
+
+    def status(self, run_id: str) -> dict:
+        """What the run folder holds so far, with whether this app is working on it."""
+        from ppo_client.optimize.run import CONFIG, ITERATIONS, SUMMARY
+
+        folder = self.folder(run_id)
+        config = json.loads((folder / CONFIG).read_text())["config"]
+        records = []
+        path = folder / ITERATIONS
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    break
+        iterations = []
+        for record in records:
+            best = max(record["prompts"], key=lambda p: p["score"])
+            iterations.append({"iteration": record["iteration"], "best_prompt": best["prompt"], "best_score": best["score"],
+                               "best_image": f"{run_id}/{best['images'][best['best']]}"})
+        summary = json.loads((folder / SUMMARY).read_text()) if (folder / SUMMARY).exists() else {}
+        done = len(records) > config["iterations"]
+        state = "running" if self.running(run_id) else "finished" if done else "failed" if run_id in self._errors else "stopped"
+        best = max(iterations, key=lambda i: i["best_score"]) if iterations else None
+        return {
+            "id": run_id, "user": config["user"], "prompt": config["prompt"], "optimizer": config["optimizer"],
+            "status": state, "error": self._errors.get(run_id, ""), "iterations_total": config["iterations"] + 1,
+            "iterations": iterations, "best_prompt": best["best_prompt"] if best else None,
+            "best_score": best["best_score"] if best else None, "init_score": summary.get("init"),
+        }
+
+    def list(self, user: str) -> list[str]:
+        """The user's runs in this app's runs folder, newest first."""
+        if not self.runs_dir.exists():
+            return []
+        runs = []
+        for folder in self.runs_dir.iterdir():
+            try:
+                if json.loads((folder / "config.json").read_text())["config"]["user"] == user:
+                    runs.append(folder.name)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return sorted(runs, reverse=True)

@@ -1,0 +1,340 @@
+// The app's pages: plain JavaScript over the JSON API (/api/...), keyboard first.
+"use strict";
+
+const body = document.body;
+const user = body.dataset.user;
+const run = body.dataset.run;
+const $ = (id) => document.getElementById(id);
+
+async function api(method, path, payload) {
+  const options = { method, headers: {}, credentials: "same-origin" };
+  if (payload !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(payload);
+  }
+  const response = await fetch(path, options);
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const message = data.error || `${response.status} ${response.statusText}`;
+    showError(message);
+    throw new Error(message);
+  }
+  showError("");
+  return data;
+}
+
+function showError(message) {
+  $("error").textContent = message;
+}
+
+function typing(event) {
+  const tag = (event.target.tagName || "").toLowerCase();
+  return tag === "input" || tag === "select" || tag === "textarea";
+}
+
+function go(path) {
+  window.location.href = path;
+}
+
+function userPath(page) {
+  return `/u/${encodeURIComponent(user)}/${page}`;
+}
+
+// --- users ---
+
+async function usersPage() {
+  const data = await api("GET", "/api/users");
+  const list = $("users");
+  data.users.forEach((u, i) => {
+    const item = document.createElement("li");
+    const link = document.createElement("a");
+    link.href = `/u/${encodeURIComponent(u.name)}/rate`;
+    link.textContent = `${i < 9 ? i + 1 + ". " : ""}${u.name}`;
+    item.append(link, ` (${u.ratings} ratings, ${u.models} models)`);
+    list.append(item);
+  });
+  $("new-user").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = $("user-name").value.trim();
+    if (!name) return;
+    await api("POST", "/api/users", { name });
+    go(`/u/${encodeURIComponent(name)}/rate`);
+  });
+  document.addEventListener("keydown", (event) => {
+    if (typing(event)) return;
+    const n = Number(event.key);
+    if (n >= 1 && n <= data.users.length && n <= 9) go(`/u/${encodeURIComponent(data.users[n - 1].name)}/rate`);
+  });
+}
+
+// --- rate: one image at a time, chosen by the server ---
+
+async function ratePage() {
+  const skipped = [];
+  const history = [];
+  let current = null;
+  let order = "active";
+  let busy = false;
+
+  async function next() {
+    const exclude = skipped.join(",");
+    const data = await api("GET", `/api/users/${encodeURIComponent(user)}/next?count=1&order=${order}&exclude=${exclude}`);
+    $("rated").textContent = data.rated;
+    $("order").textContent = data.order;
+    const g = data.gallery;
+    $("preparing").textContent = g.error ? `(starter gallery failed: ${g.error})` : g.done < g.total ? `(preparing the starter gallery: ${g.done} of ${g.total})` : "";
+    current = data.images[0] || null;
+    if (current) {
+      $("current").src = current.url;
+      $("current").hidden = false;
+      $("why").textContent = current.why;
+      $("label").textContent = current.label;
+    } else {
+      $("current").hidden = true;
+      $("why").textContent = g.done < g.total && !g.error ? "images are on their way..." : "nothing left to rate: press t to train your taste model";
+      $("label").textContent = "";
+      if (g.done < g.total && !g.error) setTimeout(next, 1000);
+    }
+  }
+
+  async function rate(value) {
+    if (!current || busy) return;
+    busy = true;
+    try {
+      const data = await api("POST", `/api/users/${encodeURIComponent(user)}/ratings`, { image: current.id, rating: value });
+      history.push(current);
+      $("rated").textContent = data.rated;
+      await next();
+    } finally {
+      busy = false;
+    }
+  }
+
+  async function undo() {
+    const last = history.pop();
+    if (!last || busy) return;
+    busy = true;
+    try {
+      const data = await api("DELETE", `/api/users/${encodeURIComponent(user)}/ratings/${last.id}`);
+      $("rated").textContent = data.rated;
+      current = last;
+      $("current").src = last.url;
+      $("current").hidden = false;
+      $("why").textContent = "undone: rate it again";
+      $("label").textContent = last.label;
+    } finally {
+      busy = false;
+    }
+  }
+
+  document.addEventListener("keydown", async (event) => {
+    if (typing(event) || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (/^[0-9]$/.test(event.key)) {
+      event.preventDefault();
+      await rate(event.key === "0" ? 10 : Number(event.key));
+    } else if (event.key === "u") {
+      await undo();
+    } else if (event.key === "s" && current) {
+      skipped.push(current.id);
+      await next();
+    } else if (event.key === "o") {
+      order = order === "active" ? "random" : "active";
+      await next();
+    } else if (event.key === "t") {
+      go(userPath("taste"));
+    } else if (event.key === "p") {
+      go(userPath("optimize"));
+    }
+  });
+  await next();
+}
+
+// --- taste: models, training, what the model likes ---
+
+function strip(id, images) {
+  const holder = $(id);
+  holder.replaceChildren();
+  for (const item of images) {
+    const figure = document.createElement("figure");
+    const img = document.createElement("img");
+    img.src = item.url;
+    img.alt = item.label || "image";
+    const caption = document.createElement("figcaption");
+    caption.textContent = `${item.score.toFixed(1)}${item.rating !== null ? ` (rated ${item.rating})` : ""}`;
+    figure.append(img, caption);
+    holder.append(figure);
+  }
+}
+
+async function tastePage() {
+  async function refresh() {
+    const data = await api("GET", `/api/users/${encodeURIComponent(user)}/models`);
+    const rows = $("models").querySelector("tbody");
+    rows.replaceChildren();
+    for (const m of data.models) {
+      const row = document.createElement("tr");
+      for (const value of [m.id, m.method, m.ratings, m.cv_srocc?.toFixed(3), m.cv_mae?.toFixed(2)]) {
+        const cell = document.createElement("td");
+        cell.textContent = value ?? "";
+        row.append(cell);
+      }
+      rows.append(row);
+    }
+    strip("likes", data.likes);
+    strip("dislikes", data.dislikes);
+  }
+
+  async function train() {
+    $("training").textContent = "training...";
+    try {
+      const m = await api("POST", `/api/users/${encodeURIComponent(user)}/train`, { method: "bayes" });
+      $("training").textContent = `model ${m.model} on ${m.ratings} ratings: cross-validated SROCC ${m.cv_srocc.toFixed(3)}`;
+      await refresh();
+    } catch (error) {
+      $("training").textContent = "";
+    }
+  }
+
+  $("train").addEventListener("click", train);
+  document.addEventListener("keydown", async (event) => {
+    if (typing(event)) return;
+    if (event.key === "t") await train();
+    else if (event.key === "r") go(userPath("rate"));
+    else if (event.key === "p") go(userPath("optimize"));
+  });
+  await refresh();
+}
+
+// --- optimize: start a run and watch it ---
+
+function curve(scores) {
+  const svg = $("curve");
+  svg.replaceChildren();
+  if (scores.length === 0) return;
+  const low = Math.min(...scores), high = Math.max(...scores);
+  const span = high - low || 1;
+  const x = (i) => 20 + (440 * i) / Math.max(scores.length - 1, 1);
+  const y = (s) => 140 - (120 * (s - low)) / span;
+  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+  line.setAttribute("points", scores.map((s, i) => `${x(i)},${y(s)}`).join(" "));
+  line.setAttribute("fill", "none");
+  line.setAttribute("stroke", "#2060c0");
+  line.setAttribute("stroke-width", "2");
+  svg.append(line);
+  for (const [value, at] of [[high, 20], [low, 140]]) {
+    const text = document.createElementNS("http://www.w3.org/2000/svg", "text");
+    text.setAttribute("x", "462");
+    text.setAttribute("y", String(at + 4));
+    text.setAttribute("font-size", "11");
+    text.textContent = value.toFixed(2);
+    svg.append(text);
+  }
+}
+
+async function watch(id) {
+  $("run").hidden = false;
+  const status = await api("GET", `/api/runs/${encodeURIComponent(id)}`);
+  $("run-title").textContent = status.prompt;
+  $("run-status").textContent = status.status + (status.error ? `: ${status.error}` : "");
+  $("run-progress").textContent = `${status.iterations.length} of ${status.iterations_total} iterations`;
+  const best = [];
+  let top = -Infinity;
+  const list = $("iterations-list");
+  list.replaceChildren();
+  for (const it of status.iterations) {
+    top = Math.max(top, it.best_score);
+    best.push(top);
+    const item = document.createElement("li");
+    const img = document.createElement("img");
+    img.src = it.best_image;
+    img.alt = it.best_prompt;
+    img.className = "thumb";
+    item.append(img, ` ${it.best_score.toFixed(2)}: ${it.best_prompt}`);
+    list.append(item);
+  }
+  curve(best);
+  const link = $("compare-link");
+  if (status.status === "finished") {
+    link.href = `/runs/${encodeURIComponent(id)}/compare`;
+    link.hidden = false;
+  }
+  if (status.status === "running") setTimeout(() => watch(id), 1000);
+}
+
+async function optimizePage() {
+  const runs = await api("GET", `/api/users/${encodeURIComponent(user)}/runs`);
+  for (const r of runs.runs) {
+    const item = document.createElement("li");
+    const link = document.createElement("a");
+    link.href = `#${r.id}`;
+    link.textContent = `${r.prompt} (${r.optimizer}, ${r.status}${r.best_score !== null ? `, best ${r.best_score.toFixed(2)}` : ""})`;
+    link.addEventListener("click", () => watch(r.id));
+    item.append(link);
+    $("runs").append(item);
+  }
+  $("new-run").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const payload = {
+      prompt: $("prompt").value,
+      iterations: Number($("iterations").value),
+      optimizer: $("optimizer").value,
+      steps: Number($("steps").value),
+      guidance_scale: Number($("guidance").value),
+    };
+    const created = await api("POST", `/api/users/${encodeURIComponent(user)}/runs`, payload);
+    window.location.hash = created.id;
+    await watch(created.id);
+  });
+  document.addEventListener("keydown", (event) => {
+    if (typing(event)) return;
+    if (event.key === "c" && !$("compare-link").hidden) go($("compare-link").href);
+    else if (event.key === "r") go(userPath("rate"));
+    else if (event.key === "t") go(userPath("taste"));
+  });
+  if (window.location.hash.length > 1) await watch(decodeURIComponent(window.location.hash.slice(1)));
+}
+
+// --- compare: blind pairs ---
+
+async function comparePage() {
+  $("error").textContent = "preparing the pairs...";
+  const data = await api("GET", `/api/runs/${encodeURIComponent(run)}/pairs`);
+  const pairs = data.pairs;
+  let k = pairs.findIndex((p) => !p.choice);
+  $("pair-total").textContent = pairs.length;
+
+  function show(result) {
+    if (k < 0 || k >= pairs.length) {
+      $("result").hidden = false;
+      const r = result || data.result;
+      const [low, high] = r.interval || [0, 0];
+      $("result-text").textContent = r.win_rate === null ? "no pairs answered"
+        : `The optimized prompt won ${Math.round(100 * r.win_rate)}% (95% interval ${Math.round(100 * low)}-${Math.round(100 * high)}%): ` +
+          `preferred ${r.optimized_preferred}, your own prompt ${r.initial_preferred}, the same ${r.same}.`;
+      $("left").hidden = $("right").hidden = true;
+      return;
+    }
+    $("pair-index").textContent = k + 1;
+    $("left").src = pairs[k].left;
+    $("right").src = pairs[k].right;
+  }
+
+  async function choose(choice) {
+    if (k < 0 || k >= pairs.length) return;
+    const result = await api("POST", `/api/runs/${encodeURIComponent(run)}/pairs/${k}`, { choice });
+    pairs[k].choice = choice;
+    k = pairs.findIndex((p) => !p.choice);
+    show(result);
+  }
+
+  document.addEventListener("keydown", async (event) => {
+    if (typing(event)) return;
+    if (event.key === "ArrowLeft" || event.key === "1") await choose("left");
+    else if (event.key === "ArrowRight" || event.key === "2") await choose("right");
+    else if (event.key === "=" || event.key === "s") await choose("same");
+  });
+  show(null);
+}
+
+const pages = { users: usersPage, rate: ratePage, taste: tastePage, optimize: optimizePage, compare: comparePage };
+if (pages[body.dataset.page]) pages[body.dataset.page]().catch((error) => showError(String(error.message || error)));
