@@ -93,6 +93,10 @@ def _demo(args: argparse.Namespace) -> int:
         _cli(server, "optimize", "--user", DEMO_USER, "--prompt", args.prompt, "--iterations", str(args.iterations),
              "--n-prompts", "4", "--seeds", "2", "--context", "s+p+f", "--run-dir", str(run), *store, "--url", url)
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s; open the report: {run / 'report.html'}")
+    console.print(
+        "to rate images, train and compare blind in the browser as the demo user, serve the models and start the app:\n"
+        f"  ppo-serve --repository {repository} &\n  ppo-client app --store {work / 'store.sqlite'} --url localhost:8001"
+    )
     return 0
 
 

@@ -181,3 +181,52 @@ def test_the_user_commands(tmp_path, rated, capsys):
     assert main(["user", "show", "dana", *store]) == 2
     err = capsys.readouterr().err
     assert "imported 3 ratings" in err and "unknown user 'nobody'" in err and "dana" in err
+
+
+def png_bytes(seed: int) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_pool_images_are_rated_one_at_a_time_undone_and_kept_when_users_go(tmp_path):
+    from ppo_client.store import PoolEntry
+
+    with UserStore(tmp_path / "s.sqlite") as store:
+        store.create_user("ana")
+        hashes = store.add_to_pool([PoolEntry(png_bytes(i), "gallery", f"prompt {i}") for i in range(3)])
+        assert store.add_to_pool([PoolEntry(png_bytes(0), "gallery", "again")]) == hashes[:1], "content-addressed"
+        assert [p.label for p in store.pool("gallery")] == ["prompt 0", "prompt 1", "prompt 2"]
+        store.rate("ana", hashes[0], 7, source="app")
+        store.rate("ana", hashes[0], 9, source="app")  # rating again replaces
+        assert [(r.image_hash, r.rating) for r in store.ratings("ana")] == [(hashes[0], 9.0)]
+        assert store.unrate("ana", hashes[0]) and not store.unrate("ana", hashes[0])
+        with pytest.raises(DataError, match="outside 1-10"):
+            store.rate("ana", hashes[1], 0, source="app")
+        with pytest.raises(DataError, match="not in the store"):
+            store.rate("ana", "f" * 64, 5, source="app")
+        store.rate("ana", hashes[1], 4, source="app")
+        store.add_comparison("ana", hashes[1], hashes[2], "left", context="run:x:pair:0")
+        assert store.comparisons("ana")[0].choice == "left"
+        with pytest.raises(DataError, match="left, right or same"):
+            store.add_comparison("ana", hashes[1], hashes[2], "up", context="x")
+        store.delete_user("ana")
+        assert all(p.path.exists() for p in store.pool()), "pool images outlive the users who rated them"
+        assert store.image_file(hashes[2]).exists() and store.image_file("../../etc/passwd") is None
+
+
+def test_a_version_1_store_is_upgraded_in_place_keeping_its_data(tmp_path, rated):
+    path = tmp_path / "old.sqlite"
+    with UserStore(path) as store:
+        store.create_user("alice")
+        store.import_ratings("alice", csv_rows(rated), source="csv")
+    with sqlite3.connect(path) as db:  # what a version-1 store looks like
+        db.execute("DROP TABLE pool")
+        db.execute("DROP TABLE comparisons")
+        db.execute("UPDATE meta SET value = '1'")
+    with UserStore(path) as store:
+        assert len(store.ratings("alice")) == 3 and store.pool() == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)

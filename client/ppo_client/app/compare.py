@@ -1,5 +1,7 @@
 """Blind comparison of a finished run: pairs of images at the same seeds, one from the person's own
-prompt and one from the run's best prompt, sides shuffled and origins hidden. The person's choices
+prompt and one from the run's best rewrite of it (the best prompt the run found other than the
+person's own; the best prompt itself whenever the run improved on it), sides shuffled and origins
+hidden. The person's choices
 give a win rate for the optimized prompt with a 95% interval; they are kept with the run
 (``RUN/compare.json``, shown in its report) and, as pairwise preferences, in the user store.
 
@@ -58,11 +60,10 @@ def best_prompt(folder: Path) -> tuple[dict, str]:
     records = [json.loads(line) for line in (folder / ITERATIONS).read_text().splitlines()] if (folder / ITERATIONS).exists() else []
     if len(records) <= config["iterations"]:
         raise OptimizationError("the run has not finished; compare it once it has")
-    prompts = [p for r in records for p in r["prompts"]]
-    best = max(prompts, key=lambda p: p["score"])["prompt"]
-    if best == config["prompt"]:
-        raise OptimizationError("the run found no prompt its scorer liked better than the initial one: nothing to compare")
-    return config, best
+    rewrites = [p for r in records for p in r["prompts"] if p["prompt"] != config["prompt"]]
+    if not rewrites:
+        raise OptimizationError("the run holds no rewrite of the prompt: nothing to compare")
+    return config, max(rewrites, key=lambda p: p["score"])["prompt"]
 
 
 def prepare(folder: Path, client, store_path: Path) -> list[dict]:
@@ -92,7 +93,7 @@ def prepare(folder: Path, client, store_path: Path) -> list[dict]:
             left, right = (optimized, initial) if optimized_left else (initial, optimized)
             pairs.append({"k": k, "seed": seeds[k], "left": left, "right": right,
                           "optimized": "left" if optimized_left else "right", "choice": None})
-        _save(path, {"initial_prompt": config["prompt"], "best_prompt": best, "pairs": pairs})
+        _save(path, {"initial_prompt": config["prompt"], "best_rewrite": best, "pairs": pairs})
         return pairs
 
 

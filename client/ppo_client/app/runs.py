@@ -30,6 +30,7 @@ class RunRequest:
     context: str = "s+p+f"
     steps: int = 20
     guidance_scale: float = 7.5
+    seed: int = 0
 
 
 class RunManager:
@@ -58,7 +59,7 @@ class RunManager:
         config = RunConfig(
             user=request.user, prompt=request.prompt, iterations=request.iterations, n_prompts=request.n_prompts,
             seeds=request.seeds, optimizer=request.optimizer, context=request.context, steps=request.steps,
-            guidance_scale=request.guidance_scale,
+            guidance_scale=request.guidance_scale, seed=request.seed,
         ).checked()
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", request.user)[:40]
         run_id = f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"

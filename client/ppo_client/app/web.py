@@ -249,6 +249,7 @@ async def start_run(request: Request) -> JSONResponse:
         n_prompts=_field(body, "n_prompts", int, 4), seeds=_field(body, "seeds", int, 2),
         optimizer=_field(body, "optimizer", str, "random"), context=_field(body, "context", str, "s+p+f"),
         steps=_field(body, "steps", int, 20), guidance_scale=_field(body, "guidance_scale", float, 7.5),
+        seed=_field(body, "seed", int, 0),
     )
     run_id = await run_in_threadpool(state.runs.start, run)
     return JSONResponse({"id": run_id}, status_code=201)

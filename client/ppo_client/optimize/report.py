@@ -59,7 +59,7 @@ def _comparison(folder: Path) -> str:
     if not result.get("answered"):
         return ""
     low, high = result["interval"]
-    return (f"<h2>Blind comparison</h2><p>In {result['answered']} of {result['total']} pairs at fresh seeds, the best prompt's "
+    return (f"<h2>Blind comparison</h2><p>In {result['answered']} of {result['total']} pairs at fresh seeds, the best rewrite's "
             f"image was preferred {result['optimized_preferred']} times, the user's own {result['initial_preferred']} times, "
             f"{result['same']} judged the same: win rate <b>{result['win_rate']:.0%}</b> (95% interval {low:.0%}-{high:.0%}).</p>")
 

@@ -282,6 +282,7 @@ async function optimizePage() {
       guidance_scale: Number($("guidance").value),
     };
     const created = await api("POST", `/api/users/${encodeURIComponent(user)}/runs`, payload);
+    document.activeElement.blur(); // the page's keys (c to compare) work again
     window.location.hash = created.id;
     await watch(created.id);
   });

@@ -1,0 +1,243 @@
+"""The web app's JSON API against the real Triton server (tiny pipeline): every endpoint, bad input,
+the token, other origins, two tabs at once, and an app killed in the middle of rating."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("starlette", reason="the app extra is not installed: pip install -e '.[app]'")
+from starlette.testclient import TestClient  # noqa: E402
+
+from ppo_client.app import gallery  # noqa: E402
+from ppo_client.app.runs import RunManager  # noqa: E402
+from ppo_client.app.web import AppState, create_app  # noqa: E402
+from ppo_client.llm.chat import ChatConfig  # noqa: E402
+from ppo_client.scoring import ScoringClient  # noqa: E402
+from ppo_client.store import UserStore  # noqa: E402
+
+pytestmark = pytest.mark.integration
+TOKEN = "t0ken"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def app(triton_server, tmp_path_factory):
+    root = tmp_path_factory.mktemp("app")
+    store_path = root / "store.sqlite"
+    UserStore(store_path).close()
+    client = ScoringClient(triton_server.grpc_url)
+    state = AppState(store_path, TOKEN, client, RunManager(store_path, triton_server.grpc_url, root / "runs", ChatConfig.from_env()))
+    progress = gallery.GalleryProgress()
+    gallery.render(store_path, client, progress, steps=2, batch=8)
+    assert progress.done == len(gallery.PROMPTS) and not progress.error
+    state.gallery = progress
+    with TestClient(create_app(state), base_url="http://127.0.0.1:8765") as http:
+        yield http, state
+    client.close()
+
+
+def rate_some(http, user: str, count: int, rating=lambda i: 1 + i % 10) -> list[str]:
+    rated = []
+    for i in range(count):
+        (image,) = http.get(f"/api/users/{user}/next?count=1", headers=AUTH).json()["images"]
+        assert http.post(f"/api/users/{user}/ratings", json={"image": image["id"], "rating": rating(i)}, headers=AUTH).status_code == 201
+        rated.append(image["id"])
+    return rated
+
+
+def test_every_call_needs_the_token_and_the_printed_link_sets_it(app):
+    http, _ = app
+    assert http.get("/api/users").status_code == 401
+    assert http.get("/api/users", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert http.get("/", follow_redirects=False).status_code == 401
+    fresh = TestClient(http.app, base_url="http://127.0.0.1:8765")
+    link = fresh.get(f"/?token={TOKEN}", follow_redirects=False)
+    assert link.status_code == 303 and "httponly" in link.headers["set-cookie"].lower()
+    assert fresh.get("/api/users").status_code == 200, "the cookie the link set is enough"
+    assert "<h1>Who is rating?</h1>" in fresh.get("/").text
+
+
+def test_state_changes_from_another_origin_are_refused(app):
+    http, _ = app
+    hostile = {**AUTH, "Origin": "http://evil.example"}
+    assert http.post("/api/users", json={"name": "eve"}, headers=hostile).status_code == 403
+    assert http.post("/api/users", json={"name": "eve"}, headers={**AUTH, "Sec-Fetch-Site": "cross-site"}).status_code == 403
+    same = {**AUTH, "Origin": "http://127.0.0.1:8765"}
+    assert http.post("/api/users", json={"name": "eve"}, headers=same).status_code == 201
+    assert http.get("/api/users", headers=hostile).status_code == 200, "reading is not refused"
+
+
+def test_rating_one_image_at_a_time_with_undo_and_active_choice(app):
+    http, _ = app
+    assert http.post("/api/users", json={"name": "ana"}, headers=AUTH).status_code == 201
+    assert http.post("/api/users", json={"name": "ana"}, headers=AUTH).status_code == 400  # exists
+    batch = http.get("/api/users/ana/next?count=5", headers=AUTH).json()
+    assert len(batch["images"]) == 5 and len({i["id"] for i in batch["images"]}) == 5
+    assert all(i["why"].startswith("the model is least sure") and i["url"].startswith("/api/images/") for i in batch["images"])
+    randomly = http.get("/api/users/ana/next?count=3&order=random", headers=AUTH).json()
+    assert [i["why"] for i in randomly["images"]] == ["random order"] * 3
+    first = rate_some(http, "ana", 6)
+    assert http.get("/api/users/ana/next?count=50", headers=AUTH).json()["rated"] == 6
+    undone = http.delete(f"/api/users/ana/ratings/{first[-1]}", headers=AUTH).json()
+    assert undone == {"removed": True, "rated": 5}
+    remaining = http.get("/api/users/ana/next?count=50", headers=AUTH).json()["images"]
+    assert first[-1] in {i["id"] for i in remaining} and not set(first[:-1]) & {i["id"] for i in remaining}
+    skipped = http.get(f"/api/users/ana/next?count=50&exclude={remaining[0]['id']}", headers=AUTH).json()["images"]
+    assert remaining[0]["id"] not in {i["id"] for i in skipped}
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "message"), [
+    ("POST", "/api/users/ana/ratings", {"image": "f" * 64, "rating": 5}, 400, "not in the store"),
+    ("POST", "/api/users/ana/ratings", {"rating": 5}, 400, "image: is required"),
+    ("POST", "/api/users/ana/ratings", {"image": "x", "rating": "five"}, 400, "rating: must be a number"),
+    ("POST", "/api/users/ana/ratings", {"image": "x", "rating": True}, 400, "rating: must be a number"),
+    ("POST", "/api/users/nobody/ratings", {"image": "x", "rating": 5}, 404, "unknown user 'nobody'"),
+    ("POST", "/api/users", {"name": "a/b"}, 400, "path separator"),
+    ("POST", "/api/users", {"name": "general"}, 400, "reserved"),
+    ("POST", "/api/users", {"name": 7}, 400, "name: must be str"),
+    ("POST", "/api/users", [1, 2], 400, "must be a JSON object"),
+    ("GET", "/api/users/ana/next?count=0", None, 400, "count: must be between 1 and 50"),
+    ("GET", "/api/users/ana/next?count=x", None, 400, "count: must be an integer"),
+    ("GET", "/api/users/ana/next?order=best", None, 400, "order: must be one of"),
+    ("POST", "/api/users/ana/train", {"method": "magic"}, 400, "method: must be one of"),
+    ("POST", "/api/users/ana/runs", {"prompt": ""}, 400, "prompt: is empty"),
+    ("POST", "/api/users/ana/runs", {"prompt": "a cat", "iterations": 1000}, 400, "iterations: must be between"),
+    ("GET", "/api/runs/..%2F..%2Fetc", None, 404, ""),
+    ("GET", "/api/runs/nope", None, 404, "no run 'nope'"),
+    ("POST", "/api/runs/nope/pairs/0", {"choice": "left"}, 404, "no run"),
+    ("GET", "/api/images/..%2F..%2Fetc%2Fpasswd", None, 404, ""),
+    ("GET", "/api/images/" + "a" * 64, None, 404, "no such image"),
+])
+def test_bad_input_gets_a_4xx_with_a_message(app, method, path, body, status, message):
+    http, _ = app
+    response = http.request(method, path, json=body, headers=AUTH)
+    assert response.status_code == status, response.text
+    assert message in response.text
+
+
+def test_a_body_that_is_not_json_or_too_large_is_refused(app):
+    http, _ = app
+    assert http.post("/api/users", content=b"{nope", headers=AUTH).json()["error"] == "body: is not JSON"
+    assert "the limit is" in http.post("/api/users", content=b"x" * 100_000, headers=AUTH).json()["error"]
+
+
+def test_two_tabs_rating_at_once_lose_nothing(app):
+    http, _ = app
+    assert http.post("/api/users", json={"name": "tabs"}, headers=AUTH).status_code == 201
+    images = [i["id"] for i in http.get("/api/users/tabs/next?count=20&order=random", headers=AUTH).json()["images"]]
+    errors = []
+
+    def tab(part):
+        for image in part:
+            response = http.post("/api/users/tabs/ratings", json={"image": image, "rating": 6}, headers=AUTH)
+            if response.status_code != 201:
+                errors.append(response.text)
+
+    threads = [threading.Thread(target=tab, args=(images[i::2],)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert http.get("/api/users/tabs/next", headers=AUTH).json()["rated"] == 20
+
+
+def test_training_then_a_run_then_its_blind_comparison(app):
+    http, state = app
+    assert http.post("/api/users", json={"name": "bo"}, headers=AUTH).status_code == 201
+    rate_some(http, "bo", 8)
+    trained = http.post("/api/users/bo/train", json={"method": "bayes"}, headers=AUTH)
+    assert trained.status_code == 201 and trained.json()["ratings"] == 8 and "cv_srocc" in trained.json()
+    taste = http.get("/api/users/bo/models", headers=AUTH).json()
+    assert len(taste["models"]) == 1 and len(taste["likes"]) == 6 and taste["likes"][0]["score"] >= taste["dislikes"][0]["score"]
+    settings = {"prompt": "a red cat", "iterations": 1, "n_prompts": 2, "seeds": 1, "optimizer": "random", "steps": 2}
+    created = http.post("/api/users/bo/runs", json=settings, headers=AUTH)
+    assert created.status_code == 201
+    run = created.json()["id"]
+    early = http.get(f"/api/runs/{run}/pairs", headers=AUTH)
+    assert early.status_code in (200, 409), early.text  # before it has finished: refused with a message
+    deadline = time.monotonic() + 120
+    while (status := http.get(f"/api/runs/{run}", headers=AUTH).json())["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert status["status"] == "finished", status
+    assert len(status["iterations"]) == 2 and status["iterations"][0]["best_image"].startswith("/api/images/")
+    assert http.get(status["iterations"][0]["best_image"], headers=AUTH).headers["content-type"] == "image/png"
+    assert [r["id"] for r in http.get("/api/users/bo/runs", headers=AUTH).json()["runs"]] == [run]
+    pairs = http.get(f"/api/runs/{run}/pairs", headers=AUTH)
+    assert pairs.status_code == 200, pairs.text
+    pairs = pairs.json()["pairs"]
+    assert len(pairs) == 8 and all(set(p) == {"k", "left", "right", "choice"} for p in pairs), "origins stay hidden"
+    for pair in pairs:
+        result = http.post(f"/api/runs/{run}/pairs/{pair['k']}", json={"choice": ("left", "right", "same")[pair["k"] % 3]}, headers=AUTH).json()
+    assert result["answered"] == 8 and result["optimized_preferred"] + result["initial_preferred"] + result["same"] == 8
+    low, high = result["interval"]
+    assert 0 <= low <= result["win_rate"] <= high <= 1
+    folder = state.runs.folder(run)
+    assert json.loads((folder / "compare.json").read_text())["result"] == result
+    assert "Blind comparison" in (folder / "report.html").read_text()
+    with UserStore(state.store_path) as store:
+        assert len(store.comparisons("bo")) == 8
+    assert http.post(f"/api/runs/{run}/pairs/0", json={"choice": "up"}, headers=AUTH).status_code == 400
+    assert http.post(f"/api/runs/{run}/pairs/8", json={"choice": "left"}, headers=AUTH).status_code == 400
+
+
+def test_pages_render_for_a_known_user_and_refuse_an_unknown_one(app):
+    http, _ = app
+    for page in ("rate", "taste", "optimize"):
+        response = http.get(f"/u/ana/{page}", headers=AUTH)
+        assert response.status_code == 200 and f'data-page="{page}"' in response.text
+    assert http.get("/u/nobody/rate", headers=AUTH).status_code == 404
+    assert http.get("/static/app.js").status_code == 200, "the static files need no token"
+
+
+def test_an_app_killed_mid_rating_keeps_every_rating_given(triton_server, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "notes.txt.png").write_text("not an image")
+    store = tmp_path / "store.sqlite"
+    command = [sys.executable, "-m", "ppo_client.cli", "app", "--store", str(store), "--url", triton_server.grpc_url,
+               "--port", "0", "--token", TOKEN, "--images", str(folder), "--no-gallery"]
+
+    def start():
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        link = process.stdout.readline().strip()
+        assert link.startswith("http://127.0.0.1:") and link.endswith(f"?token={TOKEN}"), process.stderr.read()
+        base = link.split("/?")[0]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{base}/api/users", headers=AUTH, timeout=2)
+                return process, base
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise AssertionError("the app did not answer")
+
+    process, base = start()
+    try:
+        assert httpx.post(f"{base}/api/users", json={"name": "kim"}, headers=AUTH).status_code == 201
+        images = httpx.get(f"{base}/api/users/kim/next?count=6&order=random", headers=AUTH).json()["images"]
+        assert len(images) == 6, "the folder's six images can be rated; the non-image was skipped"
+        for image in images[:4]:
+            assert httpx.post(f"{base}/api/users/kim/ratings", json={"image": image["id"], "rating": 8}, headers=AUTH).status_code == 201
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+    process, base = start()
+    try:
+        assert httpx.get(f"{base}/api/users/kim/next", headers=AUTH).json()["rated"] == 4
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(15)

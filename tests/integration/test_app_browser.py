@@ -1,0 +1,132 @@
+"""The web app in a real browser (headless Chromium from the system, driven by Playwright): a demo
+persona opens the printed link, creates a user, rates with the keyboard, trains, runs a short
+optimization and judges it blind. A screenshot of every page goes to the test's temporary folder."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("starlette", reason="the app extra is not installed: pip install -e '.[app]'")
+pytest.importorskip("playwright", reason="playwright is not installed: pip install playwright")
+
+from ppo_client.demo.attributes import measure  # noqa: E402
+from ppo_client.demo.personas import make_persona, rate  # noqa: E402
+
+pytestmark = pytest.mark.integration
+CHROMIUM = next((p for p in (os.environ.get("PPO_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"),
+                             "/usr/bin/chromium") if p and os.path.exists(p)), None)
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture()
+def app_link(triton_server, tmp_path):
+    command = [sys.executable, "-m", "ppo_client.cli", "app", "--store", str(tmp_path / "store.sqlite"), "--url",
+               triton_server.grpc_url, "--port", "0", "--gallery-steps", "2", "--runs", str(tmp_path / "runs")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    link = process.stdout.readline().strip()
+    assert link.startswith("http://127.0.0.1:"), process.stderr.read()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(link.split("/?")[0] + "/static/app.css", timeout=2)
+            break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    yield link
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found (Debian: apt-get install chromium; or set PPO_CHROMIUM)")
+def test_a_persona_rates_trains_optimizes_and_judges_blind_in_a_real_browser(app_link, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    persona = make_persona("warm-minimalist", seed=3)
+    rng = np.random.default_rng(0)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    presses = 0
+
+    def press(page, key):
+        nonlocal presses
+        presses += 1
+        page.keyboard.press(key)
+
+    def persona_rating(page, selector) -> int:
+        src = page.eval_on_selector(selector, "element => element.src")  # absolute
+        pixels = Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")
+        return rate(persona, measure(np.asarray(pixels)), rng)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        page.goto(app_link)  # the link sets the token cookie and lands on the users page
+        page.wait_for_selector("#new-user")
+        page.screenshot(path=str(shots / "users.png"))
+        for key in "lena":
+            press(page, key)
+        press(page, "Enter")
+        page.wait_for_url("**/u/lena/rate")
+        page.wait_for_function("document.getElementById('current').src.includes('/api/images/')", timeout=60_000)
+        page.screenshot(path=str(shots / "rate.png"))
+        for count in range(1, 21):
+            previous = page.eval_on_selector("#current", "element => element.src")
+            rating = persona_rating(page, "#current")
+            press(page, "0" if rating == 10 else str(rating))
+            page.wait_for_function(f"document.getElementById('rated').textContent === '{count}'")
+            page.wait_for_function(f"document.getElementById('current').src !== '{previous}'")
+        press(page, "u")  # undo the last one and rate it again
+        page.wait_for_function("document.getElementById('rated').textContent === '19'")
+        press(page, "5")
+        page.wait_for_function("document.getElementById('rated').textContent === '20'")
+        press(page, "t")
+        page.wait_for_url("**/u/lena/taste")
+        press(page, "t")
+        page.wait_for_selector("#models tbody tr", timeout=120_000)
+        assert "on 20 ratings" in page.inner_text("#training")
+        page.wait_for_selector("#likes figure")
+        page.screenshot(path=str(shots / "taste.png"), full_page=True)
+        first_model_presses = presses
+
+        press(page, "p")
+        page.wait_for_url("**/u/lena/optimize")
+        page.fill("#prompt", "a red circle on a blue background")
+        page.fill("#iterations", "1")
+        page.fill("#steps", "2")
+        page.select_option("#optimizer", "random")
+        page.press("#prompt", "Enter")
+        page.wait_for_function("document.getElementById('run-status').textContent.startsWith('finished')", timeout=120_000)
+        assert page.locator("#iterations-list li").count() == 2
+        page.screenshot(path=str(shots / "optimize.png"), full_page=True)
+        link = page.locator("#compare-link")
+        assert link.is_visible()
+        page.keyboard.press("c")
+        page.wait_for_url("**/compare")
+        page.wait_for_function("document.getElementById('pair-total').textContent !== '0'", timeout=120_000)
+        page.screenshot(path=str(shots / "compare.png"))
+        for _ in range(int(page.inner_text("#pair-total"))):
+            left, right = persona_rating(page, "#left"), persona_rating(page, "#right")
+            page.keyboard.press("ArrowLeft" if left > right else "ArrowRight" if right > left else "=")
+            page.wait_for_timeout(150)
+        page.wait_for_selector("#result:not([hidden])")
+        text = page.inner_text("#result-text")
+        page.screenshot(path=str(shots / "result.png"))
+        browser.close()
+    assert "The optimized prompt won" in text and "95% interval" in text
+    assert first_model_presses == 4 + 1 + 20 + 2 + 2  # name, Enter, 20 ratings, undo and re-rate, taste, train
+    assert sorted(p.name for p in shots.iterdir()) == ["compare.png", "optimize.png", "rate.png", "result.png", "taste.png", "users.png"]
