@@ -450,7 +450,7 @@ class UserStore:
     def pool(self, origin: str | None = None) -> list[PoolImage]:
         rows = self._db.execute(
             "SELECT p.image_hash, i.file, p.origin, p.label FROM pool p JOIN images i ON i.hash = p.image_hash"
-            + (" WHERE p.origin = ?" if origin else "") + " ORDER BY p.created, p.image_hash",
+            + (" WHERE p.origin = ?" if origin else "") + " ORDER BY p.rowid",  # insertion order: timestamps can tie
             (origin,) if origin else (),
         ).fetchall()
         return [PoolImage(h, self.images_dir / f, o, label) for h, f, o, label in rows]
