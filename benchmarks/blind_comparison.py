@@ -1,0 +1,179 @@
+"""Blind comparison in the demo world: does a virtual user, answering the app's blind pairs with
+their own noisy ratings, prefer the optimized prompt's images to their own prompt's?
+
+For each of the first N virtual users of a demo SAC-format set (imported and trained with ``bayes``
+as ``make demo`` does) and each prompt, a ``--iterations``-iteration optimization runs through
+``ppo-client experiment`` (one resumable folder per run). Then the app's own comparison code
+(``ppo_client.app.compare``) renders each run's pairs at fresh seeds, shuffles the sides, and the
+persona answers every pair: it rates both images as it rated the set (noise-free taste plus its
+rating noise, rounded to 1-10) and picks the higher, or "same" on a tie. Win rates count "same" as
+half and come with Wilson 95% intervals over all pairs of an arm.
+
+    make demo                                           # the demo rating set, reused here
+    python benchmarks/blind_comparison.py               # llm s+p and random, 8 users x 2 prompts
+
+Results: ``benchmarks/results/app/blind_comparison.{json,md}``. Run folders and the store are kept
+under ``--work``, so the same command again resumes a stopped benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ppo_client.app import compare
+from ppo_client.cli import main as cli
+from ppo_client.demo.attributes import measure
+from ppo_client.demo.personas import Persona, rate
+from ppo_client.images import load_rgb
+from ppo_client.sac import read_sac
+from ppo_client.store import UserStore
+
+RESULTS = Path(__file__).parent / "results" / "app"
+PROMPTS = ("a red circle on a blue background", "a small yellow star on a striped green background")
+
+
+def step(*argv: str) -> None:
+    code = cli(list(argv))
+    if code:
+        raise SystemExit(f"`ppo-client {' '.join(argv[:2])}` failed with exit code {code}")
+
+
+@contextlib.contextmanager
+def triton(args):
+    if args.url:
+        yield args.url
+        return
+    from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
+    from ppo_server.export.presets import demo_clip_dir, demo_pipeline_dir
+    from ppo_server.export.repository import export_pipeline
+
+    repository = Path(args.work) / "repository"
+    if not (repository / "txt2img").exists():
+        export_pipeline(str(demo_pipeline_dir()), repository, clip=str(demo_clip_dir()))
+    with EmbeddedTritonServer(ServerConfig(repository)) as server:
+        yield server.grpc_url
+
+
+def prepare_users(args, url: str, store: Path) -> list[str]:
+    sac = read_sac(Path(args.sac))
+    sids = sorted(s for s in sac.ratings if s in sac.personas)[: args.users]
+    names = []
+    for sid in sids:
+        name = f"u{sid}"
+        with UserStore(store) as users:
+            trained = users.has_user(name) and users.models(name)
+            fresh = not users.has_user(name)
+        if fresh:
+            step("user", "create", name, "--store", str(store))
+            step("user", "import", name, "--sac", args.sac, "--sid", str(sid), "--images-root", str(Path(args.sac).parent),
+                 "--store", str(store))
+        if not trained:
+            step("user", "train", name, "--method", "bayes", "--prior-sac", args.sac, "--store", str(store), "--url", url)
+        names.append(name)
+    return names
+
+
+def answer_pairs(folder: Path, client, store: Path, rng: np.random.Generator) -> dict:
+    """The persona behind the run answers its blind pairs, as a person would in the app."""
+    stored = json.loads((folder / "config.json").read_text())
+    persona = Persona.from_dict(stored["personas"][0])
+    user = stored["config"]["user"]
+    pairs = compare.prepare(folder, client, store)
+    result = compare.win_rate(pairs)
+    for pair in pairs:
+        if pair["choice"]:
+            continue  # answered before a restart
+        with UserStore(store, check=False) as users:
+            left, right = (rate(persona, measure(np.asarray(load_rgb(users.image_file(h)))), rng)
+                           for h in (pair["left"], pair["right"]))
+        choice = "left" if left > right else "right" if right > left else "same"
+        result = compare.answer(folder, pair["k"], choice, store, user)
+    return result
+
+
+def pooled(results: list[dict]) -> dict:
+    n = sum(r["answered"] for r in results)
+    wins = sum(r["optimized_preferred"] for r in results)
+    same = sum(r["same"] for r in results)
+    rate_ = (wins + 0.5 * same) / n
+    per_run = [r["win_rate"] for r in results]
+    return {"runs": len(results), "pairs": n, "optimized_preferred": wins, "same": same,
+            "initial_preferred": n - wins - same, "win_rate": rate_, "interval": compare.wilson(rate_, n),
+            "per_run_mean": float(np.mean(per_run)), "per_run_sd": float(np.std(per_run)),
+            "runs_won": sum(w > 0.5 for w in per_run)}
+
+
+def run(args) -> dict:
+    from ppo_client.scoring import ScoringClient
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    store = work / "store.sqlite"
+    started = time.perf_counter()
+    with triton(args) as url:
+        users = prepare_users(args, url, store)
+        arms = args.optimizers.split(",")
+        argv = ["experiment", "--users", ",".join(users), "--optimizers", ",".join(arms), "--contexts", args.context,
+                "--iterations", str(args.iterations), "--n-prompts", "4", "--seeds", "2", "--steps", "20",
+                "--out", str(work / "experiment"), "--parallel", str(args.parallel), "--store", str(store), "--url", url]
+        for prompt in PROMPTS[: args.prompts]:
+            argv += ["--prompt", prompt]
+        step(*argv)
+        rows = []
+        with ScoringClient(url) as client:
+            for folder in sorted((work / "experiment" / "runs").glob("*/*/*")):
+                arm = folder.name.rsplit("-r", 1)[0].replace("_", " ")
+                summary = json.loads((folder / "summary.json").read_text())
+                result = answer_pairs(folder, client, store, np.random.default_rng(len(rows)))
+                rows.append({"run": str(folder.relative_to(work)), "arm": arm, **result,
+                             "true_max_minus_init": summary.get("true_max_minus_init"),
+                             "best_rewrite": json.loads((folder / compare.COMPARE).read_text())["best_rewrite"]})
+                print(f"{rows[-1]['run']}: win rate {result['win_rate']:.2f} ({result['answered']} pairs)", flush=True)
+    by_arm = {arm: pooled([r for r in rows if r["arm"] == arm]) for arm in dict.fromkeys(r["arm"] for r in rows)}
+    return {"sac": Path(args.sac).name, "users": len(users), "prompts": list(PROMPTS[: args.prompts]), "iterations": args.iterations,
+            "pairs_per_run": compare.PAIRS, "by_arm": by_arm, "rows": rows, "seconds": time.perf_counter() - started}
+
+
+def markdown(result: dict) -> str:
+    lines = [f"{result['users']} demo users x {len(result['prompts'])} prompts, {result['iterations']} iterations each; "
+             f"{result['pairs_per_run']} blind pairs per run at fresh seeds, answered by the persona's noisy ratings "
+             "(a tie is \"same\", counted half).", "",
+             "| arm | runs | pairs | optimized / same / initial | win rate | 95% interval | per-run mean ± sd | runs won |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for arm, s in result["by_arm"].items():
+        lo, hi = s["interval"]
+        lines.append(f"| {arm} | {s['runs']} | {s['pairs']} | {s['optimized_preferred']} / {s['same']} / {s['initial_preferred']} "
+                     f"| {s['win_rate']:.1%} | {lo:.1%}-{hi:.1%} | {s['per_run_mean']:.2f} ± {s['per_run_sd']:.2f} "
+                     f"| {s['runs_won']}/{s['runs']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sac", default="build/demo/ratings/sac.sqlite", help="a demo SAC-format set (made by make demo)")
+    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=2, choices=(1, 2))
+    parser.add_argument("--iterations", type=int, default=6)
+    parser.add_argument("--optimizers", default="llm,random")
+    parser.add_argument("--context", default="s+p", help="for the llm optimizer")
+    parser.add_argument("--parallel", type=int, default=3, help="runs at once")
+    parser.add_argument("--url", default=None, help="a Triton server with the demo models (default: start one)")
+    parser.add_argument("--work", default="build/blind", help="store, run folders and the exported models (resumable)")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    result = run(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "blind_comparison.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "blind_comparison.md").write_text(markdown(result))
+    print(markdown(result), end="")
+
+
+if __name__ == "__main__":
+    main()
