@@ -77,9 +77,10 @@ def test_the_image_context_sends_the_best_images():
 
 def test_unusable_replies_are_retried_then_filled_in_by_keyword_mutation():
     llm = ScriptedLLM(["Sure!", "prompt1\nscore2"])
-    proposal = LLMProposer(llm.client(), "s+p").propose(INITIAL, history(), 3, np.random.default_rng(0), set(), keep_all)
+    seen = {sp.prompt.lower() for sp in history()[0]}
+    proposal = LLMProposer(llm.client(), "s+p").propose(INITIAL, history(), 3, np.random.default_rng(0), set(seen), keep_all)
     assert len(llm.requests) == 2 and proposal.fallback == 3 and len(set(proposal.prompts)) == 3
-    assert all(p.startswith(INITIAL) and p.count(",") >= 1 for p in proposal.prompts)  # mutations of the best prompts
+    assert all(p.startswith(INITIAL) and p.lower() not in seen for p in proposal.prompts)  # edits of the best prompts
 
 
 def test_when_the_best_prompts_are_too_long_to_mutate_the_fallback_mutates_the_users_prompt():
@@ -182,3 +183,20 @@ def test_the_summary_follows_the_papers_definitions(tmp_path):
     assert (s["true_init"], s["true_max"], s["true_best"]) == (4.0, 5.0, 5.0)
     assert s["true_best_so_far"] == [4.0, 5.0, 5.0]
     assert s["timings"] == {"total_s": 5.0, "llm_s": 2.0, "render_s": 2.0, "server_s": 0.0, "other_s": 1.0}
+
+
+def test_the_report_opens_with_the_users_prompt_beside_the_best_one(tmp_path):
+    from ppo_client.optimize.report import write_report
+
+    records = [
+        {"iteration": 0, "prompts": FakeRenderer().render([INITIAL, f"{INITIAL}, dark"], None, 0), "timings": {"total_s": 1.0, "llm_s": 0.0, "render_s": 1.0}},
+        {"iteration": 1, "prompts": FakeRenderer().render([f"{INITIAL}, pastel, bright", f"{INITIAL}, dark, matte"], None, 1),
+         "timings": {"total_s": 1.0, "llm_s": 0.0, "render_s": 1.0}},
+    ]
+    summary = metrics.summarize(records, np.zeros((0, 2), np.float32), np.zeros(0), quantile=0.5)
+    config = {"config": {"prompt": INITIAL, "user": "u", "optimizer": "random", "context": "s+p", "n_prompts": 2, "seeds": 2, "iterations": 1}}
+    page = write_report(tmp_path, config, records, summary).read_text()
+    pair = page[page.index("<div class=pair>"):page.index("</div>")]
+    assert page.index("<div class=pair>") < page.index("<svg")  # before the curve and the tables
+    assert pair.index("your prompt") < pair.index(INITIAL) < pair.index("best prompt") < pair.index(f"{INITIAL}, pastel, bright")
+    assert pair.count("width=320") == 2

@@ -16,7 +16,7 @@ import numpy as np
 
 from ppo_client.errors import LLMError
 from ppo_client.llm.chat import ChatClient, user_message
-from ppo_client.optimize import templates
+from ppo_client.optimize import hygiene, templates
 from ppo_client.optimize.parsing import normalise, parse_prompts
 from ppo_client.optimize.vocabulary import MODIFIERS
 
@@ -59,9 +59,10 @@ def with_keywords(base: str, keywords: Sequence[str]) -> str:
     return ", ".join([base, *keywords]) if keywords else base
 
 
-def mutate(prompt: str, rng: np.random.Generator, count: int | None = None) -> str:
-    count = count or int(rng.integers(1, 4))
-    return with_keywords(prompt, [MODIFIERS[i] for i in rng.choice(len(MODIFIERS), count, replace=False)])
+def mutate(prompt: str, rng: np.random.Generator, count: int | None = None, rules: hygiene.PromptRules | None = None) -> str | None:
+    """1-3 keyword edits (add, remove, replace) of a prompt, free of contradictions, within the word
+    budget (None where no such edit came out)."""
+    return (rules or hygiene.PromptRules.for_prompt(prompt)).edit(prompt, rng, count)
 
 
 def _take(candidates: Iterator[str], n: int, seen: set[str], keep: Filter, *, limit: int) -> list[str]:
@@ -87,12 +88,18 @@ def _take(candidates: Iterator[str], n: int, seen: set[str], keep: Filter, *, li
     return taken
 
 
-def _mutations(pool: Sequence[str], rng, count: Callable[[], int | None] = lambda: None) -> Iterator[str]:
+def _mutations(
+    pool: Sequence[str], rng, rules: hygiene.PromptRules, count: Callable[[], int | None] = lambda: None,
+    ops: Sequence[str] = hygiene.EDITS,
+) -> Iterator[str]:
     while True:
-        yield mutate(pool[int(rng.integers(len(pool)))], rng, count())
+        edited = rules.edit(pool[int(rng.integers(len(pool)))], rng, count(), ops=ops)
+        yield edited or ""  # never new (seen holds ""): _take counts it as drawn and goes on
 
 
-def _fill(prompts: list[str], n: int, pools: Sequence[Sequence[str]], seen: set[str], rng, keep: Filter) -> tuple[list[str], int]:
+def _fill(
+    prompts: list[str], n: int, pools: Sequence[Sequence[str]], seen: set[str], rng, keep: Filter, rules: hygiene.PromptRules,
+) -> tuple[list[str], int]:
     """Top up to ``n`` prompts with keyword mutations of the first pool, then the next ones; returns
     (prompts, how many added). A later pool (the user's own short prompt) rescues a run whose best
     prompts have grown so long that no mutation of them fits the token limit."""
@@ -100,12 +107,26 @@ def _fill(prompts: list[str], n: int, pools: Sequence[Sequence[str]], seen: set[
     for pool in pools:
         if len(prompts) + len(added) >= n:
             break
-        added += _take(_mutations(pool, rng), n - len(prompts) - len(added), seen, keep, limit=50 * n)
+        added += _take(_mutations(pool, rng, rules), n - len(prompts) - len(added), seen, keep, limit=50 * n)
     return prompts + added, len(added)
 
 
+def _tidied(prompts: Sequence[str], seen: set[str], rules: hygiene.PromptRules) -> list[str]:
+    """The LLM's prompts repaired by ``PromptRules.tidy`` (those it cannot repair dropped), still new."""
+    out, keys = [], set(seen)
+    for prompt in prompts:
+        tidy = rules.tidy(prompt)
+        if tidy is None:
+            logger.info("dropped a prompt that contradicts itself: %s", prompt[:80])
+        elif normalise(tidy) not in keys:
+            keys.add(normalise(tidy))
+            out.append(tidy)
+    return out
+
+
 class RandomProposer:
-    """Random modifier additions: the initial prompt plus 1-5 keywords drawn from ``MODIFIERS``."""
+    """Random modifier additions: the initial prompt plus 1-5 keywords drawn from ``MODIFIERS``
+    (one side of each contradiction group, within the word budget)."""
 
     name = "random"
 
@@ -116,7 +137,7 @@ class RandomProposer:
         return self._draw(initial, n, rng, seen, keep)
 
     def _draw(self, prompt, n, rng, seen, keep) -> Proposal:
-        candidates = _mutations([prompt], rng, lambda: int(rng.integers(1, 6)))
+        candidates = _mutations([prompt], rng, hygiene.PromptRules.for_prompt(prompt), lambda: int(rng.integers(1, 6)), ops=("add",))
         return Proposal(_take(candidates, n, seen, keep, limit=100 * n))
 
 
@@ -159,15 +180,29 @@ class GeneticProposer:
 
     def _prompts(self, initial: str, masks: Iterator[np.ndarray], seen: set[str], rng) -> Iterator[str]:
         """Each genome as a prompt, trimmed to ``GA_MAX_KEYWORDS`` and mutated away from known genomes."""
+        rules = hygiene.PromptRules.for_prompt(initial)
         for mask in masks:
             mask = mask.copy()
             while mask.sum() > GA_MAX_KEYWORDS:
                 mask[rng.choice(np.flatnonzero(mask))] = False
+            mask = self._tidy(initial, mask, rng, rules)
             while normalise(self.prompt(initial, mask)) in seen:
                 flip = int(rng.integers(len(mask)))
                 if mask[flip] or mask.sum() < GA_MAX_KEYWORDS:
                     mask[flip] = not mask[flip]
+                    mask = self._tidy(initial, mask, rng, rules)
             yield self.prompt(initial, mask)
+
+    def _tidy(self, initial: str, mask: np.ndarray, rng, rules: hygiene.PromptRules) -> np.ndarray:
+        """The genome without contradictions and within the word budget: keywords join in a random
+        order, each only if the prompt stays clean, so neither side of a group is favoured."""
+        keep = np.zeros_like(mask)
+        for i in rng.permutation(np.flatnonzero(mask)):
+            trial = keep.copy()
+            trial[i] = True
+            if not rules.problems(self.prompt(initial, trial)):
+                keep = trial
+        return keep
 
 
 class LLMProposer:
@@ -188,12 +223,14 @@ class LLMProposer:
         calls.append({"purpose": purpose, "reply": reply.text, "seconds": time.perf_counter() - started, "attempts": reply.attempts})
         return reply.text
 
-    def _prompts(self, purpose: str, text: str, n: int, seen: set[str], keep: Filter, calls: list[dict], images=()) -> list[str]:
+    def _prompts(
+        self, purpose: str, text: str, n: int, seen: set[str], keep: Filter, calls: list[dict], rules: hygiene.PromptRules, images=(),
+    ) -> list[str]:
         messages = [{"role": "system", "content": templates.SYSTEM}, user_message(text, images)]
         prompts: list[str] = []
         for _ in range(LLM_ATTEMPTS):
             reply = self._ask(purpose, messages, calls)
-            for prompt in keep(parse_prompts(reply, seen=seen)):
+            for prompt in keep(_tidied(parse_prompts(reply, seen=seen), seen, rules)):
                 if len(prompts) < n:
                     seen.add(normalise(prompt))
                     prompts.append(prompt)
@@ -203,8 +240,9 @@ class LLMProposer:
 
     def initial(self, prompt: str, n: int, rng, seen: set[str], keep: Filter) -> Proposal:
         calls: list[dict] = []
-        prompts = self._prompts("diversify", templates.diversify(prompt, n), n, seen, keep, calls)
-        prompts, fallback = _fill(prompts, n, [[prompt]], seen, rng, keep)
+        rules = hygiene.PromptRules.for_prompt(prompt)
+        prompts = self._prompts("diversify", templates.diversify(prompt, n), n, seen, keep, calls, rules)
+        prompts, fallback = _fill(prompts, n, [[prompt]], seen, rng, keep, rules)
         return Proposal(prompts, calls, fallback=fallback)
 
     def propose(self, initial: str, history: Sequence[Sequence[ScoredPrompt]], n: int, rng, seen: set[str], keep: Filter) -> Proposal:
@@ -228,9 +266,10 @@ class LLMProposer:
                     best[sp.prompt] = sp.score
             ranked = sorted(best.items(), key=lambda item: item[1])[-self.top_k :]  # ascending: best last
             text = templates.propose(initial, n, current=[], history=ranked, feedback=feedback, with_images=images)
-        prompts = self._prompts("propose", text, n, seen, keep, calls, [sp.best_image for sp in latest] if images else ())
+        rules = hygiene.PromptRules.for_prompt(initial)
+        prompts = self._prompts("propose", text, n, seen, keep, calls, rules, [sp.best_image for sp in latest] if images else ())
         leaders = [sp.prompt for sp in sorted(latest, key=lambda sp: sp.score, reverse=True)[:2]]
-        prompts, fallback = _fill(prompts, n, [leaders, [initial]] if leaders else [[initial]], seen, rng, keep)
+        prompts, fallback = _fill(prompts, n, [leaders, [initial]] if leaders else [[initial]], seen, rng, keep, rules)
         if fallback:
             logger.info("the LLM gave %d usable prompts of %d; %d filled in by keyword mutation", n - fallback, n, fallback)
         return Proposal(prompts, calls, feedback, fallback)

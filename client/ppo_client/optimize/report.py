@@ -35,12 +35,14 @@ def write_report(folder: Path, config: dict, records: list[dict], summary: dict)
     )
     c = config["config"]
     comparison = _comparison(Path(folder))
+    side_by_side = _side_by_side(records, summary)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>optimization run: {e(c['prompt'])}</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:auto}} td{{vertical-align:top;padding:4px}}
-img{{image-rendering:pixelated;border:1px solid #ccc}} .f{{color:#555}} th{{text-align:left;padding-right:12px}}</style></head><body>
+img{{image-rendering:pixelated;border:1px solid #ccc}} .pair{{display:flex;gap:24px}} .pair figure{{margin:0;flex:1}} .f{{color:#555}} th{{text-align:left;padding-right:12px}}</style></head><body>
 <h1>{e(c['prompt'])}</h1>
 <p>user <b>{e(c['user'])}</b>, optimizer <b>{e(c['optimizer'])}</b>, context <b>{e(c['context'])}</b>,
 {c['n_prompts']} prompts x {c['seeds']} seeds per iteration, {c['iterations']} iterations after iteration 0.</p>
+{side_by_side}
 {line_chart(series, x_label='iteration')}
 <table>{figures}</table>
 {comparison}
@@ -48,6 +50,21 @@ img{{image-rendering:pixelated;border:1px solid #ccc}} .f{{color:#555}} th{{text
     path = Path(folder) / "report.html"
     path.write_text(page)
     return path
+
+
+def _side_by_side(records: list[dict], summary: dict) -> str:
+    """The user's prompt and the best one found, each with its best image, large enough to judge."""
+    if not records or "best_prompt" not in summary:
+        return ""
+    e = html.escape
+    initial = records[0]["prompts"][0]
+    best = max((p for r in records for p in r["prompts"]), key=lambda p: p["score"])
+
+    def figure(title: str, p: dict) -> str:
+        return (f"<figure><figcaption><b>{title}</b> ({p['score']:.2f})<br>{e(p['prompt'])}</figcaption>"
+                f"<img src='{e(p['images'][p['best']])}' width=320 alt='{e(title)}'></figure>")
+
+    return f"<div class=pair>{figure('your prompt', initial)}{figure('best prompt', best)}</div>"
 
 
 def _comparison(folder: Path) -> str:

@@ -2,6 +2,7 @@
 
 ``MODIFIERS`` are common community text-to-image keywords of the kind Pavlichenko & Ustalov's
 genetic algorithm searches over (style, lighting, colour, quality, composition), 100 of them.
+``CONFLICTS`` groups keywords that contradict each other (a prompt holds one side of each).
 ``DESCRIPTORS`` are what the served CLIP is asked about when an image has to be described in words
 for a text-only LLM: colour, light, texture, shape, layout and style.
 """
@@ -30,3 +31,25 @@ DESCRIPTORS = (
     "a circle", "a square", "a triangle", "a star", "a ring", "several objects", "one large object",
     "one small object", "empty", "cluttered", "minimal",
 )
+
+CONFLICTS = (
+    (("warm colors",), ("cool colors",)),
+    (("sharp focus", "sharp"), ("blurry", "soft focus")),
+    (("monochrome", "black and white", "desaturated"), ("colorful", "vibrant colors", "saturated", "pastel colors")),
+    (("vibrant colors", "saturated", "vivid colors"), ("muted colors", "desaturated", "pale colors")),
+    (("minimalist", "minimal", "simple background", "plain background", "flat design"),
+     ("highly detailed", "intricate", "cluttered", "busy background")),
+    (("bright",), ("dark",)),
+    (("high contrast",), ("low contrast",)),
+    (("glossy",), ("matte",)),
+    (("smooth",), ("film grain", "noise", "grainy")),
+    (("retro", "vintage"), ("futuristic",)),
+    (("close-up", "macro"), ("wide shot",)),
+    (("large", "one large object"), ("small", "one small object")),
+    (("round",), ("square",), ("triangular",)),
+    (("striped pattern",), ("checkered pattern",), ("polka dots",)),
+    (("photorealistic", "ultra realistic"), ("oil painting",), ("watercolor",), ("pencil sketch",),
+     ("vector art", "flat design"), ("3d render", "octane render")),
+    (("empty",), ("cluttered", "several objects")),
+)
+"""Contradiction groups: a prompt may hold phrases of one side of each group, never of two."""
