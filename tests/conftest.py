@@ -19,6 +19,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_structured_output_cache():
+    """What one test's mock endpoint taught the process about structured output must not leak into the next."""
+    from ppo_client.llm import structured
+
+    structured.forget()
+    yield
+    structured.forget()
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory) -> Path:
     from ppo_server.export.presets import build_tiny_pipeline

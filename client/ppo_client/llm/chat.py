@@ -3,9 +3,10 @@
 Every call has one deadline (``timeout_s``, retries included), so a hung or trickling endpoint
 fails the call in bounded time. Within it, what is worth retrying (connection errors, timeouts,
 408, 429, 5xx) is retried with capped exponential backoff and jitter, honouring ``Retry-After``;
-refusals (400, 401, 403, 404, 422) fail at once with the server's message; a reply that is not a
-chat completion (not JSON, no message, larger than ``max_reply_bytes``) fails at once naming the
-endpoint. Images go as ``image_url`` content parts (PNG data URLs) for vision models.
+refusals (400, 401, 403, 404, 422, and any error about the request's ``response_format``) fail at
+once with the server's message; a reply that is not a chat completion (not JSON, no message, larger
+than ``max_reply_bytes``) fails at once naming the endpoint. Images go as ``image_url`` content
+parts (PNG data URLs) for vision models.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -98,6 +100,8 @@ class ChatReply:
     seconds: float
     attempts: int
     usage: dict = field(default_factory=dict)
+    finish_reason: str = ""
+    """``stop``, ``length`` (the token limit cut it), ...; empty where the endpoint did not say."""
 
 
 def image_part(image) -> dict:
@@ -126,6 +130,15 @@ def _retry_after(headers: httpx.Headers) -> float | None:
         except (TypeError, ValueError, IndexError):
             return None  # unreadable: fall back to the usual backoff
     return max(0.0, seconds) if seconds == seconds else None
+
+
+_FORMAT_WORDS = re.compile(rb"response_format|json_schema|json_object", re.IGNORECASE)
+
+
+def _refuses_format(request: dict, body: bytes) -> bool:
+    """Whether an error answers the request's ``response_format``: some servers say so with a 500
+    (llama-cpp-python's validation error), which a retry would only repeat."""
+    return "response_format" in request and bool(_FORMAT_WORDS.search(body[:4096]))
 
 
 def _server_message(body: bytes) -> str:
@@ -186,8 +199,8 @@ class ChatClient:
                 chunks.append(chunk)
             return _Answer(response.status_code, response.headers, b"".join(chunks))
 
-    def _completion(self, answer: _Answer) -> tuple[str, dict]:
-        """The reply's text and token usage, or ``LLMResponseError`` if it is not a chat completion."""
+    def _completion(self, answer: _Answer) -> tuple[str, dict, str]:
+        """The reply's text, token usage and finish reason, or ``LLMResponseError`` if it is not a chat completion."""
         where = f"the chat endpoint {self.config.base_url}"
         try:
             payload = json.loads(answer.body)
@@ -202,7 +215,8 @@ class ChatClient:
         if not isinstance(text, str):
             raise LLMResponseError(f"{where} answered a message whose content is not text: {str(text)[:200]}")
         usage = payload.get("usage")
-        return text, usage if isinstance(usage, dict) else {}
+        finish = payload["choices"][0].get("finish_reason") if isinstance(payload["choices"][0], dict) else ""
+        return text, usage if isinstance(usage, dict) else {}, finish if isinstance(finish, str) else ""
 
     def complete(self, messages: Sequence[dict], *, temperature: float = 1.0, max_tokens: int = 512, **extra: Any) -> ChatReply:
         body = {"messages": list(messages), "temperature": temperature, "max_tokens": max_tokens, **extra}
@@ -224,9 +238,9 @@ class ChatClient:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
                 if answer.status == 200:
-                    text, usage = self._completion(answer)
-                    return ChatReply(text, self._clock() - started, attempts, usage)
-                if answer.status not in RETRY_STATUSES:
+                    text, usage, finish = self._completion(answer)
+                    return ChatReply(text, self._clock() - started, attempts, usage, finish)
+                if answer.status not in RETRY_STATUSES or _refuses_format(body, answer.body):
                     raise LLMRequestError(
                         f"the chat endpoint {self.config.base_url} refused the request (HTTP {answer.status}): "
                         f"{_server_message(answer.body)}",

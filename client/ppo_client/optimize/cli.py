@@ -48,7 +48,8 @@ def _optimize(args) -> int:
             config = RunConfig(
                 user=args.user, prompt=args.prompt, iterations=args.iterations, n_prompts=args.n_prompts,
                 seeds=args.seeds, context=context, optimizer=args.optimizer, steps=args.steps, seed=args.seed,
-                subject_guard=args.subject_guard, guidance_scale=args.guidance,
+                subject_guard=args.subject_guard, guidance_scale=args.guidance, structured_output=args.structured_output,
+                subject_anchor=args.subject_anchor,
             ).checked()
             with UserStore(args.store) as store:
                 if args.user != session.GENERAL_USER:
@@ -79,11 +80,14 @@ def _optimize(args) -> int:
     if "true_max" in summary:
         line += f"; true taste {summary['true_init']:.2f} -> {summary['true_max']:.2f} ({summary['true_max_minus_init']:+.2f})"
     console.print(line)
-    if summary.get("fallback_prompts"):
+    if state.config.optimizer == "llm":
         proposed = sum(len(r["prompts"]) for r in state.records) - 1
+        structured = {r.get("structured") for r in state.records if r.get("structured")}
         console.print(
-            f"{summary['fallback_prompts']} of {proposed} prompts were keyword mutations of the best ones: the LLM's "
-            "replies had too few usable new prompts (see llm_calls in iterations.jsonl)"
+            f"of {proposed} prompts, {summary.get('llm_prompts', 0)} came from the LLM in the shape asked for, "
+            f"{summary.get('repaired_prompts', 0)} were repaired out of its replies and {summary['fallback_prompts']} were "
+            f"keyword edits of the best ones (structured output: {', '.join(sorted(structured)) or 'none'}; "
+            "see llm_calls in iterations.jsonl)"
         )
     print(str(state.folder / "report.html"))
     return 0
@@ -103,7 +107,7 @@ def _add_llm(parser) -> None:
 
 
 def _add_run_shape(parser) -> None:
-    from ppo_client.optimize.run import RunConfig
+    from ppo_client.optimize.run import SUBJECT_ANCHORS, RunConfig
 
     default = RunConfig()  # the defaults live in one place: the run's configuration
     parser.add_argument("--iterations", type=int, default=default.iterations, help="iterations after the initial one (default %(default)s)")
@@ -116,6 +120,15 @@ def _add_run_shape(parser) -> None:
     parser.add_argument(
         "--subject-guard", type=float, default=default.subject_guard,
         help="drop rewrites whose CLIP text similarity to the initial prompt is below this (0: off; default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-structured-output", dest="structured_output", action="store_false", default=default.structured_output,
+        help="never ask the LLM endpoint for replies constrained to a JSON schema (default: ask, in the dialect it honours)",
+    )
+    parser.add_argument(
+        "--subject-anchor", choices=SUBJECT_ANCHORS, default=default.subject_anchor,
+        help="with structured output, make each LLM prompt start with the subject, then comma-separated phrases "
+             "(auto: on for the embedded LLM only; default %(default)s)",
     )
 
 

@@ -60,7 +60,8 @@ def aggregate(summaries: dict[str, list[dict]]) -> dict:
         row["llm_s"] = float(np.mean([s["timings"]["llm_s"] for s in items]))
         row["render_s"] = float(np.mean([s["timings"]["render_s"] for s in items]))
         row["total_s"] = float(np.mean([s["timings"]["total_s"] for s in items]))
-        row["fallback_prompts"] = float(np.mean([s.get("fallback_prompts", 0) for s in items]))
+        for source in ("llm_prompts", "repaired_prompts", "fallback_prompts"):
+            row[source] = float(np.mean([s.get(source, 0) for s in items]))
         table[label] = row
     return table
 
@@ -68,12 +69,17 @@ def aggregate(summaries: dict[str, list[dict]]) -> dict:
 def markdown(table: dict, *, general: bool) -> str:
     shown = [c for c in COLUMNS if any(c in row for row in table.values())]
     title = "Table 2 shape (general preference)" if general else "Table 1 shape (personal preference)"
-    lines = [f"{title}; mean ± std over runs", "", "| optimizer | runs | " + " | ".join(shown) + " | LLM s | server s | fallback prompts |",
+    lines = [f"{title}; mean ± std over runs", "", "| optimizer | runs | " + " | ".join(shown) + " | LLM s | server s | prompts: llm / repaired / fallback |",
              "|---|---:|" + "---:|" * (len(shown) + 3)]
     for label, row in table.items():
         cells = [f"{row[c]['mean']:.2f} ± {row[c]['std']:.2f}" if c in row else "" for c in shown]
-        lines.append(f"| {label} | {row['runs']} | " + " | ".join(cells) + f" | {row['llm_s']:.0f} | {row['render_s']:.0f} | {row['fallback_prompts']:.1f} |")
+        lines.append(f"| {label} | {row['runs']} | " + " | ".join(cells) + f" | {row['llm_s']:.0f} | {row['render_s']:.0f} | {_sources(row)} |")
     return "\n".join(lines) + "\n"
+
+
+def _sources(row: dict) -> str:
+    counts = [row.get(k, 0.0) for k in ("llm_prompts", "repaired_prompts", "fallback_prompts")]
+    return " / ".join(f"{c:.1f}" for c in counts) if any(counts) else "-"
 
 
 def _experiment(args) -> int:
@@ -111,7 +117,8 @@ def _experiment(args) -> int:
                         config = RunConfig(user=user, prompt=prompt, iterations=args.iterations, n_prompts=args.n_prompts,
                                            seeds=args.seeds, context=context, optimizer=arm.optimizer, steps=args.steps,
                                            seed=args.seed + repeat, subject_guard=args.subject_guard,
-                                           guidance_scale=args.guidance).checked()
+                                           guidance_scale=args.guidance, structured_output=args.structured_output,
+                                           subject_anchor=args.subject_anchor).checked()
                         jobs.append((arm, folder, config))
         console.print(f"{len(jobs)} runs ({len(users)} users x {len(prompts)} prompts x {len(grid)} arms x {args.repeats} repeats) in {out}")
         needs_llm = any(arm.optimizer == "llm" for arm, _, _ in jobs)

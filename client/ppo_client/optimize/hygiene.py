@@ -77,11 +77,13 @@ class PromptRules:
     max_words: int = MAX_WORDS
     given: tuple[tuple[int, tuple[int, ...]], ...] = ()
     """(group, sides) the person's prompt mentions."""
+    subject: str = ""
+    """The person's prompt."""
 
     @classmethod
     def for_prompt(cls, initial: str) -> PromptRules:
         given = tuple((g, tuple(sorted(sides))) for g, sides in sorted(sides_in(initial).items()))
-        return cls(max(MAX_WORDS, words(initial) + SLACK_WORDS), given)
+        return cls(max(MAX_WORDS, words(initial) + SLACK_WORDS), given, initial)
 
     def allowed(self, group: int, sides: set[int]) -> bool:
         return len(sides) < 2 or sides <= set(dict(self.given).get(group, ()))

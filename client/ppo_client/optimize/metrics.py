@@ -33,6 +33,8 @@ def summarize(records: list[dict], reference_embeddings: np.ndarray, reference_r
         "best_image": best["images"][best["best"]],
         "best_so_far": [max(p["score"] for k, p in prompts if k <= i) for i in range(len(records))],
         "images": sum(len(p["images"]) for _, p in prompts),
+        "llm_prompts": sum(r.get("llm_prompts", 0) for r in records),
+        "repaired_prompts": sum(r.get("repaired_prompts", 0) for r in records),
         "fallback_prompts": sum(r.get("fallback_prompts", 0) for r in records),
     }
     if len(reference_ratings):

@@ -57,6 +57,14 @@ def _clean(candidate: str) -> str:
     return " ".join(candidate.split())
 
 
+def schema_prompts(value: object) -> list[str] | None:
+    """The prompts of a reply shaped as ``templates.prompts_schema`` asks, or None if it is not."""
+    if not isinstance(value, dict) or set(value) != {"prompts"} or not isinstance(value["prompts"], list):
+        return None
+    items = value["prompts"]
+    return items if items and all(isinstance(item, str) for item in items) else None
+
+
 def parse_prompts(reply: str, *, seen: Iterable[str] = ()) -> list[str]:
     """Usable, new, distinct prompts in the reply's order (possibly none)."""
     candidates = _json_candidates(reply)
@@ -65,6 +73,11 @@ def parse_prompts(reply: str, *, seen: Iterable[str] = ()) -> list[str]:
         candidates = [a or b for a, b in candidates]
     if not candidates:
         candidates = [line for line in reply.splitlines() if line.strip()]
+    return usable(candidates, seen=seen)
+
+
+def usable(candidates: Iterable[str], *, seen: Iterable[str] = ()) -> list[str]:
+    """The candidates cleaned, without chatter, placeholders, token soup, repeats and known ones."""
     known = {normalise(s) for s in seen}
     prompts = []
     for candidate in candidates:

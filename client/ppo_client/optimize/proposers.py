@@ -16,8 +16,9 @@ import numpy as np
 
 from ppo_client.errors import LLMError
 from ppo_client.llm.chat import ChatClient, user_message
+from ppo_client.llm.structured import DIALECTS, StructuredChat
 from ppo_client.optimize import hygiene, templates
-from ppo_client.optimize.parsing import normalise, parse_prompts
+from ppo_client.optimize.parsing import normalise, parse_prompts, schema_prompts, usable
 from ppo_client.optimize.vocabulary import MODIFIERS
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ LLM_ATTEMPTS = 2
 GA_MAX_KEYWORDS = 15
 GA_FLIP_RATE = 0.01
 MAX_REPLY_TOKENS = {"diversify": 200, "propose": 200, "feedback": 100}
+TOKENS_PER_PROMPT = 48
+"""Reply budget per prompt asked for, beyond ``MAX_REPLY_TOKENS`` (a 32-word prompt is about 40 tokens)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,12 @@ class Proposal:
     feedback: str = ""
     fallback: int = 0
     """Prompts filled in by keyword mutation because the LLM gave too few usable ones."""
+    from_llm: int = 0
+    """Prompts from LLM replies that came in the shape asked for (a JSON object of prompts)."""
+    repaired: int = 0
+    """Prompts the tolerant parser got out of LLM replies that did not."""
+    structured: str = ""
+    """The structured-output dialect of the last prompt request (``none``: unconstrained)."""
 
 
 Filter = Callable[[list[str]], list[str]]
@@ -210,10 +219,22 @@ class LLMProposer:
 
     name = "llm"
 
-    def __init__(self, chat: ChatClient, context: str, *, top_k: int = 20, temperature: float = 1.0) -> None:
+    def __init__(
+        self, chat: ChatClient, context: str, *, top_k: int = 20, temperature: float = 1.0, structured: bool = True,
+        anchored: bool = False,
+    ) -> None:
         if context not in CONTEXTS:
             raise ValueError(f"unknown context {context!r}; choose one of {', '.join(CONTEXTS)}")
         self.chat, self.context, self.top_k, self.temperature = chat, context, top_k, temperature
+        self.schema_chat = StructuredChat(chat, DIALECTS if structured else ())
+        self.anchored = anchored and structured
+        """Each prompt must start with the subject (the user's prompt up to its first comma)."""
+
+    @staticmethod
+    def asked(n: int) -> int:
+        """How many prompts to ask for when ``n`` are needed: repeats, strays from the subject and
+        contradictions are dropped afterwards, so a few more come with each request."""
+        return n + max(2, n // 2)
 
     def _ask(self, purpose: str, messages: list[dict], calls: list[dict], temperature: float | None = None) -> str:
         started = time.perf_counter()
@@ -225,25 +246,41 @@ class LLMProposer:
 
     def _prompts(
         self, purpose: str, text: str, n: int, seen: set[str], keep: Filter, calls: list[dict], rules: hygiene.PromptRules, images=(),
-    ) -> list[str]:
+    ) -> Proposal:
+        """Up to ``n`` prompts from at most ``LLM_ATTEMPTS`` requests for ``asked(n)`` prompts each,
+        constrained to ``templates.prompts_schema`` where the endpoint honours it."""
+        anchor = hygiene.split(rules.subject)[0] if self.anchored else None
+        if anchor:
+            text += "\n" + templates.anchored(anchor)
         messages = [{"role": "system", "content": templates.SYSTEM}, user_message(text, images)]
-        prompts: list[str] = []
+        asked = self.asked(n)
+        proposal = Proposal([], calls)
         for _ in range(LLM_ATTEMPTS):
-            reply = self._ask(purpose, messages, calls)
-            for prompt in keep(_tidied(parse_prompts(reply, seen=seen), seen, rules)):
-                if len(prompts) < n:
+            started = time.perf_counter()
+            answer = self.schema_chat.complete(
+                messages, name="prompts", schema=templates.prompts_schema(asked, anchor), validate=schema_prompts,
+                temperature=self.temperature, max_tokens=MAX_REPLY_TOKENS[purpose] + TOKENS_PER_PROMPT * asked,
+            )
+            fits = answer.value is not None
+            calls.append({"purpose": purpose, "reply": answer.reply.text, "seconds": time.perf_counter() - started,
+                          "attempts": answer.reply.attempts, "structured": answer.dialect, "fits_schema": fits})
+            proposal.structured = answer.dialect
+            candidates = usable(answer.value, seen=seen) if fits else parse_prompts(answer.reply.text, seen=seen)
+            for prompt in keep(_tidied(candidates, seen, rules)):
+                if len(proposal.prompts) < n:
                     seen.add(normalise(prompt))
-                    prompts.append(prompt)
-            if len(prompts) >= n:
+                    proposal.prompts.append(prompt)
+                    proposal.from_llm += fits
+                    proposal.repaired += not fits
+            if len(proposal.prompts) >= n:
                 break
-        return prompts
+        return proposal
 
     def initial(self, prompt: str, n: int, rng, seen: set[str], keep: Filter) -> Proposal:
-        calls: list[dict] = []
         rules = hygiene.PromptRules.for_prompt(prompt)
-        prompts = self._prompts("diversify", templates.diversify(prompt, n), n, seen, keep, calls, rules)
-        prompts, fallback = _fill(prompts, n, [[prompt]], seen, rng, keep, rules)
-        return Proposal(prompts, calls, fallback=fallback)
+        proposal = self._prompts("diversify", templates.diversify(prompt, self.asked(n)), n, seen, keep, [], rules)
+        proposal.prompts, proposal.fallback = _fill(proposal.prompts, n, [[prompt]], seen, rng, keep, rules)
+        return proposal
 
     def propose(self, initial: str, history: Sequence[Sequence[ScoredPrompt]], n: int, rng, seen: set[str], keep: Filter) -> Proposal:
         calls: list[dict] = []
@@ -258,21 +295,23 @@ class LLMProposer:
             ]
             feedback = self._ask("feedback", messages, calls, temperature=0.7).strip()
         if self.context == "none":
-            text = templates.propose(initial, n, current=[sp.prompt for sp in latest], history=None, feedback=None, with_images=False)
+            text = templates.propose(initial, self.asked(n), current=[sp.prompt for sp in latest], history=None, feedback=None, with_images=False)
         else:
             best = {}
             for it in history:
                 for sp in it:
                     best[sp.prompt] = sp.score
             ranked = sorted(best.items(), key=lambda item: item[1])[-self.top_k :]  # ascending: best last
-            text = templates.propose(initial, n, current=[], history=ranked, feedback=feedback, with_images=images)
+            text = templates.propose(initial, self.asked(n), current=[], history=ranked, feedback=feedback, with_images=images)
         rules = hygiene.PromptRules.for_prompt(initial)
-        prompts = self._prompts("propose", text, n, seen, keep, calls, rules, [sp.best_image for sp in latest] if images else ())
+        proposal = self._prompts("propose", text, n, seen, keep, calls, rules, [sp.best_image for sp in latest] if images else ())
         leaders = [sp.prompt for sp in sorted(latest, key=lambda sp: sp.score, reverse=True)[:2]]
-        prompts, fallback = _fill(prompts, n, [leaders, [initial]] if leaders else [[initial]], seen, rng, keep, rules)
-        if fallback:
-            logger.info("the LLM gave %d usable prompts of %d; %d filled in by keyword mutation", n - fallback, n, fallback)
-        return Proposal(prompts, calls, feedback, fallback)
+        pools = [leaders, [initial]] if leaders else [[initial]]
+        proposal.prompts, proposal.fallback = _fill(proposal.prompts, n, pools, seen, rng, keep, rules)
+        proposal.feedback = feedback
+        if proposal.fallback:
+            logger.info("the LLM gave %d usable prompts of %d; %d filled in by keyword mutation", n - proposal.fallback, n, proposal.fallback)
+        return proposal
 
 
 def make_proposer(optimizer: str, context: str, chat: ChatClient | None, **kwargs):

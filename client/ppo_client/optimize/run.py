@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 MAX_ITERATIONS = 100
 MAX_PROMPTS = 16
 MAX_PROMPT_CHARS = 1000
+SUBJECT_ANCHORS = ("auto", "on", "off")
 CONFIG, ITERATIONS, SUMMARY, HEAD, REFERENCE = "config.json", "iterations.jsonl", "summary.json", "head.bin", "reference.npz"
 
 
@@ -61,6 +62,12 @@ class RunConfig:
     """Reject rewrites whose CLIP text similarity to the user's prompt is below this (0: off)."""
     high_rating_quantile: float = 0.75
     """The user's 'high-rated' images (for max sim) are those rated at or above this quantile."""
+    structured_output: bool = True
+    """Ask the LLM for replies constrained to a JSON schema, in the dialect its endpoint honours."""
+    subject_anchor: str = "auto"
+    """``on``: the schema makes each LLM prompt start with the user's subject (the text before its
+    first comma) followed by comma-separated phrases; ``off``: free rewrites; ``auto``: on for the
+    embedded 135M model, whose free rewrites mostly stray from the subject, off for other endpoints."""
 
     def checked(self) -> RunConfig:
         if not self.prompt.strip():
@@ -78,6 +85,8 @@ class RunConfig:
             raise InvalidRequestError("context", f"must be one of {', '.join(CONTEXTS)}")
         if self.optimizer not in OPTIMIZERS:
             raise InvalidRequestError("optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
+        if self.subject_anchor not in SUBJECT_ANCHORS:
+            raise InvalidRequestError("subject_anchor", f"must be one of {', '.join(SUBJECT_ANCHORS)}")
         if not 0 <= self.subject_guard < 1:
             raise InvalidRequestError("subject_guard", "must be in [0, 1)")
         check_steps(self.steps, "steps")
@@ -308,7 +317,10 @@ def run_iterations(state: RunState, proposer, renderer: Renderer, keep, *, on_it
             "prompts": entries,
             "feedback": proposal.feedback,
             "llm_calls": proposal.llm_calls,
+            "llm_prompts": proposal.from_llm,
+            "repaired_prompts": proposal.repaired,
             "fallback_prompts": proposal.fallback,
+            "structured": proposal.structured,
             "timings": {
                 "propose_s": proposed - started,
                 "llm_s": llm_seconds,

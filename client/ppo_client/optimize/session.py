@@ -153,7 +153,9 @@ def execute(state: RunState, client, chat: ChatClient | None, true_score: Callab
     try:
         c = state.config
         keep = prompt_filter(client, c.prompt, client.encoder_info().max_tokens, c.subject_guard)
-        proposer = make_proposer(c.optimizer, c.context, chat, top_k=c.top_k)
+        proposer = make_proposer(
+            c.optimizer, c.context, chat, top_k=c.top_k, structured=c.structured_output, anchored=c.subject_anchor == "on",
+        )
         renderer = Renderer(client, c, state.head, true_score)
         summary = _Summary(state)
 
@@ -172,6 +174,8 @@ def execute(state: RunState, client, chat: ChatClient | None, true_score: Callab
 
 def new_run(folder: Path, config: RunConfig, scorer: Scorer, client, chat_config: ChatConfig) -> RunState:
     config = config.checked()
+    if config.subject_anchor == "auto":  # decided once, kept in the run's config for a resume
+        config = dataclasses.replace(config, subject_anchor="on" if chat_config.embedded else "off")
     encoder = client.encoder_info()
     if scorer.head.dim != encoder.dim:
         raise OptimizationError(f"the scorer expects {scorer.head.dim}-d embeddings; the server's encoder gives {encoder.dim}")

@@ -2,7 +2,8 @@
 
 Following OPRO: the history lists (prompt, score) pairs sorted ascending so the best comes last, and
 the model is asked for new prompts different from all of them with higher scores. Replies are
-requested as a JSON list; ``parsing`` also accepts lines and quotes.
+requested as a JSON object ``{"prompts": [...]}``, constrained to ``prompts_schema`` where the
+endpoint honours a schema; ``parsing`` also accepts lists, lines and quotes.
 """
 
 from __future__ import annotations
@@ -10,16 +11,44 @@ from __future__ import annotations
 from typing import Sequence
 
 SYSTEM = (
-    "You write prompts for a text-to-image model. You answer only with a JSON list of prompt strings, "
-    'for example ["a red apple on a table, soft light", "a green apple, studio photo"].'
+    "You write prompts for a text-to-image model. You answer only with a JSON object holding a list of prompt strings, "
+    'for example {"prompts": ["a red apple on a table, soft light", "a green apple, studio photo"]}.'
 )
+PROMPT_PATTERN = "^[A-Za-z][A-Za-z0-9 ,'-]{9,199}$"
+"""A prompt in plain words: no line breaks, colons, brackets or quotes, so no room for chatter,
+numbering or a nested list (a small model fills a schema's strings with all of those)."""
+
+
+PHRASE_PATTERN = "(, [A-Za-z0-9 '-]{2,40}){1,6}"
+_REGEX_SPECIAL = set("\\^$.|?*+()[]{}/")
+
+
+def _literal(text: str) -> str:
+    return "".join("\\" + ch if ch in _REGEX_SPECIAL else ch for ch in text)
+
+
+def prompts_schema(n: int, anchor: str | None = None) -> dict:
+    """Exactly ``n`` prompts of plain words; with ``anchor``, each is the anchor followed by 1-6
+    comma-separated phrases."""
+    pattern = f"^{_literal(anchor)}{PHRASE_PATTERN}$" if anchor else PROMPT_PATTERN
+    return {
+        "type": "object",
+        "properties": {"prompts": {"type": "array", "items": {"type": "string", "pattern": pattern}, "minItems": n, "maxItems": n}},
+        "required": ["prompts"],
+        "additionalProperties": False,
+    }
+
+
+def anchored(anchor: str) -> str:
+    """What the request says when the schema anchors each prompt on the subject."""
+    return f'Each prompt starts with "{anchor}", then adds a few short comma-separated phrases.'
 
 
 def diversify(prompt: str, n: int) -> str:
     return (
         f'Rewrite this text-to-image prompt in {n} different ways: "{prompt}".\n'
         "Keep its subject, vary the style, colours, light, background and composition.\n"
-        f"Answer with a JSON list of {n} prompts."
+        f'Answer with a JSON object {{"prompts": [...]}} holding {n} prompts.'
     )
 
 
@@ -49,7 +78,7 @@ def propose(
             f"Write {n} new prompts for the same subject that are different from all prompts above "
             "and would get higher scores."
         )
-    parts.append(f"Answer with a JSON list of {n} prompts, nothing else.")
+    parts.append(f'Answer with a JSON object {{"prompts": [...]}} holding {n} prompts, nothing else.')
     return "\n\n".join(parts)
 
 
