@@ -49,7 +49,7 @@ def _optimize(args) -> int:
                 user=args.user, prompt=args.prompt, iterations=args.iterations, n_prompts=args.n_prompts,
                 seeds=args.seeds, context=context, optimizer=args.optimizer, steps=args.steps, seed=args.seed,
                 subject_guard=args.subject_guard, guidance_scale=args.guidance, structured_output=args.structured_output,
-                subject_anchor=args.subject_anchor,
+                subject_anchor=args.subject_anchor, screen=args.screen,
             ).checked()
             with UserStore(args.store) as store:
                 if args.user != session.GENERAL_USER:
@@ -124,6 +124,11 @@ def _add_run_shape(parser) -> None:
     parser.add_argument(
         "--no-structured-output", dest="structured_output", action="store_false", default=default.structured_output,
         help="never ask the LLM endpoint for replies constrained to a JSON schema (default: ask, in the dialect it honours)",
+    )
+    parser.add_argument(
+        "--screen", type=int, default=default.screen, metavar="K",
+        help="after iteration 0, propose K x N prompts and render the N whose predicted score (the user's head on their "
+             "CLIP text embedding, calibrated on this run's renders) is best; 0: off (default %(default)s)",
     )
     parser.add_argument(
         "--subject-anchor", choices=SUBJECT_ANCHORS, default=default.subject_anchor,

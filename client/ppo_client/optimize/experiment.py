@@ -1,4 +1,4 @@
-"""``ppo-client experiment``: a grid of runs (users x prompts x optimizer/context x repeats), several
+"""``ppo-client experiment``: a grid of runs (users x prompts x optimizer/context/screen x repeats), several
 at once against one server, summarised in tables shaped like the paper's Tables 1 (personal) and 2
 (``--general``). Every run keeps its own resumable folder, so a stopped experiment continues where
 it stopped when started again with the same ``--out``.
@@ -22,26 +22,29 @@ from ppo_client.optimize.proposers import CONTEXTS, OPTIMIZERS
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("max", "max_minus_init", "k_star", "max_sim", "score_of_most_sim",
-           "true_init", "true_max", "true_max_minus_init", "true_best")
+           "true_init", "true_max", "true_max_minus_init", "true_best", "screen_calibration")
 
 
 @dataclass(frozen=True)
 class Arm:
     optimizer: str
     context: str
+    screen: int = 0
 
     @property
     def label(self) -> str:
-        return f"llm {self.context}" if self.optimizer == "llm" else self.optimizer
+        name = f"llm {self.context}" if self.optimizer == "llm" else self.optimizer
+        return f"{name} +screen{self.screen}" if self.screen > 1 else name
 
 
-def arms(optimizers, contexts) -> list[Arm]:
+def arms(optimizers, contexts, screens=(0,)) -> list[Arm]:
     out = []
     for optimizer in optimizers:
-        if optimizer == "llm":
-            out.extend(Arm("llm", c) for c in contexts)
-        else:
-            out.append(Arm(optimizer, "-"))  # baselines read no context
+        for screen in screens:
+            if optimizer == "llm":
+                out.extend(Arm("llm", c, screen) for c in contexts)
+            else:
+                out.append(Arm(optimizer, "-", screen))  # baselines read no context
     return out
 
 
@@ -96,7 +99,11 @@ def _experiment(args) -> int:
     users = [session.GENERAL_USER] if args.general else [u for u in args.users.split(",") if u]
     if not users:
         raise InvalidRequestError("--users", "name at least one user (or pass --general)")
-    grid = arms(args.optimizers.split(","), args.contexts.split(","))
+    try:
+        screens = [int(k) for k in args.screens.split(",")] if args.screens else [args.screen]
+    except ValueError:
+        raise InvalidRequestError("--screens", f"must be comma-separated whole numbers, got {args.screens!r}") from None
+    grid = arms(args.optimizers.split(","), args.contexts.split(","), screens)
     for arm in grid:
         if arm.optimizer not in OPTIMIZERS or (arm.optimizer == "llm" and arm.context not in CONTEXTS):
             raise InvalidRequestError("--optimizers/--contexts", f"unknown {arm.optimizer} {arm.context}")
@@ -118,7 +125,7 @@ def _experiment(args) -> int:
                                            seeds=args.seeds, context=context, optimizer=arm.optimizer, steps=args.steps,
                                            seed=args.seed + repeat, subject_guard=args.subject_guard,
                                            guidance_scale=args.guidance, structured_output=args.structured_output,
-                                           subject_anchor=args.subject_anchor).checked()
+                                           subject_anchor=args.subject_anchor, screen=arm.screen).checked()
                         jobs.append((arm, folder, config))
         console.print(f"{len(jobs)} runs ({len(users)} users x {len(prompts)} prompts x {len(grid)} arms x {args.repeats} repeats) in {out}")
         needs_llm = any(arm.optimizer == "llm" for arm, _, _ in jobs)
@@ -171,6 +178,7 @@ def add_experiment_command(commands, add_url, add_llm, add_run_shape) -> None:
     experiment.add_argument("--prompts-file", help="one initial prompt per line")
     experiment.add_argument("--optimizers", default="llm,random,ga")
     experiment.add_argument("--contexts", default=",".join(CONTEXTS[:3]), help="for the llm optimizer")
+    experiment.add_argument("--screens", default="", help="comma-separated --screen values, one more grid column each (e.g. 0,4)")
     experiment.add_argument("--repeats", type=int, default=1)
     experiment.add_argument("--parallel", type=int, default=4, help="runs at once")
     experiment.add_argument("--out", required=True)

@@ -37,6 +37,9 @@ def summarize(records: list[dict], reference_embeddings: np.ndarray, reference_r
         "repaired_prompts": sum(r.get("repaired_prompts", 0) for r in records),
         "fallback_prompts": sum(r.get("fallback_prompts", 0) for r in records),
     }
+    calibrations = [r["screen"]["calibration"] for r in records if (r.get("screen") or {}).get("calibration") is not None]
+    if calibrations:
+        summary["screen_calibration"] = float(np.mean(calibrations))
     if len(reference_ratings):
         sims = reference_embeddings @ best_image
         threshold = float(np.quantile(reference_ratings, quantile))

@@ -50,14 +50,33 @@ class Proposal:
     llm_calls: list[dict] = field(default_factory=list)
     """Each LLM exchange: purpose, reply text, seconds."""
     feedback: str = ""
-    fallback: int = 0
-    """Prompts filled in by keyword mutation because the LLM gave too few usable ones."""
-    from_llm: int = 0
-    """Prompts from LLM replies that came in the shape asked for (a JSON object of prompts)."""
-    repaired: int = 0
-    """Prompts the tolerant parser got out of LLM replies that did not."""
+    sources: list[str] = field(default_factory=list)
+    """Where each prompt came from (the LLM proposer only): ``llm``, a reply in the shape asked for
+    (a JSON object of prompts); ``repaired``, out of a reply that was not; ``fallback``, a keyword
+    edit because the LLM gave too few usable ones."""
     structured: str = ""
     """The structured-output dialect of the last prompt request (``none``: unconstrained)."""
+
+    def add(self, prompt: str, source: str) -> None:
+        self.prompts.append(prompt)
+        self.sources.append(source)
+
+    def keep_only(self, indices: Sequence[int]) -> None:
+        """Keep these prompts (in this order), e.g. the ones a screen chose to render."""
+        self.prompts = [self.prompts[i] for i in indices]
+        self.sources = [self.sources[i] for i in indices] if self.sources else []
+
+    @property
+    def from_llm(self) -> int:
+        return self.sources.count("llm")
+
+    @property
+    def repaired(self) -> int:
+        return self.sources.count("repaired")
+
+    @property
+    def fallback(self) -> int:
+        return self.sources.count("fallback")
 
 
 Filter = Callable[[list[str]], list[str]]
@@ -85,7 +104,7 @@ def _take(candidates: Iterator[str], n: int, seen: set[str], keep: Filter, *, li
         for candidate in candidates:
             drawn += 1
             key = normalise(candidate)
-            if key not in seen:
+            if key and key not in seen:
                 batch.setdefault(key, candidate)
             if len(batch) >= n - len(taken) or drawn >= limit:
                 break
@@ -103,21 +122,21 @@ def _mutations(
 ) -> Iterator[str]:
     while True:
         edited = rules.edit(pool[int(rng.integers(len(pool)))], rng, count(), ops=ops)
-        yield edited or ""  # never new (seen holds ""): _take counts it as drawn and goes on
+        yield edited or ""  # no clean edit this time: _take counts it as drawn and goes on
 
 
 def _fill(
     prompts: list[str], n: int, pools: Sequence[Sequence[str]], seen: set[str], rng, keep: Filter, rules: hygiene.PromptRules,
-) -> tuple[list[str], int]:
-    """Top up to ``n`` prompts with keyword mutations of the first pool, then the next ones; returns
-    (prompts, how many added). A later pool (the user's own short prompt) rescues a run whose best
-    prompts have grown so long that no mutation of them fits the token limit."""
+) -> list[str]:
+    """Up to ``n - len(prompts)`` keyword mutations of the first pool, then of the next ones. A later
+    pool (the user's own short prompt) rescues a run whose best prompts have grown so long that no
+    mutation of them fits the token limit."""
     added: list[str] = []
     for pool in pools:
         if len(prompts) + len(added) >= n:
             break
         added += _take(_mutations(pool, rng, rules), n - len(prompts) - len(added), seen, keep, limit=50 * n)
-    return prompts + added, len(added)
+    return added
 
 
 def _tidied(prompts: Sequence[str], seen: set[str], rules: hygiene.PromptRules) -> list[str]:
@@ -269,9 +288,7 @@ class LLMProposer:
             for prompt in keep(_tidied(candidates, seen, rules)):
                 if len(proposal.prompts) < n:
                     seen.add(normalise(prompt))
-                    proposal.prompts.append(prompt)
-                    proposal.from_llm += fits
-                    proposal.repaired += not fits
+                    proposal.add(prompt, "llm" if fits else "repaired")
             if len(proposal.prompts) >= n:
                 break
         return proposal
@@ -279,7 +296,8 @@ class LLMProposer:
     def initial(self, prompt: str, n: int, rng, seen: set[str], keep: Filter) -> Proposal:
         rules = hygiene.PromptRules.for_prompt(prompt)
         proposal = self._prompts("diversify", templates.diversify(prompt, self.asked(n)), n, seen, keep, [], rules)
-        proposal.prompts, proposal.fallback = _fill(proposal.prompts, n, [[prompt]], seen, rng, keep, rules)
+        for edit in _fill(proposal.prompts, n, [[prompt]], seen, rng, keep, rules):
+            proposal.add(edit, "fallback")
         return proposal
 
     def propose(self, initial: str, history: Sequence[Sequence[ScoredPrompt]], n: int, rng, seen: set[str], keep: Filter) -> Proposal:
@@ -307,7 +325,8 @@ class LLMProposer:
         proposal = self._prompts("propose", text, n, seen, keep, calls, rules, [sp.best_image for sp in latest] if images else ())
         leaders = [sp.prompt for sp in sorted(latest, key=lambda sp: sp.score, reverse=True)[:2]]
         pools = [leaders, [initial]] if leaders else [[initial]]
-        proposal.prompts, proposal.fallback = _fill(proposal.prompts, n, pools, seen, rng, keep, rules)
+        for edit in _fill(proposal.prompts, n, pools, seen, rng, keep, rules):
+            proposal.add(edit, "fallback")
         proposal.feedback = feedback
         if proposal.fallback:
             logger.info("the LLM gave %d usable prompts of %d; %d filled in by keyword mutation", n - proposal.fallback, n, proposal.fallback)

@@ -25,6 +25,12 @@ def write_report(folder: Path, config: dict, records: list[dict], summary: dict)
             for p in sorted(record["prompts"], key=lambda p: -p["score"])
         )
         feedback = f"<p class=f>feedback: {e(record['feedback'])}</p>" if record.get("feedback") else ""
+        screen = record.get("screen") or {}
+        if screen:
+            rho = screen.get("calibration")
+            feedback += (f"<p class=f>screened: rendered {len(record['prompts'])} of {screen['candidates']} candidates; "
+                         f"rank correlation of predicted and measured scores "
+                         f"{'n/a' if rho is None else format(rho, '.2f')}</p>")
         rows.append(
             f"<tr><td>{record['iteration']}</td><td><img src='{e(best['images'][best['best']])}' width=128></td>"
             f"<td><ol>{prompts}</ol>{feedback}</td></tr>"

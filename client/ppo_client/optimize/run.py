@@ -33,6 +33,7 @@ from ppo_client.generation import GenerationRequest, check_guidance, check_steps
 from ppo_client.locking import FolderLock
 from ppo_client.optimize.parsing import normalise
 from ppo_client.optimize.proposers import CONTEXTS, OPTIMIZERS, ScoredPrompt
+from ppo_client.optimize.screen import calibration
 from ppo_client.optimize.vocabulary import DESCRIPTORS
 from ppo_client.piaa.head import PreferenceHead
 
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 MAX_ITERATIONS = 100
 MAX_PROMPTS = 16
 MAX_PROMPT_CHARS = 1000
+MAX_SCREEN = 8
 SUBJECT_ANCHORS = ("auto", "on", "off")
 CONFIG, ITERATIONS, SUMMARY, HEAD, REFERENCE = "config.json", "iterations.jsonl", "summary.json", "head.bin", "reference.npz"
 
@@ -64,6 +66,9 @@ class RunConfig:
     """The user's 'high-rated' images (for max sim) are those rated at or above this quantile."""
     structured_output: bool = True
     """Ask the LLM for replies constrained to a JSON schema, in the dialect its endpoint honours."""
+    screen: int = 0
+    """K: after iteration 0, ask for K x N candidates and render the N whose calibrated text-embedding
+    prediction is best (``screen.py``); 0 renders what is proposed, as the paper does."""
     subject_anchor: str = "auto"
     """``on``: the schema makes each LLM prompt start with the user's subject (the text before its
     first comma) followed by comma-separated phrases; ``off``: free rewrites; ``auto``: on for the
@@ -78,6 +83,7 @@ class RunConfig:
             ("iterations", self.iterations, 1, MAX_ITERATIONS),
             ("n_prompts", self.n_prompts, 1, MAX_PROMPTS),
             ("seeds", self.seeds, 1, contract.MAX_PROMPTS_PER_REQUEST),
+            ("screen", self.screen, 0, MAX_SCREEN),
         ):
             if not low <= value <= high:
                 raise InvalidRequestError(name, f"must be between {low} and {high}, got {value}")
@@ -285,14 +291,18 @@ def prompt_filter(client, initial: str, max_tokens: int, guard: float) -> Callab
     return keep
 
 
-def run_iterations(state: RunState, proposer, renderer: Renderer, keep, *, on_iteration: Callable[[dict], None] = lambda r: None) -> None:
-    """Run the iterations the folder still lacks; each finished one is on disk before the next starts."""
+def run_iterations(
+    state: RunState, proposer, renderer: Renderer, keep, *, on_iteration: Callable[[dict], None] = lambda r: None, screener=None,
+) -> None:
+    """Run the iterations the folder still lacks; each finished one is on disk before the next starts.
+    With a ``screen.Screener``, iterations after the first propose K x N prompts and render N."""
     c = state.config
     while len(state.records) <= c.iterations:
         k = len(state.records)
         rng = np.random.default_rng([c.seed, k])
         started = time.perf_counter()
         seen = state.seen()
+        screening: dict = {}
         if k == 0:
             seen.add(c.prompt.lower())
             proposal = proposer.initial(c.prompt, c.n_prompts, rng, seen, keep)
@@ -301,7 +311,11 @@ def run_iterations(state: RunState, proposer, renderer: Renderer, keep, *, on_it
             history = state.history
             if proposer.name == "llm" and proposer.context == "s+p+f+I":
                 history = _with_best_images(state, history)
-            proposal = proposer.propose(c.prompt, history, c.n_prompts, rng, seen, keep)
+            wanted = c.n_prompts * (screener.factor if screener else 1)
+            proposal = proposer.propose(c.prompt, history, wanted, rng, seen, keep)
+            if screener and len(proposal.prompts) > c.n_prompts:
+                chosen, screening = screener.choose(state.records, proposal.prompts, c.n_prompts)
+                proposal.keep_only(chosen)
             prompts = proposal.prompts
         if not prompts:
             raise OptimizationError(f"iteration {k}: no usable prompt was proposed (all were seen, too long or off-subject)")
@@ -310,6 +324,10 @@ def run_iterations(state: RunState, proposer, renderer: Renderer, keep, *, on_it
         rendered = time.perf_counter()
         if k == 0:
             entries[0]["initial"] = True
+        if screening:
+            for entry, predicted in zip(entries, screening["predicted"]):
+                entry["predicted"] = predicted
+            screening["calibration"] = calibration(screening["predicted"], [e["score"] for e in entries])
         llm_seconds = sum(call["seconds"] for call in proposal.llm_calls)
         record = {
             "iteration": k,
@@ -321,6 +339,7 @@ def run_iterations(state: RunState, proposer, renderer: Renderer, keep, *, on_it
             "repaired_prompts": proposal.repaired,
             "fallback_prompts": proposal.fallback,
             "structured": proposal.structured,
+            "screen": screening,
             "timings": {
                 "propose_s": proposed - started,
                 "llm_s": llm_seconds,

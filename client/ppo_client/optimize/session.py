@@ -20,6 +20,7 @@ from ppo_client.errors import InvalidRequestError, OptimizationError, StoreError
 from ppo_client.llm.chat import ChatClient, ChatConfig
 from ppo_client.optimize import metrics, report
 from ppo_client.optimize.proposers import make_proposer
+from ppo_client.optimize.screen import Screener
 from ppo_client.optimize.run import (
     CONFIG,
     REFERENCE,
@@ -164,7 +165,8 @@ def execute(state: RunState, client, chat: ChatClient | None, true_score: Callab
             on_iteration(record)
 
         try:
-            run_iterations(state, proposer, renderer, keep, on_iteration=after)
+            screener = Screener(client, state.head, c.screen) if c.screen > 1 else None
+            run_iterations(state, proposer, renderer, keep, on_iteration=after, screener=screener)
         finally:
             renderer.close()
         return summary.write()

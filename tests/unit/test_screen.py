@@ -1,0 +1,144 @@
+"""Screening: the calibrated text-embedding predictor, the diverse choice, and the loop that renders N of K x N."""
+
+from __future__ import annotations
+
+import zlib
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from ppo_client.optimize import metrics, screen
+from ppo_client.optimize.proposers import Proposal
+from ppo_client.optimize.run import RunConfig, create_run, run_iterations
+from ppo_client.piaa.head import PreferenceHead
+from ppo_client.piaa.metrics import spearman
+from tests.unit.test_optimizer import INITIAL, FakeRenderer, keep_all
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_the_predictor_calibrates_the_head_and_learns_what_it_misses():
+    rng = np.random.default_rng(0)
+    d = 16
+    w = unit(rng.normal(size=d))
+    head = PreferenceHead.linear(w.astype(np.float32), 0.0)
+    texts = unit(rng.normal(size=(60, d))).astype(np.float32)
+    # the measured score follows the head's text score up to scale and offset (the modality gap)
+    scores = 3.0 * (texts @ w) + 5.0 + rng.normal(scale=0.05, size=60)
+    p = screen.fit(head, texts[:20], scores[:20])
+    assert p.a == pytest.approx(3.0, rel=0.2)
+    assert spearman(p(texts[20:]), scores[20:]) > 0.9
+    # a taste the head does not see in texts at all: the ridge on the residual has to find it
+    v = unit(rng.normal(size=d) - (rng.normal(size=d) @ w) * w)
+    hidden = 4.0 * (texts @ v) + rng.normal(scale=0.05, size=60)
+    q = screen.fit(head, texts[:40], hidden[:40])
+    assert spearman(q(texts[40:]), hidden[40:]) > 0.5 > abs(spearman(head.score(texts[40:]), hidden[40:]))
+    # a head that ranks texts backwards gets no weight
+    assert screen.fit(head, texts[:20], -scores[:20]).a == 0.0
+
+
+def test_few_points_give_the_mean_and_a_constant_side_says_nothing():
+    head = PreferenceHead.linear(np.ones(4, np.float32), 0.0)
+    texts = unit(np.eye(4, dtype=np.float32)[:2])
+    p = screen.fit(head, texts, np.array([2.0, 4.0]))
+    assert p(texts) == pytest.approx([3.0, 3.0])
+    assert screen.calibration([1, 2], [1, 2]) is None and screen.calibration([1, 1, 1], [1, 2, 3]) is None
+    assert screen.calibration([1, 2, 3], [2, 4, 9]) == pytest.approx(1.0)
+
+
+def test_the_choice_is_best_first_without_near_copies():
+    texts = np.array([[1, 0, 0], [0.999, 0.04, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    predicted = np.array([9.0, 8.9, 5.0, 1.0])
+    assert screen.select(["a", "a2", "b", "c"], predicted, texts, 2) == [0, 2]  # "a2" is a near-copy of "a"
+    assert screen.select(["a", "a2", "b", "c"], predicted, texts, 4) == [0, 2, 3, 1]  # copies only when nothing else is left
+
+
+class WordClient:
+    """``embed_texts`` of a served CLIP stand-in: a bag of hashed words, unit length."""
+
+    def __init__(self, d: int = 4096):
+        self.d, self.calls = d, 0
+
+    def embed_texts(self, texts):
+        self.calls += 1
+        out = np.zeros((len(texts), self.d), np.float32)
+        for i, text in enumerate(texts):
+            for word in text.replace(",", " ").split():
+                out[i, zlib.crc32(word.encode()) % self.d] += 1.0
+        return SimpleNamespace(embeddings=unit(out), tokens=[len(t.split()) for t in texts])
+
+
+class WordProposer:
+    """Prompts of the subject plus 1-2 words from a short list (two of which the fake taste likes)."""
+
+    name = "words"
+    WORDS = ("bright", "pastel", "dark", "matte", "glossy", "bokeh", "grainy", "neon", "misty", "bold", "calm", "retro")
+
+    def _draw(self, n, rng, seen):
+        out = []
+        while len(out) < n:
+            prompt = ", ".join([INITIAL, *rng.choice(self.WORDS, int(rng.integers(1, 3)), replace=False)])
+            if prompt.lower() not in seen:
+                seen.add(prompt.lower())
+                out.append(prompt)
+        return Proposal(out)
+
+    def initial(self, prompt, n, rng, seen, keep):
+        return self._draw(n, rng, seen)
+
+    def propose(self, initial, history, n, rng, seen, keep):
+        return self._draw(n, rng, seen)
+
+
+def _run(folder, screened: bool):
+    config = RunConfig("u", INITIAL, iterations=6, n_prompts=3, seeds=2, optimizer="random", screen=4 if screened else 0)
+    # (the optimizer named here is only what the config records; the loop gets WordProposer)
+    client = WordClient()
+    # the user's head sees their taste in texts too (the two words it likes), but on its own scale
+    weight = np.zeros(client.d, np.float32)
+    for word in ("bright", "pastel"):
+        weight[zlib.crc32(word.encode()) % client.d] = 0.5
+    head = PreferenceHead.linear(weight, 0.0)
+    state = create_run(folder, config, head, {}, (np.zeros((0, client.d), np.float32), np.zeros(0)))
+    renderer = FakeRenderer()
+    run_iterations(state, WordProposer(), renderer, keep_all, screener=screen.Screener(client, head, 4) if screened else None)
+    state.close()
+    return state, renderer
+
+
+def test_a_screened_run_renders_n_of_k_times_n_and_records_how_well_it_predicted(tmp_path):
+    state, renderer = _run(tmp_path / "screened", True)
+    assert [len(p) for p in renderer.rendered] == [4, 3, 3, 3, 3, 3, 3]
+    for record in state.records[1:]:
+        s = record["screen"]
+        assert s["candidates"] == 12 and len(s["predicted"]) == 3 and s["fitted_on"] >= 4
+        assert max(s["predicted"]) == max(s["candidate_predicted"])  # the best guess is always rendered
+        assert set(s["predicted"]) <= set(s["candidate_predicted"])  # the rest best-first, unless near-copies of it
+        assert [p["predicted"] for p in record["prompts"]] == s["predicted"]
+    assert state.records[0]["screen"] == {}
+    summary = metrics.summarize(state.records, np.zeros((0, 2), np.float32), np.zeros(0), quantile=0.5)
+    assert -1.0 <= summary["screen_calibration"] <= 1.0
+    # the fake taste likes two words; a screen that learns them renders better prompts than no screen
+    plain, _ = _run(tmp_path / "plain", False)
+    later = lambda s: np.mean([p["score"] for r in s.records[1:] for p in r["prompts"]])  # noqa: E731
+    assert later(state) > later(plain) + 0.3
+
+
+def test_screening_is_checked():
+    from ppo_client.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match="screen: must be between 0 and 8"):
+        RunConfig("u", "a cat", screen=9).checked()
+
+
+def test_the_experiment_grid_takes_screens_as_one_more_column():
+    from ppo_client.optimize.experiment import arms, markdown
+
+    grid = arms(["llm", "ga"], ["s+p", "s+p+f"], [0, 4])
+    assert [a.label for a in grid] == ["llm s+p", "llm s+p+f", "llm s+p +screen4", "llm s+p+f +screen4", "ga", "ga +screen4"]
+    assert {a.screen for a in grid if "screen" in a.label} == {4}
+    row = {"runs": 2, "llm_s": 1.0, "render_s": 2.0, "screen_calibration": {"mean": 0.41, "std": 0.1}}
+    assert "screen_calibration" in markdown({"ga +screen4": row}, general=False) and "0.41 ± 0.10" in markdown({"ga +screen4": row}, general=False)
