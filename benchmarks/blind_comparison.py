@@ -109,15 +109,22 @@ def pooled(results: list[dict]) -> dict:
             "runs_won": sum(w > 0.5 for w in per_run)}
 
 
-def run(args) -> dict:
-    from ppo_client.scoring import ScoringClient
-
+@contextlib.contextmanager
+def world(args):
+    """The work folder, its store, the served demo models and the virtual users, trained:
+    ``(work, store, url, users)``."""
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     store = work / "store.sqlite"
-    started = time.perf_counter()
     with triton(args) as url:
-        users = prepare_users(args, url, store)
+        yield work, store, url, prepare_users(args, url, store)
+
+
+def run(args) -> dict:
+    from ppo_client.scoring import ScoringClient
+
+    started = time.perf_counter()
+    with world(args) as (work, store, url, users):
         arms = args.optimizers.split(",")
         argv = ["experiment", "--users", ",".join(users), "--optimizers", ",".join(arms), "--contexts", args.context,
                 "--iterations", str(args.iterations), "--n-prompts", "4", "--seeds", "2", "--steps", "20",
@@ -154,25 +161,37 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def world_arguments(parser: argparse.ArgumentParser, *, work: str, out: Path) -> None:
+    """The demo-world options a benchmark over virtual users' runs shares with this one."""
     parser.add_argument("--sac", default="build/demo/ratings/sac.sqlite", help="a demo SAC-format set (made by make demo)")
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--prompts", type=int, default=2, choices=(1, 2))
+    parser.add_argument("--parallel", type=int, default=3, help="runs at once")
+    parser.add_argument("--url", default=None, help="a Triton server with the demo models (default: start one)")
+    parser.add_argument("--work", default=work, help="store, run folders and the exported models (resumable)")
+    parser.add_argument("--out", default=str(out))
+
+
+def write_results(out: Path, name: str, result: dict, text: str, **extra: str) -> None:
+    """``NAME.json`` and ``NAME.md`` (and ``NAME.<suffix>`` for each extra), then the table on stdout."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{name}.md").write_text(text)
+    for suffix, content in extra.items():
+        (out / f"{name}.{suffix}").write_text(content)
+    print(text, end="")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    world_arguments(parser, work="build/blind", out=RESULTS)
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--optimizers", default="llm,random")
     parser.add_argument("--context", default="s+p", help="for the llm optimizer")
-    parser.add_argument("--parallel", type=int, default=3, help="runs at once")
-    parser.add_argument("--url", default=None, help="a Triton server with the demo models (default: start one)")
-    parser.add_argument("--work", default="build/blind", help="store, run folders and the exported models (resumable)")
-    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     result = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "blind_comparison.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "blind_comparison.md").write_text(markdown(result))
-    print(markdown(result), end="")
+    write_results(Path(args.out), "blind_comparison", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blind_comparison import PROMPTS, prepare_users, step, triton
+from blind_comparison import PROMPTS, step, world, world_arguments, write_results
 from ppo_client.optimize.hygiene import PromptRules
 from ppo_client.plots import line_chart
 
@@ -150,12 +150,8 @@ def plot(result: dict) -> str:
 
 
 def run(args) -> dict:
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    store = work / "store.sqlite"
     started = time.perf_counter()
-    with triton(args) as url:
-        users = prepare_users(args, url, store)
+    with world(args) as (work, store, url, users):
         common = ["--users", ",".join(users), "--iterations", str(args.iterations), "--n-prompts", "4", "--seeds", "2",
                   "--steps", "20", "--parallel", str(args.parallel), "--store", str(store), "--url", url,
                   "--out", str(work / "experiment")]
@@ -176,23 +172,12 @@ def run(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sac", default="build/demo/ratings/sac.sqlite", help="a demo SAC-format set (made by make demo)")
-    parser.add_argument("--users", type=int, default=8)
-    parser.add_argument("--prompts", type=int, default=2, choices=(1, 2))
+    world_arguments(parser, work="build/efficiency", out=RESULTS)
     parser.add_argument("--iterations", type=int, default=10, help="after iteration 0 (10: 90 images per run)")
     parser.add_argument("--screen", type=int, default=4, help="K of the screened arms (0 or 1: none)")
-    parser.add_argument("--parallel", type=int, default=3, help="runs at once")
-    parser.add_argument("--url", default=None, help="a Triton server with the demo models (default: start one)")
-    parser.add_argument("--work", default="build/efficiency", help="store, run folders and the exported models (resumable)")
-    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     result = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "efficiency.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "efficiency.md").write_text(markdown(result))
-    (out / "efficiency.svg").write_text(plot(result) + "\n")
-    print(markdown(result), end="")
+    write_results(Path(args.out), "efficiency", result, markdown(result), svg=plot(result) + "\n")
 
 
 if __name__ == "__main__":
