@@ -154,7 +154,7 @@ def run(args) -> dict:
     with world(args) as (work, store, url, users):
         common = ["--users", ",".join(users), "--iterations", str(args.iterations), "--n-prompts", "4", "--seeds", "2",
                   "--steps", "20", "--parallel", str(args.parallel), "--store", str(store), "--url", url,
-                  "--out", str(work / "experiment")]
+                  "--out", str(work / "experiment"), "--llm-timeout", str(args.llm_timeout)]
         for prompt in PROMPTS[: args.prompts]:
             common += ["--prompt", prompt]
         screens = f"0,{args.screen}" if args.screen > 1 else "0"
@@ -175,6 +175,8 @@ def main() -> None:
     world_arguments(parser, work="build/efficiency", out=RESULTS)
     parser.add_argument("--iterations", type=int, default=10, help="after iteration 0 (10: 90 images per run)")
     parser.add_argument("--screen", type=int, default=4, help="K of the screened arms (0 or 1: none)")
+    parser.add_argument("--llm-timeout", type=float, default=300.0,
+                        help="seconds per LLM call: parallel runs queue at the one local LLM (default %(default)s)")
     args = parser.parse_args()
     result = run(args)
     write_results(Path(args.out), "efficiency", result, markdown(result), svg=plot(result) + "\n")
