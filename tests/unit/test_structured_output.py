@@ -153,6 +153,11 @@ def test_an_anchored_schema_makes_every_prompt_start_with_the_subject():
     assert not re.fullmatch(pattern, subject)  # at least one phrase after it
     assert f'starts with "{subject}"' in last["messages"][1]["content"]
     assert len(proposal.prompts) == 2
+    # a subject with a quote in it would need escaping inside the grammar's JSON string: not anchored
+    LLMProposer(chat, "s+p", anchored=True).propose('a "quoted" cat', [[ScoredPrompt("a cat", 4.0)]], 2,
+                                                   np.random.default_rng(0), set(), list)
+    assert bodies[-1]["response_format"]["schema"]["properties"]["prompts"]["items"]["pattern"] == templates.PROMPT_PATTERN
+    assert templates.anchorable("l'été à Paris") and not templates.anchorable("a \\ b") and not templates.anchorable("a\nb")
 
 
 def test_the_subject_anchor_setting_is_checked():

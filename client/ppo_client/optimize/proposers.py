@@ -269,6 +269,8 @@ class LLMProposer:
         """Up to ``n`` prompts from at most ``LLM_ATTEMPTS`` requests for ``asked(n)`` prompts each,
         constrained to ``templates.prompts_schema`` where the endpoint honours it."""
         anchor = hygiene.split(rules.subject)[0] if self.anchored else None
+        if anchor and not templates.anchorable(anchor):
+            anchor = None  # a quote or backslash in the subject: the free schema is the safe one
         if anchor:
             text += "\n" + templates.anchored(anchor)
         messages = [{"role": "system", "content": templates.SYSTEM}, user_message(text, images)]

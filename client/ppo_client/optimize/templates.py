@@ -8,6 +8,7 @@ endpoint honours a schema; ``parsing`` also accepts lists, lines and quotes.
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 SYSTEM = (
@@ -25,6 +26,15 @@ _REGEX_SPECIAL = set("\\^$.|?*+()[]{}/")
 
 def _literal(text: str) -> str:
     return "".join("\\" + ch if ch in _REGEX_SPECIAL else ch for ch in text)
+
+
+_ANCHORABLE = re.compile(r"[\w ,.'()?!&+/-]+")
+
+
+def anchorable(subject: str) -> bool:
+    """Whether a subject can open a pattern safely: no quotes, backslashes or control characters,
+    which a sampler's grammar would have to escape inside a JSON string."""
+    return bool(_ANCHORABLE.fullmatch(subject))
 
 
 def prompts_schema(n: int, anchor: str | None = None) -> dict:
