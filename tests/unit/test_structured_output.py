@@ -167,3 +167,21 @@ def test_the_subject_anchor_setting_is_checked():
     with pytest.raises(InvalidRequestError, match="subject_anchor"):
         RunConfig("u", "a cat", subject_anchor="sometimes").checked()
     assert RunConfig("u", "a cat").subject_anchor == "auto"
+
+
+def test_a_reply_with_thousands_of_prompts_costs_what_one_asked_for_does():
+    flood = json.dumps({"prompts": [f"{INITIAL}, variation {i}" for i in range(5000)]})
+
+    def handler(request):
+        return httpx.Response(200, json={"choices": [{"message": {"content": flood}, "finish_reason": "stop"}]})
+
+    kept = []
+
+    def keep(prompts):
+        kept.append(len(prompts))
+        return list(prompts)
+
+    chat = ChatClient(ChatConfig("http://llm.invalid/v1"), transport=httpx.MockTransport(handler), sleep=lambda s: None)
+    proposer = LLMProposer(chat, "s+p")
+    proposal = proposer.propose(INITIAL, [[ScoredPrompt(INITIAL, 4.0)]], 4, np.random.default_rng(0), {INITIAL}, keep)
+    assert len(proposal.prompts) == 4 and kept == [2 * proposer.asked(4)]

@@ -287,6 +287,7 @@ class LLMProposer:
                           "attempts": answer.reply.attempts, "structured": answer.dialect, "fits_schema": fits})
             proposal.structured = answer.dialect
             candidates = usable(answer.value, seen=seen) if fits else parse_prompts(answer.reply.text, seen=seen)
+            candidates = candidates[: 2 * asked]  # a reply with thousands of prompts costs no more than one asked for
             for prompt in keep(_tidied(candidates, seen, rules)):
                 if len(proposal.prompts) < n:
                     seen.add(normalise(prompt))
