@@ -2,7 +2,8 @@
 
 Every image costs a diffusion run, so the arms get the same image budget: N = 4 prompts x M = 2
 seeds, iteration 0 renders the user's prompt and 4 rewrites (10 images), each later iteration 8, so
-10 iterations are 90 images. Arms: ``llm s+p``, ``ga`` and ``random``, and with ``--screen K`` the
+10 iterations are 90 images. Screened arms screen from iteration 0, where the user's head alone ranks
+the candidates' texts. Arms: ``llm s+p``, ``ga`` and ``random``, and with ``--screen K`` the
 llm and ga arms again with screening (K x N candidates proposed, the N with the best calibrated
 text-embedding prediction rendered). Users are the first ``--users`` virtual users of the demo set,
 imported and trained with ``bayes`` as ``make demo`` does (shared with ``blind_comparison.py``).
@@ -52,6 +53,7 @@ def run_curves(folder: Path) -> dict:
         "llm_prompts": summary.get("llm_prompts", 0), "repaired_prompts": summary.get("repaired_prompts", 0),
         "fallback_prompts": summary.get("fallback_prompts", 0), "prompts": len(rendered),
         "calibration": [r["screen"]["calibration"] for r in records if (r.get("screen") or {}).get("calibration") is not None],
+        "head_calibration": (records[0].get("screen") or {}).get("calibration"),  # iteration 0: the head alone
         "unclean_prompts": [p for p in rendered if rules.problems(p)],
     }
 
@@ -65,6 +67,7 @@ def by_arm(runs: list[dict]) -> dict:
         learned = np.array([r["learned_gain"][:length] for r in mine])
         prompts = sum(r["prompts"] for r in mine)
         calibration = [c for r in mine for c in r["calibration"]]
+        head_calibration = [r["head_calibration"] for r in mine if r.get("head_calibration") is not None]
         archetypes = {}
         for r in mine:
             if r["calibration"]:
@@ -76,6 +79,7 @@ def by_arm(runs: list[dict]) -> dict:
             "llm_share": (sum(r["llm_prompts"] + r["repaired_prompts"] for r in mine) / prompts) if arm.startswith("llm") else None,
             "fallback_prompts": sum(r["fallback_prompts"] for r in mine),
             "calibration_mean": float(np.mean(calibration)) if calibration else None,
+            "head_calibration_mean": float(np.mean(head_calibration)) if head_calibration else None,
             "calibration_by_archetype": {a: float(np.mean(v)) for a, v in sorted(archetypes.items())},
             "unclean_prompts": sum(len(r["unclean_prompts"]) for r in mine), "rendered_prompts": prompts,
         }
@@ -129,6 +133,10 @@ def markdown(result: dict) -> str:
                       f"{c['unscreened_final_true_gain']:+.2f} for the best unscreened arm `{c['best_unscreened']}` "
                       f"({c['difference']:+.2f}); it reached that gain after "
                       + (f"{reach} of {c['images_budget']} images." if reach else "never, within the budget.")]
+    heads = {a: s["head_calibration_mean"] for a, s in arms.items() if s.get("head_calibration_mean") is not None}
+    if heads:
+        lines += ["", "Iteration 0, before anything is rendered, ranks by the user's head alone; its calibration: "
+                      + ", ".join(f"`{a}` {v:.2f}" for a, v in heads.items()) + "."]
     by_archetype = {a: s["calibration_by_archetype"] for a, s in arms.items() if s["calibration_by_archetype"]}
     if by_archetype:
         archetypes = sorted({k for v in by_archetype.values() for k in v})

@@ -295,7 +295,8 @@ def run_iterations(
     state: RunState, proposer, renderer: Renderer, keep, *, on_iteration: Callable[[dict], None] = lambda r: None, screener=None,
 ) -> None:
     """Run the iterations the folder still lacks; each finished one is on disk before the next starts.
-    With a ``screen.Screener``, iterations after the first propose K x N prompts and render N."""
+    With a ``screen.Screener`` every iteration proposes K x N prompts and renders N; in the first,
+    before anything is rendered, the user's head alone ranks the candidates' texts."""
     c = state.config
     while len(state.records) <= c.iterations:
         k = len(state.records)
@@ -303,20 +304,19 @@ def run_iterations(
         started = time.perf_counter()
         seen = state.seen()
         screening: dict = {}
+        wanted = c.n_prompts * (screener.factor if screener else 1)
         if k == 0:
             seen.add(c.prompt.lower())
-            proposal = proposer.initial(c.prompt, c.n_prompts, rng, seen, keep)
-            prompts = [c.prompt, *proposal.prompts]
+            proposal = proposer.initial(c.prompt, wanted, rng, seen, keep)
         else:
             history = state.history
             if proposer.name == "llm" and proposer.context == "s+p+f+I":
                 history = _with_best_images(state, history)
-            wanted = c.n_prompts * (screener.factor if screener else 1)
             proposal = proposer.propose(c.prompt, history, wanted, rng, seen, keep)
-            if screener and len(proposal.prompts) > c.n_prompts:
-                chosen, screening = screener.choose(state.records, proposal.prompts, c.n_prompts)
-                proposal.keep_only(chosen)
-            prompts = proposal.prompts
+        if screener and len(proposal.prompts) > c.n_prompts:
+            chosen, screening = screener.choose(state.records, proposal.prompts, c.n_prompts)
+            proposal.keep_only(chosen)
+        prompts = [c.prompt, *proposal.prompts] if k == 0 else proposal.prompts
         if not prompts:
             raise OptimizationError(f"iteration {k}: no usable prompt was proposed (all were seen, too long or off-subject)")
         proposed = time.perf_counter()
@@ -325,9 +325,10 @@ def run_iterations(
         if k == 0:
             entries[0]["initial"] = True
         if screening:
-            for entry, predicted in zip(entries, screening["predicted"]):
+            screened = entries[1:] if k == 0 else entries  # the user's own prompt is not screened
+            for entry, predicted in zip(screened, screening["predicted"]):
                 entry["predicted"] = predicted
-            screening["calibration"] = calibration(screening["predicted"], [e["score"] for e in entries])
+            screening["calibration"] = calibration(screening["predicted"], [e["score"] for e in screened])
         llm_seconds = sum(call["seconds"] for call in proposal.llm_calls)
         record = {
             "iteration": k,

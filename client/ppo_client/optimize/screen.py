@@ -109,9 +109,10 @@ def calibration(predicted: Sequence[float], measured: Sequence[float]) -> float 
 
 
 class Screener:
-    """``--screen K``: each iteration after the first asks for K x N candidates and renders the N
-    this run's calibrated predictor likes best. Text embeddings come from the served CLIP, one
-    request per iteration for what it has not embedded yet."""
+    """``--screen K``: each iteration asks for K x N candidates and renders the N this run's
+    calibrated predictor likes best (in the first, with nothing rendered, the head alone ranks
+    them). Text embeddings come from the served CLIP, one request per iteration for what it has
+    not embedded yet."""
 
     def __init__(self, client, head, factor: int) -> None:
         self.client, self.head, self.factor = client, head, factor
@@ -126,8 +127,9 @@ class Screener:
     def choose(self, records: Sequence[dict], prompts: Sequence[str], n: int) -> tuple[list[int], dict]:
         """Which of ``prompts`` to render, and what the record keeps about the choice."""
         rendered = [(p["prompt"], p["score"]) for r in records for p in r["prompts"]]
-        predictor = fit(self.head, self._embed([p for p, _ in rendered]), np.array([s for _, s in rendered]))
         texts = self._embed(prompts)
+        seen = self._embed([p for p, _ in rendered]) if rendered else texts[:0]
+        predictor = fit(self.head, seen, np.array([s for _, s in rendered]))
         predicted = predictor(texts)
         chosen = select(prompts, predicted, texts, n)
         return chosen, {
