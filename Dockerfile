@@ -12,7 +12,7 @@ WORKDIR /opt/ppo
 COPY pyproject.toml README.md ./
 COPY client ./client
 COPY server_export ./server_export
-COPY demo_models ./demo_models
+COPY demo ./demo
 # the python backend's stub needs numpy<2; the export tools need torch and diffusers (and tensorrt
 # for --target tensorrt, which the container's TensorRT provides)
 RUN python3 -m pip install --no-cache-dir -e ".[server]" && python3 -m pip install --no-cache-dir "numpy<2"

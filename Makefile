@@ -37,7 +37,7 @@ llama:
 venv: $(STAMP)
 
 demo: venv
-	$(BIN)/python -m ppo_server.demo --repository build/demo_repository --work build/demo
+	$(BIN)/ppo-demo run --repository build/demo_repository --work build/demo
 
 test: venv
 	$(BIN)/python -m pytest -q -ra

@@ -27,6 +27,7 @@ from ppo_client.images import load_rgb
 from ppo_client.piaa.methods import Task, bayes_posterior, design, fit_priors
 from ppo_client.piaa.metrics import spearman
 from ppo_client.sac import read_sac
+from ppo_demo.sac import read_personas
 
 RESULTS = Path(__file__).parent / "results" / "app"
 BUCKETS = (4, 8, 16, 32, 64)
@@ -40,6 +41,7 @@ def run(args) -> dict:
     from ppo_client.scoring import ScoringClient
 
     sac = read_sac(Path(args.sac))
+    personas = read_personas(Path(args.sac))
     root = Path(args.images_root or Path(args.sac).parent)
     iids = sorted(sac.paths)
     with ScoringClient(args.url) as client:
@@ -85,7 +87,7 @@ def run(args) -> dict:
             order = list(np.random.default_rng([u, r]).permutation(len(pool)))
             for b in budgets:
                 shuffled[b].append(quality(order[:b]))
-        rows.append({"user": int(u), "archetype": sac.personas.get(u, {}).get("name", ""), "active": active,
+        rows.append({"user": int(u), "archetype": personas.get(u, {}).get("name", ""), "active": active,
                      "random": {b: float(np.mean(v)) for b, v in shuffled.items()}, "seconds": time.perf_counter() - started})
         print(f"user {u}: active {[round(active[b], 3) for b in budgets]} random "
               f"{[round(rows[-1]['random'][b], 3) for b in budgets]} ({rows[-1]['seconds']:.0f} s)", flush=True)

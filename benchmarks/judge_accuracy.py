@@ -3,7 +3,7 @@ training or evaluation set holds, rendered and after a round trip through the de
 
 Generated images are decoded by that VAE, so the round-trip figure is the one that bounds how well
 prompt-following can be measured. ``WEIGHTS=MODULE`` loads a judge written for another version of
-the judge's code (e.g. ``git show REV:server_export/ppo_server/demo_training/judge.py > old.py``), so
+the judge's code (e.g. ``git show REV:server_export/demo/ppo_demo/training/judge.py > old.py``), so
 two judges can be compared on the same scenes.
 
     python benchmarks/judge_accuracy.py demo_models/judge.pt [old.pt=old.py ...] [--scenes 1000] [--first 0]
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
-from ppo_client.demo.scenes import example
-from ppo_server.demo_training import judge as current
-from ppo_server.demo_training.evaluate import HELD_OUT_FIRST
-from ppo_server.demo_training.vae import vae_round_trip
+from ppo_demo.scenes import example
+from ppo_demo.training import judge as current
+from ppo_demo.training.evaluate import HELD_OUT_FIRST
+from ppo_demo.training.vae import vae_round_trip
 from ppo_server.export.presets import demo_pipeline_dir
 
 FIRST = HELD_OUT_FIRST + 10_000

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ppo_client.demo.scenes import SIZES, example
+from ppo_demo.scenes import SIZES, example
+from ppo_demo.training.evaluate import HELD_OUT_FIRST, generate, load_pipeline
+from ppo_demo.training.judge import hits, load_judge
+from ppo_demo.training.vae import vae_round_trip
 from ppo_server.backends.schedulers import scheduler_class
-from ppo_server.demo_training.evaluate import HELD_OUT_FIRST, generate, load_pipeline
-from ppo_server.demo_training.judge import hits, load_judge
-from ppo_server.demo_training.vae import vae_round_trip
 from ppo_server.export.presets import demo_models_dir
 
 

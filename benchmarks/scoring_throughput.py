@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from ppo_client.demo.scenes import example
 from ppo_client.piaa.head import PreferenceHead
 from ppo_client.scoring import AsyncScoringClient
+from ppo_demo.scenes import example
 from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
 from ppo_server.export.presets import demo_clip_dir
 from ppo_server.export.scoring import export_scoring

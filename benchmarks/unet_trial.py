@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from ppo_client.console import setup_logging
+from ppo_demo.training.data import SceneSet
+from ppo_demo.training.unet import CONFIG, WIDTHS, train_unet
+from ppo_demo.training.vae import with_standard_latents
 from ppo_server.backends.schedulers import sd_scheduler
-from ppo_server.demo_training.data import SceneSet
-from ppo_server.demo_training.unet import CONFIG, WIDTHS, train_unet
-from ppo_server.demo_training.vae import with_standard_latents
 from ppo_server.export.presets import demo_models_dir
 
 

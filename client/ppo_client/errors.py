@@ -3,7 +3,6 @@
     PPOError                      base of everything the project raises on purpose
     ├── InvalidRequestError       a request field is out of range; raised before anything is sent
     ├── ConfigurationError        a flag, URL or environment setting is unusable (names it)
-    ├── PersonaError              a virtual user's spec is malformed (the message names the field)
     ├── DataError                 imported ratings, images or a SAC file are malformed (names the row)
     │   └── HeadFormatError          bytes that are not a preference model (ppo_client.piaa.head)
     ├── StoreError                the user store refused an operation (unknown user, damaged file ...)
@@ -19,8 +18,8 @@
     ├── OptimizationError         an optimization run cannot go on (no usable prompts, run busy ...)
     └── DependencyError           an optional dependency is missing (the message says what to install)
 
-Server-side tooling (export, embedded server) subclasses ``PPOError`` in its own module, so one CLI
-boundary can report any of them.
+Server-side tooling (export, embedded server) and the demo world (``ppo_demo.errors``) subclass
+``PPOError`` in their own modules, so one CLI boundary can report any of them.
 """
 
 from __future__ import annotations
@@ -50,16 +49,6 @@ class ConfigurationError(PPOError, ValueError):
     """A setting the user gave (flag, URL, environment variable) cannot be used as it is."""
 
     exit_code = 2
-
-
-class PersonaError(PPOError, ValueError):
-    """A persona spec (``ppo_client.demo.personas``) has an unknown, missing or mistyped field."""
-
-    exit_code = 2
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 class DataError(PPOError, ValueError):

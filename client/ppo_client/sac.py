@@ -4,13 +4,13 @@
     images(id, gid, idx)                       paths(iid, path)
     ratings(sid, iid, rating, verified)        upscales(iid, method)
 
-The demo world writes the same tables plus two of its own with the ground truth a real file lacks:
-``personas(sid, spec)`` and ``true_ratings(sid, iid, score)``. One reader serves both.
+A set whose raters' noise-free taste is known (the demo world's) also holds
+``true_ratings(sid, iid, score)``; the reader returns those scores where present, so evaluations can
+report how far noise lets any method go. Other tables of such a set are its owner's business.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -26,10 +26,7 @@ SAC_TABLES = {
     "ratings": "sid INTEGER, iid INTEGER, rating INTEGER, verified INTEGER",
     "upscales": "iid INTEGER, method TEXT",
 }
-TRUTH_TABLES = {
-    "personas": "sid INTEGER PRIMARY KEY, spec TEXT",
-    "true_ratings": "sid INTEGER, iid INTEGER, score REAL",
-}
+TRUTH_TABLES = {"true_ratings": "sid INTEGER, iid INTEGER, score REAL"}
 REQUIRED = ("ratings", "paths")
 
 
@@ -43,8 +40,6 @@ class SacRatings:
     paths: dict[int, str]
     true_scores: dict[int, dict[int, float]] = field(default_factory=dict)
     """sid -> {iid: noise-free score}; empty for a real SAC file."""
-    personas: dict[int, dict] = field(default_factory=dict)
-    """sid -> persona spec (the demo world's virtual users)."""
 
     @property
     def has_truth(self) -> bool:
@@ -87,15 +82,8 @@ def read_sac(path: Path, *, sid: int | None = None) -> SacRatings:
         if "true_ratings" in tables:
             for row_sid, iid, score in connection.execute(f"SELECT sid, iid, score FROM true_ratings {where}", args):
                 truth[int(row_sid)][int(iid)] = float(score)
-        personas = {}
-        if "personas" in tables:
-            for row_sid, spec in connection.execute(f"SELECT sid, spec FROM personas {where}", args):
-                try:
-                    personas[int(row_sid)] = json.loads(spec)
-                except (TypeError, ValueError):
-                    raise DataError(f"{path}: personas row sid={row_sid} is not JSON") from None
     except sqlite3.DatabaseError as exc:
         raise DataError(f"{path}: cannot read the SAC tables ({exc})") from exc
     finally:
         connection.close()
-    return SacRatings(Path(path), ratings, paths, dict(truth), personas)
+    return SacRatings(Path(path), ratings, paths, dict(truth))

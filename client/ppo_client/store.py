@@ -37,7 +37,7 @@ from ppo_client.piaa.head import PreferenceHead
 logger = logging.getLogger(__name__)
 
 STORE_ENV = "PPO_STORE"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_NAME_LENGTH = 64
 GENERAL_USER = "general"
 """Not a user: ``optimize --user general`` means the crowd's taste, so no user may take the name."""
@@ -88,7 +88,30 @@ CREATE TABLE comparisons (
 );
 """,
 }
-"""Schema changes after version 1, applied in order to older stores (and to new ones)."""
+"""Schema changes after version 1, applied in order to older stores (and to new ones): SQL scripts,
+or functions of the connection where SQL alone cannot say it."""
+
+
+def _unlink_personas(db: sqlite3.Connection) -> None:
+    """Version 3: the store holds users and their ratings, nothing about who they are. Version 2 kept
+    the demo world's persona link in ``users.persona``; those links move to the demo world's own table
+    (``ppo_demo.truth``), and the column is dropped (emptied where SQLite is older than 3.35)."""
+    if "persona" not in {row[1] for row in db.execute("PRAGMA table_info(users)")}:
+        return
+    links = db.execute("SELECT id, persona FROM users WHERE persona IS NOT NULL").fetchall()
+    if links:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS demo_personas "
+            "(user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE, spec TEXT NOT NULL)"
+        )
+        db.executemany("INSERT OR IGNORE INTO demo_personas VALUES (?, ?)", links)
+    if sqlite3.sqlite_version_info >= (3, 35):
+        db.execute("ALTER TABLE users DROP COLUMN persona")
+    else:
+        db.execute("UPDATE users SET persona = NULL")
+
+
+_MIGRATIONS[3] = _unlink_personas
 
 
 def default_store_path() -> Path:
@@ -272,7 +295,11 @@ class UserStore:
                 _run_script(db, _SCHEMA)
                 db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
             for version in range(self._version() + 1, SCHEMA_VERSION + 1):
-                _run_script(db, _MIGRATIONS[version])
+                migration = _MIGRATIONS[version]
+                if callable(migration):
+                    migration(db)
+                else:
+                    _run_script(db, migration)
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
                 logger.info("upgraded %s to schema version %d", self.path, version)
 
@@ -305,15 +332,27 @@ class UserStore:
         return int(row[0])
 
     @_guarded
-    def set_persona(self, name: str, spec: dict) -> None:
-        """Link a demo-world virtual user's persona spec (its true taste) to this user."""
-        with self._write() as db:
-            db.execute("UPDATE users SET persona = ? WHERE id = ?", (json.dumps(spec), self._user_id(name)))
+    def user_id(self, name: str) -> int:
+        """The user's row id, for tables that others keep beside the store's own (``transaction``)."""
+        return self._user_id(name)
 
-    @_guarded
-    def persona(self, name: str) -> dict | None:
-        (spec,) = self._db.execute("SELECT persona FROM users WHERE id = ?", (self._user_id(name),)).fetchone()
-        return json.loads(spec) if spec else None
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the store's file, for code that keeps its own tables there (the demo
+        world's persona links): their rows then live and die with the store's users
+        (``REFERENCES users(id) ON DELETE CASCADE``), under the same lock."""
+        try:
+            with self._write() as db:
+                yield db
+        except sqlite3.DatabaseError as exc:
+            raise self._failure(exc) from exc
+
+    def read(self, sql: str, parameters: Sequence = ()) -> list[tuple]:
+        """Rows of a read-only query on the store's file (see ``transaction``)."""
+        try:
+            return self._db.execute(sql, parameters).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._failure(exc) from exc
 
     @_guarded
     def has_user(self, name: str) -> bool:

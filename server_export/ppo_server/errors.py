@@ -3,8 +3,7 @@
     PPOError (ppo_client.errors)
     ├── ExportError              a pipeline could not be loaded, exported or written as a repository
     ├── EmbeddedServerError      the embedded Triton server could not start or stopped unexpectedly
-    ├── ComponentError           inside the server: a BLS call to a component model failed
-    └── DemoStepError            a step of ``make demo`` failed (its own message was printed above)
+    └── ComponentError           inside the server: a BLS call to a component model failed
 """
 
 from __future__ import annotations
@@ -23,6 +22,3 @@ class EmbeddedServerError(PPOError):
 class ComponentError(PPOError):
     pass
 
-
-class DemoStepError(PPOError):
-    pass

@@ -20,8 +20,8 @@ from PIL import Image
 pytest.importorskip("starlette", reason="the app extra is not installed: pip install -e '.[app]'")
 pytest.importorskip("playwright", reason="playwright is not installed: pip install playwright")
 
-from ppo_client.demo.attributes import measure  # noqa: E402
-from ppo_client.demo.personas import make_persona, rate  # noqa: E402
+from ppo_demo.attributes import measure  # noqa: E402
+from ppo_demo.personas import make_persona, rate  # noqa: E402
 
 pytestmark = pytest.mark.integration
 CHROMIUM = next((p for p in (os.environ.get("PPO_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"),

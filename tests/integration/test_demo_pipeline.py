@@ -34,9 +34,9 @@ def _judged_hits(server, seeds: range, **fields) -> dict[str, int]:
     """How many of the images for ``PROMPTS`` x ``seeds`` the demo judge reads as their prompt says."""
     import torch
 
-    from ppo_client.demo.scenes import COLOURS, SHAPES
-    from ppo_server.demo_training.data import to_pixels
-    from ppo_server.demo_training.judge import load_judge
+    from ppo_demo.scenes import COLOURS, SHAPES
+    from ppo_demo.training.data import to_pixels
+    from ppo_demo.training.judge import load_judge
 
     judge = load_judge(demo_models_dir() / "judge.pt").float()
     names = list(COLOURS)

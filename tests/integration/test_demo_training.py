@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.isa]
 
 
 def train(*args, out, models):
-    command = [sys.executable, "-m", "ppo_server.demo_training", *args, "--smoke", "--out", str(out),
+    command = [sys.executable, "-m", "ppo_demo.training", *args, "--smoke", "--out", str(out),
                "--models", str(models)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -117,8 +117,8 @@ def test_a_trial_on_standard_latents_ships_a_vae_that_draws_what_the_shipped_one
 
     from diffusers import AutoencoderKL
 
-    from ppo_client.demo.scenes import example
-    from ppo_server.demo_training.vae import vae_round_trip
+    from ppo_demo.scenes import example
+    from ppo_demo.training.vae import vae_round_trip
     from ppo_server.export.presets import demo_models_dir
 
     root = Path(__file__).resolve().parents[2]

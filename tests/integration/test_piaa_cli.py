@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from ppo_client.cli import main
-from ppo_client.demo.sac import RatedImage, UserRatings, write_sac
 from ppo_client.scoring import ScoringClient
 from ppo_client.store import UserStore
+from ppo_demo.sac import RatedImage, UserRatings, write_sac
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from ppo_client.demo.attributes import ATTRIBUTES, PALETTE, column, measure, measure_many
-from ppo_client.demo.scenes import Scene, SceneObject, example, render
+from ppo_demo.attributes import ATTRIBUTES, PALETTE, column, measure, measure_many
+from ppo_demo.scenes import Scene, SceneObject, example, render
 
 PLAIN = dict(pattern="plain", brightness="normal", warmth="neutral", blur="sharp", grain="clean")
 

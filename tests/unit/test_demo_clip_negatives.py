@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from ppo_client.demo.scenes import example
-from ppo_server.demo_training.clip import altered, caption_pairs, variants
-from ppo_server.demo_training.data import SceneSet
+from ppo_demo.scenes import example
+from ppo_demo.training.clip import altered, caption_pairs, variants
+from ppo_demo.training.data import SceneSet
 
 SCENES = [example(seed)[2] for seed in range(200)]
 
@@ -80,7 +80,7 @@ class _Blind(_BagOfWords):
 def test_text_encoder_probe_tells_an_encoder_that_keeps_words_from_one_that_keeps_nothing():
     from transformers import CLIPTokenizer
 
-    from ppo_server.demo_training.evaluate import text_encoder_probe
+    from ppo_demo.training.evaluate import text_encoder_probe
     from ppo_server.export.presets import demo_pipeline_dir
 
     tokenizer = CLIPTokenizer.from_pretrained(demo_pipeline_dir() / "tokenizer")

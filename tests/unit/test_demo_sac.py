@@ -6,9 +6,9 @@ import sqlite3
 import numpy as np
 from PIL import Image
 
-from ppo_client.cli import main
-from ppo_client.demo.sac import SAC_TABLES, TRUTH_TABLES, RatedImage, UserRatings, write_sac
-from ppo_client.demo.scenes import example
+from ppo_demo.cli import main
+from ppo_demo.sac import PERSONAS_TABLE, SAC_TABLES, TRUTH_TABLES, RatedImage, UserRatings, read_personas, write_sac
+from ppo_demo.scenes import example
 
 
 def test_the_sac_file_has_the_real_schema_plus_the_truth_tables(tmp_path):
@@ -18,7 +18,7 @@ def test_the_sac_file_has_the_real_schema_plus_the_truth_tables(tmp_path):
     path = write_sac(tmp_path / "sac.sqlite", images, users, method="test")
     with sqlite3.connect(path) as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert tables == set(SAC_TABLES) | set(TRUTH_TABLES)
+        assert tables == set(SAC_TABLES) | set(TRUTH_TABLES) | set(PERSONAS_TABLE)
         columns = [row[1] for row in db.execute("PRAGMA table_info(ratings)")]
         assert columns == ["sid", "iid", "rating", "verified"]
         joined = db.execute(
@@ -28,11 +28,12 @@ def test_the_sac_file_has_the_real_schema_plus_the_truth_tables(tmp_path):
         assert joined == [("p1", "images/1.png", 7), ("p2", "images/2.png", 3)]
         assert db.execute("SELECT COUNT(*) FROM survey WHERE id = 1").fetchone()[0] == 20
     assert not (tmp_path / "sac.sqlite.tmp").exists()
+    assert read_personas(path) == {1: {"name": "a"}} and read_personas(path, sid=2) == {}
 
 
 def test_demo_persona_and_rate_commands_write_a_spec_and_ratings(tmp_path):
     spec = tmp_path / "ana.json"
-    assert main(["demo", "persona", "--archetype", "warm-minimalist", "--seed", "3", "--out", str(spec)]) == 0
+    assert main(["persona", "--archetype", "warm-minimalist", "--seed", "3", "--out", str(spec)]) == 0
     assert json.loads(spec.read_text())["archetype"] == "warm-minimalist"
     files = []
     for seed in range(5):
@@ -40,8 +41,8 @@ def test_demo_persona_and_rate_commands_write_a_spec_and_ratings(tmp_path):
         Image.fromarray(example(seed)[0]).save(path)
         files.append(str(path))
     noisy, true = tmp_path / "noisy.csv", tmp_path / "true.csv"
-    assert main(["demo", "rate", "--persona", str(spec), "--csv", str(noisy), *files]) == 0
-    assert main(["demo", "rate", "--persona", str(spec), "--true", "--csv", str(true), *files]) == 0
+    assert main(["rate", "--persona", str(spec), "--csv", str(noisy), *files]) == 0
+    assert main(["rate", "--persona", str(spec), "--true", "--csv", str(true), *files]) == 0
     rows = list(csv.DictReader(noisy.open()))
     assert [r["image"] for r in rows] == files
     assert all(1 <= int(r["rating"]) <= 10 for r in rows)
@@ -51,13 +52,13 @@ def test_demo_persona_and_rate_commands_write_a_spec_and_ratings(tmp_path):
 
 def test_rating_a_missing_or_non_image_file_names_it(tmp_path, capsys):
     spec = tmp_path / "p.json"
-    main(["demo", "persona", "--archetype", "warm-minimalist", "--out", str(spec)])
+    main(["persona", "--archetype", "warm-minimalist", "--out", str(spec)])
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
-    assert main(["demo", "rate", "--persona", str(spec), "--csv", str(tmp_path / "o.csv"), str(text)]) == 2
+    assert main(["rate", "--persona", str(spec), "--csv", str(tmp_path / "o.csv"), str(text)]) == 2
     assert "notes.txt is not a readable image" in capsys.readouterr().err
     missing = tmp_path / "gone.png"
-    assert main(["demo", "rate", "--persona", str(spec), "--csv", str(tmp_path / "o.csv"), str(missing)]) == 2
+    assert main(["rate", "--persona", str(spec), "--csv", str(tmp_path / "o.csv"), str(missing)]) == 2
     assert re.search(r"cannot read image \S*gone.png \(No such file", capsys.readouterr().err)
 
 
@@ -67,5 +68,5 @@ def test_a_bad_persona_spec_is_refused_with_the_field_named(tmp_path, capsys):
                                 "bias": 0, "scale": 1, "noise": 1}))
     image = tmp_path / "a.png"
     Image.fromarray(example(0)[0]).save(image)
-    assert main(["demo", "rate", "--persona", str(spec), "--csv", str(tmp_path / "o.csv"), str(image)]) != 0
+    assert main(["rate", "--persona", str(spec), "--csv", str(tmp_path / "o.csv"), str(image)]) != 0
     assert "weights.brightness" in capsys.readouterr().err

@@ -2,7 +2,7 @@ import dataclasses
 
 import numpy as np
 
-from ppo_client.demo.scenes import _COLOUR_WORDS, _SHAPE_WORDS, COLOURS, SHAPES, example, render, sample_scene
+from ppo_demo.scenes import _COLOUR_WORDS, _SHAPE_WORDS, COLOURS, SHAPES, example, render, sample_scene
 
 
 def test_the_same_seed_gives_the_same_image_caption_and_scene():
@@ -26,7 +26,7 @@ def test_captions_always_name_the_main_object_and_the_background_colour():
 
 def test_captions_vary_in_wording_and_order_for_one_scene():
     scene = sample_scene(np.random.default_rng(0))
-    from ppo_client.demo.scenes import caption
+    from ppo_demo.scenes import caption
 
     texts = {caption(scene, np.random.default_rng(i)) for i in range(30)}
     assert len(texts) > 10

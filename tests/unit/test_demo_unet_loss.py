@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ppo_server.demo_training.unet import MIN_SNR_GAMMA, loss_weight, noise_scheduler
+from ppo_demo.training.unet import MIN_SNR_GAMMA, loss_weight, noise_scheduler
 
 
 def snrs() -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 import torch
 
-from ppo_server.demo_training.vae import build_vae, with_standard_latents
+from ppo_demo.training.vae import build_vae, with_standard_latents
 
 
 def test_standard_latents_have_unit_spread_per_channel_and_decode_to_the_same_images():

@@ -8,8 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from ppo_client.demo.attributes import ATTRIBUTES, measure, measure_many
-from ppo_client.demo.personas import (
+from ppo_client.errors import PPOError
+from ppo_demo.attributes import ATTRIBUTES, measure, measure_many
+from ppo_demo.errors import PersonaError
+from ppo_demo.personas import (
     ARCHETYPES,
     ATTRIBUTE_MEANS,
     ATTRIBUTE_STDS,
@@ -27,8 +29,7 @@ from ppo_client.demo.personas import (
     true_score,
     true_scores,
 )
-from ppo_client.demo.scenes import example
-from ppo_client.errors import PersonaError, PPOError
+from ppo_demo.scenes import example
 
 SPEC = {
     "version": 1,

@@ -7,12 +7,12 @@ import pytest
 from PIL import Image
 
 from ppo_client.cli import main
-from ppo_client.demo.sac import RatedImage, UserRatings, write_sac
 from ppo_client.errors import DataError, StoreError
 from ppo_client.piaa.head import PreferenceHead
 from ppo_client.piaa.imports import csv_rows, sac_rows
 from ppo_client.sac import read_sac
 from ppo_client.store import SCHEMA_VERSION, UserStore
+from ppo_demo.sac import RatedImage, UserRatings, write_sac
 
 
 def picture(path, seed):
@@ -147,7 +147,7 @@ def sac_file(tmp_path):
 def test_the_sac_reader_and_import(store, sac_file):
     sac = read_sac(sac_file)
     assert sac.ratings == {5: {1: 7.0, 2: 3.0, 3: 9.0}, 6: {1: 2.0}} and sac.has_truth
-    assert sac.true_scores[5][3] == 8.0 and sac.personas == {5: {}, 6: {}}
+    assert sac.true_scores[5][3] == 8.0
     assert store.import_ratings("alice", sac_rows(sac_file, 5, sac_file.parent), source="sac") == 3
     with pytest.raises(DataError, match="sid=7 has no ratings"):
         sac_rows(sac_file, 7, sac_file.parent)
@@ -225,8 +225,11 @@ def test_a_version_1_store_is_upgraded_in_place_keeping_its_data(tmp_path, rated
     with sqlite3.connect(path) as db:  # what a version-1 store looks like
         db.execute("DROP TABLE pool")
         db.execute("DROP TABLE comparisons")
+        db.execute("ALTER TABLE users ADD COLUMN persona TEXT")
         db.execute("UPDATE meta SET value = '1'")
     with UserStore(path) as store:
         assert len(store.ratings("alice")) == 3 and store.pool() == []
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(users)")}
+        assert "persona" not in columns or sqlite3.sqlite_version_info < (3, 35)

@@ -64,21 +64,18 @@ def _delete(args) -> int:
 
 
 def _import(args) -> int:
-    from ppo_client.piaa.imports import csv_rows, sac_rater
+    from ppo_client.piaa.imports import csv_rows, sac_rows
 
-    persona = None
     if args.csv:
         rows, source = csv_rows(Path(args.csv)), f"csv:{Path(args.csv).name}"
     else:
         if args.sid is None or args.images_root is None:
             raise InvalidRequestError("--sac", "needs --sid and --images-root")
-        rows, persona = sac_rater(Path(args.sac), args.sid, Path(args.images_root))
+        rows = sac_rows(Path(args.sac), args.sid, Path(args.images_root))
         source = f"sac:{Path(args.sac).name}:{args.sid}"
     with _store(args) as store:
         with console.status(f"checking and importing {len(rows)} ratings ..."):
             count = store.import_ratings(args.name, rows, source=source)
-        if persona is not None and store.persona(args.name) is None:
-            store.set_persona(args.name, persona)  # the demo world: this user's true taste is known
     console.print(f"imported {count} ratings for {args.name!r}")
     return 0
 

@@ -32,9 +32,8 @@ def csv_rows(path: Path) -> list[RatingRow]:
     return rows
 
 
-def sac_rater(db: Path, sid: int, images_root: Path) -> tuple[list[RatingRow], dict | None]:
-    """One rater's rows to import, and their persona spec where the set is the demo world's (their
-    true taste), from a single read of the file."""
+def sac_rows(db: Path, sid: int, images_root: Path) -> list[RatingRow]:
+    """One rater's rows to import."""
     sac = read_sac(db, sid=sid)
     ratings = sac.ratings.get(sid)
     if not ratings:
@@ -44,8 +43,4 @@ def sac_rater(db: Path, sid: int, images_root: Path) -> tuple[list[RatingRow], d
         if iid not in sac.paths:
             raise DataError(f"{db}: sid={sid} rated image {iid}, which has no row in 'paths'")
         rows.append(RatingRow(f"{Path(db).name} sid={sid} iid={iid}", Path(images_root) / sac.paths[iid], rating))
-    return rows, sac.personas.get(sid)
-
-
-def sac_rows(db: Path, sid: int, images_root: Path) -> list[RatingRow]:
-    return sac_rater(db, sid, images_root)[0]
+    return rows

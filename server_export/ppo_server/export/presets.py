@@ -1,7 +1,7 @@
 """Pipelines the exporter can build itself, for machines that cannot download weights.
 
 ``demo`` is the small pipeline trained on the demo world's procedural scenes (see
-``ppo_server.demo_training``); its weights ship with the repository.
+``ppo_demo.training``); its weights ship inside the ``ppo_demo`` package.
 
 ``tiny`` is a randomly initialised Stable-Diffusion-format pipeline built from configs (the way
 diffusers' own tests build theirs). It is saved with ``save_pretrained`` and then exported through
@@ -21,20 +21,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 TINY_FAMILIES = ("sd15-dpm-karras", "sd15-euler-a", "sd2-v", "sdxl", "sdxl-turbo")
 PRESETS = ("tiny", "demo", "sd15-random", "sdxl-random", *(f"tiny-{name}" for name in TINY_FAMILIES))
-DEMO_MODELS_ENV = "PPO_DEMO_MODELS"
 
 
 def demo_models_dir() -> Path:
-    """The trained demo world (``demo_models/`` in the repository; ``$PPO_DEMO_MODELS`` overrides)."""
-    override = os.environ.get(DEMO_MODELS_ENV)
-    return Path(override) if override else Path(__file__).resolve().parents[3] / "demo_models"
+    """The trained demo world (package data of ``ppo_demo``; ``$PPO_DEMO_MODELS`` overrides)."""
+    from ppo_demo import models_dir
+
+    return models_dir()
 
 
 def demo_pipeline_dir() -> Path:
@@ -45,7 +44,7 @@ def demo_pipeline_dir() -> Path:
     if not (folder / "model_index.json").exists():
         raise ExportError(
             f"the demo pipeline is missing from {folder}; rebuild it with "
-            "`python -m ppo_server.demo_training all` or point $PPO_DEMO_MODELS at a copy"
+            "`ppo-demo train all` or point $PPO_DEMO_MODELS at a copy"
         )
     return folder
 
@@ -55,7 +54,7 @@ def demo_clip_dir() -> Path:
     if not (folder / "config.json").exists():
         from ppo_server.errors import ExportError
 
-        raise ExportError(f"the demo CLIP is missing from {folder}; rebuild it with `python -m ppo_server.demo_training clip`")
+        raise ExportError(f"the demo CLIP is missing from {folder}; rebuild it with `ppo-demo train clip`")
     return folder
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ppo_server.demo_training.data import SceneSet
-from ppo_server.demo_training.training_loop import TrainConfig, Trainer
+from ppo_demo.training.data import SceneSet
+from ppo_demo.training.training_loop import TrainConfig, Trainer
 
 logger = logging.getLogger(__name__)
 

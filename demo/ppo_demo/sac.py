@@ -1,7 +1,8 @@
-"""Writing the demo world's rating set in the SAC schema (``ppo_client.sac`` reads it, like a real one).
+"""The demo world's rating set in the SAC schema (``ppo_client.sac`` reads it, like a real one).
 
-Besides SAC's tables it fills ``personas(sid, spec)`` (each virtual user's JSON persona) and
-``true_ratings(sid, iid, score)`` (the noise-free taste behind each rating).
+Besides SAC's tables it fills ``true_ratings(sid, iid, score)`` (the noise-free taste behind each
+rating, which the SDK's reader returns) and ``personas(sid, spec)`` (each virtual user's JSON
+persona, read here: ``read_personas``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ppo_client.errors import DataError
 from ppo_client.sac import SAC_TABLES, TRUTH_TABLES
 
 SURVEY_QUESTIONS = 20
+PERSONAS_TABLE = {"personas": "sid INTEGER PRIMARY KEY, spec TEXT"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ def write_sac(path: Path, images: Sequence[RatedImage], users: Sequence[UserRati
     connection = sqlite3.connect(tmp)
     try:
         with connection:
-            for table, columns in {**SAC_TABLES, **TRUTH_TABLES}.items():
+            for table, columns in {**SAC_TABLES, **TRUTH_TABLES, **PERSONAS_TABLE}.items():
                 connection.execute(f"CREATE TABLE {table} ({columns})")
             connection.executemany(
                 "INSERT INTO generations VALUES (?, ?, ?, ?, 1)", [(im.gid, 0, method, im.prompt) for im in images]
@@ -71,3 +74,27 @@ def write_sac(path: Path, images: Sequence[RatedImage], users: Sequence[UserRati
         connection.close()
     os.replace(tmp, path)
     return path
+
+
+def read_personas(path: Path, *, sid: int | None = None) -> dict[int, dict]:
+    """sid -> persona spec of a demo rating set (empty for a set without personas, e.g. a real one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such SAC file")
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "personas" not in tables:
+            return {}
+        where, args = ("WHERE sid = ?", (sid,)) if sid is not None else ("", ())
+        personas = {}
+        for row_sid, spec in connection.execute(f"SELECT sid, spec FROM personas {where}", args):
+            try:
+                personas[int(row_sid)] = json.loads(spec)
+            except (TypeError, ValueError):
+                raise DataError(f"{path}: personas row sid={row_sid} is not JSON") from None
+        return personas
+    except sqlite3.DatabaseError as exc:
+        raise DataError(f"{path}: cannot read the personas table ({exc})") from exc
+    finally:
+        connection.close()

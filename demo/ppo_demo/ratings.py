@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ppo_client.demo.attributes import measure_many
-from ppo_client.demo.personas import population, rate_many, true_scores
-from ppo_client.demo.sac import SURVEY_QUESTIONS, RatedImage, UserRatings, write_sac
-from ppo_client.demo.scenes import caption, sample_scene
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import GenerationRequest
+from ppo_demo.attributes import measure_many
+from ppo_demo.personas import population, rate_many, true_scores
+from ppo_demo.sac import SURVEY_QUESTIONS, RatedImage, UserRatings, write_sac
+from ppo_demo.scenes import caption, sample_scene
 
 logger = logging.getLogger(__name__)
 
@@ -111,3 +111,15 @@ def build_rating_set(out: Path, config: RatingSetConfig, *, url: str | None = No
     logger.info("wrote %d images rated by %d users to %s", len(rated), len(users), path)
     return path
 
+
+def build_with_progress(out: Path, config: RatingSetConfig, *, url: str | None = None) -> Path:
+    """``build_rating_set`` with a progress bar on the console (the rendering takes minutes)."""
+    from rich.progress import Progress
+
+    from ppo_client.console import console
+
+    with Progress(console=console) as bar:
+        task = bar.add_task("generating images", total=config.checked().images)
+        path = build_rating_set(Path(out), config, url=url, progress=lambda: bar.advance(task))
+    console.print(f"wrote {path} ({config.users} users, {config.images} images)")
+    return path

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ppo_client.demo.scenes import COLOURS, SHAPES, Scene, example
-from ppo_server.demo_training.data import SceneSet, to_pixels
-from ppo_server.demo_training.training_loop import TrainConfig, Trainer
-from ppo_server.demo_training.vae import vae_round_trip
+from ppo_demo.scenes import COLOURS, SHAPES, Scene, example
+from ppo_demo.training.data import SceneSet, to_pixels
+from ppo_demo.training.training_loop import TrainConfig, Trainer
+from ppo_demo.training.vae import vae_round_trip
 
 logger = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ def assemble(trained: Path, out: Path) -> Path:
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPModel, CLIPTokenizer
 
+    from ppo_demo.training.clip import image_processor
     from ppo_server.backends.schedulers import sd_scheduler
-    from ppo_server.demo_training.clip import image_processor
 
     clip = CLIPModel.from_pretrained(trained / "clip")
     tokenizer = CLIPTokenizer.from_pretrained(trained / "clip")

@@ -3,7 +3,9 @@
 1. export the demo pipeline and the demo CLIP (``ppo-export --preset demo``);
 2. serve them with the embedded Triton server;
 3. make a small demo rating set (virtual users rating demo images; cached in ``build/demo``);
-4. import one virtual user into a user store and train their preference model (``bayes``);
+4. import one virtual user's ratings into a user store, link the user to that virtual user (their
+   true taste, which the run then records beside the learned one), train their preference model
+   (``bayes``);
 5. optimize a prompt for that user with the embedded local LLM (``ppo-client optimize``);
 6. print the path of the run's HTML report.
 
@@ -15,23 +17,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from pathlib import Path
 
-from ppo_client.console import console, run_cli, setup_logging
+from ppo_client.console import console
 from ppo_client.generation import GenerationRequest
-from ppo_client.txt2img import AsyncTxt2ImgClient
-from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
-from ppo_server.errors import DemoStepError
-from ppo_server.export.cli import default_pipeline_dir
+from ppo_demo.errors import DemoStepError
 
 DEMO_USER = "demo-user"
 DEMO_SID = 1
 DEMO_PROMPT = "a red circle on a blue background"
 
 
-def _cli(server: EmbeddedTritonServer, *argv: str) -> None:
+def _cli(server, *argv: str) -> None:
     from ppo_client.cli import main
 
     code = main(list(argv))
@@ -41,6 +39,7 @@ def _cli(server: EmbeddedTritonServer, *argv: str) -> None:
 
 
 def _export(preset: str, repository: Path) -> None:
+    from ppo_server.export.cli import default_pipeline_dir
     from ppo_server.export.presets import build_tiny_clip, build_tiny_pipeline, demo_clip_dir, demo_pipeline_dir
     from ppo_server.export.repository import export_pipeline
 
@@ -55,6 +54,8 @@ def _export(preset: str, repository: Path) -> None:
 
 
 def _tiny(url: str, out: Path) -> None:
+    from ppo_client.txt2img import AsyncTxt2ImgClient
+
     async def generate():
         async with AsyncTxt2ImgClient(url) as client:
             return await asyncio.gather(*(client.generate(GenerationRequest(DEMO_PROMPT, seed=i)) for i in range(4)))
@@ -66,7 +67,12 @@ def _tiny(url: str, out: Path) -> None:
     print(out.resolve())
 
 
-def _demo(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    from ppo_client.store import UserStore
+    from ppo_demo.ratings import RatingSetConfig, build_with_progress
+    from ppo_demo.truth import link_from_sac
+    from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
+
     work, repository = Path(args.work), Path(args.repository)
     started = time.perf_counter()
     _export(args.preset, repository)
@@ -79,15 +85,15 @@ def _demo(args: argparse.Namespace) -> int:
         sac = work / "ratings" / "sac.sqlite"
         if not sac.exists():
             console.print(f"making a demo rating set ({args.users} virtual users, {args.images} images) in {sac.parent} ...")
-            _cli(server, "demo", "ratings", "--out", str(sac.parent), "--users", str(args.users), "--images", str(args.images), "--url", url)
+            build_with_progress(sac.parent, RatingSetConfig(users=args.users, images=args.images), url=url)
         store = ["--store", str(work / "store.sqlite")]
-        from ppo_client.store import UserStore
-
         with UserStore(work / "store.sqlite") as user_store:
             fresh = not user_store.has_user(DEMO_USER)
         if fresh:
             _cli(server, "user", "create", DEMO_USER, *store)
             _cli(server, "user", "import", DEMO_USER, "--sac", str(sac), "--sid", str(DEMO_SID), "--images-root", str(sac.parent), *store)
+            with UserStore(work / "store.sqlite") as user_store:  # their true taste: the run reports it
+                link_from_sac(user_store, DEMO_USER, sac, DEMO_SID)
             _cli(server, "user", "train", DEMO_USER, "--method", "bayes", "--prior-sac", str(sac), *store, "--url", url)
         run = work / "runs" / time.strftime("%Y%m%d-%H%M%S")
         _cli(server, "optimize", "--user", DEMO_USER, "--prompt", args.prompt, "--iterations", str(args.iterations),
@@ -100,9 +106,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ppo_server.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repository", default="build/demo_repository")
     parser.add_argument("--work", default="build/demo", help="rating set, user store and runs (reused between demos)")
     parser.add_argument("--preset", choices=("demo", "tiny"), default="demo")
@@ -110,11 +114,3 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--users", type=int, default=30)
     parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    return run_cli(lambda: _demo(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

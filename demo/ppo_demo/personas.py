@@ -48,9 +48,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ppo_client.demo.attributes import ATTRIBUTES, measure, measure_many
-from ppo_client.demo.scenes import example
-from ppo_client.errors import PersonaError
+from ppo_demo.attributes import ATTRIBUTES, measure, measure_many
+from ppo_demo.errors import PersonaError
+from ppo_demo.scenes import example
 
 VERSION = 1
 FIELDS = ("version", "name", "archetype", "weights", "bias", "scale", "noise")

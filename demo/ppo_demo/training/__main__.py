@@ -1,4 +1,4 @@
-"""``python -m ppo_server.demo_training STAGE... [--out DIR] [--models DIR]``: train the demo world.
+"""``ppo-demo train STAGE... [--out DIR] [--models DIR]``: train the demo world.
 
 Stages, in order; each resumes from its checkpoint under ``--out`` when one exists, so a killed run
 continues where it stopped:
@@ -25,13 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from ppo_client.console import setup_logging
+from ppo_demo import models_dir
 
-logger = logging.getLogger("ppo_server.demo_training")
+logger = logging.getLogger("ppo_demo.training")
 STAGES = ("tokenizer", "vae", "clip", "unet", "judge", "pipeline", "evaluate")
-DEFAULT_MODELS = Path(__file__).resolve().parents[3] / "demo_models"
 
 
 def run_stage(stage: str, out: Path, models: Path, data, smoke: bool, device: str = "cpu",
@@ -42,25 +40,25 @@ def run_stage(stage: str, out: Path, models: Path, data, smoke: bool, device: st
         return config.smoke() if smoke else config
 
     if stage == "tokenizer":
-        from ppo_server.demo_training.tokenizer import build_demo_tokenizer
+        from ppo_demo.training.tokenizer import build_demo_tokenizer
 
         seeds = range(200) if smoke else range(20000)
         tokenizer = build_demo_tokenizer(out / "tokenizer", caption_seeds=seeds, vocab_size=1024 if smoke else 4096)
         return {"vocab_size": len(tokenizer)}
     if stage == "vae":
-        from ppo_server.demo_training.vae import CONFIG, LatentShape, train_vae
+        from ppo_demo.training.vae import CONFIG, LatentShape, train_vae
 
         shape = LatentShape(*latents)
         vae, error = train_vae(data, out, cfg(CONFIG), device, shape)
         side = 64 // shape.downsample
         result = {"reconstruction_error_per_255": error, "latents": f"{side}x{side}x{shape.channels}"}
         if (models / "judge.pt").exists():  # how much of each attribute survives the round trip
-            from ppo_server.demo_training.evaluate import vae_ceiling
+            from ppo_demo.training.evaluate import vae_ceiling
 
             result["judge_accuracy_on_round_trip"] = vae_ceiling(vae, models / "judge.pt", 16 if smoke else 200)
         return result
     if stage == "clip":
-        from ppo_server.demo_training.clip import CONFIG, train_clip
+        from ppo_demo.training.clip import CONFIG, train_clip
 
         train_clip(data, CLIPTokenizer.from_pretrained(out / "tokenizer"), out, cfg(CONFIG), device)
         return {}
@@ -68,8 +66,8 @@ def run_stage(stage: str, out: Path, models: Path, data, smoke: bool, device: st
         from diffusers import AutoencoderKL
         from transformers import CLIPModel
 
-        from ppo_server.demo_training.pipeline import text_encoder_of
-        from ppo_server.demo_training.unet import CONFIG, train_unet
+        from ppo_demo.training.pipeline import text_encoder_of
+        from ppo_demo.training.unet import CONFIG, train_unet
 
         vae = AutoencoderKL.from_pretrained(out / "vae")
         clip = CLIPModel.from_pretrained(out / "clip")
@@ -80,31 +78,29 @@ def run_stage(stage: str, out: Path, models: Path, data, smoke: bool, device: st
     if stage == "judge":
         from diffusers import AutoencoderKL
 
-        from ppo_server.demo_training.judge import CONFIG, train_judge
+        from ppo_demo.training.judge import CONFIG, train_judge
 
         vae = AutoencoderKL.from_pretrained(out / "vae") if (out / "vae").exists() else None
         train_judge(data, out, cfg(CONFIG), device, vae)
         return {"trained_on_vae_round_trips": vae is not None}
     if stage == "pipeline":
-        from ppo_server.demo_training.pipeline import assemble
+        from ppo_demo.training.pipeline import assemble
 
         assemble(out, models)
         files = [p for p in models.rglob("*") if p.is_file()]
         return {"megabytes": round(sum(p.stat().st_size for p in files) / 2**20, 2)}
     if stage == "evaluate":
-        from ppo_server.demo_training.evaluate import evaluate
+        from ppo_demo.training.evaluate import evaluate
 
         report = evaluate(models, count=8 if smoke else 200, steps=2 if smoke else 20)
         return report
     raise ValueError(stage)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ppo_server.demo_training", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("stages", nargs="+", choices=(*STAGES, "all"))
     parser.add_argument("--out", default="build/demo_training", help="checkpoints and full-precision models")
-    parser.add_argument("--models", default=str(DEFAULT_MODELS), help="where the shipped models go")
+    parser.add_argument("--models", default=str(models_dir()), help="where the shipped models go")
     parser.add_argument("--images", type=int, default=40000, help="training scenes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch decides)")
     parser.add_argument("--smoke", action="store_true", help="a few steps per stage on 64 images")
@@ -113,13 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latent-downsample", type=int, default=8, choices=(2, 4, 8),
                         help="VAE latents are this many times smaller per side than the 64x64 scenes (shipped: 8)")
     parser.add_argument("-v", "--verbose", action="count", default=1)
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+
+
+def train(args: argparse.Namespace) -> int:
+    import torch
+
     if args.threads:
         torch.set_num_threads(args.threads)
     out, models = Path(args.out), Path(args.models)
     stages = STAGES if "all" in args.stages else [s for s in STAGES if s in args.stages]
-    from ppo_server.demo_training.data import SceneSet
+    from ppo_demo.training.data import SceneSet
 
     data = SceneSet(64 if args.smoke else args.images, cache=out / "data")
     report_path = out / "report.json"
@@ -134,6 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         if stage in ("pipeline", "evaluate"):
             (models / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ppo-demo train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    return train(args)
 
 
 if __name__ == "__main__":

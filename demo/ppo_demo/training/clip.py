@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ppo_client.demo.scenes import COLOURS, SHAPES, Scene, caption
-from ppo_server.demo_training.data import SceneSet, to_pixels
-from ppo_server.demo_training.judge import HEADS, labels
-from ppo_server.demo_training.training_loop import TrainConfig, Trainer
+from ppo_demo.scenes import COLOURS, SHAPES, Scene, caption
+from ppo_demo.training.data import SceneSet, to_pixels
+from ppo_demo.training.judge import HEADS, labels
+from ppo_demo.training.training_loop import TrainConfig, Trainer
 
 logger = logging.getLogger(__name__)
 

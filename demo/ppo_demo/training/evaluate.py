@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ppo_client.demo.scenes import example
-from ppo_server.demo_training.data import SceneSet
-from ppo_server.demo_training.vae import vae_round_trip
+from ppo_demo.scenes import example
+from ppo_demo.training.data import SceneSet
+from ppo_demo.training.vae import vae_round_trip
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ batches of different sizes. Kernels differ with batch shape on every CPU (one me
 
 def vae_ceiling(vae, judge_path: Path, count: int = 200) -> dict[str, float]:
     """The judge's agreement on held-out scenes after a round trip through ``vae``."""
-    from ppo_server.demo_training.judge import agreement, load_judge
+    from ppo_demo.training.judge import agreement, load_judge
 
     examples = [example(s) for s in range(HELD_OUT_FIRST, HELD_OUT_FIRST + count)]
     rendered = np.stack([e[0] for e in examples])
@@ -68,7 +68,7 @@ def text_encoder_probe(text_encoder, tokenizer, *, train: int = 3000, test: int 
 
     The UNet sees the prompt only through this encoder's hidden states, so an attribute these probes
     cannot read is one no amount of UNet training can make the images follow."""
-    from ppo_server.demo_training.judge import HEADS, labels
+    from ppo_demo.training.judge import HEADS, labels
 
     text_encoder = text_encoder.float().cpu().eval()
     fit = [example(s) for s in range(train)]
@@ -101,8 +101,8 @@ def evaluate(models: Path, *, count: int = 200, steps: int = 20, guidance: float
              guidance_sweep: tuple[float, ...] = GUIDANCE_SWEEP) -> dict:
     from transformers import CLIPModel, CLIPTokenizer
 
-    from ppo_server.demo_training.clip import attribute_top1, retrieval_top1
-    from ppo_server.demo_training.judge import agreement, load_judge
+    from ppo_demo.training.clip import attribute_top1, retrieval_top1
+    from ppo_demo.training.judge import agreement, load_judge
 
     seeds = list(range(HELD_OUT_FIRST, HELD_OUT_FIRST + count))
     examples = [example(s) for s in seeds]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ppo_client.demo.scenes import Scene, caption, example
+from ppo_demo.scenes import Scene, caption, example
 
 logger = logging.getLogger(__name__)
 
