@@ -28,11 +28,13 @@ import numpy as np
 
 from ppo_client.app import compare
 from ppo_client.cli import main as cli
-from ppo_client.demo.attributes import measure
-from ppo_client.demo.personas import Persona, rate
 from ppo_client.images import load_rgb
 from ppo_client.sac import read_sac
 from ppo_client.store import UserStore
+from ppo_demo.attributes import measure
+from ppo_demo.personas import Persona, rate
+from ppo_demo.sac import read_personas
+from ppo_demo.truth import link_persona
 
 RESULTS = Path(__file__).parent / "results" / "app"
 PROMPTS = ("a red circle on a blue background", "a small yellow star on a striped green background")
@@ -62,7 +64,8 @@ def triton(args):
 
 def prepare_users(args, url: str, store: Path) -> list[str]:
     sac = read_sac(Path(args.sac))
-    sids = sorted(s for s in sac.ratings if s in sac.personas)[: args.users]
+    personas = read_personas(Path(args.sac))
+    sids = sorted(s for s in sac.ratings if s in personas)[: args.users]
     names = []
     for sid in sids:
         name = f"u{sid}"
@@ -73,16 +76,24 @@ def prepare_users(args, url: str, store: Path) -> list[str]:
             step("user", "create", name, "--store", str(store))
             step("user", "import", name, "--sac", args.sac, "--sid", str(sid), "--images-root", str(Path(args.sac).parent),
                  "--store", str(store))
+            with UserStore(store) as users:
+                link_persona(users, name, personas[sid])
         if not trained:
             step("user", "train", name, "--method", "bayes", "--prior-sac", args.sac, "--store", str(store), "--url", url)
         names.append(name)
     return names
 
 
+def run_personas(stored: dict) -> list[dict]:
+    """The virtual users behind a run, from its ``config.json`` (older runs kept them under ``personas``)."""
+    truth = stored.get("truth") or {}
+    return truth.get("spec", {}).get("personas") or stored.get("personas") or []
+
+
 def answer_pairs(folder: Path, client, store: Path, rng: np.random.Generator) -> dict:
     """The persona behind the run answers its blind pairs, as a person would in the app."""
     stored = json.loads((folder / "config.json").read_text())
-    persona = Persona.from_dict(stored["personas"][0])
+    persona = Persona.from_dict(run_personas(stored)[0])
     user = stored["config"]["user"]
     pairs = compare.prepare(folder, client, store)
     result = compare.win_rate(pairs)

@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from blind_comparison import PROMPTS, run_personas, step, world, world_arguments, write_results
 
-from blind_comparison import PROMPTS, step, world, world_arguments, write_results
+from ppo_client.optimize.folder import read_records
 from ppo_client.optimize.hygiene import PromptRules
 from ppo_client.plots import line_chart
 
@@ -38,22 +39,23 @@ RESULTS = Path(__file__).parent / "results" / "optimize"
 
 
 def run_curves(folder: Path) -> dict:
-    records = [json.loads(line) for line in (folder / "iterations.jsonl").read_text().splitlines()]
+    records = read_records(folder)
     summary = json.loads((folder / "summary.json").read_text())
     stored = json.loads((folder / "config.json").read_text())
-    images = np.cumsum([sum(len(p["images"]) for p in r["prompts"]) for r in records]).tolist()
+    images = np.cumsum([sum(len(p.images) for p in r.prompts) for r in records]).tolist()
     rules = PromptRules.for_prompt(stored["config"]["prompt"])
-    rendered = [p["prompt"] for r in records for p in r["prompts"] if not p.get("initial")]
+    rendered = [p.prompt for r in records for p in r.prompts if not p.initial]
+    personas = run_personas(stored) or [{}]
     return {
         "run": folder.name, "user": stored["config"]["user"], "prompt": stored["config"]["prompt"],
-        "archetype": (stored.get("personas") or [{}])[0].get("archetype", ""),
+        "archetype": personas[0].get("archetype", ""),
         "images": images,
         "learned_gain": [b - summary["init"] for b in summary["best_so_far"]],
         "true_gain": [b - summary["true_init"] for b in summary["true_best_so_far"]],
         "llm_prompts": summary.get("llm_prompts", 0), "repaired_prompts": summary.get("repaired_prompts", 0),
         "fallback_prompts": summary.get("fallback_prompts", 0), "prompts": len(rendered),
-        "calibration": [r["screen"]["calibration"] for r in records if (r.get("screen") or {}).get("calibration") is not None],
-        "head_calibration": (records[0].get("screen") or {}).get("calibration"),  # iteration 0: the head alone
+        "calibration": [r.calibration for r in records if r.calibration is not None],
+        "head_calibration": records[0].calibration,  # iteration 0: the head alone
         "unclean_prompts": [p for p in rendered if rules.problems(p)],
     }
 

@@ -10,7 +10,7 @@ from ppo_client import contract
 from ppo_client.console import console, run_cli, setup_logging
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import GenerationRequest
-from ppo_client.triton import DEFAULT_URL, URL_ENV
+from ppo_client.triton import DEFAULT_TIMEOUT_S, DEFAULT_URL, URL_ENV
 
 
 def _add_url(parser: argparse.ArgumentParser) -> None:
@@ -76,22 +76,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    default = GenerationRequest(prompt="")  # the defaults live in one place: the request
     generate = commands.add_parser("generate", help="generate one image from a prompt")
     generate.add_argument("--prompt", required=True)
-    generate.add_argument("--negative-prompt", default="")
-    generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--steps", type=int, default=20, help=f"{contract.MIN_STEPS}..{contract.MAX_STEPS}")
-    generate.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (<=1: off)")
-    generate.add_argument("--height", type=int, default=0, help="pixels; default: the model's native size")
-    generate.add_argument("--width", type=int, default=0, help="pixels; default: the model's native size")
+    generate.add_argument("--negative-prompt", default=default.negative_prompt)
+    generate.add_argument("--seed", type=int, default=default.seed)
+    generate.add_argument("--steps", type=int, default=default.steps,
+                          help=f"{contract.MIN_STEPS}..{contract.MAX_STEPS} (default %(default)s)")
+    generate.add_argument("--guidance", type=float, default=default.guidance_scale,
+                          help="classifier-free guidance scale (<=1: off; default %(default)s)")
+    generate.add_argument("--height", type=int, default=default.height, help="pixels; default: the model's native size")
+    generate.add_argument("--width", type=int, default=default.width, help="pixels; default: the model's native size")
     generate.add_argument(
-        "--scheduler", default="", choices=("", *contract.SCHEDULERS),
+        "--scheduler", default=default.scheduler, choices=("", *contract.SCHEDULERS),
         help="default: the checkpoint's own; which of these a served model offers: `ppo-client models`",
     )
-    generate.add_argument("--guidance-rescale", type=float, default=0.0,
+    generate.add_argument("--guidance-rescale", type=float, default=default.guidance_rescale,
                           help="0..1; rescales guided noise (about 0.7 suits SD 2.x v-prediction models); default 0 (off)")
     generate.add_argument("--out", required=True, help="image file to write (.png, .jpg, .webp)")
-    generate.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the image")
+    generate.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                          help="seconds to wait for the image (default %(default)s)")
     _add_url(generate)
     generate.set_defaults(handler=_generate)
 
@@ -99,9 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_url(models)
     models.set_defaults(handler=_models)
 
-    from ppo_client.demo.cli import add_demo_commands
-
-    add_demo_commands(commands, _add_url)
     from ppo_client.piaa.cli import add_piaa_commands
 
     add_piaa_commands(commands, _add_url)
@@ -109,9 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_optimize_commands(commands, _add_url)
     from ppo_client.app.cli import add_app_command
-    from ppo_client.optimize.cli import _add_llm
+    from ppo_client.optimize.cli import add_llm_arguments
 
-    add_app_command(commands, _add_url, _add_llm)
+    add_app_command(commands, _add_url, add_llm_arguments)
     return parser
 
 

@@ -14,7 +14,9 @@ import pytest
 
 from ppo_client.cli import main
 from ppo_client.errors import OptimizationError
-from ppo_client.optimize.run import ITERATIONS, RunConfig, create_run, load_run
+from ppo_client.optimize.config import RunConfig
+from ppo_client.optimize.folder import ITERATIONS, RunInfo, create_run, load_run
+from ppo_client.optimize.records import IterationRecord, RenderedPrompt
 from ppo_client.piaa.head import PreferenceHead
 
 pytestmark = pytest.mark.faults
@@ -22,13 +24,14 @@ pytestmark = pytest.mark.faults
 
 def a_run(folder, iterations=6):
     config = RunConfig("u", "a red cat", iterations=iterations, n_prompts=2, seeds=1, optimizer="random")
-    state = create_run(folder, config, PreferenceHead.linear(np.ones(2), 0.0), {}, (np.zeros((0, 2)), np.zeros(0)))
+    state = create_run(folder, config, PreferenceHead.linear(np.ones(2), 0.0), RunInfo(), (np.zeros((0, 2)), np.zeros(0)))
     state.close()
     return folder
 
 
 def record(k):
-    return {"iteration": k, "prompts": [{"prompt": f"prompt {k}", "score": float(k), "scores": [float(k)]}]}
+    prompt = RenderedPrompt(f"prompt {k}", [float(k)], float(k), [f"images/it{k:02d}/p00_s0.png"], 0, [[1.0, 0.0]])
+    return IterationRecord(k, [0], [prompt]).to_dict()
 
 
 @pytest.fixture()
@@ -37,8 +40,8 @@ def holder(tmp_path):
     folder = a_run(tmp_path / "run")
     code = textwrap.dedent(f"""
         import sys
-        from ppo_client.optimize.run import load_run
-        state, _ = load_run({str(folder)!r})
+        from ppo_client.optimize.folder import load_run
+        state = load_run({str(folder)!r})
         print("holding", flush=True)
         sys.stdin.readline()
     """)
@@ -63,9 +66,9 @@ def test_a_second_resume_from_the_cli_exits_with_the_holders_pid(holder, capsys)
 
 def test_the_lock_goes_with_a_killed_process(tmp_path):
     folder = a_run(tmp_path / "run")
-    code = f"from ppo_client.optimize.run import load_run; import os, signal; load_run({str(folder)!r}); os.kill(os.getpid(), signal.SIGKILL)"
+    code = f"from ppo_client.optimize.folder import load_run; import os, signal; load_run({str(folder)!r}); os.kill(os.getpid(), signal.SIGKILL)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == -9
-    state, _ = load_run(folder)
+    state = load_run(folder)
     state.close()
 
 
@@ -76,9 +79,9 @@ def test_a_damaged_line_in_the_middle_says_how_many_complete_iterations_follow_a
     original = "\n".join(lines) + "\n"
     (folder / ITERATIONS).write_text(original)
     with caplog.at_level(logging.WARNING):
-        state, _ = load_run(folder)
+        state = load_run(folder)
     state.close()
-    assert [r["iteration"] for r in state.records] == [0, 1, 2]
+    assert [r.iteration for r in state.records] == [0, 1, 2]
     assert "line 4 is damaged or out of order; iteration 3 and the 3 complete iteration(s) after it will be redone" in caplog.text
     backups = list(folder.glob(f"{ITERATIONS}.*.bak"))
     assert len(backups) == 1 and backups[0].read_text() == original
@@ -89,9 +92,9 @@ def test_iterations_out_of_order_are_cut_where_the_order_breaks(tmp_path, caplog
     folder = a_run(tmp_path / "run")
     (folder / ITERATIONS).write_text("".join(json.dumps(record(k)) + "\n" for k in (0, 1, 2, 2, 3)))
     with caplog.at_level(logging.WARNING):
-        state, _ = load_run(folder)
+        state = load_run(folder)
     state.close()
-    assert [r["iteration"] for r in state.records] == [0, 1, 2]
+    assert [r.iteration for r in state.records] == [0, 1, 2]
     assert "line 4" in caplog.text
 
 
@@ -99,6 +102,6 @@ def test_an_intact_file_is_left_as_it_is(tmp_path):
     folder = a_run(tmp_path / "run")
     text = "".join(json.dumps(record(k)) + "\n" for k in range(3))
     (folder / ITERATIONS).write_text(text)
-    state, _ = load_run(folder)
+    state = load_run(folder)
     state.close()
     assert (folder / ITERATIONS).read_text() == text and not list(folder.glob("*.bak"))

@@ -128,3 +128,30 @@ def test_an_unreachable_llm_endpoint_is_reported(triton_server, store, tmp_path,
             "--run-dir", str(tmp_path / "r"), "--llm-url", "http://127.0.0.1:9/v1"]
     assert optimize(triton_server, store, *args) == 1
     assert "the chat endpoint http://127.0.0.1:9/v1 failed 4 times" in capsys.readouterr().err
+
+
+def test_a_user_linked_to_a_virtual_user_gets_the_true_taste_of_every_image(triton_server, store, tmp_path):
+    from ppo_client.store import UserStore
+    from ppo_demo.personas import make_persona, score_image
+    from ppo_demo.truth import link_persona
+
+    spec = make_persona("warm-minimalist", 3).to_dict()
+    with UserStore(store) as users:
+        link_persona(users, "ana", spec)
+    try:
+        run = tmp_path / "run"
+        args = ["--user", "ana", "--prompt", "a red cat", "--iterations", "1", "--n-prompts", "2", "--seeds", "1",
+                "--optimizer", "random", "--run-dir", str(run), "--subject-guard", "0"]
+        assert optimize(triton_server, store, *args) == 0
+        config = json.loads((run / "config.json").read_text())
+        assert config["truth"] == {"provider": "personas", "spec": {"personas": [spec]}}
+        records = [json.loads(line) for line in (run / "iterations.jsonl").read_text().splitlines()]
+        first = records[0]["prompts"][0]
+        persona = make_persona("warm-minimalist", 3)
+        expected = score_image(persona, np.asarray(Image.open(run / first["images"][0]).convert("RGB")))
+        assert first["true_scores"][0] == pytest.approx(expected, abs=1e-6)
+        assert "true_max_minus_init" in json.loads((run / "summary.json").read_text())
+    finally:
+        with UserStore(store) as users:
+            with users.transaction() as db:
+                db.execute("DELETE FROM demo_personas")

@@ -12,8 +12,11 @@ from PIL import Image
 from ppo_client.errors import InvalidRequestError, OptimizationError
 from ppo_client.llm.chat import ChatClient, ChatConfig
 from ppo_client.optimize import metrics
+from ppo_client.optimize.config import Context, Optimizer, RunConfig
+from ppo_client.optimize.folder import ITERATIONS, RunInfo, create_run, load_run
+from ppo_client.optimize.loop import run_iterations
 from ppo_client.optimize.proposers import GA_MAX_KEYWORDS, GeneticProposer, LLMProposer, RandomProposer, ScoredPrompt
-from ppo_client.optimize.run import ITERATIONS, RunConfig, create_run, load_run, run_iterations
+from ppo_client.optimize.records import IterationRecord, RenderedPrompt, Timings
 from ppo_client.piaa.head import PreferenceHead
 
 INITIAL = "a red circle on a blue background"
@@ -116,8 +119,17 @@ def test_run_configuration_is_checked():
         RunConfig("u", "a cat", seeds=9).checked()
     with pytest.raises(InvalidRequestError, match="iterations"):
         RunConfig("u", "a cat", iterations=0).checked()
-    with pytest.raises(InvalidRequestError, match="context"):
+    with pytest.raises(InvalidRequestError, match="context: must be one of none, s\\+p, s\\+p\\+f, s\\+p\\+f\\+I"):
         RunConfig("u", "a cat", context="all").checked()
+    with pytest.raises(InvalidRequestError, match="optimizer"):
+        RunConfig("u", "a cat", optimizer="annealing")
+
+
+def test_a_run_configuration_round_trips_through_json_with_its_enums():
+    config = RunConfig("u", "a cat", context="s+p", optimizer="ga", subject_anchor="on")
+    assert config.context is Context.SCORES_PROMPTS and config.optimizer is Optimizer.GA
+    data = json.loads(json.dumps(config.to_dict()))
+    assert data["context"] == "s+p" and RunConfig.from_dict(data) == config
 
 
 class FakeRenderer:
@@ -132,20 +144,34 @@ class FakeRenderer:
         out = []
         for prompt in prompts:
             score = 4.0 + prompt.count("bright") + prompt.count("pastel")
-            out.append({"prompt": prompt, "scores": [score, score], "score": score, "images": ["a.png", "b.png"], "best": 0,
-                        "embeddings": [[1.0, 0.0], [1.0, 0.0]], "description": "x",
-                        "true_scores": [4 + prompt.count("pastel")] * 2, "true_score": 4.0 + prompt.count("pastel")})
+            truth = 4.0 + prompt.count("pastel")
+            out.append(RenderedPrompt(prompt=prompt, scores=[score, score], score=score, images=["a.png", "b.png"], best=0,
+                                      embeddings=[[1.0, 0.0], [1.0, 0.0]], description="x", true_scores=[truth] * 2,
+                                      true_score=truth))
         return out
+
+
+def record(iteration: int, prompts: list[str], timings: Timings) -> IterationRecord:
+    return IterationRecord(iteration, [0, 1], FakeRenderer().render(prompts, None, iteration), timings=timings)
+
+
+def test_an_iteration_record_round_trips_through_its_json_line():
+    original = record(1, [INITIAL, f"{INITIAL}, pastel"], Timings(total_s=2.0, llm_s=1.0))
+    original.prompts[0].predicted = 4.5
+    line = json.dumps(original.to_dict())
+    assert IterationRecord.from_dict(json.loads(line)) == original
+    data = json.loads(line)
+    assert data["timings"]["llm_s"] == 1.0 and "predicted" not in data["prompts"][1] and "initial" not in data["prompts"][0]
 
 
 def test_a_run_killed_mid_way_resumes_without_redoing_finished_iterations(tmp_path):
     config = RunConfig("u", INITIAL, iterations=4, n_prompts=2, seeds=2, optimizer="random")
-    state = create_run(tmp_path / "run", config, PreferenceHead.linear(np.ones(2), 0.0), {},
+    state = create_run(tmp_path / "run", config, PreferenceHead.linear(np.ones(2), 0.0), RunInfo(),
                        (np.array([[1.0, 0.0], [0.0, 1.0]], np.float32), np.array([9.0, 2.0])))
     renderer = FakeRenderer()
 
     def stop_after_two(record):
-        if record["iteration"] == 1:
+        if record.iteration == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -153,26 +179,24 @@ def test_a_run_killed_mid_way_resumes_without_redoing_finished_iterations(tmp_pa
     state.close()  # as the killed process's exit would
     with open(tmp_path / "run" / ITERATIONS, "a") as handle:
         handle.write('{"iteration": 2, "prom')  # a crash in the middle of writing
-    resumed, stored = load_run(tmp_path / "run")
-    assert [r["iteration"] for r in resumed.records] == [0, 1]
+    resumed = load_run(tmp_path / "run")
+    assert [r.iteration for r in resumed.records] == [0, 1]
     run_iterations(resumed, RandomProposer(), renderer, keep_all)
     assert [len(p) for p in renderer.rendered] == [3, 2, 2, 2, 2]  # iterations 0 and 1 were not redone
     lines = (tmp_path / "run" / ITERATIONS).read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [0, 1, 2, 3, 4]
-    all_prompts = [p for r in resumed.records for p in (e["prompt"] for e in r["prompts"])]
+    all_prompts = [p.prompt for r in resumed.records for p in r.prompts]
     assert len(all_prompts) == len(set(all_prompts))
     resumed.close()
     with pytest.raises(OptimizationError, match="already holds a run"):
-        create_run(tmp_path / "run", config, PreferenceHead.linear(np.ones(2), 0.0), {}, (np.zeros((0, 2)), np.zeros(0)))
+        create_run(tmp_path / "run", config, PreferenceHead.linear(np.ones(2), 0.0), RunInfo(), (np.zeros((0, 2)), np.zeros(0)))
 
 
 def test_the_summary_follows_the_papers_definitions(tmp_path):
     records = [
-        {"prompts": [FakeRenderer().render([INITIAL], None, 0)[0], *FakeRenderer().render([f"{INITIAL}, bright"], None, 0)],
-         "timings": {"total_s": 2.0, "llm_s": 1.0, "render_s": 0.5}},
-        {"prompts": FakeRenderer().render([f"{INITIAL}, pastel, bright", f"{INITIAL}, dark"], None, 1),
-         "timings": {"total_s": 2.0, "llm_s": 1.0, "render_s": 0.5}},
-        {"prompts": FakeRenderer().render([f"{INITIAL}, pastel"], None, 2), "timings": {"total_s": 1.0, "llm_s": 0.0, "render_s": 1.0}},
+        record(0, [INITIAL, f"{INITIAL}, bright"], Timings(total_s=2.0, llm_s=1.0, render_s=0.5)),
+        record(1, [f"{INITIAL}, pastel, bright", f"{INITIAL}, dark"], Timings(total_s=2.0, llm_s=1.0, render_s=0.5)),
+        record(2, [f"{INITIAL}, pastel"], Timings(total_s=1.0, llm_s=0.0, render_s=1.0)),
     ]
     reference = (np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], np.float32), np.array([3.0, 9.0, 8.0]))
     s = metrics.summarize(records, *reference, quantile=0.5)
@@ -189,12 +213,11 @@ def test_the_report_opens_with_the_users_prompt_beside_the_best_one(tmp_path):
     from ppo_client.optimize.report import write_report
 
     records = [
-        {"iteration": 0, "prompts": FakeRenderer().render([INITIAL, f"{INITIAL}, dark"], None, 0), "timings": {"total_s": 1.0, "llm_s": 0.0, "render_s": 1.0}},
-        {"iteration": 1, "prompts": FakeRenderer().render([f"{INITIAL}, pastel, bright", f"{INITIAL}, dark, matte"], None, 1),
-         "timings": {"total_s": 1.0, "llm_s": 0.0, "render_s": 1.0}},
+        record(0, [INITIAL, f"{INITIAL}, dark"], Timings(total_s=1.0, render_s=1.0)),
+        record(1, [f"{INITIAL}, pastel, bright", f"{INITIAL}, dark, matte"], Timings(total_s=1.0, render_s=1.0)),
     ]
     summary = metrics.summarize(records, np.zeros((0, 2), np.float32), np.zeros(0), quantile=0.5)
-    config = {"config": {"prompt": INITIAL, "user": "u", "optimizer": "random", "context": "s+p", "n_prompts": 2, "seeds": 2, "iterations": 1}}
+    config = RunConfig("u", INITIAL, iterations=1, n_prompts=2, optimizer="random", context="s+p").to_dict()
     page = write_report(tmp_path, config, records, summary).read_text()
     pair = page[page.index("<div class=pair>"):page.index("</div>")]
     assert page.index("<div class=pair>") < page.index("<svg")  # before the curve and the tables

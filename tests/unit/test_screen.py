@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from ppo_client.optimize import metrics, screen
+from ppo_client.optimize.config import RunConfig
+from ppo_client.optimize.folder import RunInfo, create_run
+from ppo_client.optimize.loop import run_iterations
 from ppo_client.optimize.proposers import Proposal
-from ppo_client.optimize.run import RunConfig, create_run, run_iterations
 from ppo_client.piaa.head import PreferenceHead
 from ppo_client.piaa.metrics import spearman
 from tests.unit.test_optimizer import INITIAL, FakeRenderer, keep_all
@@ -74,7 +76,8 @@ class WordClient:
 class WordProposer:
     """Prompts of the subject plus 1-2 words from a short list (two of which the fake taste likes)."""
 
-    name = "words"
+    optimizer = "words"
+    needs_images = False
     WORDS = ("bright", "pastel", "dark", "matte", "glossy", "bokeh", "grainy", "neon", "misty", "bold", "calm", "retro")
 
     def _draw(self, n, rng, seen):
@@ -102,7 +105,7 @@ def _run(folder, screened: bool):
     for word in ("bright", "pastel"):
         weight[zlib.crc32(word.encode()) % client.d] = 0.5
     head = PreferenceHead.linear(weight, 0.0)
-    state = create_run(folder, config, head, {}, (np.zeros((0, client.d), np.float32), np.zeros(0)))
+    state = create_run(folder, config, head, RunInfo(), (np.zeros((0, client.d), np.float32), np.zeros(0)))
     renderer = FakeRenderer()
     run_iterations(state, WordProposer(), renderer, keep_all, screener=screen.Screener(client, head, 4) if screened else None)
     state.close()
@@ -113,21 +116,21 @@ def test_a_screened_run_renders_n_of_k_times_n_and_records_how_well_it_predicted
     state, renderer = _run(tmp_path / "screened", True)
     assert [len(p) for p in renderer.rendered] == [4, 3, 3, 3, 3, 3, 3]
     for record in state.records:
-        s = record["screen"]
+        s = record.screen
         assert s["candidates"] == 12 and len(s["predicted"]) == 3
-        assert s["fitted_on"] == (0 if record["iteration"] == 0 else 4 + 3 * (record["iteration"] - 1))
+        assert s["fitted_on"] == (0 if record.iteration == 0 else 4 + 3 * (record.iteration - 1))
         assert max(s["predicted"]) == max(s["candidate_predicted"])  # the best guess is always rendered
         assert set(s["predicted"]) <= set(s["candidate_predicted"])  # the rest best-first, unless near-copies of it
-        screened = record["prompts"][1:] if record["iteration"] == 0 else record["prompts"]
-        assert [p["predicted"] for p in screened] == s["predicted"]
+        screened = record.prompts[1:] if record.iteration == 0 else record.prompts
+        assert [p.predicted for p in screened] == s["predicted"]
     # before anything is rendered the head alone ranks: its scale, no offset
-    first = state.records[0]["screen"]
-    assert first["a"] == 1.0 and "predicted" not in state.records[0]["prompts"][0]
+    first = state.records[0].screen
+    assert first["a"] == 1.0 and state.records[0].prompts[0].predicted is None
     summary = metrics.summarize(state.records, np.zeros((0, 2), np.float32), np.zeros(0), quantile=0.5)
     assert -1.0 <= summary["screen_calibration"] <= 1.0
     # the fake taste likes two words; a screen that learns them renders better prompts than no screen
     plain, _ = _run(tmp_path / "plain", False)
-    later = lambda s: np.mean([p["score"] for r in s.records[1:] for p in r["prompts"]])  # noqa: E731
+    later = lambda s: np.mean([p.score for r in s.records[1:] for p in r.prompts])  # noqa: E731
     assert later(state) > later(plain) + 0.3
 
 

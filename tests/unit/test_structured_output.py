@@ -162,11 +162,11 @@ def test_an_anchored_schema_makes_every_prompt_start_with_the_subject():
 
 def test_the_subject_anchor_setting_is_checked():
     from ppo_client.errors import InvalidRequestError
-    from ppo_client.optimize.run import RunConfig
+    from ppo_client.optimize.config import RunConfig, SubjectAnchor
 
     with pytest.raises(InvalidRequestError, match="subject_anchor"):
         RunConfig("u", "a cat", subject_anchor="sometimes").checked()
-    assert RunConfig("u", "a cat").subject_anchor == "auto"
+    assert RunConfig("u", "a cat").subject_anchor is SubjectAnchor.AUTO == "auto"
 
 
 def test_a_reply_with_thousands_of_prompts_costs_what_one_asked_for_does():

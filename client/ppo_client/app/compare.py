@@ -54,16 +54,16 @@ def wilson(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def best_prompt(folder: Path) -> tuple[dict, str]:
-    from ppo_client.optimize.run import CONFIG, ITERATIONS
+    from ppo_client.optimize.folder import CONFIG, read_records
 
     config = json.loads((folder / CONFIG).read_text())["config"]
-    records = [json.loads(line) for line in (folder / ITERATIONS).read_text().splitlines()] if (folder / ITERATIONS).exists() else []
+    records = read_records(folder)
     if len(records) <= config["iterations"]:
         raise OptimizationError("the run has not finished; compare it once it has")
-    rewrites = [p for r in records for p in r["prompts"] if p["prompt"] != config["prompt"]]
+    rewrites = [p for r in records for p in r.prompts if p.prompt != config["prompt"]]
     if not rewrites:
         raise OptimizationError("the run holds no rewrite of the prompt: nothing to compare")
-    return config, max(rewrites, key=lambda p: p["score"])["prompt"]
+    return config, max(rewrites, key=lambda p: p.score).prompt
 
 
 def prepare(folder: Path, client, store_path: Path) -> list[dict]:

@@ -10,27 +10,16 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from ppo_client.errors import InvalidRequestError, OptimizationError, PPOError
+from ppo_client.optimize.config import Optimizer, RunConfig
 
 logger = logging.getLogger(__name__)
 RUN_ID = re.compile(r"^[A-Za-z0-9._-]{1,120}$")
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    user: str
-    prompt: str
-    iterations: int = 6
-    n_prompts: int = 4
-    seeds: int = 2
-    optimizer: str = "random"
-    context: str = "s+p+f"
-    steps: int = 20
-    guidance_scale: float = 7.5
-    seed: int = 0
+APP_RUN = RunConfig(iterations=6, optimizer=Optimizer.RANDOM)
+"""What a run started from the app gets for the fields its request leaves out: short, and no LLM
+to wait for unless asked."""
 
 
 class RunManager:
@@ -49,32 +38,27 @@ class RunManager:
             raise OptimizationError(f"no run {run_id!r}")
         return folder
 
-    def start(self, request: RunRequest) -> str:
+    def start(self, config: RunConfig) -> str:
         """Check and create the run now (errors reach the caller), then work on it in the background."""
         from ppo_client.optimize import session
-        from ppo_client.optimize.run import RunConfig
         from ppo_client.scoring import ScoringClient
         from ppo_client.store import UserStore
 
-        config = RunConfig(
-            user=request.user, prompt=request.prompt, iterations=request.iterations, n_prompts=request.n_prompts,
-            seeds=request.seeds, optimizer=request.optimizer, context=request.context, steps=request.steps,
-            guidance_scale=request.guidance_scale, seed=request.seed,
-        ).checked()
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", request.user)[:40]
+        config = config.checked()
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", config.user)[:40]
         run_id = f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"
         client = ScoringClient(self.url)
         try:
             with UserStore(self.store_path) as store:
-                store.user(request.user)
-                scorer = session.user_scorer(store, client, request.user)
+                store.user(config.user)
+                scorer = session.user_scorer(store, client, config.user)
             context = session.check_context(config.context, self.chat_config, text_fallback=True)
             state = session.new_run(self.runs_dir / run_id, dataclasses.replace(config, context=context), scorer, client,
                                     self.chat_config)
         except BaseException:
             client.close()
             raise
-        thread = threading.Thread(target=self._work, args=(run_id, state, client, scorer.true_score), daemon=True, name=run_id)
+        thread = threading.Thread(target=self._work, args=(run_id, state, client), daemon=True, name=run_id)
         with self._lock:
             self._threads[run_id] = thread
         thread.start()
@@ -87,20 +71,19 @@ class RunManager:
         folder = self.folder(run_id)
         if self.running(run_id):
             return
-        state, judge = session.resume_run(folder)  # refuses a run another process holds
-        thread = threading.Thread(target=self._work, args=(run_id, state, ScoringClient(self.url), judge), daemon=True)
+        state = session.resume_run(folder)  # refuses a run another process holds
+        thread = threading.Thread(target=self._work, args=(run_id, state, ScoringClient(self.url)), daemon=True)
         with self._lock:
             self._threads[run_id] = thread
             self._errors.pop(run_id, None)
         thread.start()
 
-    def _work(self, run_id: str, state, client, judge) -> None:
+    def _work(self, run_id: str, state, client) -> None:
         from ppo_client.optimize import session
 
         try:
-            chat_needed = state.config.optimizer == "llm"
-            with session.chat_endpoint(self.chat_config, needed=chat_needed) as chat:
-                session.execute(state, client, chat, judge)
+            with session.chat_endpoint(self.chat_config, needed=session.needs_llm(state)) as chat:
+                session.execute(state, client, chat)
         except PPOError as exc:
             self._errors[run_id] = str(exc)
         except Exception as exc:  # a background thread: whatever stopped it is shown with the run
@@ -116,23 +99,16 @@ class RunManager:
 
     def status(self, run_id: str) -> dict:
         """What the run folder holds so far, with whether this app is working on it."""
-        from ppo_client.optimize.run import CONFIG, ITERATIONS, SUMMARY
+        from ppo_client.optimize.folder import CONFIG, SUMMARY, read_records
 
         folder = self.folder(run_id)
         config = json.loads((folder / CONFIG).read_text())["config"]
-        records = []
-        path = folder / ITERATIONS
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    break
+        records = read_records(folder)
         iterations = []
         for record in records:
-            best = max(record["prompts"], key=lambda p: p["score"])
-            iterations.append({"iteration": record["iteration"], "best_prompt": best["prompt"], "best_score": best["score"],
-                               "best_image": f"{run_id}/{best['images'][best['best']]}"})
+            best = record.best
+            iterations.append({"iteration": record.iteration, "best_prompt": best.prompt, "best_score": best.score,
+                               "best_image": f"{run_id}/{best.best_image}"})
         summary = json.loads((folder / SUMMARY).read_text()) if (folder / SUMMARY).exists() else {}
         done = len(records) > config["iterations"]
         state = "running" if self.running(run_id) else "finished" if done else "failed" if run_id in self._errors else "stopped"

@@ -7,6 +7,7 @@ by content hash from the store. Bad input is a 4xx with a message, never a 500.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,7 +27,7 @@ from starlette.templating import Jinja2Templates
 
 from ppo_client.app import compare, gallery
 from ppo_client.app.queue import ORDERS, PriorCache, choose
-from ppo_client.app.runs import RunManager, RunRequest
+from ppo_client.app.runs import APP_RUN, RunManager
 from ppo_client.errors import (
     InvalidRequestError,
     LLMError,
@@ -244,12 +245,13 @@ async def models(request: Request) -> JSONResponse:
 async def start_run(request: Request) -> JSONResponse:
     state, name = _state(request), request.path_params["name"]
     body = await _json(request)
-    run = RunRequest(
-        user=name, prompt=_field(body, "prompt", str), iterations=_field(body, "iterations", int, 6),
-        n_prompts=_field(body, "n_prompts", int, 4), seeds=_field(body, "seeds", int, 2),
-        optimizer=_field(body, "optimizer", str, "random"), context=_field(body, "context", str, "s+p+f"),
-        steps=_field(body, "steps", int, 20), guidance_scale=_field(body, "guidance_scale", float, 7.5),
-        seed=_field(body, "seed", int, 0),
+    d = APP_RUN
+    run = dataclasses.replace(
+        d, user=name, prompt=_field(body, "prompt", str), iterations=_field(body, "iterations", int, d.iterations),
+        n_prompts=_field(body, "n_prompts", int, d.n_prompts), seeds=_field(body, "seeds", int, d.seeds),
+        optimizer=_field(body, "optimizer", str, d.optimizer.value), context=_field(body, "context", str, d.context.value),
+        steps=_field(body, "steps", int, d.steps), guidance_scale=_field(body, "guidance_scale", float, d.guidance_scale),
+        seed=_field(body, "seed", int, d.seed),
     )
     run_id = await run_in_threadpool(state.runs.start, run)
     return JSONResponse({"id": run_id}, status_code=201)

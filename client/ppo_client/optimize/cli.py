@@ -1,7 +1,9 @@
-"""``ppo-client optimize`` and ``ppo-client experiment``."""
+"""``ppo-client optimize`` and ``ppo-client experiment``: flags in, the library's configs out; every
+default is read from those configs (``RunConfig``, ``ExperimentConfig``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -10,11 +12,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from ppo_client.console import console
 from ppo_client.errors import InvalidRequestError
 from ppo_client.llm.chat import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, TIMEOUT_ENV
-from ppo_client.optimize.proposers import CONTEXTS, OPTIMIZERS
+from ppo_client.optimize.config import Context, Optimizer, RunConfig, SubjectAnchor
+from ppo_client.optimize.experiment import ExperimentConfig
+from ppo_client.store import GENERAL_USER
 
 
 def chat_config(args):
-    """The LLM settings of ``optimize`` and ``experiment`` (flags first, then the environment)."""
+    """The LLM settings of ``optimize``, ``experiment`` and ``app`` (flags first, then the environment)."""
     from ppo_client.llm.chat import ChatConfig
 
     return ChatConfig.from_env(args.llm_url, args.llm_api_key, args.llm_model, timeout_s=args.llm_timeout,
@@ -30,45 +34,45 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=console)
 
 
+def _run_shape(args) -> RunConfig:
+    """The run flags shared by ``optimize`` and ``experiment``."""
+    return RunConfig(iterations=args.iterations, n_prompts=args.n_prompts, seeds=args.seeds, steps=args.steps,
+                     seed=args.seed, subject_guard=args.subject_guard, guidance_scale=args.guidance,
+                     structured_output=args.structured_output, subject_anchor=args.subject_anchor, screen=args.screen)
+
+
 def _optimize(args) -> int:
     from ppo_client.optimize import session
-    from ppo_client.optimize.run import RunConfig
     from ppo_client.scoring import ScoringClient
     from ppo_client.store import UserStore
 
     llm = chat_config(args)
     with ScoringClient(args.url) as client:
         if args.resume:
-            state, judge = session.resume_run(Path(args.resume))
-            console.print(f"resuming {args.resume} after {max(len(state.records) - 1, -1) + 1} finished iterations")
+            state = session.resume_run(Path(args.resume))
+            console.print(f"resuming {args.resume} after {len(state.records)} finished iterations")
         else:
             if not args.user or args.prompt is None:
                 raise InvalidRequestError("--user/--prompt", "a new run needs --user and --prompt (or --resume RUN_DIR)")
             context = session.check_context(args.context, llm, text_fallback=args.text_fallback)
-            config = RunConfig(
-                user=args.user, prompt=args.prompt, iterations=args.iterations, n_prompts=args.n_prompts,
-                seeds=args.seeds, context=context, optimizer=args.optimizer, steps=args.steps, seed=args.seed,
-                subject_guard=args.subject_guard, guidance_scale=args.guidance, structured_output=args.structured_output,
-                subject_anchor=args.subject_anchor, screen=args.screen,
-            ).checked()
+            config = dataclasses.replace(_run_shape(args), user=args.user, prompt=args.prompt, context=context,
+                                         optimizer=args.optimizer).checked()
             with UserStore(args.store) as store:
-                if args.user != session.GENERAL_USER:
+                if args.user != GENERAL_USER:
                     store.user(args.user)  # unknown user: a clear error before anything starts
                 scorer = session.user_scorer(store, client, args.user)
             state = session.new_run(Path(args.run_dir or _default_run_dir(args.user)), config, scorer, client, llm)
-            judge = scorer.true_score
             console.print(f"run folder: {state.folder} (scorer: {scorer.model})")
         c = state.config
-        chat_needed = c.optimizer == "llm" and len(state.records) <= c.iterations
-        with _progress() as bar, session.chat_endpoint(llm, needed=chat_needed) as chat:
+        with _progress() as bar, session.chat_endpoint(llm, needed=session.needs_llm(state)) as chat:
             task = bar.add_task("iteration", total=c.iterations + 1, completed=len(state.records))
 
             def on_iteration(record):
-                best = max(p["score"] for r in state.records for p in r["prompts"])
-                bar.update(task, completed=len(state.records), description=f"iteration {record['iteration']} best {best:.2f}")
+                best = max(p.score for r in state.records for p in r.prompts)
+                bar.update(task, completed=len(state.records), description=f"iteration {record.iteration} best {best:.2f}")
 
             try:
-                summary = session.execute(state, client, chat, judge, on_iteration)
+                summary = session.execute(state, client, chat, on_iteration)
             except KeyboardInterrupt:
                 console.print(f"stopped; finished iterations are saved. Continue with: ppo-client optimize --resume {state.folder}")
                 raise
@@ -80,9 +84,9 @@ def _optimize(args) -> int:
     if "true_max" in summary:
         line += f"; true taste {summary['true_init']:.2f} -> {summary['true_max']:.2f} ({summary['true_max_minus_init']:+.2f})"
     console.print(line)
-    if state.config.optimizer == "llm":
-        proposed = sum(len(r["prompts"]) for r in state.records) - 1
-        structured = {r.get("structured") for r in state.records if r.get("structured")}
+    if state.config.optimizer is Optimizer.LLM:
+        proposed = sum(len(r.prompts) for r in state.records) - 1
+        structured = {r.structured for r in state.records if r.structured}
         console.print(
             f"of {proposed} prompts, {summary.get('llm_prompts', 0)} came from the LLM in the shape asked for, "
             f"{summary.get('repaired_prompts', 0)} were repaired out of its replies and {summary['fallback_prompts']} were "
@@ -93,7 +97,47 @@ def _optimize(args) -> int:
     return 0
 
 
-def _add_llm(parser) -> None:
+def _split(text: str, flag: str, kind=str) -> tuple:
+    try:
+        return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InvalidRequestError(flag, f"cannot read {text!r}") from None
+
+
+def _experiment(args) -> int:
+    from ppo_client.optimize.experiment import run_experiment
+
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise InvalidRequestError("--prompt", "give at least one --prompt or a --prompts-file")
+    screens = _split(args.screens, "--screens", int) if args.screens else (args.screen,)
+    optimizers = _split(args.optimizers, "--optimizers")
+    contexts = _split(args.contexts, "--contexts")
+    for name, values, kind in (("--optimizers", optimizers, Optimizer), ("--contexts", contexts, Context)):
+        unknown = [v for v in values if v not in {m.value for m in kind}]
+        if unknown:
+            raise InvalidRequestError(name, f"unknown {', '.join(unknown)}; choose from {', '.join(m.value for m in kind)}")
+    config = ExperimentConfig(
+        out=Path(args.out), prompts=tuple(prompts), users=_split(args.users, "--users"), general=args.general,
+        optimizers=tuple(map(Optimizer, optimizers)), contexts=tuple(map(Context, contexts)), screens=screens,
+        repeats=args.repeats, parallel=args.parallel, run=_run_shape(args), text_fallback=args.text_fallback,
+    ).checked()
+    runs = len(config.who) * len(prompts) * len(config.grid) * config.repeats
+    console.print(f"{runs} runs ({len(config.who)} users x {len(prompts)} prompts x {len(config.grid)} arms x "
+                  f"{config.repeats} repeats) in {config.out}")
+    with console.status("running ...") as status:
+        result = run_experiment(config, url=args.url, store=args.store, chat_config=chat_config(args),
+                                on_run=lambda done, total: status.update(f"{done}/{total} runs finished"))
+    print(result.markdown(general=config.general), end="")
+    if result.failures:
+        console.print(f"{len(result.failures)} runs failed; run the same command again to resume them")
+        return 1
+    return 0
+
+
+def add_llm_arguments(parser) -> None:
     parser.add_argument("--llm-url", help="OpenAI-compatible base URL ending in /v1 (default $OPENAI_BASE_URL; none: a local LLM is started)")
     parser.add_argument("--llm-model", help="model name (default $PPO_LLM_MODEL)")
     parser.add_argument("--llm-api-key", help="API key (default $OPENAI_API_KEY; never written to the run folder)")
@@ -107,8 +151,6 @@ def _add_llm(parser) -> None:
 
 
 def _add_run_shape(parser) -> None:
-    from ppo_client.optimize.run import SUBJECT_ANCHORS, RunConfig
-
     default = RunConfig()  # the defaults live in one place: the run's configuration
     parser.add_argument("--iterations", type=int, default=default.iterations, help="iterations after the initial one (default %(default)s)")
     parser.add_argument("--n-prompts", type=int, default=default.n_prompts, help="prompts per iteration (N, default %(default)s)")
@@ -127,32 +169,46 @@ def _add_run_shape(parser) -> None:
     )
     parser.add_argument(
         "--screen", type=int, default=default.screen, metavar="K",
-        help="after iteration 0, propose K x N prompts and render the N whose predicted score (the user's head on their "
-             "CLIP text embedding, calibrated on this run's renders) is best; 0: off (default %(default)s)",
+        help="propose K x N prompts and render the N whose predicted score (the user's head on their CLIP text "
+             "embedding, calibrated on this run's renders) is best; 0: off (default %(default)s)",
     )
     parser.add_argument(
-        "--subject-anchor", choices=SUBJECT_ANCHORS, default=default.subject_anchor,
+        "--subject-anchor", choices=[a.value for a in SubjectAnchor], default=default.subject_anchor.value,
         help="with structured output, make each LLM prompt start with the subject, then comma-separated phrases "
              "(auto: on for the embedded LLM only; default %(default)s)",
     )
 
 
 def add_optimize_commands(commands, add_url) -> None:
+    default = RunConfig()
     optimize = commands.add_parser("optimize", help="optimize a prompt for a user's taste")
-    optimize.add_argument("--user", help=f"a user with a trained model, or '{'general'}' for the crowd's taste")
+    optimize.add_argument("--user", help=f"a user with a trained model, or '{GENERAL_USER}' for the crowd's taste")
     optimize.add_argument("--prompt")
-    optimize.add_argument("--context", choices=CONTEXTS, default="s+p+f")
-    optimize.add_argument("--optimizer", choices=OPTIMIZERS, default="llm")
+    optimize.add_argument("--context", choices=[c.value for c in Context], default=default.context.value)
+    optimize.add_argument("--optimizer", choices=[o.value for o in Optimizer], default=default.optimizer.value)
     _add_run_shape(optimize)
     where = optimize.add_mutually_exclusive_group()
     where.add_argument("--run-dir", help="new run folder (default runs/<time>-<user>)")
     where.add_argument("--resume", help="continue the run in this folder")
     optimize.add_argument("--store", default=None, help="user store file (default: $PPO_STORE or the user data dir)")
-    _add_llm(optimize)
+    add_llm_arguments(optimize)
     add_url(optimize)
     optimize.set_defaults(handler=_optimize)
 
-    from ppo_client.optimize.experiment import add_experiment_command
-
-    add_experiment_command(commands, add_url, _add_llm, _add_run_shape)
-
+    grid = ExperimentConfig(out=Path("."), prompts=())
+    experiment = commands.add_parser("experiment", help="a grid of optimization runs, summarised like the paper's tables")
+    experiment.add_argument("--users", default="", help="comma-separated users with trained models")
+    experiment.add_argument("--general", action="store_true", help="optimize the crowd's taste (Table 2) instead of --users")
+    experiment.add_argument("--prompt", action="append", help="an initial prompt (repeatable)")
+    experiment.add_argument("--prompts-file", help="one initial prompt per line")
+    experiment.add_argument("--optimizers", default=",".join(o.value for o in grid.optimizers))
+    experiment.add_argument("--contexts", default=",".join(c.value for c in grid.contexts), help="for the llm optimizer")
+    experiment.add_argument("--screens", default="", help="comma-separated --screen values, one more grid column each (e.g. 0,4)")
+    experiment.add_argument("--repeats", type=int, default=grid.repeats)
+    experiment.add_argument("--parallel", type=int, default=grid.parallel, help="runs at once (default %(default)s)")
+    experiment.add_argument("--out", required=True)
+    experiment.add_argument("--store", default=None)
+    _add_run_shape(experiment)
+    add_llm_arguments(experiment)
+    add_url(experiment)
+    experiment.set_defaults(handler=_experiment)

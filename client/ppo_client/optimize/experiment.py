@@ -1,55 +1,184 @@
-"""``ppo-client experiment``: a grid of runs (users x prompts x optimizer/context/screen x repeats), several
-at once against one server, summarised in tables shaped like the paper's Tables 1 (personal) and 2
-(``--general``). Every run keeps its own resumable folder, so a stopped experiment continues where
-it stopped when started again with the same ``--out``.
+"""Experiments: a grid of runs (users x prompts x optimizer/context/screen x repeats), several at once
+against one server, summarised in tables shaped like the paper's Tables 1 (personal) and 2
+(general preference). Every run keeps its own resumable folder, so a stopped experiment continues
+where it stopped when started again with the same ``out``.
+
+    result = run_experiment(ExperimentConfig(users=("ana",), prompts=("a red cat",), out=Path("exp")))
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from ppo_client.console import console
 from ppo_client.errors import InvalidRequestError, PPOError
-from ppo_client.optimize.proposers import CONTEXTS, OPTIMIZERS
+from ppo_client.llm.chat import ChatConfig
+from ppo_client.optimize.config import Context, Optimizer, RunConfig
+from ppo_client.store import GENERAL_USER
 
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("max", "max_minus_init", "k_star", "max_sim", "score_of_most_sim",
            "true_init", "true_max", "true_max_minus_init", "true_best", "screen_calibration")
+SOURCES = ("llm_prompts", "repaired_prompts", "fallback_prompts")
 
 
 @dataclass(frozen=True)
 class Arm:
-    optimizer: str
-    context: str
+    optimizer: Optimizer
+    context: Context
     screen: int = 0
 
     @property
     def label(self) -> str:
-        name = f"llm {self.context}" if self.optimizer == "llm" else self.optimizer
+        name = f"llm {self.context}" if self.optimizer is Optimizer.LLM else str(self.optimizer)
         return f"{name} +screen{self.screen}" if self.screen > 1 else name
 
 
 def arms(optimizers, contexts, screens=(0,)) -> list[Arm]:
+    """The grid's columns: each LLM context, each baseline (which reads no context) once, per screen."""
     out = []
-    for optimizer in optimizers:
+    for optimizer in map(Optimizer, optimizers):
         for screen in screens:
-            if optimizer == "llm":
-                out.extend(Arm("llm", c, screen) for c in contexts)
+            if optimizer is Optimizer.LLM:
+                out.extend(Arm(optimizer, Context(c), screen) for c in contexts)
             else:
-                out.append(Arm(optimizer, "-", screen))  # baselines read no context
+                out.append(Arm(optimizer, Context.SCORES_PROMPTS, screen))
     return out
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    out: Path
+    prompts: tuple[str, ...]
+    users: tuple[str, ...] = ()
+    """Users with trained models; with ``general`` the crowd's taste is optimized instead."""
+    general: bool = False
+    optimizers: tuple[Optimizer, ...] = tuple(Optimizer)
+    contexts: tuple[Context, ...] = (Context.NONE, Context.SCORES_PROMPTS, Context.FEEDBACK)
+    screens: tuple[int, ...] = (0,)
+    repeats: int = 1
+    parallel: int = 4
+    """Runs at once (they share the server, and the LLM endpoint queues them)."""
+    run: RunConfig = RunConfig()
+    """The shape of every run; its user, prompt, optimizer, context, screen and seed are the grid's."""
+    text_fallback: bool = False
+    """With a text-only endpoint, run s+p+f+I as s+p+f."""
+
+    def checked(self) -> ExperimentConfig:
+        if not self.prompts:
+            raise InvalidRequestError("prompts", "give at least one prompt")
+        if not self.general and not self.users:
+            raise InvalidRequestError("users", "name at least one user (or optimize the general taste)")
+        if self.repeats < 1 or self.parallel < 1:
+            raise InvalidRequestError("repeats/parallel", "must be at least 1")
+        return self
+
+    @property
+    def grid(self) -> list[Arm]:
+        return arms(self.optimizers, self.contexts, self.screens)
+
+    @property
+    def who(self) -> tuple[str, ...]:
+        return (GENERAL_USER,) if self.general else self.users
+
+
+@dataclass(frozen=True)
+class Job:
+    arm: Arm
+    folder: Path
+    config: RunConfig
+
+
+@dataclass
+class ExperimentResult:
+    table: dict
+    """Arm label -> the mean and spread of each figure over its runs (``aggregate``)."""
+    runs: int
+    failures: list[str] = field(default_factory=list)
+
+    def markdown(self, *, general: bool) -> str:
+        return markdown(self.table, general=general)
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "prompt"
+
+
+def jobs(config: ExperimentConfig, chat_config: ChatConfig) -> list[Job]:
+    """Every run of the grid with its folder and checked configuration."""
+    from ppo_client.optimize.session import check_context
+
+    out = []
+    for user in config.who:
+        for p, prompt in enumerate(config.prompts):
+            for arm in config.grid:
+                for repeat in range(config.repeats):
+                    folder = config.out / "runs" / user / f"{p:02d}-{_slug(prompt)}" / f"{arm.label.replace(' ', '_')}-r{repeat}"
+                    context = arm.context
+                    if arm.optimizer is Optimizer.LLM:
+                        context = check_context(context, chat_config, text_fallback=config.text_fallback)
+                    run = dataclasses.replace(config.run, user=user, prompt=prompt, optimizer=arm.optimizer, context=context,
+                                              screen=arm.screen, seed=config.run.seed + repeat).checked()
+                    out.append(Job(arm, folder, run))
+    return out
+
+
+def run_experiment(config: ExperimentConfig, *, url=None, store=None, chat_config: ChatConfig | None = None,
+                   on_run: Callable[[int, int], None] = lambda done, total: None) -> ExperimentResult:
+    """Run (or resume) every run of the grid and write ``experiment.json`` and ``experiment.md`` to
+    ``config.out``. ``on_run(done, total)`` follows progress; a failed run is listed, not raised, so
+    the others finish (the same call again resumes it)."""
+    from ppo_client.optimize import session
+    from ppo_client.optimize.folder import CONFIG
+    from ppo_client.scoring import ScoringClient
+    from ppo_client.store import UserStore
+
+    config = config.checked()
+    chat_config = chat_config or ChatConfig.from_env()
+    grid = jobs(config, chat_config)
+    summaries: dict[str, list[dict]] = {arm.label: [] for arm in config.grid}
+    failures: list[str] = []
+    with ScoringClient(url) as client:
+        with UserStore(store) as users:
+            scorers = {u: session.user_scorer(users, client, u) for u in config.who}
+        needs_llm = any(job.arm.optimizer is Optimizer.LLM for job in grid)
+        with session.chat_endpoint(chat_config, needed=needs_llm) as chat:
+
+            def one(job: Job) -> dict:
+                if (job.folder / CONFIG).exists():
+                    state = session.resume_run(job.folder)
+                else:
+                    state = session.new_run(job.folder, job.config, scorers[job.config.user], client, chat_config)
+                return session.execute(state, client, chat if job.arm.optimizer is Optimizer.LLM else None)
+
+            with ThreadPoolExecutor(max_workers=config.parallel) as pool:
+                futures = {pool.submit(one, job): job for job in grid}
+                for done, future in enumerate(as_completed(futures), 1):
+                    try:
+                        summary = future.result()
+                    except PPOError as exc:
+                        failures.append(str(exc))
+                        logger.error("a run failed: %s", exc)
+                    else:
+                        summaries[futures[future].arm.label].append(summary)  # collected on this thread only
+                    on_run(done, len(grid))
+    result = ExperimentResult(aggregate({k: v for k, v in summaries.items() if v}), len(grid), failures)
+    payload = {"users": list(config.who), "prompts": list(config.prompts), "general": config.general,
+               "iterations": config.run.iterations, "n_prompts": config.run.n_prompts, "seeds": config.run.seeds,
+               "repeats": config.repeats, "table": result.table, "failures": failures}
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / "experiment.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (config.out / "experiment.md").write_text(result.markdown(general=config.general))
+    return result
 
 
 def aggregate(summaries: dict[str, list[dict]]) -> dict:
@@ -60,10 +189,9 @@ def aggregate(summaries: dict[str, list[dict]]) -> dict:
             values = [s[column] for s in items if column in s]
             if values:
                 row[column] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
-        row["llm_s"] = float(np.mean([s["timings"]["llm_s"] for s in items]))
-        row["render_s"] = float(np.mean([s["timings"]["render_s"] for s in items]))
-        row["total_s"] = float(np.mean([s["timings"]["total_s"] for s in items]))
-        for source in ("llm_prompts", "repaired_prompts", "fallback_prompts"):
+        for timing in ("llm_s", "render_s", "total_s"):
+            row[timing] = float(np.mean([s["timings"][timing] for s in items]))
+        for source in SOURCES:
             row[source] = float(np.mean([s.get(source, 0) for s in items]))
         table[label] = row
     return table
@@ -72,7 +200,8 @@ def aggregate(summaries: dict[str, list[dict]]) -> dict:
 def markdown(table: dict, *, general: bool) -> str:
     shown = [c for c in COLUMNS if any(c in row for row in table.values())]
     title = "Table 2 shape (general preference)" if general else "Table 1 shape (personal preference)"
-    lines = [f"{title}; mean ± std over runs", "", "| optimizer | runs | " + " | ".join(shown) + " | LLM s | server s | prompts: llm / repaired / fallback |",
+    lines = [f"{title}; mean ± std over runs", "",
+             "| optimizer | runs | " + " | ".join(shown) + " | LLM s | render s | prompts: llm / repaired / fallback |",
              "|---|---:|" + "---:|" * (len(shown) + 3)]
     for label, row in table.items():
         cells = [f"{row[c]['mean']:.2f} ± {row[c]['std']:.2f}" if c in row else "" for c in shown]
@@ -81,109 +210,5 @@ def markdown(table: dict, *, general: bool) -> str:
 
 
 def _sources(row: dict) -> str:
-    counts = [row.get(k, 0.0) for k in ("llm_prompts", "repaired_prompts", "fallback_prompts")]
+    counts = [row.get(k, 0.0) for k in SOURCES]
     return " / ".join(f"{c:.1f}" for c in counts) if any(counts) else "-"
-
-
-def _experiment(args) -> int:
-    from ppo_client.optimize import session
-    from ppo_client.optimize.run import CONFIG, RunConfig
-    from ppo_client.scoring import ScoringClient
-    from ppo_client.store import UserStore
-
-    prompts = list(args.prompt or [])
-    if args.prompts_file:
-        prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
-    if not prompts:
-        raise InvalidRequestError("--prompt", "give at least one --prompt or a --prompts-file")
-    users = [session.GENERAL_USER] if args.general else [u for u in args.users.split(",") if u]
-    if not users:
-        raise InvalidRequestError("--users", "name at least one user (or pass --general)")
-    try:
-        screens = [int(k) for k in args.screens.split(",")] if args.screens else [args.screen]
-    except ValueError:
-        raise InvalidRequestError("--screens", f"must be comma-separated whole numbers, got {args.screens!r}") from None
-    grid = arms(args.optimizers.split(","), args.contexts.split(","), screens)
-    for arm in grid:
-        if arm.optimizer not in OPTIMIZERS or (arm.optimizer == "llm" and arm.context not in CONTEXTS):
-            raise InvalidRequestError("--optimizers/--contexts", f"unknown {arm.optimizer} {arm.context}")
-    out = Path(args.out)
-    from ppo_client.optimize.cli import chat_config as llm_settings
-
-    chat_config = llm_settings(args)
-    jobs = []
-    with ScoringClient(args.url) as client:
-        with UserStore(args.store) as store:
-            scorers = {u: session.user_scorer(store, client, u) for u in users}
-        for user in users:
-            for p, prompt in enumerate(prompts):
-                for arm in grid:
-                    for repeat in range(args.repeats):
-                        folder = out / "runs" / user / f"{p:02d}-{_slug(prompt)}" / f"{arm.label.replace(' ', '_')}-r{repeat}"
-                        context = session.check_context(arm.context, chat_config, text_fallback=args.text_fallback) if arm.optimizer == "llm" else "s+p"
-                        config = RunConfig(user=user, prompt=prompt, iterations=args.iterations, n_prompts=args.n_prompts,
-                                           seeds=args.seeds, context=context, optimizer=arm.optimizer, steps=args.steps,
-                                           seed=args.seed + repeat, subject_guard=args.subject_guard,
-                                           guidance_scale=args.guidance, structured_output=args.structured_output,
-                                           subject_anchor=args.subject_anchor, screen=arm.screen).checked()
-                        jobs.append((arm, folder, config))
-        console.print(f"{len(jobs)} runs ({len(users)} users x {len(prompts)} prompts x {len(grid)} arms x {args.repeats} repeats) in {out}")
-        needs_llm = any(arm.optimizer == "llm" for arm, _, _ in jobs)
-        summaries: dict[str, list[dict]] = {arm.label: [] for arm in grid}
-        failures = []
-        with session.chat_endpoint(chat_config, needed=needs_llm) as chat:
-
-            def one(arm, folder, config):
-                if (folder / CONFIG).exists():
-                    state, judge = session.resume_run(folder)
-                else:
-                    scorer = scorers[config.user]
-                    state = session.new_run(folder, config, scorer, client, chat_config)
-                    judge = scorer.true_score
-                return arm, session.execute(state, client, chat if arm.optimizer == "llm" else None, judge)
-
-            with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-                futures = [pool.submit(one, *job) for job in jobs]
-                with console.status("running ...") as status:
-                    done = 0
-                    for future in as_completed(futures):
-                        done += 1
-                        try:
-                            arm, summary = future.result()
-                        except PPOError as exc:
-                            failures.append(str(exc))
-                            logger.error("a run failed: %s", exc)
-                            continue
-                        summaries[arm.label].append(summary)  # results are collected on this thread only
-                        status.update(f"{done}/{len(jobs)} runs finished")
-    table = aggregate({k: v for k, v in summaries.items() if v})
-    payload = {"users": users, "prompts": prompts, "general": args.general, "iterations": args.iterations,
-               "n_prompts": args.n_prompts, "seeds": args.seeds, "repeats": args.repeats, "table": table, "failures": failures}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "experiment.json").write_text(json.dumps(payload, indent=2) + "\n")
-    text = markdown(table, general=args.general)
-    (out / "experiment.md").write_text(text)
-    print(text, end="")
-    if failures:
-        console.print(f"{len(failures)} runs failed; run the same command again to resume them")
-        return 1
-    return 0
-
-
-def add_experiment_command(commands, add_url, add_llm, add_run_shape) -> None:
-    experiment = commands.add_parser("experiment", help="a grid of optimization runs, summarised like the paper's tables")
-    experiment.add_argument("--users", default="", help="comma-separated users with trained models")
-    experiment.add_argument("--general", action="store_true", help="optimize the crowd's taste (Table 2) instead of --users")
-    experiment.add_argument("--prompt", action="append", help="an initial prompt (repeatable)")
-    experiment.add_argument("--prompts-file", help="one initial prompt per line")
-    experiment.add_argument("--optimizers", default="llm,random,ga")
-    experiment.add_argument("--contexts", default=",".join(CONTEXTS[:3]), help="for the llm optimizer")
-    experiment.add_argument("--screens", default="", help="comma-separated --screen values, one more grid column each (e.g. 0,4)")
-    experiment.add_argument("--repeats", type=int, default=1)
-    experiment.add_argument("--parallel", type=int, default=4, help="runs at once")
-    experiment.add_argument("--out", required=True)
-    experiment.add_argument("--store", default=None)
-    add_run_shape(experiment)
-    add_llm(experiment)
-    add_url(experiment)
-    experiment.set_defaults(handler=_experiment)

@@ -3,6 +3,7 @@ baseline with the same image budget (random keyword additions, the keyword-mask 
 
 A proposer sees the run's history and returns the next prompts; everything it depends on is in that
 history or derived from ``(seed, iteration)``, so a resumed run continues exactly where it stopped.
+It says itself what of the history it needs beyond scores and prompts (``Proposer.needs_images``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -18,13 +19,12 @@ from ppo_client.errors import LLMError
 from ppo_client.llm.chat import ChatClient, user_message
 from ppo_client.llm.structured import DIALECTS, StructuredChat
 from ppo_client.optimize import hygiene, templates
+from ppo_client.optimize.config import Context, Optimizer
 from ppo_client.optimize.parsing import normalise, parse_prompts, schema_prompts, usable
 from ppo_client.optimize.vocabulary import MODIFIERS
 
 logger = logging.getLogger(__name__)
 
-CONTEXTS = ("none", "s+p", "s+p+f", "s+p+f+I")
-OPTIMIZERS = ("llm", "random", "ga")
 LLM_ATTEMPTS = 2
 GA_MAX_KEYWORDS = 15
 GA_FLIP_RATE = 0.01
@@ -81,6 +81,20 @@ class Proposal:
 
 Filter = Callable[[list[str]], list[str]]
 """Keeps the prompts that may be rendered (token limit, subject guard)."""
+
+
+class Proposer(Protocol):
+    optimizer: Optimizer
+    needs_images: bool
+    """Whether ``propose`` reads the best image of each latest prompt (``ScoredPrompt.best_image``);
+    the loop loads them only then."""
+
+    def initial(self, prompt: str, n: int, rng: np.random.Generator, seen: set[str], keep: Filter) -> Proposal:
+        """Iteration 0: ``n`` new prompts from the user's own (which is rendered beside them)."""
+
+    def propose(self, initial: str, history: Sequence[Sequence[ScoredPrompt]], n: int, rng: np.random.Generator,
+                seen: set[str], keep: Filter) -> Proposal:
+        """The next ``n`` prompts, from the history of every iteration so far."""
 
 
 def with_keywords(base: str, keywords: Sequence[str]) -> str:
@@ -156,7 +170,8 @@ class RandomProposer:
     """Random modifier additions: the initial prompt plus 1-5 keywords drawn from ``MODIFIERS``
     (one side of each contradiction group, within the word budget)."""
 
-    name = "random"
+    optimizer = Optimizer.RANDOM
+    needs_images = False
 
     def initial(self, prompt: str, n: int, rng, seen: set[str], keep: Filter) -> Proposal:
         return self._draw(prompt, n, rng, seen, keep)
@@ -173,7 +188,8 @@ class GeneticProposer:
     """Pavlichenko & Ustalov (2023): genomes are masks over the keyword list (at most 15 set); each
     generation crosses the two best genomes found so far and flips each bit with probability 1%."""
 
-    name = "ga"
+    optimizer = Optimizer.GA
+    needs_images = False
 
     def __init__(self, keywords: Sequence[str] = MODIFIERS) -> None:
         self.keywords = list(keywords)
@@ -236,15 +252,14 @@ class GeneticProposer:
 class LLMProposer:
     """The paper's optimizer: an LLM rewrites the prompts, seeing what the context set allows."""
 
-    name = "llm"
+    optimizer = Optimizer.LLM
 
     def __init__(
-        self, chat: ChatClient, context: str, *, top_k: int = 20, temperature: float = 1.0, structured: bool = True,
+        self, chat: ChatClient, context: Context | str, *, top_k: int = 20, temperature: float = 1.0, structured: bool = True,
         anchored: bool = False,
     ) -> None:
-        if context not in CONTEXTS:
-            raise ValueError(f"unknown context {context!r}; choose one of {', '.join(CONTEXTS)}")
-        self.chat, self.context, self.top_k, self.temperature = chat, context, top_k, temperature
+        self.chat, self.context, self.top_k, self.temperature = chat, Context(context), top_k, temperature
+        self.needs_images = self.context.images
         self.schema_chat = StructuredChat(chat, DIALECTS if structured else ())
         self.anchored = anchored and structured
         """Each prompt must start with the subject (the user's prompt up to its first comma)."""
@@ -306,16 +321,16 @@ class LLMProposer:
     def propose(self, initial: str, history: Sequence[Sequence[ScoredPrompt]], n: int, rng, seen: set[str], keep: Filter) -> Proposal:
         calls: list[dict] = []
         latest = list(history[-1])
-        images = self.context == "s+p+f+I"
+        images = self.context.images
         feedback = ""
-        if self.context in ("s+p+f", "s+p+f+I"):
+        if self.context.feedback:
             items = [(sp.prompt, sp.score, "" if images else sp.description) for sp in latest]
             messages = [
                 {"role": "system", "content": templates.feedback_system()},
                 user_message(templates.feedback(items, with_images=images), [sp.best_image for sp in latest] if images else ()),
             ]
             feedback = self._ask("feedback", messages, calls, temperature=0.7).strip()
-        if self.context == "none":
+        if self.context is Context.NONE:
             text = templates.propose(initial, self.asked(n), current=[sp.prompt for sp in latest], history=None, feedback=None, with_images=False)
         else:
             best = {}
@@ -336,13 +351,12 @@ class LLMProposer:
         return proposal
 
 
-def make_proposer(optimizer: str, context: str, chat: ChatClient | None, **kwargs):
-    if optimizer == "random":
+def make_proposer(optimizer: Optimizer | str, context: Context | str, chat: ChatClient | None, **kwargs) -> Proposer:
+    optimizer = Optimizer(optimizer)
+    if optimizer is Optimizer.RANDOM:
         return RandomProposer()
-    if optimizer == "ga":
+    if optimizer is Optimizer.GA:
         return GeneticProposer()
-    if optimizer != "llm":
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if chat is None:
         raise LLMError("the llm optimizer needs a chat endpoint")
     return LLMProposer(chat, context, **kwargs)

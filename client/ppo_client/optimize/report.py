@@ -6,40 +6,41 @@ import html
 import json
 from pathlib import Path
 
+from ppo_client.optimize.records import IterationRecord, RenderedPrompt
 from ppo_client.plots import line_chart
 
 
-def write_report(folder: Path, config: dict, records: list[dict], summary: dict) -> Path:
+def write_report(folder: Path, config: dict, records: list[IterationRecord], summary: dict) -> Path:
+    """``config`` is the run's configuration as ``config.json`` holds it (``RunConfig.to_dict``)."""
     e = html.escape
     series = {"best learned score so far": summary.get("best_so_far", [])}
     if "true_best_so_far" in summary:
         series["its true score (virtual user)"] = summary["true_best_so_far"]
     rows = []
     for record in records:
-        best = max(record["prompts"], key=lambda p: p["score"])
+        best = record.best
         prompts = "".join(
-            f"<li>{e(p['prompt'])} <b>{p['score']:.2f}</b>"
-            + (f" (true {p['true_score']:.2f})" if "true_score" in p else "")
-            + (f" <i>{e(p.get('description', ''))}</i>" if p.get("description") else "")
+            f"<li>{e(p.prompt)} <b>{p.score:.2f}</b>"
+            + (f" (true {p.true_score:.2f})" if p.true_score is not None else "")
+            + (f" <i>{e(p.description)}</i>" if p.description else "")
             + "</li>"
-            for p in sorted(record["prompts"], key=lambda p: -p["score"])
+            for p in sorted(record.prompts, key=lambda p: -p.score)
         )
-        feedback = f"<p class=f>feedback: {e(record['feedback'])}</p>" if record.get("feedback") else ""
-        screen = record.get("screen") or {}
-        if screen:
-            rho = screen.get("calibration")
-            feedback += (f"<p class=f>screened: rendered {len(record['prompts'])} of {screen['candidates']} candidates; "
+        feedback = f"<p class=f>feedback: {e(record.feedback)}</p>" if record.feedback else ""
+        if record.screen:
+            rho = record.calibration
+            feedback += (f"<p class=f>screened: rendered {len(record.prompts)} of {record.screen['candidates']} candidates; "
                          f"rank correlation of predicted and measured scores "
                          f"{'n/a' if rho is None else format(rho, '.2f')}</p>")
         rows.append(
-            f"<tr><td>{record['iteration']}</td><td><img src='{e(best['images'][best['best']])}' width=128></td>"
+            f"<tr><td>{record.iteration}</td><td><img src='{e(best.best_image)}' width=128></td>"
             f"<td><ol>{prompts}</ol>{feedback}</td></tr>"
         )
     figures = "".join(
         f"<tr><th>{e(k)}</th><td>{v:.3f}</td></tr>" if isinstance(v, float) else f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>"
         for k, v in summary.items() if not isinstance(v, (list, dict))
     )
-    c = config["config"]
+    c = config
     comparison = _comparison(Path(folder))
     side_by_side = _side_by_side(records, summary)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>optimization run: {e(c['prompt'])}</title>
@@ -58,17 +59,17 @@ img{{image-rendering:pixelated;border:1px solid #ccc}} .pair{{display:flex;gap:2
     return path
 
 
-def _side_by_side(records: list[dict], summary: dict) -> str:
+def _side_by_side(records: list[IterationRecord], summary: dict) -> str:
     """The user's prompt and the best one found, each with its best image, large enough to judge."""
     if not records or "best_prompt" not in summary:
         return ""
     e = html.escape
-    initial = records[0]["prompts"][0]
-    best = max((p for r in records for p in r["prompts"]), key=lambda p: p["score"])
+    initial = records[0].prompts[0]
+    best = max((p for r in records for p in r.prompts), key=lambda p: p.score)
 
-    def figure(title: str, p: dict) -> str:
-        return (f"<figure><figcaption><b>{title}</b> ({p['score']:.2f})<br>{e(p['prompt'])}</figcaption>"
-                f"<img src='{e(p['images'][p['best']])}' width=320 alt='{e(title)}'></figure>")
+    def figure(title: str, p: RenderedPrompt) -> str:
+        return (f"<figure><figcaption><b>{title}</b> ({p.score:.2f})<br>{e(p.prompt)}</figcaption>"
+                f"<img src='{e(p.best_image)}' width=320 alt='{e(title)}'></figure>")
 
     return f"<div class=pair>{figure('your prompt', initial)}{figure('best prompt', best)}</div>"
 
@@ -89,9 +90,8 @@ def _comparison(folder: Path) -> str:
 
 def refresh_report(folder: Path) -> Path:
     """Rewrite a run's report from what its folder holds."""
-    from ppo_client.optimize.run import CONFIG, ITERATIONS, SUMMARY
+    from ppo_client.optimize.folder import CONFIG, SUMMARY, read_records
 
     folder = Path(folder)
-    records = [json.loads(line) for line in (folder / ITERATIONS).read_text().splitlines()] if (folder / ITERATIONS).exists() else []
     summary = json.loads((folder / SUMMARY).read_text()) if (folder / SUMMARY).exists() else {}
-    return write_report(folder, json.loads((folder / CONFIG).read_text()), records, summary)
+    return write_report(folder, json.loads((folder / CONFIG).read_text())["config"], read_records(folder), summary)

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ppo_client.optimize.records import IterationRecord
 from ppo_client.piaa import metrics
 
 RIDGE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -124,9 +125,9 @@ class Screener:
             self._texts.update(zip(missing, np.asarray(self.client.embed_texts(missing).embeddings, np.float32)))
         return np.stack([self._texts[p] for p in prompts])
 
-    def choose(self, records: Sequence[dict], prompts: Sequence[str], n: int) -> tuple[list[int], dict]:
+    def choose(self, records: Sequence[IterationRecord], prompts: Sequence[str], n: int) -> tuple[list[int], dict]:
         """Which of ``prompts`` to render, and what the record keeps about the choice."""
-        rendered = [(p["prompt"], p["score"]) for r in records for p in r["prompts"]]
+        rendered = [(p.prompt, p.score) for r in records for p in r.prompts]
         texts = self._embed(prompts)
         seen = self._embed([p for p, _ in rendered]) if rendered else texts[:0]
         predictor = fit(self.head, seen, np.array([s for _, s in rendered]))

@@ -1,14 +1,13 @@
 """Putting a run together: the user's scorer from the store, the LLM endpoint, the served models.
 
-Used by ``ppo-client optimize`` and ``ppo-client experiment``; everything here is also usable from
-Python.
+Used by ``ppo-client optimize``, ``ppo-client experiment`` and the app; everything here is also
+usable from Python.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,22 +17,15 @@ import numpy as np
 
 from ppo_client.errors import InvalidRequestError, OptimizationError, StoreError
 from ppo_client.llm.chat import ChatClient, ChatConfig
-from ppo_client.optimize import metrics, report
+from ppo_client.optimize import metrics, report, truth
+from ppo_client.optimize.config import Context, Optimizer, RunConfig, SubjectAnchor
+from ppo_client.optimize.folder import SUMMARY, RunInfo, RunState, create_run, load_run, write_json
+from ppo_client.optimize.guard import prompt_filter
+from ppo_client.optimize.loop import run_iterations
 from ppo_client.optimize.proposers import make_proposer
+from ppo_client.optimize.records import IterationRecord
+from ppo_client.optimize.renderer import Renderer
 from ppo_client.optimize.screen import Screener
-from ppo_client.optimize.run import (
-    CONFIG,
-    REFERENCE,
-    SUMMARY,
-    Renderer,
-    RunConfig,
-    RunState,
-    _write_json,
-    create_run,
-    load_run,
-    prompt_filter,
-    run_iterations,
-)
 from ppo_client.piaa.head import PreferenceHead
 from ppo_client.store import GENERAL_USER, UserStore
 
@@ -45,23 +37,14 @@ class Scorer:
     head: PreferenceHead
     model: str
     """What the head is: ``user:alice model 3 (bayes)`` or ``general``."""
-    personas: list[dict]
-    """The demo world's virtual users behind the scorer (their mean noise-free taste judges images)."""
+    truth: dict | None
+    """Known true taste behind the scorer (``truth.find``): its judge scores every rendered image."""
     reference_embeddings: np.ndarray
     reference_ratings: np.ndarray
 
     @property
-    def true_score(self) -> Callable | None:
-        return persona_judge(self.personas)
-
-
-def persona_judge(specs: list[dict]) -> Callable | None:
-    if not specs:
-        return None
-    from ppo_client.demo.personas import Persona, score_image
-
-    personas = [Persona.from_dict(s) for s in specs]
-    return lambda image: float(np.mean([score_image(p, np.asarray(image)) for p in personas]))
+    def judge(self) -> truth.Judge | None:
+        return truth.judge(self.truth)
 
 
 def user_scorer(store: UserStore, client, user: str, *, method: str | None = None) -> Scorer:
@@ -77,8 +60,7 @@ def user_scorer(store: UserStore, client, user: str, *, method: str | None = Non
             f"{encoder.encoder_id}; retrain it with `ppo-client user train {user}`"
         )
     task = user_task(client, store, user)
-    persona = store.persona(user)
-    return Scorer(model.head, f"user:{user} model {model.id} ({model.method})", [persona] if persona else [],
+    return Scorer(model.head, f"user:{user} model {model.id} ({model.method})", truth.find(store, [user]),
                   task.x.astype(np.float32), task.y)
 
 
@@ -93,8 +75,8 @@ def general_scorer(store: UserStore, client) -> Scorer:
     tasks = [user_task(client, store, u) for u in users]
     theta = fit_general(tasks, MethodConfig().general_ridge)
     head = PreferenceHead.linear(theta[:-1], float(theta[-1]), method="general", users=len(users))
-    personas = [p for p in (store.persona(u) for u in users) if p]
-    return Scorer(head, f"general ({len(users)} users)", personas, np.zeros((0, head.dim), np.float32), np.zeros(0))
+    return Scorer(head, f"general ({len(users)} users)", truth.find(store, users), np.zeros((0, head.dim), np.float32),
+                  np.zeros(0))
 
 
 @contextlib.contextmanager
@@ -117,8 +99,10 @@ def chat_endpoint(config: ChatConfig, *, needed: bool = True) -> Iterator[ChatCl
             yield chat
 
 
-def check_context(context: str, chat_config: ChatConfig, *, text_fallback: bool) -> str:
-    if context != "s+p+f+I" or (chat_config.vision and not chat_config.embedded):
+def check_context(context: Context | str, chat_config: ChatConfig, *, text_fallback: bool) -> Context:
+    """The context a run can have with this endpoint: images need a vision model."""
+    context = Context(context)
+    if not context.images or (chat_config.vision and not chat_config.embedded):
         return context
     if not text_fallback:
         raise InvalidRequestError(
@@ -126,28 +110,26 @@ def check_context(context: str, chat_config: ChatConfig, *, text_fallback: bool)
             "or --text-fallback to run s+p+f instead)"
         )
     logger.warning("the LLM endpoint is text-only: running s+p+f instead of s+p+f+I")
-    return "s+p+f"
+    return Context.FEEDBACK
 
 
 class _Summary:
-    """Rewrites summary.json and report.html; the reference ratings and stored config are read once."""
+    """Rewrites summary.json and report.html; the reference ratings are read once."""
 
     def __init__(self, state: RunState) -> None:
         self.state = state
-        data = np.load(state.folder / REFERENCE)
-        self.reference = (data["embeddings"], data["ratings"])
-        self.stored = json.loads((state.folder / CONFIG).read_text())
+        self.reference = state.reference()
 
     def write(self) -> dict:
         state = self.state
         summary = metrics.summarize(state.records, *self.reference, state.config.high_rating_quantile)
-        _write_json(state.folder / SUMMARY, summary)
-        report.write_report(state.folder, self.stored, state.records, summary)
+        write_json(state.folder / SUMMARY, summary)
+        report.write_report(state.folder, state.config.to_dict(), state.records, summary)
         return summary
 
 
-def execute(state: RunState, client, chat: ChatClient | None, true_score: Callable | None,
-            on_iteration: Callable[[dict], None] = lambda r: None) -> dict:
+def execute(state: RunState, client, chat: ChatClient | None,
+            on_iteration: Callable[[IterationRecord], None] = lambda r: None) -> dict:
     """Run what is left of ``state``, then release the run folder. The summary and report are
     rewritten after every finished iteration, so a run stopped early (Ctrl-C, a server or LLM
     failure) leaves them up to date."""
@@ -155,12 +137,13 @@ def execute(state: RunState, client, chat: ChatClient | None, true_score: Callab
         c = state.config
         keep = prompt_filter(client, c.prompt, client.encoder_info().max_tokens, c.subject_guard)
         proposer = make_proposer(
-            c.optimizer, c.context, chat, top_k=c.top_k, structured=c.structured_output, anchored=c.subject_anchor == "on",
+            c.optimizer, c.context, chat, top_k=c.top_k, structured=c.structured_output,
+            anchored=c.subject_anchor is SubjectAnchor.ON,
         )
-        renderer = Renderer(client, c, state.head, true_score)
+        renderer = Renderer(client, c, state.head, truth.judge(state.info.truth))
         summary = _Summary(state)
 
-        def after(record: dict) -> None:
+        def after(record: IterationRecord) -> None:
             summary.write()
             on_iteration(record)
 
@@ -174,23 +157,27 @@ def execute(state: RunState, client, chat: ChatClient | None, true_score: Callab
         state.close()
 
 
+def needs_llm(state: RunState) -> bool:
+    return state.config.optimizer is Optimizer.LLM and not state.done
+
+
 def new_run(folder: Path, config: RunConfig, scorer: Scorer, client, chat_config: ChatConfig) -> RunState:
     config = config.checked()
-    if config.subject_anchor == "auto":  # decided once, kept in the run's config for a resume
-        config = dataclasses.replace(config, subject_anchor="on" if chat_config.embedded else "off")
+    if config.subject_anchor is SubjectAnchor.AUTO:  # decided once, kept in the run's config for a resume
+        anchor = SubjectAnchor.ON if chat_config.embedded else SubjectAnchor.OFF
+        config = dataclasses.replace(config, subject_anchor=anchor)
     encoder = client.encoder_info()
     if scorer.head.dim != encoder.dim:
         raise OptimizationError(f"the scorer expects {scorer.head.dim}-d embeddings; the server's encoder gives {encoder.dim}")
-    extra = {
-        "scorer": scorer.model,
-        "encoder": encoder.encoder_id,
-        "llm": {"embedded": True} if chat_config.embedded else {"base_url": chat_config.base_url, "model": chat_config.model},
-        "personas": scorer.personas,
-    }
-    return create_run(folder, config, scorer.head, extra, (scorer.reference_embeddings, scorer.reference_ratings))
+    info = RunInfo(
+        scorer=scorer.model,
+        encoder=encoder.encoder_id,
+        llm={"embedded": True} if chat_config.embedded else {"base_url": chat_config.base_url, "model": chat_config.model},
+        truth=scorer.truth,
+    )
+    return create_run(folder, config, scorer.head, info, (scorer.reference_embeddings, scorer.reference_ratings))
 
 
-def resume_run(folder: Path) -> tuple[RunState, Callable | None]:
-    """The run's state and its judge (the personas saved with it); no store needed."""
-    state, stored = load_run(folder)
-    return state, persona_judge(stored.get("personas", []))
+def resume_run(folder: Path) -> RunState:
+    """The run's state (its judge is the truth saved with it); no store needed."""
+    return load_run(folder)
