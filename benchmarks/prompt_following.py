@@ -12,7 +12,7 @@ UNet keeps what the scene shows tells where in the denoising it loses the captio
 ``--grid PNG`` also writes, for the first setting, the first 32 captions' rendered scenes each
 beside the image generated for it: what the figures count, to look at.
 
-    python benchmarks/prompt_following.py [--models demo_models] [--grid G.png] pndm:20:3 pndm:20:3:0.5 ...
+    python benchmarks/prompt_following.py [--models demo/ppo_demo/models] [--grid G.png] pndm:20:3 pndm:20:3:0.5 ...
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ppo_demo import models_dir
 from ppo_demo.scenes import SIZES, example
 from ppo_demo.training.evaluate import HELD_OUT_FIRST, generate, load_pipeline
 from ppo_demo.training.judge import hits, load_judge
 from ppo_demo.training.vae import vae_round_trip
 from ppo_server.backends.schedulers import scheduler_class
-from ppo_server.export.presets import demo_models_dir
 
 
 def judged(judge, images: np.ndarray, scenes) -> dict:
@@ -86,7 +86,7 @@ def write_grid(path: Path, rendered: np.ndarray, images: np.ndarray, pairs: int 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("settings", nargs="+", metavar="SCHEDULER:STEPS:GUIDANCE")
-    parser.add_argument("--models", type=Path, default=demo_models_dir(), help="holds pipeline/ and judge.pt")
+    parser.add_argument("--models", type=Path, default=models_dir(), help="holds pipeline/ and judge.pt")
     parser.add_argument("--captions", type=int, default=200)
     parser.add_argument("--grid", type=Path, help="PNG of scenes beside the first setting's images")
     args = parser.parse_args()

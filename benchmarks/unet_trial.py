@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from ppo_client.console import setup_logging
+from ppo_demo import models_dir
 from ppo_demo.training.data import SceneSet
 from ppo_demo.training.unet import CONFIG, WIDTHS, train_unet
 from ppo_demo.training.vae import with_standard_latents
 from ppo_server.backends.schedulers import sd_scheduler
-from ppo_server.export.presets import demo_models_dir
 
 
 def main() -> None:
@@ -53,7 +53,7 @@ def main() -> None:
     setup_logging(1)
     from diffusers import StableDiffusionPipeline
 
-    shipped = demo_models_dir()
+    shipped = models_dir()
     pipe = StableDiffusionPipeline.from_pretrained(shipped / "pipeline", dtype=torch.float32)
     config = dataclasses.replace(CONFIG, steps=args.steps, lr=args.lr, warmup=args.warmup, seed=args.seed)
     data = SceneSet(args.images, cache=args.out / "data")

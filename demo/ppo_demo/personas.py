@@ -1,6 +1,6 @@
 """Virtual users: raters whose true taste is known, to make rating data and to judge optimized images.
 
-A persona is a small JSON spec (format version 1; see also ``docs/personas.md``)::
+A persona is a small JSON spec (format version 1; see also ``docs/demo-world/personas.md``)::
 
     {
       "version": 1,

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from ppo_client import Txt2ImgClient
+from ppo_demo import models_dir
 from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
-from ppo_server.export.presets import demo_models_dir, demo_pipeline_dir
+from ppo_server.export.presets import demo_pipeline_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.isa]
 
@@ -38,7 +39,7 @@ def _judged_hits(server, seeds: range, **fields) -> dict[str, int]:
     from ppo_demo.training.data import to_pixels
     from ppo_demo.training.judge import load_judge
 
-    judge = load_judge(demo_models_dir() / "judge.pt").float()
+    judge = load_judge(models_dir() / "judge.pt").float()
     names = list(COLOURS)
     hits = {"main_colour": 0, "background": 0, "main_shape": 0}
     with Txt2ImgClient(server.grpc_url) as client:
@@ -56,7 +57,7 @@ def _judged_hits(server, seeds: range, **fields) -> dict[str, int]:
 def test_served_demo_images_show_the_colours_and_shape_the_prompt_names(demo_server):
     hits = _judged_hits(demo_server, range(3), guidance_scale=7.5)
     print(f"demo prompt-following over 9 images: {hits}")
-    # chance is 1 in 8 per colour (about 1 of 9 images); the held-out figures are in the README
+    # chance is 1 in 8 per colour (about 1 of 9 images); the held-out figures are in docs/demo-world/findings.md
     assert hits["main_colour"] >= 4 and hits["background"] >= 4
 
 

@@ -117,9 +117,9 @@ def test_a_trial_on_standard_latents_ships_a_vae_that_draws_what_the_shipped_one
 
     from diffusers import AutoencoderKL
 
+    from ppo_demo import models_dir
     from ppo_demo.scenes import example
     from ppo_demo.training.vae import vae_round_trip
-    from ppo_server.export.presets import demo_models_dir
 
     root = Path(__file__).resolve().parents[2]
     command = [sys.executable, str(root / "benchmarks" / "unet_trial.py"), "--out", str(tmp_path), "--name", "std",
@@ -127,7 +127,7 @@ def test_a_trial_on_standard_latents_ships_a_vae_that_draws_what_the_shipped_one
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     trial = AutoencoderKL.from_pretrained(tmp_path / "std" / "pipeline" / "vae")
-    shipped = AutoencoderKL.from_pretrained(demo_models_dir() / "pipeline" / "vae")
+    shipped = AutoencoderKL.from_pretrained(models_dir() / "pipeline" / "vae")
     assert trial.config.scaling_factor == 1.0 != shipped.config.scaling_factor
     scenes = np.stack([example(seed)[0] for seed in range(4)])
     difference = np.abs(vae_round_trip(trial, scenes).astype(int) - vae_round_trip(shipped, scenes).astype(int))

@@ -185,14 +185,19 @@ def add_piaa_commands(commands, add_url) -> None:
     add_url(train)
     train.set_defaults(handler=_train)
 
+    from ppo_client.piaa.evaluation import EvalConfig
+
+    default = EvalConfig()  # the defaults live in one place: the evaluation's configuration
     evaluate = commands.add_parser("piaa-eval", help="few-shot PIAA evaluation on a SAC-format rating set")
     evaluate.add_argument("--sac", required=True)
     evaluate.add_argument("--images-root", required=True)
-    evaluate.add_argument("--shots", type=_shots, default=(10, 100), help="comma-separated (default: 10,100)")
-    evaluate.add_argument("--splits", type=int, default=10)
-    evaluate.add_argument("--methods", type=_methods, default=METHODS, help=f"comma-separated from {','.join(METHODS)}")
-    evaluate.add_argument("--train-fraction", type=float, default=0.5, help="share of users in training per split")
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--shots", type=_shots, default=default.shots,
+                          help=f"comma-separated (default: {','.join(map(str, default.shots))})")
+    evaluate.add_argument("--splits", type=int, default=default.splits, help="(default %(default)s)")
+    evaluate.add_argument("--methods", type=_methods, default=default.methods, help=f"comma-separated from {','.join(METHODS)}")
+    evaluate.add_argument("--train-fraction", type=float, default=default.train_fraction,
+                          help="share of users in training per split (default %(default)s)")
+    evaluate.add_argument("--seed", type=int, default=default.seed)
     evaluate.add_argument("--out", required=True, help="folder for piaa_eval.json and piaa_eval.md")
     add_store(evaluate)
     add_url(evaluate)
