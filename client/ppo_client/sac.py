@@ -46,7 +46,8 @@ class SacRatings:
         return bool(self.true_scores)
 
 
-def _connect(path: Path) -> tuple[sqlite3.Connection, set[str]]:
+def connect(path: Path) -> tuple[sqlite3.Connection, set[str]]:
+    """A read-only connection to a SAC-format file and its tables, or a ``DataError`` naming the problem."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such SAC file")
@@ -64,7 +65,7 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, set[str]]:
 
 
 def read_sac(path: Path, *, sid: int | None = None) -> SacRatings:
-    connection, tables = _connect(path)
+    connection, tables = connect(path)
     try:
         where, args = ("WHERE sid = ?", (sid,)) if sid is not None else ("", ())
         sums: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))

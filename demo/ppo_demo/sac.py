@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ppo_client.errors import DataError
-from ppo_client.sac import SAC_TABLES, TRUTH_TABLES
+from ppo_client.sac import SAC_TABLES, TRUTH_TABLES, connect
 
 SURVEY_QUESTIONS = 20
 PERSONAS_TABLE = {"personas": "sid INTEGER PRIMARY KEY, spec TEXT"}
@@ -78,12 +78,8 @@ def write_sac(path: Path, images: Sequence[RatedImage], users: Sequence[UserRati
 
 def read_personas(path: Path, *, sid: int | None = None) -> dict[int, dict]:
     """sid -> persona spec of a demo rating set (empty for a set without personas, e.g. a real one)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such SAC file")
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    connection, tables = connect(Path(path))
     try:
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "personas" not in tables:
             return {}
         where, args = ("WHERE sid = ?", (sid,)) if sid is not None else ("", ())
