@@ -41,12 +41,13 @@ def in_process(folder: Path):
 def measure(family: str, target: str, work: Path) -> dict:
     from ppo_client.txt2img import Txt2ImgClient
     from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
+    from ppo_server.export.options import ExportOptions, Target
     from ppo_server.export.presets import build_tiny_family
-    from ppo_server.export.repository import ExportOptions, export_pipeline
+    from ppo_server.export.repository import export_pipeline
 
     folder = build_tiny_family(work / family / "pipeline", family)
     started = time.perf_counter()
-    result = export_pipeline(str(folder), work / family / target, ExportOptions(target=target))
+    result = export_pipeline(str(folder), work / family / target, ExportOptions(target=Target(target)))
     export_s = time.perf_counter() - started
     steps, guidance = SETTINGS[family]
     render = in_process(folder)

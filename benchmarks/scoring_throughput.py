@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
 
     repository = Path(tempfile.mkdtemp(prefix="ppo-bench-")) / "repo"
-    export_scoring(str(demo_clip_dir()), repository, with_generation=False)
+    export_scoring(str(demo_clip_dir()), repository)  # no txt2img_score: nothing generates here
     scenes = np.stack([example(seed)[0] for seed in range(args.images)])
     chunks = [scenes[i : i + args.batch] for i in range(0, len(scenes), args.batch)]
     with EmbeddedTritonServer(ServerConfig(repository)) as server:

@@ -35,13 +35,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from ppo_client import contract
+from ppo_client.contract import TensorSpec
 from ppo_client.generation import GenerationRequest
 from ppo_client.plots import line_chart
-from ppo_client.triton import Endpoint, txt2img_inputs
+from ppo_client.triton import Endpoint, input_tensor, txt2img_inputs
 
 RESULTS = Path(__file__).parent / "results"
 PROMPT = "a red circle on a blue background"
-E2E_MODELS = ("txt2img", "txt2img_score")
+E2E_MODELS = (contract.TXT2IMG.name, contract.TXT2IMG_SCORE.name)
 
 
 def device_name() -> str:
@@ -117,17 +119,18 @@ class Shapes:
         return cls(int(text["max_position_embeddings"]), int(unet["cross_attention_dim"]), int(unet["in_channels"]),
                    int(unet["sample_size"]), int(embedding), text_embeds)
 
-    def unet_inputs(self, rows: int, latent_side: int, rng) -> list[tuple[str, np.ndarray]]:
-        """One UNet call's named inputs for ``rows`` rows (the conditioning SDXL adds included)."""
+    def unet_inputs(self, rows: int, latent_side: int, rng) -> list[tuple[TensorSpec, np.ndarray]]:
+        """One UNet call's inputs for ``rows`` rows (the conditioning SDXL adds included)."""
+        unet = contract.UNET_XL
         inputs = [
-            ("SAMPLE", rng.normal(size=(rows, self.latent_channels, latent_side, latent_side)).astype(np.float32)),
-            ("TIMESTEP", np.full((rows, 1), 500.0, np.float32)),
-            ("ENCODER_HIDDEN_STATES", rng.normal(size=(rows, self.sequence, self.hidden)).astype(np.float32)),
+            (unet.SAMPLE, rng.normal(size=(rows, self.latent_channels, latent_side, latent_side))),
+            (unet.TIMESTEP, np.full((rows, 1), 500.0)),
+            (unet.ENCODER_HIDDEN_STATES, rng.normal(size=(rows, self.sequence, self.hidden))),
         ]
         if self.text_embeds:
             side = 8 * latent_side
-            inputs += [("TEXT_EMBEDS", rng.normal(size=(rows, self.text_embeds)).astype(np.float32)),
-                       ("TIME_IDS", np.array([[side, side, 0, 0, side, side]] * rows, np.float32))]
+            inputs += [(unet.TEXT_EMBEDS, rng.normal(size=(rows, self.text_embeds))),
+                       (unet.TIME_IDS, np.array([[side, side, 0, 0, side, side]] * rows))]
         return inputs
 
 
@@ -136,27 +139,26 @@ def _requests(model: str, grpc, head_bytes: bytes | None, steps: int, shapes: Sh
     counter = iter(range(10**9))
     rng = np.random.default_rng(0)
 
-    def tensor(name, array, dtype):
-        t = grpc.InferInput(name, list(array.shape), dtype)
-        t.set_data_from_numpy(array)
-        return t
-
     if model in E2E_MODELS:
         def make():
             rows = [GenerationRequest(PROMPT, seed=next(counter), steps=steps, height=side, width=side)]
             inputs = txt2img_inputs(grpc, rows)
-            if model == "txt2img_score":
-                inputs.append(tensor("USER_MODEL", np.array([[head_bytes]], dtype=object), "BYTES"))
+            if model == contract.TXT2IMG_SCORE.name:
+                inputs.append(input_tensor(grpc, contract.TXT2IMG_SCORE.USER_MODEL, np.array([[head_bytes]], dtype=object)))
             return inputs
         return make
     latent = (shapes.latent_channels, shapes.latent_side, shapes.latent_side)
     fixed = {
-        "text_encoder": lambda: [tensor("INPUT_IDS", rng.integers(0, 1000, (1, shapes.sequence)).astype(np.int64), "INT64")],
-        "unet": lambda: [  # one denoising step of one image with guidance: 2 rows
-            tensor(name, array, "FP32") for name, array in shapes.unet_inputs(2, shapes.latent_side, rng)
+        contract.TEXT_ENCODER.name: lambda: [
+            input_tensor(grpc, contract.TEXT_ENCODER.INPUT_IDS, rng.integers(0, 1000, (1, shapes.sequence)))
         ],
-        "vae_decoder": lambda: [tensor("LATENT", rng.normal(size=(1, *latent)).astype(np.float32), "FP32")],
-        "image_encoder": lambda: [tensor("IMAGE", rng.integers(0, 256, (1, 64, 64, 3)).astype(np.uint8), "UINT8")],
+        contract.UNET.name: lambda: [  # one denoising step of one image with guidance: 2 rows
+            input_tensor(grpc, spec, array) for spec, array in shapes.unet_inputs(2, shapes.latent_side, rng)
+        ],
+        contract.VAE_DECODER.name: lambda: [input_tensor(grpc, contract.VAE_DECODER.LATENT, rng.normal(size=(1, *latent)))],
+        contract.IMAGE_ENCODER.name: lambda: [
+            input_tensor(grpc, contract.IMAGE_ENCODER.IMAGE, rng.integers(0, 256, (1, 64, 64, 3)))
+        ],
     }
     return fixed[model]
 

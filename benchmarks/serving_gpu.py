@@ -34,6 +34,9 @@ from pathlib import Path
 import numpy as np
 from serving import RESULTS, Shapes, _requests, inprocess, missing_models, sweep
 
+from ppo_client import contract
+from ppo_client.triton import input_tensor
+
 UNET_ROWS = (2, 4, 8, 16, 32, 64)
 """UNet rows per call: twice the images, guidance on."""
 
@@ -59,16 +62,16 @@ def build(preset: str, folder: Path, device: str) -> Path:
     return build_tiny_pipeline(folder)
 
 
-def set_graphs(repository: Path, batches: str) -> None:
-    from ppo_server.backends.cuda_graphs import GRAPH_BATCHES_PARAMETER
+def set_graphs(repository: Path, batches: tuple[int, ...]) -> None:
+    from ppo_client.contract import CudaGraphParameters
     from ppo_server.export.model_config import read_config, write_config
 
-    config = read_config(repository / "unet")
-    if batches:
-        config.parameters[GRAPH_BATCHES_PARAMETER].string_value = batches
-    elif GRAPH_BATCHES_PARAMETER in config.parameters:
-        del config.parameters[GRAPH_BATCHES_PARAMETER]
-    write_config(config, repository / "unet")
+    config = read_config(repository / contract.UNET.name)
+    if CudaGraphParameters.PARAMETER in config.parameters:
+        del config.parameters[CudaGraphParameters.PARAMETER]
+    for key, value in CudaGraphParameters(batches).to_parameters().items():
+        config.parameters[key].string_value = value
+    write_config(config, repository / contract.UNET.name)
 
 
 def use_cpu_instance_groups(repository: Path) -> None:
@@ -96,15 +99,13 @@ def unet_latency(server, grpc, shapes: Shapes, side: int, repeats: int) -> list[
     rows_out = []
     for rows in UNET_ROWS:
         inputs = []
-        for name, array in shapes.unet_inputs(rows, latent_side, rng):
-            tensor = grpc.InferInput(name, list(array.shape), "FP32")
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
-        client.infer("unet", inputs)  # first call of a shape captures its graph
+        for spec, array in shapes.unet_inputs(rows, latent_side, rng):
+            inputs.append(input_tensor(grpc, spec, array))
+        client.infer(contract.UNET.name, inputs)  # first call of a shape captures its graph
         seconds = []
         for _ in range(repeats):
             started = time.perf_counter()
-            client.infer("unet", inputs)
+            client.infer(contract.UNET.name, inputs)
             seconds.append(time.perf_counter() - started)
         rows_out.append({"rows": rows, "median_ms": statistics.median(seconds) * 1000})
         log(f"  unet rows={rows:<3} {rows_out[-1]['median_ms']:7.1f} ms")
@@ -213,8 +214,8 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
-    from ppo_server.export.repository import ExportOptions, export_pipeline
-    from ppo_server.export.torch_target import DEFAULT_GRAPH_BATCHES
+    from ppo_server.export.options import ExportOptions, Target
+    from ppo_server.export.repository import export_pipeline
 
     work = Path(args.work or tempfile.mkdtemp(prefix="ppo-gpu-bench-"))
     device = gpu_name(args.device)
@@ -243,13 +244,14 @@ def main() -> None:
 
     started = time.perf_counter()
     repository = work / "repo"
-    export_pipeline(str(pipeline), repository, ExportOptions(target="torch-cuda", scheduler=args.scheduler))
+    options = ExportOptions(target=Target.TORCH_CUDA, scheduler=args.scheduler)
+    export_pipeline(str(pipeline), repository, options)
     results["timings_s"]["export"] = time.perf_counter() - started
     log(f"exported in {results['timings_s']['export']:.0f} s")
 
     results["served"] = {}
     for name in args.variants.split(","):
-        set_graphs(repository, DEFAULT_GRAPH_BATCHES if name == "cuda_graphs" else "")
+        set_graphs(repository, options.cuda_graph_batches if name == "cuda_graphs" else ())
         try:
             results["served"][name] = serve_variant(repository, work, name, args, shapes, levels)
         except Exception as exc:  # keep what the other variant measured

@@ -23,26 +23,31 @@ from pathlib import Path
 
 import httpx
 
+from ppo_client import contract
+from ppo_client.contract import ComponentParameters
 from ppo_client.generation import GenerationRequest
 from ppo_client.txt2img import AsyncTxt2ImgClient
 from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
 from ppo_server.export.model_config import read_config, write_config
+from ppo_server.export.options import ExportOptions
 from ppo_server.export.presets import demo_pipeline_dir
 from ppo_server.export.repository import export_pipeline
 
-COMPONENTS = ("text_encoder", "unet", "vae_decoder")
+COMPONENTS = tuple(model.name for model in contract.COMPONENTS)
+SHIPPED = ExportOptions()
+"""What ``ppo-export`` writes by default: the configuration every variant departs from."""
 
 
 @dataclass(frozen=True)
 class Variant:
     label: str
-    txt2img_instances: int = 2
-    txt2img_delay_us: int = 5000
+    txt2img_instances: int = SHIPPED.txt2img_serving.instance_count
+    txt2img_delay_us: int = SHIPPED.txt2img_serving.max_queue_delay_us
     component_batching: bool = True
     """False removes the components' dynamic batchers: every BLS call runs alone."""
-    component_delay_us: int = 0
+    component_delay_us: int = SHIPPED.component_serving.max_queue_delay_us
     parameters: dict = field(default_factory=dict)
-    """Component backend parameters (``intra_op_threads``...)."""
+    """Component backend parameters (``ComponentParameters``)."""
 
 
 VARIANTS = (
@@ -52,17 +57,17 @@ VARIANTS = (
     Variant("4 loops, no merge window (UNet batcher only)", txt2img_instances=4, txt2img_delay_us=0),
     Variant("no component dynamic batching", component_batching=False),
     Variant("components wait 2 ms for more rows (the previous default)", component_delay_us=2000),
-    Variant("onnxruntime 1 thread per component", parameters={"intra_op_threads": "1"}),
+    Variant("onnxruntime 1 thread per component", parameters=ComponentParameters(intra_op_threads=1).to_parameters()),
 )
 
 
 def configure(repository: Path, variant: Variant, shipped: dict) -> None:
     for name, text in shipped.items():  # back to the exported configs first
         (repository / name / "config.pbtxt").write_text(text)
-    config = read_config(repository / "txt2img")
+    config = read_config(repository / contract.TXT2IMG.name)
     config.instance_group[0].count = variant.txt2img_instances
     config.dynamic_batching.max_queue_delay_microseconds = variant.txt2img_delay_us
-    write_config(config, repository / "txt2img")
+    write_config(config, repository / contract.TXT2IMG.name)
     for name in COMPONENTS:
         config = read_config(repository / name)
         if variant.component_batching:
@@ -107,7 +112,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ppo-bench-"))
     repository = work / "repo"
     export_pipeline(str(demo_pipeline_dir()), repository)
-    shipped = {name: (repository / name / "config.pbtxt").read_text() for name in ("txt2img", *COMPONENTS)}
+    shipped = {name: (repository / name / "config.pbtxt").read_text() for name in (contract.TXT2IMG.name, *COMPONENTS)}
     rows = []
     for variant in variants:
         configure(repository, variant, shipped)

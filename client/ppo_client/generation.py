@@ -11,60 +11,8 @@ import math
 from dataclasses import dataclass
 
 from ppo_client import contract
+from ppo_client.contract import SizeLimits
 from ppo_client.errors import InvalidRequestError
-
-
-@dataclass(frozen=True)
-class SizeLimits:
-    """Image sides a served pipeline supports; the server publishes its own in the model config."""
-
-    multiple: int = contract.SIDE_MULTIPLE
-    min_side: int = contract.SIDE_MULTIPLE
-    max_side: int = 2048
-    native_side: int = 512
-    """The side the model was trained at; requests that leave height/width at 0 get it."""
-
-
-@dataclass(frozen=True)
-class ServedPipeline:
-    """What one exported ``txt2img`` serves, as its model config's parameters say: written by the
-    exporter, read by the server model and by the SDK (which checks requests against it)."""
-
-    family: str = "sd"
-    limits: SizeLimits = SizeLimits()
-    schedulers: tuple[str, ...] = contract.SCHEDULERS
-    """The contract's scheduler names this checkpoint's scheduler config builds."""
-    default_scheduler: str = ""
-    """The checkpoint's own scheduler class (what ``scheduler=""`` gets)."""
-
-    def to_parameters(self) -> dict[str, str]:
-        return {
-            "family": self.family,
-            "size_multiple": str(self.limits.multiple),
-            "min_side": str(self.limits.min_side),
-            "max_side": str(self.limits.max_side),
-            "native_side": str(self.limits.native_side),
-            "schedulers": ",".join(self.schedulers),
-            "default_scheduler": self.default_scheduler,
-        }
-
-    @classmethod
-    def from_parameters(cls, params: dict[str, str]) -> ServedPipeline:
-        """Raises ``ValueError`` naming what is missing or malformed."""
-        try:
-            limits = SizeLimits(
-                multiple=int(params["size_multiple"]), min_side=int(params["min_side"]),
-                max_side=int(params["max_side"]), native_side=int(params["native_side"]),
-            )
-        except (KeyError, ValueError) as exc:
-            raise ValueError(f"the txt2img config lacks usable size parameters ({exc})") from None
-        schedulers = params.get("schedulers")
-        return cls(
-            family=params.get("family", "sd"),
-            limits=limits,
-            schedulers=tuple(s for s in schedulers.split(",") if s) if schedulers is not None else contract.SCHEDULERS,
-            default_scheduler=params.get("default_scheduler", ""),
-        )
 
 
 def check_steps(value: int, field: str = "steps") -> int:

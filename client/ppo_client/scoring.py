@@ -18,10 +18,11 @@ import numpy as np
 from PIL import Image
 
 from ppo_client import contract
+from ppo_client.contract import ClipTextParameters, ImageEncoderParameters
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import GenerationRequest
 from ppo_client.piaa.head import PreferenceHead
-from ppo_client.triton import model_parameters, txt2img_inputs
+from ppo_client.triton import served_parameters, txt2img_inputs
 from ppo_client.txt2img import AsyncTxt2ImgClient, Txt2ImgClient, _as_request, _check_batch
 
 ENCODER = contract.IMAGE_ENCODER
@@ -81,13 +82,17 @@ def user_model_rows(head: PreferenceHead, rows: int) -> np.ndarray:
     return np.array([[head.to_bytes()]] + [[reference]] * (rows - 1), dtype=np.object_)
 
 
-def _encoder_info(encoder_config: dict, text_config: dict) -> EncoderInfo:
-    params, text = model_parameters(encoder_config), model_parameters(text_config)
-    return EncoderInfo(params.get("encoder_id", "unknown"), int(params.get("embedding_dim", "0")), int(text.get("max_tokens", "77")))
+def _encoder_info(encoder_config: dict, text_config: dict, url: str) -> EncoderInfo:
+    """No fallback for a missing parameter: ``encoder_id`` keys the embedding caches, so a guessed one
+    would mix embeddings of different encoders."""
+    encoder = served_parameters(ImageEncoderParameters.from_parameters, encoder_config, model=ENCODER.name, url=url)
+    text = served_parameters(ClipTextParameters.from_parameters, text_config, model=CLIP_TEXT.name, url=url)
+    return EncoderInfo(encoder.encoder_id, encoder.embedding_dim, text.max_tokens)
 
 
 def _scored(rows: Sequence[GenerationRequest], result) -> list[ScoredImage]:
-    images, embeddings, scores = (result.as_numpy(n) for n in ("IMAGE", "EMBEDDING", "SCORE"))
+    model = TXT2IMG_SCORE
+    images, embeddings, scores = (result.as_numpy(t.name) for t in (model.IMAGE, model.EMBEDDING, model.SCORE))
     return [
         ScoredImage(row, Image.fromarray(images[i]), embeddings[i].copy(), float(scores[i, 0]))
         for i, row in enumerate(rows)
@@ -100,21 +105,21 @@ class _ScoringCalls:
     _encoder: EncoderInfo | None = None
 
     def _embed_kwargs(self, pixels: np.ndarray) -> dict:
-        return self._infer_kwargs(ENCODER, [self._tensor(ENCODER.input("IMAGE"), pixels)])
+        return self._infer_kwargs(ENCODER, [self._tensor(ENCODER.IMAGE, pixels)])
 
     def _score_kwargs(self, embeddings: np.ndarray, head: PreferenceHead) -> dict:
         inputs = [
-            self._tensor(PREFERENCE.input("EMBEDDING"), embeddings),
-            self._tensor(contract.USER_MODEL_INPUT, user_model_rows(head, len(embeddings))),
+            self._tensor(PREFERENCE.EMBEDDING, embeddings),
+            self._tensor(PREFERENCE.USER_MODEL, user_model_rows(head, len(embeddings))),
         ]
         return self._infer_kwargs(PREFERENCE, inputs)
 
     def _text_kwargs(self, texts: Sequence[str]) -> dict:
         array = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
-        return self._infer_kwargs(CLIP_TEXT, [self._tensor(CLIP_TEXT.input("TEXT"), array)])
+        return self._infer_kwargs(CLIP_TEXT, [self._tensor(CLIP_TEXT.TEXT, array)])
 
     def _generate_score_kwargs(self, rows: Sequence[GenerationRequest], head: PreferenceHead) -> dict:
-        inputs = [*txt2img_inputs(self._module, rows), self._tensor(contract.USER_MODEL_INPUT, user_model_rows(head, len(rows)))]
+        inputs = [*txt2img_inputs(self._module, rows), self._tensor(TXT2IMG_SCORE.USER_MODEL, user_model_rows(head, len(rows)))]
         return self._infer_kwargs(TXT2IMG_SCORE, inputs)
 
 
@@ -127,8 +132,8 @@ def _text_result(results) -> TextEmbeddings:
     if not results:
         return TextEmbeddings(np.zeros((0, 0), np.float32), np.zeros(0, np.int32))
     return TextEmbeddings(
-        np.concatenate([r.as_numpy("EMBEDDING") for r in results]),
-        np.concatenate([r.as_numpy("TOKENS")[:, 0] for r in results]),
+        np.concatenate([r.as_numpy(CLIP_TEXT.EMBEDDING.name) for r in results]),
+        np.concatenate([r.as_numpy(CLIP_TEXT.TOKENS.name)[:, 0] for r in results]),
     )
 
 
@@ -143,7 +148,7 @@ class ScoringClient(_ScoringCalls, Txt2ImgClient):
     def encoder_info(self) -> EncoderInfo:
         """The served encoder's id, size and token limit, read once from its model configs."""
         if self._encoder is None:
-            self._encoder = _encoder_info(self._model_config(ENCODER.name), self._model_config(CLIP_TEXT.name))
+            self._encoder = _encoder_info(self._model_config(ENCODER.name), self._model_config(CLIP_TEXT.name), str(self.endpoint))
         return self._encoder
 
     def embed_texts(self, texts: Sequence[str]) -> TextEmbeddings:
@@ -155,14 +160,14 @@ class ScoringClient(_ScoringCalls, Txt2ImgClient):
         out: dict[int, np.ndarray] = {}
         for rows, pixels in _embed_batches(images):
             result = self._infer(**self._embed_kwargs(pixels))
-            out.update(zip(rows, result.as_numpy("EMBEDDING")))
+            out.update(zip(rows, result.as_numpy(ENCODER.EMBEDDING.name)))
         return np.stack([out[i] for i in range(len(images))]) if images else np.zeros((0, 0), np.float32)
 
     def score(self, embeddings: np.ndarray, head: PreferenceHead) -> np.ndarray:
         """The user's predicted scores [N] of embeddings [N, D], computed by the server."""
         scores = []
         for chunk in _score_chunks(embeddings):
-            scores.append(self._infer(**self._score_kwargs(chunk, head)).as_numpy("SCORE")[:, 0])
+            scores.append(self._infer(**self._score_kwargs(chunk, head)).as_numpy(PREFERENCE.SCORE.name)[:, 0])
         return np.concatenate(scores) if scores else np.zeros(0, np.float32)
 
     def generate_and_score(
@@ -176,7 +181,9 @@ class ScoringClient(_ScoringCalls, Txt2ImgClient):
 class AsyncScoringClient(_ScoringCalls, AsyncTxt2ImgClient):
     async def encoder_info(self) -> EncoderInfo:
         if self._encoder is None:
-            self._encoder = _encoder_info(await self._model_config(ENCODER.name), await self._model_config(CLIP_TEXT.name))
+            self._encoder = _encoder_info(
+                await self._model_config(ENCODER.name), await self._model_config(CLIP_TEXT.name), str(self.endpoint)
+            )
         return self._encoder
 
     async def embed_texts(self, texts: Sequence[str]) -> TextEmbeddings:
@@ -186,12 +193,12 @@ class AsyncScoringClient(_ScoringCalls, AsyncTxt2ImgClient):
     async def embed(self, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
         batches = _embed_batches(images)
         results = await asyncio.gather(*(self._infer(**self._embed_kwargs(p)) for _, p in batches))
-        out = {i: v for (rows, _), r in zip(batches, results) for i, v in zip(rows, r.as_numpy("EMBEDDING"))}
+        out = {i: v for (rows, _), r in zip(batches, results) for i, v in zip(rows, r.as_numpy(ENCODER.EMBEDDING.name))}
         return np.stack([out[i] for i in range(len(images))]) if images else np.zeros((0, 0), np.float32)
 
     async def score(self, embeddings: np.ndarray, head: PreferenceHead) -> np.ndarray:
         results = await asyncio.gather(*(self._infer(**self._score_kwargs(c, head)) for c in _score_chunks(embeddings)))
-        return np.concatenate([r.as_numpy("SCORE")[:, 0] for r in results]) if results else np.zeros(0, np.float32)
+        return np.concatenate([r.as_numpy(PREFERENCE.SCORE.name)[:, 0] for r in results]) if results else np.zeros(0, np.float32)
 
     async def generate_and_score(
         self, requests: Sequence[GenerationRequest | str], head: PreferenceHead, **fields: Any

@@ -8,7 +8,7 @@ import os
 import threading
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -24,7 +24,11 @@ from ppo_client.errors import (
     ServerUnavailableError,
 )
 
+T = TypeVar("T")
+
 DEFAULT_URL = "localhost:8001"
+DEFAULT_TIMEOUT_S = 600.0
+"""Seconds a request may take (an image at many steps on a CPU takes minutes)."""
 URL_ENV = "PPO_TRITON_URL"
 
 
@@ -108,7 +112,7 @@ class ClientBase:
 
     _aio = False
 
-    def __init__(self, url: str | Sequence[str] | None = None, *, timeout_s: float = 600.0) -> None:
+    def __init__(self, url: str | Sequence[str] | None = None, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.endpoints = resolve_urls(url)
         self.endpoint = self.endpoints[0]
         self.timeout_s = timeout_s
@@ -198,10 +202,7 @@ class ClientBase:
         return kwargs
 
     def _tensor(self, spec: TensorSpec, array: np.ndarray):
-        array = np.ascontiguousarray(array, dtype=spec.dtype.numpy)
-        tensor = self._module.InferInput(spec.name, list(array.shape), spec.dtype.wire)
-        tensor.set_data_from_numpy(array)
-        return tensor
+        return input_tensor(self._module, spec, array)
 
     def _error(self, exc: BaseException, model: str, index: int = 0) -> ServerError:
         return map_error(exc, model=model, url=str(self.endpoints[index]))
@@ -213,26 +214,41 @@ def model_parameters(config: dict) -> dict[str, str]:
     return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
 
 
+def served_parameters(parse: Callable[[dict[str, str]], T], config: dict, *, model: str, url: str) -> T:
+    """A model config's parameters read through one of the contract's ``from_parameters``; a missing
+    or malformed one is a ``ServerError`` that names the model and says to re-export."""
+    try:
+        return parse(model_parameters(config))
+    except ValueError as exc:
+        raise ServerError(f"{model}: {exc}", url=url) from None
+
+
 def txt2img_inputs(module: ModuleType, rows: Sequence) -> list:
     """Batch rows (``GenerationRequest``s) as the ``txt2img`` contract's input tensors."""
+    model = contract.TXT2IMG
     values = {
-        "PROMPT": [r.prompt.encode("utf-8") for r in rows],
-        "NEGATIVE_PROMPT": [r.negative_prompt.encode("utf-8") for r in rows],
-        "SEED": [r.seed for r in rows],
-        "STEPS": [r.steps for r in rows],
-        "GUIDANCE_SCALE": [r.guidance_scale for r in rows],
-        "HEIGHT": [r.height for r in rows],
-        "WIDTH": [r.width for r in rows],
-        "SCHEDULER": [r.scheduler.encode("utf-8") for r in rows],
-        "GUIDANCE_RESCALE": [r.guidance_rescale for r in rows],
+        model.PROMPT: [r.prompt.encode("utf-8") for r in rows],
+        model.NEGATIVE_PROMPT: [r.negative_prompt.encode("utf-8") for r in rows],
+        model.SEED: [r.seed for r in rows],
+        model.STEPS: [r.steps for r in rows],
+        model.GUIDANCE_SCALE: [r.guidance_scale for r in rows],
+        model.HEIGHT: [r.height for r in rows],
+        model.WIDTH: [r.width for r in rows],
+        model.SCHEDULER: [r.scheduler.encode("utf-8") for r in rows],
+        model.GUIDANCE_RESCALE: [r.guidance_rescale for r in rows],
     }
     inputs = []
-    for spec in contract.TXT2IMG.inputs:
-        array = np.array(values[spec.name], dtype=spec.dtype.numpy).reshape(len(rows), 1)
-        tensor = module.InferInput(spec.name, list(array.shape), spec.dtype.wire)
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
+    for spec in model.inputs:
+        inputs.append(input_tensor(module, spec, np.array(values[spec], dtype=spec.dtype.numpy).reshape(len(rows), 1)))
     return inputs
+
+
+def input_tensor(module: ModuleType, spec: TensorSpec, array: np.ndarray):
+    """``array`` as the protocol module's input tensor ``spec`` (converted to its dtype)."""
+    array = np.ascontiguousarray(array, dtype=spec.dtype.numpy)
+    tensor = module.InferInput(spec.name, list(array.shape), spec.dtype.wire)
+    tensor.set_data_from_numpy(array)
+    return tensor
 
 
 def requested_outputs(module: ModuleType, model: contract.ModelContract) -> list:

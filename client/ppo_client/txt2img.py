@@ -12,9 +12,10 @@ from typing import Any, Sequence
 from PIL import Image
 
 from ppo_client import contract
-from ppo_client.errors import InvalidRequestError, ServerError
-from ppo_client.generation import GenerationRequest, ServedPipeline, SizeLimits, check_prompt_count
-from ppo_client.triton import ClientBase, model_parameters, txt2img_inputs
+from ppo_client.contract import ServedPipeline, SizeLimits
+from ppo_client.errors import InvalidRequestError
+from ppo_client.generation import GenerationRequest, check_prompt_count
+from ppo_client.triton import DEFAULT_TIMEOUT_S, ClientBase, served_parameters, txt2img_inputs
 
 MODEL = contract.TXT2IMG.name
 
@@ -34,18 +35,15 @@ def _check_batch(requests: Sequence[GenerationRequest], pipeline: ServedPipeline
 
 
 def _pipeline_from_config(config: dict, url: str) -> ServedPipeline:
-    try:
-        return ServedPipeline.from_parameters(model_parameters(config))
-    except ValueError as exc:
-        raise ServerError(f"{MODEL}: {exc}; re-export the repository with this version's ppo-export", url=url) from None
+    return served_parameters(ServedPipeline.from_parameters, config, model=MODEL, url=url)
 
 
 def _images(result) -> list[Image.Image]:
-    return [Image.fromarray(array) for array in result.as_numpy("IMAGE")]
+    return [Image.fromarray(array) for array in result.as_numpy(contract.TXT2IMG.IMAGE.name)]
 
 
 class _Txt2ImgBase(ClientBase):
-    def __init__(self, url: str | None = None, *, timeout_s: float = 600.0) -> None:
+    def __init__(self, url: str | None = None, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         super().__init__(url, timeout_s=timeout_s)
         self._pipeline: ServedPipeline | None = None
 

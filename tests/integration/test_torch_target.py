@@ -5,24 +5,31 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ppo_client import GenerationRequest, ScoringClient
+from ppo_client import GenerationRequest, ScoringClient, contract
+from ppo_client.contract import CudaGraphParameters
 from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
 from ppo_server.export.model_config import read_config
-from ppo_server.export.repository import ExportOptions, export_pipeline
-from ppo_server.export.torch_target import DEFAULT_GRAPH_BATCHES
+from ppo_server.export.options import ExportOptions, Target
+from ppo_server.export.repository import export_pipeline
 
 pytestmark = pytest.mark.integration
 
 
 def test_the_torch_target_serves_the_same_images_and_embeddings(tiny_pipeline_dir, tiny_clip_dir, triton_server, tmp_path):
     repository = tmp_path / "repo"
-    export_pipeline(str(tiny_pipeline_dir), repository, ExportOptions(target="torch-cuda"), clip=str(tiny_clip_dir))
-    for name in ("text_encoder", "unet", "vae_decoder", "image_encoder"):
-        assert (repository / name / "1" / "weights").is_dir()
-        assert "torch_model" in (repository / name / "1" / "model.py").read_text()
-        assert read_config(repository / name).backend == "python"
-    graphs = {name: read_config(repository / name).parameters.get("cuda_graph_batches") for name in ("unet", "text_encoder")}
-    assert graphs["unet"].string_value == DEFAULT_GRAPH_BATCHES and graphs["text_encoder"] is None
+    options = ExportOptions(target=Target.TORCH_CUDA)
+    export_pipeline(str(tiny_pipeline_dir), repository, options, clip=str(tiny_clip_dir))
+    for model in (*contract.COMPONENTS, contract.IMAGE_ENCODER):
+        assert (repository / model.name / "1" / "weights").is_dir()
+        assert "torch_model" in (repository / model.name / "1" / "model.py").read_text()
+        assert read_config(repository / model.name).backend == "python"
+    graphs = {
+        model.name: {k: v.string_value for k, v in read_config(repository / model.name).parameters.items()}
+        for model in (contract.UNET, contract.TEXT_ENCODER)
+    }
+    assert CudaGraphParameters.from_parameters(graphs["unet"]).cuda_graph_batches == options.cuda_graph_batches
+    assert graphs["unet"][CudaGraphParameters.PARAMETER] == "1,2,4,6,8,12,16,24,32,48,64"
+    assert CudaGraphParameters.PARAMETER not in graphs["text_encoder"]
     request = GenerationRequest("a red cat", seed=3, steps=4, height=64, width=64)
     pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     with EmbeddedTritonServer(ServerConfig(repository)) as server, ScoringClient(server.grpc_url) as torch_client:
@@ -43,7 +50,7 @@ def test_the_torch_target_serves_sdxl_as_diffusers_draws_it(tmp_path):
 
     folder = build_tiny_family(tmp_path / "sdxl", "sdxl")
     repository = tmp_path / "repo"
-    export_pipeline(str(folder), repository, ExportOptions(target="torch-cuda"))
+    export_pipeline(str(folder), repository, ExportOptions(target=Target.TORCH_CUDA))
     assert (repository / "text_encoder_2" / "1" / "weights").is_dir()
     request = GenerationRequest("a red cat", seed=3, steps=4, guidance_scale=5.0, height=64, width=96)
     with EmbeddedTritonServer(ServerConfig(repository)) as server, ScoringClient(server.grpc_url) as client:

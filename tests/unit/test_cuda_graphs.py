@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from ppo_server.backends.cuda_graphs import bucket_for, parse_batches
+from ppo_client.contract import CudaGraphParameters
+from ppo_server.backends.cuda_graphs import bucket_for
 
 
 def test_batch_lists_parse_sorted_and_deduplicated():
-    assert parse_batches("8, 2,4,2") == (2, 4, 8)
-    assert parse_batches("") == ()
+    assert CudaGraphParameters.from_text("8, 2,4,2").cuda_graph_batches == (2, 4, 8)
+    assert CudaGraphParameters.from_text("").cuda_graph_batches == ()
     with pytest.raises(ValueError, match="positive batch sizes"):
-        parse_batches("0,4")
+        CudaGraphParameters.from_text("0,4")
     with pytest.raises(ValueError):
-        parse_batches("two")
+        CudaGraphParameters.from_text("two")
+
+
+def test_a_config_without_graph_batches_runs_eagerly_and_a_malformed_one_is_refused():
+    assert CudaGraphParameters.from_parameters({}).cuda_graph_batches == ()
+    assert CudaGraphParameters.from_parameters(CudaGraphParameters((2, 4)).to_parameters()).cuda_graph_batches == (2, 4)
+    with pytest.raises(ValueError, match="re-export"):
+        CudaGraphParameters.from_parameters({CudaGraphParameters.PARAMETER: "two"})
 
 
 def test_a_batch_pads_up_to_the_next_listed_size_and_larger_ones_run_eagerly():
@@ -24,10 +32,11 @@ def test_a_batch_pads_up_to_the_next_listed_size_and_larger_ones_run_eagerly():
 
 def test_the_export_refuses_a_bad_batch_list_before_any_work(tmp_path):
     from ppo_server.errors import ExportError
-    from ppo_server.export.repository import ExportOptions, export_pipeline
+    from ppo_server.export.options import ExportOptions, Target
+    from ppo_server.export.repository import export_pipeline
 
     with pytest.raises(ExportError, match="--cuda-graph-batches: .*positive"):
-        export_pipeline(str(tmp_path / "absent"), tmp_path / "repo", ExportOptions(target="torch-cuda", cuda_graph_batches="0,2"))
+        export_pipeline(str(tmp_path / "absent"), tmp_path / "repo", ExportOptions(target=Target.TORCH_CUDA, cuda_graph_batches=(0, 2)))
     assert not (tmp_path / "repo").exists()
 
 
@@ -37,15 +46,14 @@ def test_graph_replays_match_eager_runs_of_a_small_unet():
     from diffusers import UNet2DConditionModel
 
     from ppo_server.backends.cuda_graphs import GraphRunner
-    from ppo_server.export.specs import SPECS
+    from ppo_server.export import specs
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=8, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
     )
-    wrap = next(s.wrap for s in SPECS if s.contract.name == "unet")
-    module = wrap(unet.to("cuda", torch.float16)).eval()
+    module = specs.UNET.wrap(unet.to("cuda", torch.float16)).eval()
     runner = GraphRunner(module, (2, 4, 8))
     with torch.inference_mode():
         for rows in (2, 3, 3, 7):  # 3 pads to 4 and reuses its graph; 7 pads to 8

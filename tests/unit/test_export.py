@@ -5,9 +5,12 @@ import onnx
 import pytest
 
 from ppo_client import contract
+from ppo_client.contract import ServedPipeline
 from ppo_server.errors import ExportError
 from ppo_server.export.model_config import read_config
-from ppo_server.export.repository import BACKEND_MODULES, export_pipeline, shim_source
+from ppo_server.export.repository import export_pipeline
+from ppo_server.export.specs import BACKEND_MODULES
+from ppo_server.export.targets import shim_source
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +23,7 @@ def test_export_writes_every_model_with_a_generated_config(tiny_repository):
         assert config.max_batch_size > 1 and config.HasField("dynamic_batching")
         assert [t.name for t in config.input] == [t.name for t in model.inputs]
         assert (tiny_repository / model.name / "1" / "model.py").read_text() == shim_source(model.name)
-    pipeline = tiny_repository / "txt2img" / "1" / "pipeline"
+    pipeline = tiny_repository / contract.TXT2IMG.name / "1" / "pipeline"
     assert (pipeline / "scheduler" / "scheduler_config.json").exists()
     assert json.loads((pipeline / "manifest.json").read_text())["vae_scale_factor"] == 8
 
@@ -37,8 +40,9 @@ def test_onnx_graphs_match_torch_and_use_the_contract_names(tiny_export, tiny_re
 def test_size_limits_follow_the_architecture(tiny_export, tiny_repository):
     # 4 VAE blocks (x8) and 2 UNet levels (x2): sides must be multiples of 16
     assert (tiny_export.native_side, tiny_export.size_multiple, tiny_export.max_side) == (64, 16, 256)
-    params = read_config(tiny_repository / "txt2img").parameters
-    assert params["size_multiple"].string_value == "16"
+    params = {k: v.string_value for k, v in read_config(tiny_repository / contract.TXT2IMG.name).parameters.items()}
+    assert params["size_multiple"] == "16"
+    assert ServedPipeline.from_parameters(params).limits.multiple == 16
 
 
 def test_the_versioned_entry_points_are_what_the_exporter_writes():
@@ -52,9 +56,7 @@ def test_a_folder_that_is_not_a_pipeline_gives_a_clear_error(tmp_path):
 
 
 def test_the_txt2img_config_says_what_the_model_serves(tiny_export, tiny_repository):
-    from ppo_client.generation import ServedPipeline
-
-    params = {k: v.string_value for k, v in read_config(tiny_repository / "txt2img").parameters.items()}
+    params = {k: v.string_value for k, v in read_config(tiny_repository / contract.TXT2IMG.name).parameters.items()}
     served = ServedPipeline.from_parameters(params)
     assert served.family == "sd" and served.default_scheduler == "PNDMScheduler"
     assert set(served.schedulers) == set(contract.SCHEDULERS), "SD 1.x's PNDM config builds every named scheduler"

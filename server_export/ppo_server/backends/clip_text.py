@@ -12,6 +12,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ppo_client import contract
+from ppo_client.contract import ClipTextParameters, ComponentParameters
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import check_text
 from ppo_server.backends.component import ModelArgs, error_response
@@ -19,7 +20,9 @@ from ppo_server.backends.onnx_model import onnx_session
 from ppo_server.backends.triton_logging import install_triton_log_handler
 
 logger = logging.getLogger(__name__)
-FIELD = contract.CLIP_TEXT.inputs[0].name
+MODEL = contract.CLIP_TEXT
+GRAPH = contract.CLIP_TEXT_GRAPH
+FIELD = MODEL.TEXT.name
 
 
 class TritonPythonModel:
@@ -29,8 +32,9 @@ class TritonPythonModel:
 
         model = ModelArgs.parse(args)
         self.tokenizer = AutoTokenizer.from_pretrained(model.folder / "tokenizer")
-        self.max_tokens = int(model.params["max_tokens"])
-        self.session = onnx_session(model.folder / "model.onnx", int(model.params.get("intra_op_threads", "0")))
+        self.max_tokens = ClipTextParameters.from_parameters(model.params).max_tokens
+        threads = ComponentParameters.from_parameters(model.params).intra_op_threads
+        self.session = onnx_session(model.folder / "model.onnx", threads)
 
     def execute(self, requests):
         texts, counts, refused = [], {}, {}
@@ -46,7 +50,7 @@ class TritonPythonModel:
         if texts:
             full = self.tokenizer(texts, truncation=False)["input_ids"]
             ids = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="np")
-            (embeddings,) = self.session.run(["EMBEDDING"], {"INPUT_IDS": ids["input_ids"].astype(np.int64)})
+            (embeddings,) = self.session.run([GRAPH.EMBEDDING.name], {GRAPH.INPUT_IDS.name: ids["input_ids"].astype(np.int64)})
             tokens = np.array([[len(t)] for t in full], dtype=np.int32)
         responses, offset = [], 0
         for i in range(len(requests)):
@@ -55,8 +59,8 @@ class TritonPythonModel:
                 continue
             rows = slice(offset, offset + counts[i])
             responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("EMBEDDING", np.ascontiguousarray(embeddings[rows])),
-                pb_utils.Tensor("TOKENS", tokens[rows]),
+                pb_utils.Tensor(MODEL.EMBEDDING.name, np.ascontiguousarray(embeddings[rows])),
+                pb_utils.Tensor(MODEL.TOKENS.name, tokens[rows]),
             ]))
             offset += counts[i]
         return responses

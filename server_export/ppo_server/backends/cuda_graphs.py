@@ -3,7 +3,8 @@
 A UNet step of a few images is a thousand small kernels whose launches cost more than their
 arithmetic; a graph replay launches them all at once. A graph is captured the first time a shape
 arrives, one per batch bucket: rows are padded up to the next listed size (batch rows never mix, so
-padding changes no result) and larger batches run eagerly.
+padding changes no result) and larger batches run eagerly. The sizes are the model config's
+``contract.CudaGraphParameters``.
 """
 
 from __future__ import annotations
@@ -12,16 +13,6 @@ import bisect
 import logging
 
 logger = logging.getLogger(__name__)
-
-GRAPH_BATCHES_PARAMETER = "cuda_graph_batches"
-
-
-def parse_batches(text: str) -> tuple[int, ...]:
-    """``"1,2,4"`` -> (1, 2, 4); empty means no graphs."""
-    sizes = sorted({int(part) for part in text.replace(" ", "").split(",") if part})
-    if any(size < 1 for size in sizes):
-        raise ValueError(f"{GRAPH_BATCHES_PARAMETER} must list positive batch sizes, got {text!r}")
-    return tuple(sizes)
 
 
 def bucket_for(rows: int, batches: tuple[int, ...]) -> int | None:

@@ -10,7 +10,7 @@ But it runs many requests in one batch: rows that share steps, size, scheduler a
 is on go through one loop, one UNet call per step.
 
 Components are reached through one function, ``call(contract, inputs) -> outputs``: BLS requests
-inside Triton, or the torch modules themselves in tests (``export.specs.in_process``).
+inside Triton (``backends.bls``), or the torch modules themselves in tests (``export.specs.in_process``).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class DiffusionLoop:
         self.tokenizers = list(tokenizers)
         self.scheduler_config = dict(scheduler_config)
         self.call = call
-        self.unet = contract.UNET_XL if shape.family == "sdxl" else contract.UNET
+        self.unet: contract.UNetContract = contract.UNET_XL if shape.family == "sdxl" else contract.UNET
         self._pristine: dict[str, object] = {}
         self._steps_checked: dict[tuple[str, int], str] = {}
 
@@ -126,12 +126,12 @@ class DiffusionLoop:
             label = repr(name) if name else f"{self.scheduler_config['_class_name']} (the model's own)"
             fewest = next((n for n in range(steps + 1, 51) if not steps_problem(self.new_scheduler(name), n)), None)
             fix = f"use at least {fewest} steps or another scheduler" if fewest else "use another scheduler"
-            raise InvalidRequestError("STEPS", f"scheduler {label} cannot run {steps} steps ({problem}); {fix}")
+            raise InvalidRequestError(contract.TXT2IMG.STEPS.name, f"scheduler {label} cannot run {steps} steps ({problem}); {fix}")
 
     # --- conditioning ---
 
-    def _encode(self, model: ModelContract, tokenizer, texts: Sequence[str]) -> Mapping[str, np.ndarray]:
-        return self.call(model, {"INPUT_IDS": tokenize(tokenizer, texts)})
+    def _encode(self, model: contract.TextEncoderContract, tokenizer, texts: Sequence[str]) -> Mapping[str, np.ndarray]:
+        return self.call(model, {model.INPUT_IDS.name: tokenize(tokenizer, texts)})
 
     def condition(self, rows: Sequence[GenerationRequest], key: GroupKey) -> dict[str, np.ndarray]:
         """The UNet's conditioning inputs for the loop's rows: the unconditional rows first (as
@@ -139,7 +139,9 @@ class DiffusionLoop:
         prompts = [row.prompt for row in rows]
         if self.shape.family == "sd":
             texts = [row.negative_prompt for row in rows] + prompts if key.guided else prompts
-            return {"ENCODER_HIDDEN_STATES": self._encode(contract.TEXT_ENCODER, self.tokenizers[0], texts)["LAST_HIDDEN_STATE"]}
+            encoder = contract.TEXT_ENCODER
+            hidden = self._encode(encoder, self.tokenizers[0], texts)[encoder.LAST_HIDDEN_STATE.name]
+            return {contract.UNET.ENCODER_HIDDEN_STATES.name: hidden}
         hidden, pooled = self._xl_texts(prompts)
         time_ids = np.array([[key.height, key.width, 0, 0, key.height, key.width]] * len(rows), dtype=np.float32)
         if key.guided:
@@ -151,13 +153,15 @@ class DiffusionLoop:
             hidden = np.concatenate([negative_hidden, hidden])
             pooled = np.concatenate([negative_pooled, pooled])
             time_ids = np.concatenate([time_ids, time_ids])
-        return {"ENCODER_HIDDEN_STATES": hidden, "TEXT_EMBEDS": pooled, "TIME_IDS": time_ids}
+        unet = contract.UNET_XL
+        return {unet.ENCODER_HIDDEN_STATES.name: hidden, unet.TEXT_EMBEDS.name: pooled, unet.TIME_IDS.name: time_ids}
 
     def _xl_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        first = self._encode(contract.TEXT_ENCODER, self.tokenizers[0], texts)
-        second = self._encode(contract.TEXT_ENCODER_2, self.tokenizers[1], texts)
-        hidden = np.concatenate([first["LAST_HIDDEN_STATE"], second["LAST_HIDDEN_STATE"]], axis=-1)
-        return hidden, np.array(second["TEXT_EMBEDS"], dtype=np.float32)
+        encoder, encoder_2 = contract.TEXT_ENCODER, contract.TEXT_ENCODER_2
+        first = self._encode(encoder, self.tokenizers[0], texts)
+        second = self._encode(encoder_2, self.tokenizers[1], texts)
+        hidden = np.concatenate([first[encoder.LAST_HIDDEN_STATE.name], second[encoder_2.LAST_HIDDEN_STATE.name]], axis=-1)
+        return hidden, np.array(second[encoder_2.TEXT_EMBEDS.name], dtype=np.float32)
 
     # --- the loop ---
 
@@ -196,8 +200,8 @@ class DiffusionLoop:
             model_input = torch.cat([latents, latents]) if key.guided else latents
             model_input = scheduler.scale_model_input(model_input, t)
             timesteps = np.full((model_input.shape[0], 1), float(t), dtype=np.float32)
-            inputs = {"SAMPLE": model_input.numpy(), "TIMESTEP": timesteps, **conditioning}
-            noise = torch.from_numpy(np.asarray(self.call(self.unet, inputs)["NOISE_PRED"]))
+            inputs = {self.unet.SAMPLE.name: model_input.numpy(), self.unet.TIMESTEP.name: timesteps, **conditioning}
+            noise = torch.from_numpy(np.asarray(self.call(self.unet, inputs)[self.unet.NOISE_PRED.name]))
             if key.guided:
                 uncond, text = noise.chunk(2)
                 noise = uncond + guidance * (text - uncond)
@@ -206,7 +210,8 @@ class DiffusionLoop:
             latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
 
         # 4. decode and convert to 8-bit pixels
-        images = np.asarray(self.call(contract.VAE_DECODER, {"LATENT": latents.numpy().astype(np.float32)})["IMAGE"])
+        vae = contract.VAE_DECODER
+        images = np.asarray(self.call(vae, {vae.LATENT.name: latents.numpy().astype(np.float32)})[vae.IMAGE.name])
         images = np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
         return list((images * 255).round().astype(np.uint8))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ppo_client.contract import ComponentParameters
 from ppo_server.backends.component import ModelArgs, run_grouped
 from ppo_server.backends.triton_logging import install_triton_log_handler
 
@@ -34,7 +35,7 @@ class TritonPythonModel:
         install_triton_log_handler()
         self.model = ModelArgs.parse(args)
         path = self.model.folder / "model.onnx"
-        self.session = onnx_session(path, int(self.model.params.get("intra_op_threads", "0")))
+        self.session = onnx_session(path, ComponentParameters.from_parameters(self.model.params).intra_op_threads)
         logger.info("%s: onnxruntime session ready (%s)", self.model.name, path)
 
     def _run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:

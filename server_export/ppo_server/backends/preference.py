@@ -11,21 +11,24 @@ import logging
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from ppo_client import contract
+from ppo_client.contract import HeadCacheParameters
 from ppo_client.errors import InvalidRequestError
 from ppo_server.backends.component import ModelArgs, error_response
 from ppo_server.backends.triton_logging import install_triton_log_handler
-from ppo_server.backends.user_models import FIELD, HeadCache, cache_bytes, score_rows
+from ppo_server.backends.user_models import HeadCache, score_rows
 
 logger = logging.getLogger(__name__)
+MODEL = contract.PREFERENCE
 
 
 class TritonPythonModel:
     def initialize(self, args):
         install_triton_log_handler()
-        self.heads = HeadCache(cache_bytes(ModelArgs.parse(args).params))
+        self.heads = HeadCache(HeadCacheParameters.from_parameters(ModelArgs.parse(args).params).head_cache_bytes)
 
     def execute(self, requests):
-        values = [pb_utils.get_input_tensor_by_name(r, FIELD).as_numpy() for r in requests]
+        values = [pb_utils.get_input_tensor_by_name(r, MODEL.USER_MODEL.name).as_numpy() for r in requests]
         resolved = self.heads.resolve_batch(values)
         del values
         responses = []
@@ -34,7 +37,7 @@ class TritonPythonModel:
                 responses.append(error_response(heads))
                 continue
             try:
-                embeddings = pb_utils.get_input_tensor_by_name(request, "EMBEDDING").as_numpy()
+                embeddings = pb_utils.get_input_tensor_by_name(request, MODEL.EMBEDDING.name).as_numpy()
                 scores = score_rows(embeddings, heads).reshape(-1, 1)
             except InvalidRequestError as exc:
                 responses.append(error_response(exc))
@@ -43,5 +46,5 @@ class TritonPythonModel:
                 logger.error("scoring failed: %s", exc)
                 responses.append(error_response(f"scoring failed: {type(exc).__name__}: {exc}"))
                 continue
-            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("SCORE", scores.astype(np.float32))]))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(MODEL.SCORE.name, scores.astype(np.float32))]))
         return responses

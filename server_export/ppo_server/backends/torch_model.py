@@ -1,5 +1,6 @@
 """The ``torch-cuda`` target's component model: the saved torch module behind the same wrapper the
-ONNX export traces, on this instance's GPU in fp16 (or on the CPU in fp32 where there is none).
+ONNX export traces (``ppo_server.wrappers``), on this instance's GPU in fp16 (or on the CPU in fp32
+where there is none).
 
 Requests whose shapes agree run as one batch (``component.run_grouped``), as in ``onnx_model``.
 Where the config lists ``cuda_graph_batches`` and a GPU is present, batches run as CUDA graph
@@ -14,17 +15,30 @@ import logging
 
 import numpy as np
 
+from ppo_client.contract import CudaGraphParameters
+from ppo_server import wrappers
 from ppo_server.backends.component import ModelArgs, run_grouped
-from ppo_server.backends.cuda_graphs import GRAPH_BATCHES_PARAMETER, GraphRunner, parse_batches
+from ppo_server.backends.cuda_graphs import GraphRunner
 from ppo_server.backends.triton_logging import install_triton_log_handler
 
 logger = logging.getLogger(__name__)
 
+WRAPPERS_BY_SPEC = {
+    "text_encoder": wrappers.TextEncoder,
+    "text_encoder_xl": wrappers.PenultimateTextEncoder,
+    "text_encoder_2": wrappers.ProjectionTextEncoder,
+    "unet": wrappers.UNet,
+    "unet_xl": wrappers.UNetXL,
+    "vae_decoder": wrappers.VaeDecoder,
+    "image_encoder": wrappers.ImageEncoder,
+}
+"""Manifests written before they named their wrapper name the export spec (older ones the model)."""
 
-def _spec(manifest: dict):
-    from ppo_server.export import specs
 
-    return specs.BY_KEY[manifest.get("spec", manifest["model"])]  # older manifests name the model only
+def _wrapper(manifest: dict):
+    if "wrapper" in manifest:
+        return getattr(wrappers, manifest["wrapper"])
+    return WRAPPERS_BY_SPEC[manifest.get("spec", manifest["model"])]
 
 
 class TritonPythonModel:
@@ -42,10 +56,9 @@ class TritonPythonModel:
             self.dtype = torch.float16 if manifest["fp16_on_gpu"] else torch.float32
         else:
             self.device, self.dtype = torch.device("cpu"), torch.float32
-        spec = _spec(manifest)
-        wrapped = spec.wrap(module.to(self.device, self.dtype), **manifest["wrapper_kwargs"])
+        wrapped = _wrapper(manifest)(module.to(self.device, self.dtype), **manifest["wrapper_kwargs"])
         self.module = wrapped.to(self.device).eval()
-        batches = parse_batches(self.model.params.get(GRAPH_BATCHES_PARAMETER, ""))
+        batches = CudaGraphParameters.from_parameters(self.model.params).cuda_graph_batches
         self.runner = GraphRunner(self.module, batches) if batches and self.device.type == "cuda" else self.module
         logger.info("%s: torch module on %s (%s), CUDA graphs for batches %s", self.model.name, self.device,
                     self.dtype, batches if self.runner is not self.module else "off")

@@ -16,11 +16,10 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ppo_client import contract
+from ppo_client.contract import ServedPipeline, SizeLimits, TensorSpec
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import (
     GenerationRequest,
-    ServedPipeline,
-    SizeLimits,
     check_guidance,
     check_guidance_rescale,
     check_prompt_count,
@@ -30,36 +29,25 @@ from ppo_client.generation import (
     check_steps,
     check_text,
 )
+from ppo_server.backends import bls
 from ppo_server.backends.component import ModelArgs, error_response
 from ppo_server.backends.diffusion_loop import DiffusionLoop, PipelineShape
 from ppo_server.backends.triton_logging import install_triton_log_handler
 from ppo_server.errors import ComponentError
 
 logger = logging.getLogger(__name__)
+MODEL = contract.TXT2IMG
 
 
-def _call(model: contract.ModelContract, inputs) -> dict[str, np.ndarray]:
-    """One component call through BLS: the contract's inputs in, all its outputs back."""
-    request = pb_utils.InferenceRequest(
-        model_name=model.name,
-        inputs=[pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in inputs.items()],
-        requested_output_names=[t.name for t in model.outputs],
-    )
-    response = request.exec()
-    if response.has_error():
-        raise ComponentError(f"{model.name}: {response.error().message()}")
-    return {t.name: pb_utils.get_output_tensor_by_name(response, t.name).as_numpy() for t in model.outputs}
-
-
-def _texts(request, name: str, count: int) -> list[str]:
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
+def _texts(request, spec: TensorSpec, count: int) -> list[str]:
+    tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
     if tensor is None:
         return [""] * count
-    return [check_text(value if isinstance(value, bytes) else str(value), name) for value in tensor.as_numpy().reshape(-1)]
+    return [check_text(value if isinstance(value, bytes) else str(value), spec.name) for value in tensor.as_numpy().reshape(-1)]
 
 
-def _numbers(request, name: str, count: int | None = None, default: float = 0.0) -> list:
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
+def _numbers(request, spec: TensorSpec, count: int | None = None, default: float = 0.0) -> list:
+    tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
     if tensor is None:
         return [default] * count
     return tensor.as_numpy().reshape(-1).tolist()
@@ -67,27 +55,27 @@ def _numbers(request, name: str, count: int | None = None, default: float = 0.0)
 
 def parse_request(request, limits: SizeLimits, schedulers: tuple[str, ...]) -> list[GenerationRequest]:
     """Check every row of one request; the first bad field raises ``InvalidRequestError``."""
-    prompts = _texts(request, "PROMPT", 0)
-    count = check_prompt_count(len(prompts), "PROMPT")
-    negatives = _texts(request, "NEGATIVE_PROMPT", count)
-    names = _texts(request, "SCHEDULER", count)
-    seeds, steps = _numbers(request, "SEED"), _numbers(request, "STEPS")
-    guidance = _numbers(request, "GUIDANCE_SCALE")
-    rescale = _numbers(request, "GUIDANCE_RESCALE", count)
-    heights, widths = _numbers(request, "HEIGHT"), _numbers(request, "WIDTH")
+    prompts = _texts(request, MODEL.PROMPT, 0)
+    count = check_prompt_count(len(prompts), MODEL.PROMPT.name)
+    negatives = _texts(request, MODEL.NEGATIVE_PROMPT, count)
+    names = _texts(request, MODEL.SCHEDULER, count)
+    seeds, steps = _numbers(request, MODEL.SEED), _numbers(request, MODEL.STEPS)
+    guidance = _numbers(request, MODEL.GUIDANCE_SCALE)
+    rescale = _numbers(request, MODEL.GUIDANCE_RESCALE, count)
+    heights, widths = _numbers(request, MODEL.HEIGHT), _numbers(request, MODEL.WIDTH)
     if len({(h, w) for h, w in zip(heights, widths)}) > 1:
-        raise InvalidRequestError("HEIGHT", "all prompts of one request must share height and width")
+        raise InvalidRequestError(MODEL.HEIGHT.name, "all prompts of one request must share height and width")
     return [
         GenerationRequest(
             prompt=prompts[i],
             negative_prompt=negatives[i],
-            seed=check_seed(seeds[i], "SEED"),
-            steps=check_steps(steps[i], "STEPS"),
-            guidance_scale=check_guidance(guidance[i], "GUIDANCE_SCALE"),
-            height=check_side(heights[i], "HEIGHT", limits),
-            width=check_side(widths[i], "WIDTH", limits),
-            scheduler=check_scheduler(names[i], "SCHEDULER", schedulers),
-            guidance_rescale=check_guidance_rescale(rescale[i], "GUIDANCE_RESCALE"),
+            seed=check_seed(seeds[i], MODEL.SEED.name),
+            steps=check_steps(steps[i], MODEL.STEPS.name),
+            guidance_scale=check_guidance(guidance[i], MODEL.GUIDANCE_SCALE.name),
+            height=check_side(heights[i], MODEL.HEIGHT.name, limits),
+            width=check_side(widths[i], MODEL.WIDTH.name, limits),
+            scheduler=check_scheduler(names[i], MODEL.SCHEDULER.name, schedulers),
+            guidance_rescale=check_guidance_rescale(rescale[i], MODEL.GUIDANCE_RESCALE.name),
         )
         for i in range(count)
     ]
@@ -116,7 +104,7 @@ class TritonPythonModel:
             shape=shape,
             tokenizers=tokenizers,
             scheduler_config=json.loads((assets / "scheduler" / "scheduler_config.json").read_text()),
-            call=_call,
+            call=bls.call,
         )
         if "" not in self.loop.warm_up(("",)):
             raise ComponentError(f"the model's own scheduler {served.default_scheduler} does not run; re-export it")
@@ -165,5 +153,5 @@ class TritonPythonModel:
                 responses.append(error_response(errors[i]))
                 continue
             stacked = np.stack([images[(i, j)] for j in range(len(rows[i]))])
-            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("IMAGE", stacked)]))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(MODEL.IMAGE.name, stacked)]))
         return responses

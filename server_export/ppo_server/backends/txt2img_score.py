@@ -14,53 +14,42 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ppo_client import contract
+from ppo_client.contract import HeadCacheParameters
 from ppo_client.errors import InvalidRequestError
+from ppo_server.backends import bls
 from ppo_server.backends.component import ModelArgs, error_response
 from ppo_server.backends.triton_logging import install_triton_log_handler
-from ppo_server.backends.user_models import FIELD, HeadCache, cache_bytes, score_rows
+from ppo_server.backends.user_models import HeadCache, score_rows
 from ppo_server.errors import ComponentError
 
 logger = logging.getLogger(__name__)
-
-_GENERATION_INPUTS = [t.name for t in contract.TXT2IMG.inputs]
+MODEL = contract.TXT2IMG_SCORE
+ENCODER = contract.IMAGE_ENCODER
 
 
 async def _generate(request) -> np.ndarray:
-    inputs = [t for t in (pb_utils.get_input_tensor_by_name(request, n) for n in _GENERATION_INPUTS) if t is not None]
-    bls = pb_utils.InferenceRequest(model_name=contract.TXT2IMG.name, inputs=inputs, requested_output_names=["IMAGE"])
-    response = await bls.async_exec()
-    if response.has_error():
-        error = response.error()  # txt2img's own message names the field; its code says whose fault
-        if error.code() == pb_utils.TritonError.INVALID_ARG:
-            raise InvalidRequestError.from_message(error.message())
-        raise ComponentError(error.message())
-    return pb_utils.get_output_tensor_by_name(response, "IMAGE").as_numpy()
+    """The request's generation inputs on to ``txt2img``, as they came."""
+    image = contract.TXT2IMG.IMAGE
+    return (await bls.forward(contract.TXT2IMG, request, [image]))[image.name]
 
 
 def _embed(images: np.ndarray) -> np.ndarray:
     chunks = []
-    for start in range(0, len(images), contract.IMAGE_ENCODER.max_batch_size):
-        bls = pb_utils.InferenceRequest(
-            model_name=contract.IMAGE_ENCODER.name,
-            inputs=[pb_utils.Tensor("IMAGE", np.ascontiguousarray(images[start : start + contract.IMAGE_ENCODER.max_batch_size]))],
-            requested_output_names=["EMBEDDING"],
-        )
-        response = bls.exec()
-        if response.has_error():
-            raise ComponentError(f"image_encoder: {response.error().message()}")
-        chunks.append(pb_utils.get_output_tensor_by_name(response, "EMBEDDING").as_numpy())
+    for start in range(0, len(images), ENCODER.max_batch_size):
+        chunk = images[start : start + ENCODER.max_batch_size]
+        chunks.append(bls.call(ENCODER, {ENCODER.IMAGE.name: chunk}, [ENCODER.EMBEDDING])[ENCODER.EMBEDDING.name])
     return np.concatenate(chunks)
 
 
 class TritonPythonModel:
     def initialize(self, args):
         install_triton_log_handler()
-        self.heads = HeadCache(cache_bytes(ModelArgs.parse(args).params))
+        self.heads = HeadCache(HeadCacheParameters.from_parameters(ModelArgs.parse(args).params).head_cache_bytes)
 
     async def execute(self, requests):
         errors: dict[int, Exception] = {}
         heads = {}
-        resolved = self.heads.resolve_batch([pb_utils.get_input_tensor_by_name(r, FIELD).as_numpy() for r in requests])
+        resolved = self.heads.resolve_batch([pb_utils.get_input_tensor_by_name(r, MODEL.USER_MODEL.name).as_numpy() for r in requests])
         for i, result in enumerate(resolved):
             if isinstance(result, InvalidRequestError):
                 errors[i] = result
@@ -102,9 +91,9 @@ class TritonPythonModel:
                 responses.append(error_response(errors[i]))
                 continue
             tensors = [
-                pb_utils.Tensor("IMAGE", images[i]),
-                pb_utils.Tensor("EMBEDDING", np.ascontiguousarray(embeddings[i])),
-                pb_utils.Tensor("SCORE", scores[i]),
+                pb_utils.Tensor(MODEL.IMAGE.name, images[i]),
+                pb_utils.Tensor(MODEL.EMBEDDING.name, np.ascontiguousarray(embeddings[i])),
+                pb_utils.Tensor(MODEL.SCORE.name, scores[i]),
             ]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses

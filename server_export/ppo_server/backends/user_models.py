@@ -21,20 +21,13 @@ from ppo_client.piaa.head import HeadFormatError, PreferenceHead
 
 FIELD = contract.USER_MODEL_INPUT.name
 _PREFIX = contract.USER_MODEL_REF_PREFIX.encode()
-DEFAULT_CACHE_BYTES = 256 * 2**20
-"""Default budget of a model instance's head cache; ``ppo-export --head-cache-mb`` sets another."""
-CACHE_PARAMETER = "head_cache_bytes"
-"""The model-config parameter that carries the budget."""
-
-
-def cache_bytes(params: dict[str, str]) -> int:
-    return int(params.get(CACHE_PARAMETER, DEFAULT_CACHE_BYTES))
 
 
 class HeadCache:
-    """Decoded heads by digest, least recently used first out once their arrays exceed ``max_bytes``."""
+    """Decoded heads by digest, least recently used first out once their arrays exceed ``max_bytes``
+    (the model config's ``HeadCacheParameters``; ``ppo-export --head-cache-mb`` sets it)."""
 
-    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._heads: OrderedDict[str, PreferenceHead] = OrderedDict()

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from ppo_client import contract
 from ppo_client.console import console, run_cli, setup_logging
-from ppo_server.backends.user_models import DEFAULT_CACHE_BYTES
+from ppo_client.contract import CudaGraphParameters
 from ppo_server.cache import cache_dir
 from ppo_server.errors import ExportError
 from ppo_server.export.model_config import ServingOptions
+from ppo_server.export.options import ExportOptions, Precision, Target
 from ppo_server.export.presets import PRESETS
-from ppo_server.export.torch_target import DEFAULT_GRAPH_BATCHES
 
 
 def default_pipeline_dir(preset: str) -> Path:
@@ -36,10 +36,14 @@ def _export(args: argparse.Namespace) -> int:
         demo_clip_dir,
         demo_pipeline_dir,
     )
-    from ppo_server.export.repository import ExportOptions, export_pipeline
+    from ppo_server.export.repository import export_pipeline
 
     if args.head_cache_mb < 0:
         raise ExportError(f"--head-cache-mb must be 0 or more, got {args.head_cache_mb:g}")
+    try:
+        graphs = CudaGraphParameters.from_text(args.cuda_graph_batches)
+    except ValueError as exc:
+        raise ExportError(f"--cuda-graph-batches: {exc}") from None
     model, clip = args.model, args.clip
     if args.preset == "demo":
         model, clip = str(demo_pipeline_dir()), clip or str(demo_clip_dir())
@@ -65,10 +69,10 @@ def _export(args: argparse.Namespace) -> int:
         intra_op_threads=args.intra_op_threads,
         txt2img_serving=ServingOptions(instance_count=args.txt2img_instances, max_queue_delay_us=args.txt2img_queue_delay_us),
         component_serving=ServingOptions(max_queue_delay_us=args.component_queue_delay_us),
-        target=args.target,
-        precision=args.precision,
+        target=Target(args.target),
+        precision=Precision(args.precision),
         max_images=args.max_images,
-        cuda_graph_batches=args.cuda_graph_batches,
+        cuda_graph_batches=graphs.cuda_graph_batches,
         head_cache_bytes=int(args.head_cache_mb * 2**20),
     )
     with console.status(f"exporting {model} to {args.out} ..."):
@@ -99,27 +103,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="model_repository", help="model repository to write (default: %(default)s)")
     parser.add_argument("--pipeline-dir", help="where --preset saves its pipeline (default: the user cache)")
     parser.add_argument("--seed", type=int, default=0, help="weights seed for --preset")
-    parser.add_argument("--scheduler", default="", choices=("", *contract.SCHEDULERS),
+    default = ExportOptions()  # the defaults live in one place: the export's options
+    parser.add_argument("--scheduler", default=default.scheduler, choices=("", *contract.SCHEDULERS),
                         help="replace the checkpoint's own scheduler (its config is kept)")
-    parser.add_argument("--max-side", type=int, default=None, help="largest height/width served")
-    parser.add_argument("--intra-op-threads", type=int, default=0, help="onnxruntime threads per model (0: auto)")
-    parser.add_argument("--txt2img-instances", type=int, default=2, help="pipeline loops that may run at once")
-    parser.add_argument("--txt2img-queue-delay-us", type=int, default=5000, help="batching window of txt2img")
-    parser.add_argument("--component-queue-delay-us", type=int, default=0,
+    parser.add_argument("--max-side", type=int, default=default.max_side, help="largest height/width served")
+    parser.add_argument("--intra-op-threads", type=int, default=default.intra_op_threads,
+                        help="onnxruntime threads per model (0: auto)")
+    parser.add_argument("--txt2img-instances", type=int, default=default.txt2img_serving.instance_count,
+                        help="pipeline loops that may run at once (default %(default)s)")
+    parser.add_argument("--txt2img-queue-delay-us", type=int, default=default.txt2img_serving.max_queue_delay_us,
+                        help="batching window of txt2img (default %(default)s)")
+    parser.add_argument("--component-queue-delay-us", type=int, default=default.component_serving.max_queue_delay_us,
                         help="batching window of components (default %(default)s: merge only what queued)")
     parser.add_argument(
-        "--target", choices=("python", "onnxruntime", "tensorrt", "torch-cuda"), default="python",
+        "--target", choices=[t.value for t in Target], default=default.target.value,
         help="python: onnxruntime in python-backend models, CPU (default); onnxruntime / tensorrt: "
         "GPU models for the NVIDIA Triton container; torch-cuda: torch modules in python models, fp16 on a GPU",
     )
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="TensorRT layer precision")
-    parser.add_argument("--max-images", type=int, default=8, help="TensorRT profiles: images per execution at most")
+    parser.add_argument("--precision", choices=[p.value for p in Precision], default=default.precision.value,
+                        help="TensorRT layer precision")
+    parser.add_argument("--max-images", type=int, default=default.max_images,
+                        help="TensorRT profiles: images per execution at most (default %(default)s)")
     parser.add_argument(
-        "--cuda-graph-batches", default=DEFAULT_GRAPH_BATCHES,
+        "--cuda-graph-batches", default=",".join(map(str, default.cuda_graph_batches)),
         help="torch-cuda: UNet batch sizes replayed as CUDA graphs, comma-separated; '' turns graphs off (default: %(default)s)",
     )
     parser.add_argument(
-        "--head-cache-mb", type=float, default=DEFAULT_CACHE_BYTES / 2**20,
+        "--head-cache-mb", type=float, default=default.head_cache_bytes / 2**20,
         help="memory per scoring model instance for decoded users' preference models, least recently used "
         "dropped first (default %(default)g)",
     )

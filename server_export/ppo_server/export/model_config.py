@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -29,26 +30,30 @@ def _tensor(spec: TensorSpec, message):
     return message
 
 
-PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
-"""Export targets whose component models Triton runs natively (on the GPU) instead of in python."""
+class Platform(enum.Enum):
+    """Triton's own backends, which run a component natively on the GPU instead of in python."""
+
+    ONNXRUNTIME = "onnxruntime_onnx"
+    TENSORRT = "tensorrt_plan"
 
 
 def build_config(
-    contract: ModelContract, options: ServingOptions = ServingOptions(), *, target: str = "python",
+    contract: ModelContract, options: ServingOptions = ServingOptions(), *, platform: Platform | None = None,
     max_batch_size: int | None = None,
 ) -> pb.ModelConfig:
-    """The model's config; ``target`` ``onnxruntime`` / ``tensorrt`` gives a GPU platform model."""
+    """The model's config: a python-backend model on the CPU, or with ``platform`` a GPU model of
+    one of Triton's own backends."""
     config = pb.ModelConfig(name=contract.name, max_batch_size=max_batch_size or contract.max_batch_size)
-    if target == "python":
+    if platform is None:
         config.backend = "python"
     else:
-        config.platform = PLATFORMS[target]
+        config.platform = platform.value
     for spec in contract.inputs:
         _tensor(spec, config.input.add()).optional = spec.optional
     for spec in contract.outputs:
         _tensor(spec, config.output.add())
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
-    kind = pb.ModelInstanceGroup.KIND_CPU if target == "python" else pb.ModelInstanceGroup.KIND_GPU
+    kind = pb.ModelInstanceGroup.KIND_CPU if platform is None else pb.ModelInstanceGroup.KIND_GPU
     config.instance_group.add(count=options.instance_count, kind=kind)
     for key, value in sorted(options.parameters.items()):
         config.parameters[key].string_value = str(value)

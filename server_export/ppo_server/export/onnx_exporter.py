@@ -7,6 +7,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -29,9 +30,12 @@ class ExportReport:
     no ONNX file, as in the torch-cuda target)."""
 
 
-def export_onnx(spec: ExportSpec, module: torch.nn.Module, dims: ExportDims, path: Path) -> ExportReport:
+def export_onnx(
+    spec: ExportSpec, module: torch.nn.Module, dims: ExportDims, path: Path,
+    *, wrapper_kwargs: Mapping[str, Any] | None = None,
+) -> ExportReport:
     """Trace ``module`` through the spec's wrapper, write ``path``, and check it in onnxruntime."""
-    wrapper = spec.wrap(module).eval()
+    wrapper = spec.wrap(module, **(wrapper_kwargs or {})).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
@@ -45,7 +49,7 @@ def export_onnx(spec: ExportSpec, module: torch.nn.Module, dims: ExportDims, pat
                 str(path),
                 input_names=spec.input_names,
                 output_names=spec.output_names,
-                dynamic_axes={k: dict(v) for k, v in spec.dynamic_axes.items()},
+                dynamic_axes={tensor.name: dict(axes) for tensor, axes in spec.dynamic_axes.items()},
                 opset_version=OPSET,
                 do_constant_folding=True,
                 dynamo=False,

@@ -9,23 +9,27 @@ embedding caches, so embeddings of different encoders never mix.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
 from pathlib import Path
 
 from ppo_client import contract
-from ppo_server.backends.user_models import CACHE_PARAMETER, DEFAULT_CACHE_BYTES
+from ppo_client.contract import (
+    ClipTextParameters,
+    ComponentParameters,
+    HeadCacheParameters,
+    ImageEncoderParameters,
+    ServedPipeline,
+)
 from ppo_server.errors import ExportError
 from ppo_server.export import specs as export_specs
-from ppo_server.export.model_config import ServingOptions, build_config, write_config
+from ppo_server.export.model_config import ServingOptions
 from ppo_server.export.onnx_exporter import ExportReport, export_onnx
+from ppo_server.export.options import ExportOptions
+from ppo_server.export.targets import ONNX_FILE, ComponentWriter, write_python_model, writer_for
 
 logger = logging.getLogger(__name__)
-
-ENCODER_ID_PARAMETER = "encoder_id"
-
 
 def load_clip(path: str):
     """``CLIPModel`` plus its image processor's pixel statistics, with an error that says what to try."""
@@ -53,70 +57,71 @@ def load_clip(path: str):
 def export_scoring(
     clip: str,
     out: Path,
+    options: ExportOptions = ExportOptions(),
     *,
-    with_generation: bool,
-    encoder_serving: ServingOptions = ServingOptions(),
-    txt2img_serving: ServingOptions = ServingOptions(instance_count=2, max_queue_delay_us=5000),
-    writer=None,
-    head_cache_bytes: int = DEFAULT_CACHE_BYTES,
+    served: ServedPipeline | None = None,
+    writer: ComponentWriter | None = None,
 ) -> tuple[ExportReport, ExportReport]:
-    """Write ``image_encoder`` and ``preference`` (and ``txt2img_score`` when the repository
-    generates images too) and ``clip_text`` under ``out``; returns the two ONNX export reports."""
-    from ppo_server.export.repository import ComponentWriter, write_shim
-
-    writer = writer or ComponentWriter()
+    """Write ``image_encoder``, ``preference`` and ``clip_text`` under ``out`` (and ``txt2img_score``
+    when the repository generates images too: ``served`` is what its ``txt2img`` serves); returns
+    the two ONNX export reports."""
+    writer = writer or writer_for(options)
     model, mean, std = load_clip(clip)
-    side = int(model.config.vision_config.image_size)
-    spec = dataclasses.replace(export_specs.IMAGE_ENCODER, wrap=functools.partial(export_specs._ImageEncoder, mean=mean, std=std))
     dims = export_specs.ExportDims(
         batch=2, sequence_length=0, hidden_size=0, vocab_size=0, latent_channels=0, latent_height=0,
-        latent_width=0, image_side=side,
+        latent_width=0, image_side=int(model.config.vision_config.image_size),
     )
     encoder_dir = Path(out) / contract.IMAGE_ENCODER.name
-    onnx_path = encoder_dir / "1" / "model.onnx"
-    report = export_onnx(spec, model, dims, onnx_path)
-    encoder_id = f"{Path(clip).name or 'clip'}-{_file_digest(onnx_path)[:16]}"
-    parameters = {**encoder_serving.parameters, ENCODER_ID_PARAMETER: encoder_id, "embedding_dim": str(model.config.projection_dim)}
-    writer.write(export_specs.IMAGE_ENCODER, encoder_dir, dataclasses.replace(encoder_serving, parameters=parameters),
-                 module=model, wrapper_kwargs={"mean": list(mean), "std": list(std)})
+    onnx_path = encoder_dir / "1" / ONNX_FILE
+    pixel_statistics = {"mean": list(mean), "std": list(std)}
+    report = export_onnx(export_specs.IMAGE_ENCODER, model, dims, onnx_path, wrapper_kwargs=pixel_statistics)
+    encoder = ImageEncoderParameters(
+        encoder_id=f"{Path(clip).name or 'clip'}-{_file_digest(onnx_path)[:16]}",
+        embedding_dim=int(model.config.projection_dim),
+    )
+    encoder_serving = _with(options.component_serving, encoder.to_parameters())
+    writer.write(
+        export_specs.IMAGE_ENCODER, encoder_dir, encoder_serving, module=model, wrapper_kwargs=pixel_statistics
+    )
 
-    preference_dir = Path(out) / contract.PREFERENCE.name
-    head_cache = {CACHE_PARAMETER: str(head_cache_bytes)}
-    write_config(build_config(contract.PREFERENCE, ServingOptions(max_queue_delay_us=500, parameters=head_cache)), preference_dir)
-    write_shim(preference_dir, contract.PREFERENCE.name)
+    head_cache = HeadCacheParameters(options.head_cache_bytes).to_parameters()
+    write_python_model(contract.PREFERENCE, export_specs.PREFERENCE.backend, Path(out) / contract.PREFERENCE.name,
+                       _with(options.preference_serving, head_cache))
 
-    text_report = _export_clip_text(clip, model, Path(out) / contract.CLIP_TEXT.name, encoder_serving)
+    text_report = _export_clip_text(clip, model, Path(out) / contract.CLIP_TEXT.name, options)
 
-    if with_generation:
-        score_dir = Path(out) / contract.TXT2IMG_SCORE.name
-        score_serving = dataclasses.replace(txt2img_serving, parameters={**txt2img_serving.parameters, **head_cache})
-        write_config(build_config(contract.TXT2IMG_SCORE, score_serving), score_dir)
-        write_shim(score_dir, contract.TXT2IMG_SCORE.name)
-    logger.info("exported the image encoder %s (%d-d embeddings)", encoder_id, model.config.projection_dim)
+    if served is not None:
+        score_serving = _with(options.txt2img_serving, {**served.to_parameters(), **head_cache})
+        write_python_model(contract.TXT2IMG_SCORE, export_specs.TXT2IMG_SCORE.backend,
+                           Path(out) / contract.TXT2IMG_SCORE.name, score_serving)
+    logger.info("exported the image encoder %s (%d-d embeddings)", encoder.encoder_id, encoder.embedding_dim)
     return report, text_report
 
 
-def _export_clip_text(clip: str, model, model_dir: Path, serving: ServingOptions) -> ExportReport:
-    """The text tower as ``clip_text``: the tokenizer is saved beside the graph, tokenizing happens in
-    the server, so clients send plain texts."""
-    from transformers import AutoTokenizer
+def _with(serving: ServingOptions, parameters: dict[str, str]) -> ServingOptions:
+    return dataclasses.replace(serving, parameters={**serving.parameters, **parameters})
 
-    from ppo_server.export.repository import write_shim
+
+def _export_clip_text(clip: str, model, model_dir: Path, options: ExportOptions) -> ExportReport:
+    """The text tower as ``clip_text``: the tokenizer is saved beside the graph, tokenizing happens in
+    the server, so clients send plain texts. It runs onnxruntime in a python model in every target."""
+    from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(clip)
     except Exception as exc:
         raise ExportError(f"the CLIP folder {clip!r} has no usable tokenizer ({exc}); save one beside the model") from exc
-    max_tokens = int(min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings))
+    max_tokens = min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings)
+    text = ClipTextParameters(max_tokens=int(max_tokens))
     dims = export_specs.ExportDims(
-        batch=2, sequence_length=max_tokens, hidden_size=0, vocab_size=int(model.config.text_config.vocab_size),
+        batch=2, sequence_length=text.max_tokens, hidden_size=0, vocab_size=int(model.config.text_config.vocab_size),
         latent_channels=0, latent_height=0, latent_width=0,
     )
-    report = export_onnx(export_specs.CLIP_TEXT_GRAPH, model, dims, model_dir / "1" / "model.onnx")
+    report = export_onnx(export_specs.CLIP_TEXT_GRAPH, model, dims, model_dir / "1" / ONNX_FILE)
     tokenizer.save_pretrained(model_dir / "1" / "tokenizer")
-    parameters = {**serving.parameters, "max_tokens": str(max_tokens)}
-    write_config(build_config(contract.CLIP_TEXT, dataclasses.replace(serving, parameters=parameters)), model_dir)
-    write_shim(model_dir, contract.CLIP_TEXT.name)
+    parameters = {**ComponentParameters(options.intra_op_threads).to_parameters(), **text.to_parameters()}
+    serving = _with(options.component_serving, parameters)
+    write_python_model(contract.CLIP_TEXT, export_specs.CLIP_TEXT.backend, model_dir, serving)
     return report
 
 

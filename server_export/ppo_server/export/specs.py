@@ -1,8 +1,10 @@
-"""Declarative export specs: one per pipeline component, all consumed by one ONNX exporter.
+"""Declarative export specs: one per pipeline component, all consumed by one ONNX exporter and one
+writer per target (``export.targets``).
 
 A spec names the pipeline attribute it exports, the contract it serves (tensor names come from
-there), the dynamic axes, the thin wrapper that gives the module those inputs and outputs, and how
-to make sample inputs. Adding a component means adding a spec here, not a code path.
+there), the dynamic axes, the thin wrapper that gives the module those inputs and outputs
+(``ppo_server.wrappers``), how to make sample inputs, its TensorRT profile, and the python-backend
+module that serves it. Adding a component means adding a spec here, not a code path.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ import numpy as np
 import torch
 
 from ppo_client import contract
+from ppo_client.contract import ModelContract, TensorSpec
+from ppo_server import wrappers
+from ppo_server.errors import ExportError
+from ppo_server.export.tensorrt import Dims, ProfileLimits, ShapeRange
+
+ONNX_BACKEND = "ppo_server.backends.onnx_model"
+"""Serves any component's ONNX graph with onnxruntime (the ``python`` target)."""
 
 
 @dataclass(frozen=True)
@@ -44,13 +53,24 @@ class ExportDims:
 class ExportSpec:
     key: str
     """Unique name of the spec (``unet`` and ``unet_xl`` serve the same model name)."""
-    contract: contract.ModelContract
+    contract: ModelContract
     component: str
     """Attribute of the diffusers pipeline that holds the module."""
-    dynamic_axes: Mapping[str, Mapping[int, str]]
-    wrap: Callable[[torch.nn.Module], torch.nn.Module]
-    """Gives the module the contract's inputs, in order, and returns its outputs (a tuple for several)."""
+    dynamic_axes: Mapping[TensorSpec, Mapping[int, str]]
+    wrap: type[torch.nn.Module]
+    """A ``ppo_server.wrappers`` class: gives the module the contract's inputs and returns its outputs."""
     sample_inputs: Callable[[ExportDims], tuple[torch.Tensor, ...]]
+    profile: Callable[[ProfileLimits], Mapping[TensorSpec, Dims]] | None = None
+    """TensorRT: each input's sizes after the batch dimension (None: never built as an engine)."""
+    backend: str = ONNX_BACKEND
+    """The python-backend module that serves the component in the ``python`` target."""
+    guided: bool = False
+    """Its rows are doubled under classifier-free guidance (conditional and unconditional together)."""
+    graphed: bool = False
+    """Called once per denoising step: the ``torch-cuda`` target replays it as CUDA graphs."""
+    upcast: bool = False
+    """Its fp16 activations can overflow (a VAE decoder): ``torch-cuda`` keeps it in fp32, TensorRT
+    does where the checkpoint asks (``force_upcast``)."""
 
     @property
     def input_names(self) -> list[str]:
@@ -60,114 +80,32 @@ class ExportSpec:
     def output_names(self) -> list[str]:
         return [t.name for t in self.contract.outputs]
 
+    def batch_range(self, limits: ProfileLimits) -> tuple[int, int, int]:
+        """Rows per execution (min, opt, max), refused beyond the contract's batch size."""
+        factor = 2 if self.guided else 1
+        maximum = factor * limits.max_images
+        if maximum > self.contract.max_batch_size:
+            model = self.contract
+            raise ExportError(f"{model.name}: {maximum} rows per execution exceed its contract's {model.max_batch_size}")
+        return 1, factor * limits.opt_images, maximum
 
-class _TextEncoder(torch.nn.Module):
-    """SD 1.x/2.x condition on the last layer's states."""
-
-    def __init__(self, text_encoder: torch.nn.Module) -> None:
-        super().__init__()
-        self.text_encoder = text_encoder
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.text_encoder(input_ids, return_dict=True).last_hidden_state
-
-
-class _PenultimateTextEncoder(torch.nn.Module):
-    """SDXL conditions on the penultimate layer's states (before the final layer norm)."""
-
-    def __init__(self, text_encoder: torch.nn.Module) -> None:
-        super().__init__()
-        self.text_encoder = text_encoder
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.text_encoder(input_ids, output_hidden_states=True, return_dict=True).hidden_states[-2]
+    def shape_ranges(self, limits: ProfileLimits) -> dict[str, ShapeRange]:
+        """Input name -> shape range, batch included: the TensorRT optimisation profile."""
+        if self.profile is None:
+            raise ExportError(f"no TensorRT profile for {self.key!r}")
+        batch = self.batch_range(limits)
+        return {tensor.name: ShapeRange.of((batch, *dims)) for tensor, dims in self.profile(limits).items()}
 
 
-class _ProjectionTextEncoder(torch.nn.Module):
-    """SDXL's second encoder: penultimate states and the pooled, projected embedding."""
+@dataclass(frozen=True)
+class PythonModelSpec:
+    """A model that is a python-backend model in every target, written from its contract alone."""
 
-    def __init__(self, text_encoder: torch.nn.Module) -> None:
-        super().__init__()
-        self.text_encoder = text_encoder
-
-    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.text_encoder(input_ids, output_hidden_states=True, return_dict=True)
-        return out.hidden_states[-2], out.text_embeds
+    contract: ModelContract
+    backend: str
 
 
-class _UNet(torch.nn.Module):
-    """Takes one timestep per batch row (shape [B, 1]) so rows of different requests can share a batch."""
-
-    def __init__(self, unet: torch.nn.Module) -> None:
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample, timestep, encoder_hidden_states):
-        return self.unet(sample, timestep.reshape(-1), encoder_hidden_states, return_dict=False)[0]
-
-
-class _UNetXL(_UNet):
-    """SDXL's UNet: also the pooled text embedding and the size conditioning, one row each."""
-
-    def forward(self, sample, timestep, encoder_hidden_states, text_embeds, time_ids):
-        added = {"text_embeds": text_embeds, "time_ids": time_ids}
-        return self.unet(sample, timestep.reshape(-1), encoder_hidden_states, added_cond_kwargs=added, return_dict=False)[0]
-
-
-class _VaeDecoder(torch.nn.Module):
-    """Scaled latents in, images in [-1, 1] out: the scaling factor (and, where the VAE has them,
-    the latents' mean and spread) live in the graph."""
-
-    def __init__(self, vae: torch.nn.Module) -> None:
-        super().__init__()
-        self.vae = vae
-        self.scaling_factor = float(vae.config.scaling_factor)
-        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
-        self.normalised = mean is not None and std is not None
-        if self.normalised:
-            self.register_buffer("latents_mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-            self.register_buffer("latents_std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        if self.normalised:
-            latent = latent * self.latents_std / self.scaling_factor + self.latents_mean
-        else:
-            latent = latent / self.scaling_factor
-        return self.vae.decode(latent.to(self.vae.dtype), return_dict=False)[0]
-
-
-class _ImageEncoder(torch.nn.Module):
-    """uint8 RGB [B, H, W, 3] in, unit-length CLIP embeddings out: resizing and CLIP's pixel
-    normalisation live in the graph, so clients send plain images."""
-
-    def __init__(self, clip: torch.nn.Module, *, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.vision_model = clip.vision_model
-        self.projection = clip.visual_projection
-        self.side = int(clip.config.vision_config.image_size)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        pixels = image.permute(0, 3, 1, 2).to(self.mean.dtype) / 255.0  # fp16 under the torch-cuda target
-        # a square resize: equal to CLIP's shortest-side resize + centre crop for square images
-        pixels = torch.nn.functional.interpolate(pixels, size=(self.side, self.side), mode="bilinear", align_corners=False)
-        pixels = (pixels - self.mean) / self.std
-        pooled = self.vision_model(pixel_values=pixels, return_dict=True).pooler_output
-        return torch.nn.functional.normalize(self.projection(pooled), dim=-1)
-
-
-class _ClipText(torch.nn.Module):
-    """Token ids in, unit-length CLIP text embeddings out (the text tower's pooled output, projected)."""
-
-    def __init__(self, clip: torch.nn.Module) -> None:
-        super().__init__()
-        self.text_model = clip.text_model
-        self.projection = clip.text_projection
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        pooled = self.text_model(input_ids=input_ids, return_dict=True).pooler_output
-        return torch.nn.functional.normalize(self.projection(pooled), dim=-1)
+# --- sample inputs ---
 
 
 def _text_inputs(d: ExportDims) -> tuple[torch.Tensor, ...]:
@@ -206,40 +144,81 @@ def _image_inputs(d: ExportDims) -> tuple[torch.Tensor, ...]:
     return (torch.randint(0, 256, (d.batch, d.image_side, d.image_side, 3), generator=generator, dtype=torch.uint8),)
 
 
-_IMAGE_AXES = {0: "batch", 2: "height", 3: "width"}
+# --- TensorRT profiles (sizes after the batch dimension) ---
 
-_TEXT_AXES = {"INPUT_IDS": {0: "batch", 1: "sequence"}, "LAST_HIDDEN_STATE": {0: "batch", 1: "sequence"}}
+
+def _text_profile(limits: ProfileLimits) -> dict[TensorSpec, Dims]:
+    return {contract.TEXT_ENCODER.INPUT_IDS: (limits.sequence_length,)}
+
+
+def _unet_profile(limits: ProfileLimits) -> dict[TensorSpec, Dims]:
+    unet, lat = contract.UNET, limits.latent_sides
+    return {
+        unet.SAMPLE: (limits.latent_channels, lat, lat),
+        unet.TIMESTEP: (1,),
+        unet.ENCODER_HIDDEN_STATES: (limits.sequence_length, limits.hidden_size),
+    }
+
+
+def _unet_xl_profile(limits: ProfileLimits) -> dict[TensorSpec, Dims]:
+    unet = contract.UNET_XL
+    return {**_unet_profile(limits), unet.TEXT_EMBEDS: (limits.text_embeds_dim,), unet.TIME_IDS: (limits.time_ids,)}
+
+
+def _vae_profile(limits: ProfileLimits) -> dict[TensorSpec, Dims]:
+    lat = limits.latent_sides
+    return {contract.VAE_DECODER.LATENT: (limits.latent_channels, lat, lat)}
+
+
+def _image_profile(limits: ProfileLimits) -> dict[TensorSpec, Dims]:
+    side = limits.image_sides
+    return {contract.IMAGE_ENCODER.IMAGE: (side, side, 3)}
+
+
+# --- the specs ---
+
+_IMAGE_AXES = {0: "batch", 2: "height", 3: "width"}
+_SEQUENCE_AXES = {0: "batch", 1: "sequence"}
+_TEXT_AXES = {contract.TEXT_ENCODER.INPUT_IDS: _SEQUENCE_AXES, contract.TEXT_ENCODER.LAST_HIDDEN_STATE: _SEQUENCE_AXES}
+_UNET_AXES = {
+    contract.UNET.SAMPLE: _IMAGE_AXES,
+    contract.UNET.TIMESTEP: {0: "batch"},
+    contract.UNET.ENCODER_HIDDEN_STATES: _SEQUENCE_AXES,
+    contract.UNET.NOISE_PRED: _IMAGE_AXES,
+}
 
 TEXT_ENCODER = ExportSpec(
     key="text_encoder",
     contract=contract.TEXT_ENCODER,
     component="text_encoder",
     dynamic_axes=_TEXT_AXES,
-    wrap=_TextEncoder,
+    wrap=wrappers.TextEncoder,
     sample_inputs=_text_inputs,
+    profile=_text_profile,
+    guided=True,
 )
 
 UNET = ExportSpec(
     key="unet",
     contract=contract.UNET,
     component="unet",
-    dynamic_axes={
-        "SAMPLE": _IMAGE_AXES,
-        "TIMESTEP": {0: "batch"},
-        "ENCODER_HIDDEN_STATES": {0: "batch", 1: "sequence"},
-        "NOISE_PRED": _IMAGE_AXES,
-    },
-    wrap=_UNet,
+    dynamic_axes=_UNET_AXES,
+    wrap=wrappers.UNet,
     sample_inputs=_unet_inputs,
+    profile=_unet_profile,
+    guided=True,
+    graphed=True,
 )
 
 VAE_DECODER = ExportSpec(
     key="vae_decoder",
     contract=contract.VAE_DECODER,
     component="vae",
-    dynamic_axes={"LATENT": _IMAGE_AXES, "IMAGE": _IMAGE_AXES},
-    wrap=_VaeDecoder,
+    dynamic_axes={contract.VAE_DECODER.LATENT: _IMAGE_AXES, contract.VAE_DECODER.IMAGE: _IMAGE_AXES},
+    wrap=wrappers.VaeDecoder,
     sample_inputs=_vae_inputs,
+    profile=_vae_profile,
+    upcast=True,
 )
 
 TEXT_ENCODER_XL = ExportSpec(
@@ -247,32 +226,79 @@ TEXT_ENCODER_XL = ExportSpec(
     contract=contract.TEXT_ENCODER,
     component="text_encoder",
     dynamic_axes=_TEXT_AXES,
-    wrap=_PenultimateTextEncoder,
+    wrap=wrappers.PenultimateTextEncoder,
     sample_inputs=_text_inputs,
+    profile=_text_profile,
+    guided=True,
 )
 
 TEXT_ENCODER_2 = ExportSpec(
     key="text_encoder_2",
     contract=contract.TEXT_ENCODER_2,
     component="text_encoder_2",
-    dynamic_axes={**_TEXT_AXES, "TEXT_EMBEDS": {0: "batch"}},
-    wrap=_ProjectionTextEncoder,
+    dynamic_axes={**_TEXT_AXES, contract.TEXT_ENCODER_2.TEXT_EMBEDS: {0: "batch"}},
+    wrap=wrappers.ProjectionTextEncoder,
     sample_inputs=_text_inputs_2,
+    profile=_text_profile,
+    guided=True,
 )
 
 UNET_XL = ExportSpec(
     key="unet_xl",
     contract=contract.UNET_XL,
     component="unet",
-    dynamic_axes={**UNET.dynamic_axes, "TEXT_EMBEDS": {0: "batch"}, "TIME_IDS": {0: "batch"}},
-    wrap=_UNetXL,
+    dynamic_axes={**_UNET_AXES, contract.UNET_XL.TEXT_EMBEDS: {0: "batch"}, contract.UNET_XL.TIME_IDS: {0: "batch"}},
+    wrap=wrappers.UNetXL,
     sample_inputs=_unet_xl_inputs,
+    profile=_unet_xl_profile,
+    guided=True,
+    graphed=True,
 )
 
 SPECS = (TEXT_ENCODER, UNET, VAE_DECODER)
 """The components of a Stable Diffusion 1.x/2.x pipeline."""
 XL_SPECS = (TEXT_ENCODER_XL, TEXT_ENCODER_2, UNET_XL, VAE_DECODER)
 """The components of an SDXL pipeline."""
+
+IMAGE_ENCODER = ExportSpec(
+    key="image_encoder",
+    contract=contract.IMAGE_ENCODER,
+    component="clip",
+    dynamic_axes={
+        contract.IMAGE_ENCODER.IMAGE: {0: "batch", 1: "height", 2: "width"},
+        contract.IMAGE_ENCODER.EMBEDDING: {0: "batch"},
+    },
+    wrap=wrappers.ImageEncoder,
+    sample_inputs=_image_inputs,
+    profile=_image_profile,
+)
+"""Exported from a ``CLIPModel`` (not part of a diffusers pipeline); its wrapper needs the pixel
+statistics of the checkpoint's image processor (see ``export.scoring``)."""
+
+# --- models written from their contracts: python-backend models in every target ---
+
+TXT2IMG = PythonModelSpec(contract.TXT2IMG, "ppo_server.backends.txt2img")
+PREFERENCE = PythonModelSpec(contract.PREFERENCE, "ppo_server.backends.preference")
+TXT2IMG_SCORE = PythonModelSpec(contract.TXT2IMG_SCORE, "ppo_server.backends.txt2img_score")
+CLIP_TEXT = PythonModelSpec(contract.CLIP_TEXT, "ppo_server.backends.clip_text")
+
+CLIP_TEXT_GRAPH = ExportSpec(
+    key="clip_text",
+    contract=contract.CLIP_TEXT_GRAPH,
+    component="clip",
+    dynamic_axes={contract.CLIP_TEXT_GRAPH.INPUT_IDS: _SEQUENCE_AXES, contract.CLIP_TEXT_GRAPH.EMBEDDING: {0: "batch"}},
+    wrap=wrappers.ClipText,
+    sample_inputs=_text_inputs,
+    backend=CLIP_TEXT.backend,
+)
+"""The graph inside the ``clip_text`` model, which tokenizes first (its served inputs are texts)."""
+
+EXPORT_SPECS = (*SPECS, *XL_SPECS, IMAGE_ENCODER, CLIP_TEXT_GRAPH)
+"""Every export spec (``unet`` and ``unet_xl`` serve one model name, as do both text encoder specs)."""
+BACKEND_MODULES = {
+    spec.contract.name: spec.backend for spec in (*EXPORT_SPECS, TXT2IMG, PREFERENCE, TXT2IMG_SCORE, CLIP_TEXT)
+}
+"""Model name -> the python-backend module its versioned ``model.py`` imports."""
 
 
 def specs_for(family: str) -> tuple[ExportSpec, ...]:
@@ -285,39 +311,9 @@ def in_process(pipeline, family: str):
     modules = {spec.contract.name: spec.wrap(getattr(pipeline, spec.component)).eval() for spec in specs_for(family)}
 
     @torch.no_grad()
-    def call(model: contract.ModelContract, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def call(model: ModelContract, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = modules[model.name](*(torch.from_numpy(np.ascontiguousarray(inputs[t.name])) for t in model.inputs))
         out = out if isinstance(out, tuple) else (out,)
         return {t.name: o.float().numpy() for t, o in zip(model.outputs, out)}
 
     return call
-
-IMAGE_ENCODER = ExportSpec(
-    key="image_encoder",
-    contract=contract.IMAGE_ENCODER,
-    component="clip",
-    dynamic_axes={"IMAGE": {0: "batch", 1: "height", 2: "width"}, "EMBEDDING": {0: "batch"}},
-    wrap=_ImageEncoder,
-    sample_inputs=_image_inputs,
-)
-"""Exported from a ``CLIPModel`` (not part of a diffusers pipeline); ``wrap`` needs the pixel
-statistics of the checkpoint's image processor (see ``export.scoring``)."""
-
-CLIP_TEXT_GRAPH = ExportSpec(
-    key="clip_text",
-    contract=contract.ModelContract(
-        name="clip_text",
-        inputs=(contract.TensorSpec("INPUT_IDS", contract.DataType.INT64, (-1,)),),
-        outputs=(contract.TensorSpec("EMBEDDING", contract.DataType.FP32, (-1,)),),
-        max_batch_size=contract.CLIP_TEXT.max_batch_size,
-    ),
-    component="clip",
-    dynamic_axes={"INPUT_IDS": {0: "batch", 1: "sequence"}, "EMBEDDING": {0: "batch"}},
-    wrap=_ClipText,
-    sample_inputs=_text_inputs,
-)
-"""The graph inside the ``clip_text`` model, which tokenizes first (its served inputs are texts)."""
-
-
-BY_KEY = {spec.key: spec for spec in (*SPECS, *XL_SPECS, IMAGE_ENCODER, CLIP_TEXT_GRAPH)}
-"""Every spec by its key (the torch-cuda target's manifest names the one it serves)."""
