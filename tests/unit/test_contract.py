@@ -1,3 +1,7 @@
+import ast
+import dataclasses
+from pathlib import Path
+
 import pytest
 
 from ppo_client import contract
@@ -57,3 +61,104 @@ def test_ddim_asked_for_by_a_request_does_not_clamp_the_latents(config):
     else:
         scheduler = PNDMScheduler.from_pretrained(demo_pipeline_dir() / "scheduler")
     assert build_scheduler("ddim", scheduler.config).config.clip_sample is False
+
+
+# --- one contract: tensor names, model-config parameters ---
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LINTED_ROOTS = ("client", "server_export", "demo", "benchmarks")
+"""Where no module but ``contract.py`` may spell a tensor name as a string (missing roots are skipped)."""
+
+
+def _tensor_name_literals(path: Path, names: frozenset[str]) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    placeholders = {  # argparse's metavar="IMAGE" names a command-line placeholder, not a tensor
+        id(keyword.value) for keyword in ast.walk(tree) if isinstance(keyword, ast.keyword) and keyword.arg == "metavar"
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and node.value in names and id(node) not in placeholders
+    ]
+
+
+def test_no_module_but_the_contract_spells_a_tensor_name():
+    names = contract.tensor_names()
+    contract_file = Path(contract.__file__).resolve()
+    found = {}
+    for root in LINTED_ROOTS:
+        for path in sorted((REPO_ROOT / root).rglob("*.py")):
+            if path.resolve() != contract_file and (hits := _tensor_name_literals(path, names)):
+                found[str(path.relative_to(REPO_ROOT))] = hits
+    assert found == {}, "name tensors through ppo_client.contract (e.g. contract.TXT2IMG.PROMPT.name)"
+
+
+def test_the_lint_sees_a_literal_and_ignores_placeholders(tmp_path):
+    module = tmp_path / "module.py"
+    module.write_text('inputs = {"PROMPT": 1}\nparser.add_argument("images", metavar="IMAGE")\n')
+    assert _tensor_name_literals(module, contract.tensor_names()) == [(1, "PROMPT")]
+
+
+def test_the_wire_format_is_pinned():
+    # the contract's field order is the wire order: a reordered or renamed field shows here
+    wire = {
+        m.name + ("_xl" if m is contract.UNET_XL else "_graph" if m is contract.CLIP_TEXT_GRAPH else ""):
+            ([t.name for t in m.inputs], [t.name for t in m.outputs])
+        for m in contract.ALL_CONTRACTS
+    }
+    prompt = ["PROMPT", "NEGATIVE_PROMPT", "SEED", "STEPS", "GUIDANCE_SCALE", "HEIGHT", "WIDTH", "SCHEDULER", "GUIDANCE_RESCALE"]
+    assert wire == {
+        "text_encoder": (["INPUT_IDS"], ["LAST_HIDDEN_STATE"]),
+        "text_encoder_2": (["INPUT_IDS"], ["LAST_HIDDEN_STATE", "TEXT_EMBEDS"]),
+        "unet": (["SAMPLE", "TIMESTEP", "ENCODER_HIDDEN_STATES"], ["NOISE_PRED"]),
+        "unet_xl": (["SAMPLE", "TIMESTEP", "ENCODER_HIDDEN_STATES", "TEXT_EMBEDS", "TIME_IDS"], ["NOISE_PRED"]),
+        "vae_decoder": (["LATENT"], ["IMAGE"]),
+        "txt2img": (prompt, ["IMAGE"]),
+        "image_encoder": (["IMAGE"], ["EMBEDDING"]),
+        "preference": (["EMBEDDING", "USER_MODEL"], ["SCORE"]),
+        "txt2img_score": ([*prompt, "USER_MODEL"], ["IMAGE", "EMBEDDING", "SCORE"]),
+        "clip_text": (["TEXT"], ["EMBEDDING", "TOKENS"]),
+        "clip_text_graph": (["INPUT_IDS"], ["EMBEDDING"]),
+    }
+
+
+def test_every_tensor_attribute_is_named_like_its_tensor_and_contracts_are_frozen():
+    for model in contract.ALL_CONTRACTS:
+        for tensor in (*model.inputs, *model.outputs):
+            assert getattr(model, tensor.name) is tensor
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        contract.TXT2IMG.PROMPT = contract.TXT2IMG.SEED
+
+
+PARAMETER_RECORDS = [
+    contract.ServedPipeline("sdxl", contract.SizeLimits(32, 32, 2048, 1024), ("euler", "ddim"), "EulerDiscreteScheduler"),
+    contract.ImageEncoderParameters("clip-0123abcd", 512),
+    contract.ClipTextParameters(77),
+    contract.ComponentParameters(2),
+    contract.HeadCacheParameters(2**20),
+    contract.CudaGraphParameters((1, 2, 4)),
+]
+
+
+@pytest.mark.parametrize("record", PARAMETER_RECORDS, ids=lambda r: type(r).__name__)
+def test_model_config_parameters_round_trip_as_text(record):
+    parameters = record.to_parameters()
+    assert all(isinstance(v, str) for v in parameters.values())
+    assert type(record).from_parameters(parameters) == record
+
+
+@pytest.mark.parametrize("record", PARAMETER_RECORDS[:-1], ids=lambda r: type(r).__name__)
+def test_a_missing_or_malformed_parameter_is_refused_by_name_with_the_fix(record):
+    for key in record.to_parameters():
+        missing = {k: v for k, v in record.to_parameters().items() if k != key}
+        with pytest.raises(ValueError, match=f"no '{key}' parameter; re-export the repository"):
+            type(record).from_parameters(missing)
+    numeric = [k for k, v in record.to_parameters().items() if v.isdigit()]
+    for key in numeric:
+        with pytest.raises(ValueError, match=f"'{key}' parameter 'many' is malformed.*re-export"):
+            type(record).from_parameters({**record.to_parameters(), key: "many"})
+
+
+def test_an_empty_encoder_id_is_refused_since_it_keys_embedding_caches():
+    with pytest.raises(ValueError, match="'encoder_id'.*malformed"):
+        contract.ImageEncoderParameters.from_parameters({"encoder_id": "", "embedding_dim": "8"})
