@@ -40,12 +40,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppo-serve", description=__doc__)
-    parser.add_argument("--repository", default="model_repository", help="model repository (default: %(default)s)")
-    parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT, help="0 picks a free port")
-    parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="0 picks a free port")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
+    default = ServerConfig(repository=Path("model_repository"))  # the defaults live in one place: the config
+    parser.add_argument("--repository", default=str(default.repository), help="model repository (default: %(default)s)")
+    parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT,
+                        help="default %(default)s (Triton's usual port); 0 picks a free port")
+    parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT,
+                        help="default %(default)s (Triton's usual port); 0 picks a free port")
+    parser.add_argument("--host", default=default.host, help="address to bind (0.0.0.0 for all; default %(default)s)")
     parser.add_argument("--log-file", help="server log (default: a temporary file)")
-    parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    parser.add_argument("--startup-timeout", type=float, default=default.startup_timeout_s,
+                        help="seconds to wait for readiness (default %(default)g)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     return parser
 
