@@ -65,3 +65,35 @@ print('ok')
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def _config(parameters: dict[str, str]) -> dict:
+    """A model config as gRPC's get_model_config(as_json=True) returns it."""
+    return {"config": {"parameters": {k: {"string_value": v} for k, v in parameters.items()}}}
+
+
+def test_an_encoder_without_its_id_is_a_server_error_that_says_to_re_export():
+    # the id keys the embedding caches: guessing one ("unknown") would mix encoders' embeddings
+    from ppo_client.errors import ServerError
+    from ppo_client.scoring import _encoder_info
+
+    text = _config({"max_tokens": "77"})
+    info = _encoder_info(_config({"encoder_id": "clip-1", "embedding_dim": "512"}), text, "grpc://h:1")
+    assert (info.encoder_id, info.dim, info.max_tokens) == ("clip-1", 512, 77)
+    with pytest.raises(ServerError, match="image_encoder: .*'encoder_id'.*re-export") as caught:
+        _encoder_info(_config({"embedding_dim": "512"}), text, "grpc://h:1")
+    assert caught.value.url == "grpc://h:1"
+    with pytest.raises(ServerError, match="clip_text: .*'max_tokens'.*re-export"):
+        _encoder_info(_config({"encoder_id": "clip-1", "embedding_dim": "512"}), _config({}), "grpc://h:1")
+
+
+def test_a_txt2img_config_without_its_family_is_a_server_error_that_says_to_re_export():
+    from ppo_client.contract import ServedPipeline, SizeLimits
+    from ppo_client.errors import ServerError
+    from ppo_client.txt2img import _pipeline_from_config
+
+    served = ServedPipeline("sd", SizeLimits(16, 16, 256, 64), ("ddim",), "PNDMScheduler")
+    assert _pipeline_from_config(_config(served.to_parameters()), "h:1") == served
+    without_family = {k: v for k, v in served.to_parameters().items() if k != "family"}
+    with pytest.raises(ServerError, match="txt2img: .*'family'.*re-export"):
+        _pipeline_from_config(_config(without_family), "h:1")

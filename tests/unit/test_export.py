@@ -61,3 +61,27 @@ def test_the_txt2img_config_says_what_the_model_serves(tiny_export, tiny_reposit
     assert served.family == "sd" and served.default_scheduler == "PNDMScheduler"
     assert set(served.schedulers) == set(contract.SCHEDULERS), "SD 1.x's PNDM config builds every named scheduler"
     assert tiny_export.schedulers == list(served.schedulers)
+
+
+def test_every_target_has_its_own_writer():
+    from ppo_server.export.options import ExportOptions, Target
+    from ppo_server.export.targets import writer_for
+
+    writers = {target: writer_for(ExportOptions(target=target)) for target in Target}
+    assert all(writer.target is target for target, writer in writers.items())
+    assert len({type(writer) for writer in writers.values()}) == len(Target)
+
+
+def test_ppo_export_takes_its_defaults_from_the_export_options():
+    from ppo_server.export.cli import build_parser
+    from ppo_server.export.options import ExportOptions, Precision, Target
+
+    args, default = build_parser().parse_args(["--preset", "tiny"]), ExportOptions()
+    assert Target(args.target) is default.target and Precision(args.precision) is default.precision
+    assert (args.txt2img_instances, args.txt2img_queue_delay_us) == (
+        default.txt2img_serving.instance_count, default.txt2img_serving.max_queue_delay_us
+    )
+    assert args.component_queue_delay_us == default.component_serving.max_queue_delay_us
+    assert (args.max_images, args.intra_op_threads, args.max_side) == (default.max_images, default.intra_op_threads, None)
+    assert int(args.head_cache_mb * 2**20) == default.head_cache_bytes
+    assert args.cuda_graph_batches == ",".join(map(str, default.cuda_graph_batches))
