@@ -224,14 +224,17 @@ def missing_models(http_url: str, needed) -> list[str]:
 
 def optimization_overhead(url: str, head, steps: int) -> dict:
     """A short run of the random optimizer (no LLM): share of wall time spent outside the server."""
+    from ppo_client.optimize.config import RunConfig
+    from ppo_client.optimize.folder import RunInfo, create_run
+    from ppo_client.optimize.loop import run_iterations
     from ppo_client.optimize.proposers import RandomProposer
-    from ppo_client.optimize.run import Renderer, RunConfig, create_run, run_iterations
+    from ppo_client.optimize.renderer import Renderer
     from ppo_client.scoring import ScoringClient
 
     with ScoringClient(url) as client, tempfile.TemporaryDirectory() as folder:
         config = RunConfig("bench", PROMPT, iterations=3, n_prompts=4, seeds=2, optimizer="random", steps=steps)
-        state = create_run(Path(folder) / "run", config, head, {}, (np.zeros((0, head.dim), np.float32), np.zeros(0)))
-        renderer = Renderer(client, config, head, None)
+        state = create_run(Path(folder) / "run", config, head, RunInfo(), (np.zeros((0, head.dim), np.float32), np.zeros(0)))
+        renderer = Renderer(client, config, head)
         started = time.perf_counter()
         try:
             run_iterations(state, RandomProposer(), renderer, lambda prompts: list(prompts))
@@ -239,7 +242,7 @@ def optimization_overhead(url: str, head, steps: int) -> dict:
             renderer.close()
             state.close()
         wall = time.perf_counter() - started
-        server = sum(r["timings"]["server_s"] for r in state.records)
+        server = sum(r.timings.server_s for r in state.records)
     return {"iterations": len(state.records), "wall_s": wall, "server_s": server, "outside_server_share": (wall - server) / wall}
 
 
