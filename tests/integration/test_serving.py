@@ -14,8 +14,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 
 from ppo_client import AsyncTxt2ImgClient, GenerationRequest, InvalidRequestError, Txt2ImgClient
+from ppo_client.contract import SizeLimits
 from ppo_client.errors import InferenceError
-from ppo_client.generation import SizeLimits
 from ppo_server.backends.schedulers import scheduler_class
 
 pytestmark = [pytest.mark.integration, pytest.mark.isa]

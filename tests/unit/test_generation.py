@@ -3,8 +3,9 @@ import math
 import pytest
 
 from ppo_client import contract
+from ppo_client.contract import SizeLimits
 from ppo_client.errors import InvalidRequestError
-from ppo_client.generation import GenerationRequest, SizeLimits, check_prompt_count
+from ppo_client.generation import GenerationRequest, check_prompt_count
 
 LIMITS = SizeLimits(multiple=16, min_side=16, max_side=256, native_side=64)
 
