@@ -71,10 +71,10 @@ def test_a_request_for_ddim_draws_the_prompt_too(demo_server):
 def test_demo_ratings_writes_a_sac_file_every_user_rating_at_least_100_images(demo_server, tmp_path):
     import sqlite3
 
-    from ppo_client.cli import main
+    from ppo_demo.cli import main
 
     out = tmp_path / "ratings"
-    code = main(["demo", "ratings", "--out", str(out), "--users", "3", "--images", "100", "--steps", "4",
+    code = main(["ratings", "--out", str(out), "--users", "3", "--images", "100", "--steps", "4",
                  "--url", demo_server.grpc_url])
     assert code == 0
     with sqlite3.connect(out / "sac.sqlite") as db:
