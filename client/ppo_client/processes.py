@@ -82,8 +82,14 @@ def wait_http_ready(
     raise error(f"{name} was not ready after {timeout_s:.0f} s; last lines of {log_file}:\n{log_tail(log_file)}")
 
 
+GROUP_EXIT_TIMEOUT_S = 10.0
+"""How long the processes a child spawned may take to go once killed (a python-backend stub
+releasing a large shared-memory region takes a moment)."""
+
+
 def stop_process_group(process: subprocess.Popen, *, timeout_s: float, name: str) -> None:
-    """SIGTERM, wait, then SIGKILL the child's whole process group."""
+    """SIGTERM, wait, then SIGKILL the child's whole process group, and wait until none of it is left,
+    so that a stop that returned leaves nothing running."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -95,4 +101,23 @@ def stop_process_group(process: subprocess.Popen, *, timeout_s: float, name: str
     except ProcessLookupError:
         pass
     process.wait()
+    deadline = time.monotonic() + GROUP_EXIT_TIMEOUT_S
+    while group_members(process.pid):
+        if time.monotonic() > deadline:
+            logger.warning("processes of %s's group were still running %.0f s after SIGKILL", name, GROUP_EXIT_TIMEOUT_S)
+            break
+        time.sleep(0.05)
     logger.info("%s stopped", name)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Processes of a process group that are still running (not zombies waiting to be reaped)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # gone while we looked
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
