@@ -27,6 +27,8 @@ from ppo_client.piaa.head import PreferenceHead
 from ppo_client.scoring import AsyncScoringClient
 from ppo_demo.scenes import example
 from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
+from ppo_server.export.model_config import ServingOptions
+from ppo_server.export.options import ExportOptions
 from ppo_server.export.presets import demo_clip_dir
 from ppo_server.export.scoring import export_scoring
 
@@ -65,7 +67,9 @@ def main() -> None:
     args = parser.parse_args()
 
     repository = Path(tempfile.mkdtemp(prefix="ppo-bench-")) / "repo"
-    export_scoring(str(demo_clip_dir()), repository)  # no txt2img_score: nothing generates here
+    # no txt2img_score (nothing generates here); requests in flight merge within a 2 ms window
+    options = ExportOptions(component_serving=ServingOptions(max_queue_delay_us=2000))
+    export_scoring(str(demo_clip_dir()), repository, options)
     scenes = np.stack([example(seed)[0] for seed in range(args.images)])
     chunks = [scenes[i : i + args.batch] for i in range(0, len(scenes), args.batch)]
     with EmbeddedTritonServer(ServerConfig(repository)) as server:
