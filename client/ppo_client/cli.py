@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ppo_client import contract
-from ppo_client.console import console, run_cli, setup_logging
+from ppo_client.console import console, run_commands
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import GenerationRequest
 from ppo_client.triton import DEFAULT_TIMEOUT_S, DEFAULT_URL, URL_ENV
@@ -117,9 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    return run_cli(lambda: args.handler(args))
+    return run_commands(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,14 @@ def run_cli(command: Callable[[], int | None]) -> int:
         return INTERRUPTED_EXIT_CODE
 
 
+def run_commands(parser, argv: list[str] | None = None) -> int:
+    """The one CLI boundary of a command with subcommands: parse, set up logging (``-v``), run the
+    chosen subcommand's ``handler``, and turn project errors into messages and exit codes."""
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    return run_cli(lambda: args.handler(args))
+
+
 def progress():
     """A rich progress display on the CLI console (stderr), removed when done."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -8,7 +8,7 @@ import csv
 import sys
 from pathlib import Path
 
-from ppo_client.console import console, run_cli, setup_logging
+from ppo_client.console import console, run_commands
 from ppo_client.triton import DEFAULT_URL, URL_ENV
 
 
@@ -124,9 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    return run_cli(lambda: args.handler(args))
+    return run_commands(build_parser(), argv)
 
 
 if __name__ == "__main__":
