@@ -4,6 +4,7 @@ one error that names the endpoint."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -14,11 +15,21 @@ import time
 from contextlib import contextmanager
 
 import httpx
+import numpy as np
 import pytest
 
+from ppo_client import text
 from ppo_client.cli import main
-from ppo_client.errors import ConfigurationError, LLMResponseError, LLMUnavailableError
+from ppo_client.errors import ConfigurationError, LLMRequestError, LLMResponseError, LLMUnavailableError
 from ppo_client.llm.chat import DEFAULT_TIMEOUT_S, ChatClient, ChatConfig, user_message
+from ppo_client.optimize import metrics, templates
+from ppo_client.optimize.config import RunConfig
+from ppo_client.optimize.folder import ITERATIONS, RunInfo, create_run, read_records
+from ppo_client.optimize.loop import run_iterations
+from ppo_client.optimize.proposers import LLMProposer
+from ppo_client.optimize.records import RenderedPrompt
+from ppo_client.optimize.report import write_report
+from ppo_client.piaa.head import PreferenceHead
 from ppo_client.processes import check_alive
 
 pytestmark = pytest.mark.faults
@@ -218,3 +229,113 @@ def test_llm_settings_are_checked_and_named(monkeypatch, tmp_path, capsys):
     args = ["optimize", "--user", "a", "--prompt", "a cat", "--llm-url", "ftp://llm", "--store", str(tmp_path / "s.sqlite")]
     assert main(args) == 2
     assert "must be an http:// or https:// URL" in capsys.readouterr().err
+
+
+INITIAL = "a red circle on a blue background"
+HOSTILE_PROMPTS = [
+    f"{INITIAL}\x1b[31m, soft light\x1b[0m",
+    f"<script>alert(1)</script> {INITIAL}, matte",
+    f"{INITIAL}\x00, golden\x07 hour, \u2066bokeh\u2069",
+    f"{INITIAL}, \u202ewatercolor\u202c",
+    f"{INITIAL} \ud800, oil painting\x7f",
+    f"{INITIAL},\u200b pastel\x1b]8;;http://evil.invalid\x1b\\ colours",
+]
+HOSTILE_FEEDBACK = "Warmer \x1b[1mlight\x1b[0m wins.\u202e <img src=x onerror=alert(1)>\x07\n\nMore \ud800 grain."
+
+
+class HostileLLM:
+    """Answers in the shape the schema asks for, filled with escape sequences, NUL, BEL, bidi
+    controls, lone surrogates and markup; then with 5,000 of them; and feedback of the same kind."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if body["messages"][0]["content"] == templates.feedback_system():
+            content = HOSTILE_FEEDBACK
+        else:
+            self.requests += 1
+            fmt = body.get("response_format") or {}
+            schema = fmt.get("json_schema", {}).get("schema") or fmt.get("schema")
+            n = schema["properties"]["prompts"]["maxItems"] if schema else 6
+            flood = [f"{INITIAL}, \x1b[3{i % 8}mvariation {i}\u202e" for i in range(5000)]
+            content = json.dumps({"prompts": HOSTILE_PROMPTS[:n] if self.requests == 1 else flood})
+        return completion(content)
+
+
+def completion(content: str) -> httpx.Response:
+    """A chat completion of this content; a lone surrogate in it travels as a JSON escape, as a server sends it."""
+    body = json.dumps({"choices": [{"message": {"content": content}, "finish_reason": "stop"}]})
+    return httpx.Response(200, content=body.encode(), headers={"content-type": "application/json"})
+
+
+def strings(value):
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+class WordRenderer:
+    """Renders nothing: scores a prompt by its length."""
+
+    server_seconds = 0.0
+
+    def render(self, prompts, folder, iteration):
+        return [RenderedPrompt(prompt=p, scores=[float(len(p))], score=float(len(p)), images=["a.png"], best=0,
+                               embeddings=[[1.0, 0.0]], description="blue, round") for p in prompts]
+
+
+def test_a_hostile_structured_reply_leaves_only_clean_text_in_the_record_and_the_report(tmp_path):
+    llm = HostileLLM()
+    chat = ChatClient(ChatConfig("http://llm.invalid/v1"), transport=httpx.MockTransport(llm.handler), sleep=lambda s: None)
+    config = RunConfig("u", INITIAL, iterations=1, n_prompts=3, seeds=1, optimizer="llm", context="s+p+f")
+    state = create_run(tmp_path / "run", config, PreferenceHead.linear(np.ones(2), 0.0), RunInfo(),
+                       (np.zeros((0, 2), np.float32), np.zeros(0)))
+    run_iterations(state, LLMProposer(chat, "s+p+f"), WordRenderer(), list)
+    state.close()
+
+    lines = [json.loads(line) for line in (tmp_path / "run" / ITERATIONS).read_text(encoding="utf-8").splitlines()]
+    assert [s for s in strings(lines) if text.hidden(s)] == []
+    records = read_records(tmp_path / "run")
+    prompts = [p.prompt for r in records for p in r.prompts]
+    assert len(prompts) == 1 + 3 + 3
+    assert all(p == text.clean(p) and not text.hidden(p) for p in prompts)
+    assert prompts[:4] == [INITIAL, f"{INITIAL}, soft light", f"<script>alert(1)</script> {INITIAL}, matte",
+                           f"{INITIAL}, golden hour, bokeh"]
+    assert records[1].feedback == "Warmer light wins. <img src=x onerror=alert(1)> More grain."
+    assert all(not text.hidden(call["reply"]) for r in records for call in r.llm_calls)
+    # neither the hostile reply of the right length nor the flood was in the shape asked for
+    assert [r.llm_prompts for r in records] == [0, 0] and records[0].repaired_prompts == 3
+    assert not any(call.get("fits_schema") for r in records for call in r.llm_calls)
+
+    summary = metrics.summarize(records, np.zeros((0, 2), np.float32), np.zeros(0), quantile=0.5)
+    page = write_report(tmp_path / "run", config.to_dict(), records, summary).read_text(encoding="utf-8")
+    assert not text.hidden(page)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_a_hostile_error_message_reaches_the_terminal_as_clean_text():
+    def handler(request):
+        return httpx.Response(400, json={"error": {"message": "bad \x1b]0;owned\x07request\x1b[2J\u202e" + "!" * 10_000}})
+
+    chat = ChatClient(ChatConfig("http://llm.invalid/v1"), transport=httpx.MockTransport(handler), sleep=lambda s: None)
+    with pytest.raises(LLMRequestError) as info:
+        chat.complete([user_message("hi")])
+    message = str(info.value)
+    assert "bad request!" in message and not text.hidden(message) and len(message) < 700
+
+
+def test_a_reply_nested_deeper_than_json_goes_is_a_response_error():
+    body = b'{"choices": ' + b"[" * 100_000
+    with raw_server(answer(200, body)) as url:
+        error, _ = timed_call(url, timeout_s=10)
+    assert isinstance(error, LLMResponseError) and "not JSON" in str(error)

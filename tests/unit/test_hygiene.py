@@ -102,3 +102,14 @@ def test_the_llms_prompts_are_tidied_before_they_are_kept():
     history = [[ScoredPrompt(INITIAL, 4.0)]]
     proposal = LLMProposer(chat, "s+p").propose(INITIAL, history, 2, np.random.default_rng(0), {INITIAL}, keep_all)
     assert proposal.prompts == [f"{INITIAL}, cool colors", f"{INITIAL}, matte"] and proposal.fallback == 0
+
+
+def test_an_llm_prompt_that_tidying_leaves_too_short_is_dropped():
+    reply = json.dumps(["x , , ,", f"{INITIAL}, matte"])
+
+    def handler(request):
+        return httpx.Response(200, json={"choices": [{"message": {"content": reply}}]})
+
+    chat = ChatClient(ChatConfig("http://llm.invalid/v1"), transport=httpx.MockTransport(handler), sleep=lambda s: None)
+    proposal = LLMProposer(chat, "s+p").propose(INITIAL, [[ScoredPrompt(INITIAL, 4.0)]], 2, np.random.default_rng(0), {INITIAL}, keep_all)
+    assert proposal.prompts[0] == f"{INITIAL}, matte" and "x" not in proposal.prompts and proposal.fallback == 1

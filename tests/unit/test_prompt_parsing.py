@@ -31,3 +31,10 @@ def test_echoed_field_names_and_single_words_are_not_prompts():
 def test_answer_markers_are_stripped_and_token_soup_is_dropped():
     reply = "A: 1. A red circle on a blue background, sharp focus\nAnswer: a red circle, soft light\na maxi2cbe5eab9fefddeb circle"
     assert parse_prompts(reply) == ["A red circle on a blue background, sharp focus", "a red circle, soft light"]
+
+
+def test_escape_sequences_and_hidden_characters_are_no_part_of_a_prompt():
+    reply = "1. a red\x1b[31m cat\x1b[0m at dusk\n2. a \u202eblue\u202c cat,\x00 soft\x07 light\n3. \ud800\u200b\x1b]0;title\x07"
+    assert parse_prompts(reply) == ["a red cat at dusk", "a blue cat, soft light"]
+    assert parse_prompts('{"prompts": ["a \\u001b[1mbold\\u001b[0m cat", "a \\ud800 cat \\u2066at night"]}') == [
+        "a bold cat", "a cat at night"]

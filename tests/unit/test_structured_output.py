@@ -14,7 +14,7 @@ from ppo_client.llm.chat import ChatClient, ChatConfig
 from ppo_client.llm.structured import StructuredChat
 from ppo_client.optimize import templates
 from ppo_client.optimize.parsing import schema_prompts
-from ppo_client.optimize.proposers import LLMProposer, ScoredPrompt
+from ppo_client.optimize.proposers import REPLY_CHARS, LLMProposer, ScoredPrompt
 
 INITIAL = "a red circle on a blue background"
 GOOD = {"prompts": [f"{INITIAL}, soft light", f"{INITIAL}, watercolor", f"{INITIAL}, golden hour", f"{INITIAL}, bokeh",
@@ -169,7 +169,7 @@ def test_the_subject_anchor_setting_is_checked():
     assert RunConfig("u", "a cat").subject_anchor is SubjectAnchor.AUTO == "auto"
 
 
-def test_a_reply_with_thousands_of_prompts_costs_what_one_asked_for_does():
+def test_a_reply_with_thousands_of_prompts_costs_what_one_asked_for_does_and_is_out_of_shape():
     flood = json.dumps({"prompts": [f"{INITIAL}, variation {i}" for i in range(5000)]})
 
     def handler(request):
@@ -185,3 +185,7 @@ def test_a_reply_with_thousands_of_prompts_costs_what_one_asked_for_does():
     proposer = LLMProposer(chat, "s+p")
     proposal = proposer.propose(INITIAL, [[ScoredPrompt(INITIAL, 4.0)]], 4, np.random.default_rng(0), {INITIAL}, keep)
     assert len(proposal.prompts) == 4 and kept == [2 * proposer.asked(4)]
+    # 5,000 prompts for a schema of asked(4): not in the shape asked for, though the extra ones were dropped
+    assert [call["fits_schema"] for call in proposal.llm_calls] == [False]
+    assert (proposal.from_llm, proposal.repaired) == (0, 4)
+    assert proposal.llm_calls[0]["reply_chars"] == len(flood) and len(proposal.llm_calls[0]["reply"]) <= REPLY_CHARS

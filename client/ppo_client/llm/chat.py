@@ -7,6 +7,9 @@ refusals (400, 401, 403, 404, 422, and any error about the request's ``response_
 once with the server's message; a reply that is not a chat completion (not JSON, no message, larger
 than ``max_reply_bytes``) fails at once naming the endpoint. Images go as ``image_url`` content
 parts (PNG data URLs) for vision models.
+
+A reply's text is returned as sent: what reads it (``optimize.parsing``, the optimizer's record)
+makes clean text of it with ``text.clean``; a server's own words quoted in an error are clean text.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any, Callable, Sequence
 import httpx
 
 from ppo_client.errors import ConfigurationError, LLMRequestError, LLMResponseError, LLMUnavailableError
+from ppo_client.text import clean
 
 logger = logging.getLogger(__name__)
 
@@ -142,12 +146,22 @@ def _refuses_format(request: dict, body: bytes) -> bool:
 
 
 def _server_message(body: bytes) -> str:
+    """The server's error message as clean text (it ends up on a terminal)."""
     try:
         payload = json.loads(body)
         error = payload.get("error", payload) if isinstance(payload, dict) else payload
-        return str(error.get("message", error) if isinstance(error, dict) else error)[:500]
-    except ValueError:
-        return body[:500].decode("utf-8", "replace")
+        message = str(error.get("message", error) if isinstance(error, dict) else error)
+    except (ValueError, RecursionError):
+        message = body[:2000].decode("utf-8", "replace")
+    return clean(message[:4000], max_chars=500)
+
+
+def _excerpt(value: object, max_chars: int) -> str:
+    """A parsed reply, quoted in an error: clean text, bounded."""
+    try:
+        return clean(str(value)[: 8 * max_chars], max_chars=max_chars)
+    except RecursionError:  # nested about as deep as the JSON parser goes
+        return "(a value nested too deep to show)"
 
 
 @dataclass(frozen=True)
@@ -204,16 +218,16 @@ class ChatClient:
         where = f"the chat endpoint {self.config.base_url}"
         try:
             payload = json.loads(answer.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             raise LLMResponseError(
                 f"{where} answered HTTP {answer.status} with a body that is not JSON: {answer.body[:200]!r}"
             ) from None
         try:
             text = payload["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
-            raise LLMResponseError(f"{where} answered without a message: {str(payload)[:300]}") from None
+            raise LLMResponseError(f"{where} answered without a message: {_excerpt(payload, 300)}") from None
         if not isinstance(text, str):
-            raise LLMResponseError(f"{where} answered a message whose content is not text: {str(text)[:200]}")
+            raise LLMResponseError(f"{where} answered a message whose content is not text: {_excerpt(text, 200)}")
         usage = payload.get("usage")
         finish = payload["choices"][0].get("finish_reason") if isinstance(payload["choices"][0], dict) else ""
         return text, usage if isinstance(usage, dict) else {}, finish if isinstance(finish, str) else ""

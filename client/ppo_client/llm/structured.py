@@ -122,5 +122,5 @@ class StructuredChat:
 def _validated(text: str, validate: Callable[[Any], T | None]) -> T | None:
     try:
         return validate(json.loads(text))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser goes
         return None

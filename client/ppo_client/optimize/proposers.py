@@ -8,6 +8,7 @@ It says itself what of the history it needs beyond scores and prompts (``Propose
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,8 +16,9 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from ppo_client import text
 from ppo_client.errors import LLMError
-from ppo_client.llm.chat import ChatClient, user_message
+from ppo_client.llm.chat import ChatClient, ChatReply, user_message
 from ppo_client.llm.structured import DIALECTS, StructuredChat
 from ppo_client.optimize import hygiene, templates
 from ppo_client.optimize.config import Context, Optimizer
@@ -31,6 +33,10 @@ GA_FLIP_RATE = 0.01
 MAX_REPLY_TOKENS = {"diversify": 200, "propose": 200, "feedback": 100}
 TOKENS_PER_PROMPT = 48
 """Reply budget per prompt asked for, beyond ``MAX_REPLY_TOKENS`` (a 32-word prompt is about 40 tokens)."""
+FEEDBACK_CHARS = 1000
+"""The LLM's feedback is kept (shown in the report, sent with the next request) up to this length."""
+REPLY_CHARS = 16_000
+"""Each reply is kept in the run's record (``llm_calls``) up to this length, as clean text with its lines."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,9 @@ class ScoredPrompt:
 class Proposal:
     prompts: list[str]
     llm_calls: list[dict] = field(default_factory=list)
-    """Each LLM exchange: purpose, reply text, seconds."""
+    """Each LLM exchange: purpose, reply (clean text, at most ``REPLY_CHARS``) and its length as sent, seconds."""
     feedback: str = ""
+    """The LLM's feedback on the latest images, as clean text (``text.clean``)."""
     sources: list[str] = field(default_factory=list)
     """Where each prompt came from (the LLM proposer only): ``llm``, a reply in the shape asked for
     (a JSON object of prompts); ``repaired``, out of a reply that was not; ``fallback``, a keyword
@@ -154,15 +161,17 @@ def _fill(
 
 
 def _tidied(prompts: Sequence[str], seen: set[str], rules: hygiene.PromptRules) -> list[str]:
-    """The LLM's prompts repaired by ``PromptRules.tidy`` (those it cannot repair dropped), still new."""
+    """The LLM's prompts repaired by ``PromptRules.tidy`` (those it cannot repair dropped), still
+    usable (tidying can leave too little: "a, , ," is "a") and new."""
     out, keys = [], set(seen)
     for prompt in prompts:
         tidy = rules.tidy(prompt)
         if tidy is None:
             logger.info("dropped a prompt that contradicts itself: %s", prompt[:80])
-        elif normalise(tidy) not in keys:
-            keys.add(normalise(tidy))
-            out.append(tidy)
+            continue
+        for kept in usable([tidy], seen=keys):
+            keys.add(normalise(kept))
+            out.append(kept)
     return out
 
 
@@ -270,39 +279,53 @@ class LLMProposer:
         contradictions are dropped afterwards, so a few more come with each request."""
         return n + max(2, n // 2)
 
+    @staticmethod
+    def _record(calls: list[dict], purpose: str, reply: ChatReply, started: float, **more) -> None:
+        """One exchange for the run's record: the reply as clean text, bounded, with its lines."""
+        calls.append({"purpose": purpose, "reply": text.clean(reply.text, max_chars=REPLY_CHARS, lines=True),
+                      "reply_chars": len(reply.text), "seconds": time.perf_counter() - started, "attempts": reply.attempts,
+                      **more})
+
     def _ask(self, purpose: str, messages: list[dict], calls: list[dict], temperature: float | None = None) -> str:
+        """A free-text answer (the feedback), as clean text of at most ``FEEDBACK_CHARS``."""
         started = time.perf_counter()
         reply = self.chat.complete(
             messages, temperature=self.temperature if temperature is None else temperature, max_tokens=MAX_REPLY_TOKENS[purpose]
         )
-        calls.append({"purpose": purpose, "reply": reply.text, "seconds": time.perf_counter() - started, "attempts": reply.attempts})
-        return reply.text
+        self._record(calls, purpose, reply, started)
+        return text.clean(reply.text, max_chars=FEEDBACK_CHARS)
 
     def _prompts(
-        self, purpose: str, text: str, n: int, seen: set[str], keep: Filter, calls: list[dict], rules: hygiene.PromptRules, images=(),
+        self, purpose: str, request: str, n: int, seen: set[str], keep: Filter, calls: list[dict], rules: hygiene.PromptRules, images=(),
     ) -> Proposal:
         """Up to ``n`` prompts from at most ``LLM_ATTEMPTS`` requests for ``asked(n)`` prompts each,
-        constrained to ``templates.prompts_schema`` where the endpoint honours it."""
+        constrained to ``templates.prompts_schema`` where the endpoint honours it. A reply in that
+        shape (``parsing.schema_prompts``: no more prompts than asked, no hidden characters) gives
+        ``llm`` prompts, any other ``repaired`` ones; both are clean text (``parsing.usable``), and at
+        most twice the prompts asked for are read from either."""
         anchor = hygiene.split(rules.subject)[0] if self.anchored else None
         if anchor and not templates.anchorable(anchor):
             anchor = None  # a quote or backslash in the subject: the free schema is the safe one
         if anchor:
-            text += "\n" + templates.anchored(anchor)
-        messages = [{"role": "system", "content": templates.SYSTEM}, user_message(text, images)]
+            request += "\n" + templates.anchored(anchor)
+        messages = [{"role": "system", "content": templates.SYSTEM}, user_message(request, images)]
         asked = self.asked(n)
         proposal = Proposal([], calls)
         for _ in range(LLM_ATTEMPTS):
             started = time.perf_counter()
             answer = self.schema_chat.complete(
-                messages, name="prompts", schema=templates.prompts_schema(asked, anchor), validate=schema_prompts,
+                messages, name="prompts", schema=templates.prompts_schema(asked, anchor),
+                validate=functools.partial(schema_prompts, most=asked),
                 temperature=self.temperature, max_tokens=MAX_REPLY_TOKENS[purpose] + TOKENS_PER_PROMPT * asked,
             )
             fits = answer.value is not None
-            calls.append({"purpose": purpose, "reply": answer.reply.text, "seconds": time.perf_counter() - started,
-                          "attempts": answer.reply.attempts, "structured": answer.dialect, "fits_schema": fits})
+            self._record(calls, purpose, answer.reply, started, structured=answer.dialect, fits_schema=fits)
             proposal.structured = answer.dialect
-            candidates = usable(answer.value, seen=seen) if fits else parse_prompts(answer.reply.text, seen=seen)
-            candidates = candidates[: 2 * asked]  # a reply with thousands of prompts costs no more than one asked for
+            # a reply with thousands of prompts costs no more than one asked for
+            if fits:
+                candidates = usable(answer.value, seen=seen, limit=2 * asked)
+            else:
+                candidates = parse_prompts(answer.reply.text, seen=seen, limit=2 * asked)
             for prompt in keep(_tidied(candidates, seen, rules)):
                 if len(proposal.prompts) < n:
                     seen.add(normalise(prompt))
@@ -329,18 +352,18 @@ class LLMProposer:
                 {"role": "system", "content": templates.feedback_system()},
                 user_message(templates.feedback(items, with_images=images), [sp.best_image for sp in latest] if images else ()),
             ]
-            feedback = self._ask("feedback", messages, calls, temperature=0.7).strip()
+            feedback = self._ask("feedback", messages, calls, temperature=0.7)
         if self.context is Context.NONE:
-            text = templates.propose(initial, self.asked(n), current=[sp.prompt for sp in latest], history=None, feedback=None, with_images=False)
+            request = templates.propose(initial, self.asked(n), current=[sp.prompt for sp in latest], history=None, feedback=None, with_images=False)
         else:
             best = {}
             for it in history:
                 for sp in it:
                     best[sp.prompt] = sp.score
             ranked = sorted(best.items(), key=lambda item: item[1])[-self.top_k :]  # ascending: best last
-            text = templates.propose(initial, self.asked(n), current=[], history=ranked, feedback=feedback, with_images=images)
+            request = templates.propose(initial, self.asked(n), current=[], history=ranked, feedback=feedback, with_images=images)
         rules = hygiene.PromptRules.for_prompt(initial)
-        proposal = self._prompts("propose", text, n, seen, keep, calls, rules, [sp.best_image for sp in latest] if images else ())
+        proposal = self._prompts("propose", request, n, seen, keep, calls, rules, [sp.best_image for sp in latest] if images else ())
         leaders = [sp.prompt for sp in sorted(latest, key=lambda sp: sp.score, reverse=True)[:2]]
         pools = [leaders, [initial]] if leaders else [[initial]]
         for edit in _fill(proposal.prompts, n, pools, seen, rng, keep, rules):

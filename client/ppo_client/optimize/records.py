@@ -2,7 +2,8 @@
 
 The file stays plain JSON (one object per line, the field names below), so other tools read it as
 they always did; in the code a record is an ``IterationRecord`` and each rendered prompt a
-``RenderedPrompt``.
+``RenderedPrompt``. Every text in a record that came from the LLM (prompts, feedback, replies) is
+clean text (``ppo_client.text.clean``): no escape sequences, control or bidi characters.
 """
 
 from __future__ import annotations
@@ -71,10 +72,12 @@ class IterationRecord:
     seeds: list[int]
     prompts: list[RenderedPrompt]
     feedback: str = ""
+    """The LLM's feedback on the previous iteration's images (the ``s+p+f`` contexts), as clean text."""
     llm_calls: list[dict] = field(default_factory=list)
-    """Each LLM exchange: purpose, reply text, seconds, attempts (and the structured-output dialect)."""
+    """Each LLM exchange: purpose, reply (clean text with its lines, bounded), ``reply_chars`` (the
+    reply's length as sent), seconds, attempts (and the structured-output dialect, ``fits_schema``)."""
     llm_prompts: int = 0
-    """Prompts the LLM gave in the shape asked for."""
+    """Prompts the LLM gave in the shape asked for (no more prompts than asked, no hidden characters)."""
     repaired_prompts: int = 0
     """Prompts repaired out of replies that were not."""
     fallback_prompts: int = 0
