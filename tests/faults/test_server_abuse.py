@@ -159,6 +159,58 @@ def test_twenty_distinct_sixty_megabyte_heads_leave_the_preference_stub_under_it
     assert after < MEMORY_BOUND_MB
 
 
+FLOOD_MARGIN_MB = 64
+"""What many small heads may add to a stub's memory: they are charged what they keep alive, so the
+cache budget (256 MB here) is the bound, and thousands of 2 KB heads come nowhere near it."""
+
+
+def small_heads_with_bulky_headers(dim: int, count: int, start: int = 0) -> list[bytes]:
+    """Distinct linear heads whose ~60 KB of metadata parse into ~20,000 Python objects each."""
+    return [PreferenceHead.linear(np.full(dim, i, np.float32), 0.0, notes=[{}] * 20_000).to_bytes()
+            for i in range(start, start + count)]
+
+
+def test_two_thousand_small_heads_with_bulky_headers_do_not_grow_the_preference_stub(triton_server, tiny_repository, dim):
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    embedding = np.ones((1, dim), np.float32)
+    client.infer("preference", preference_inputs(grpcclient, embedding, small_heads_with_bulky_headers(dim, 1)[0]))
+    before = stub_rss_mb(tiny_repository, "preference")
+    for start in range(0, 2000, 100):  # 100 distinct heads per request, 2,000 in all (120 MB of headers)
+        heads = small_heads_with_bulky_headers(dim, 100, start=start + 1)
+        inputs = [tensor(grpcclient, "EMBEDDING", np.ones((100, dim), np.float32), "FP32"),
+                  tensor(grpcclient, "USER_MODEL", np.array(heads, dtype=object).reshape(-1, 1), "BYTES")]
+        scores = client.infer("preference", inputs).as_numpy("SCORE")[:, 0]
+        np.testing.assert_allclose(scores, np.arange(start + 1, start + 101) * float(dim), rtol=1e-5)
+    after = stub_rss_mb(tiny_repository, "preference")
+    print(f"preference stub: {before:.0f} MB before, {after:.0f} MB after 2,000 small heads with 60 KB headers")
+    assert after - before < FLOOD_MARGIN_MB
+    assert after < MEMORY_BOUND_MB
+
+
+def test_hundreds_of_small_heads_with_bulky_headers_do_not_grow_the_txt2img_score_stub(triton_server, tiny_repository, dim):
+    rows = contract.MAX_PROMPTS_PER_REQUEST
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+
+    def request(heads: list[bytes]):
+        values = [("PROMPT", np.array([[b"a red cat"]] * rows, dtype=object), "BYTES"),
+                  ("SEED", np.zeros((rows, 1), np.int64), "INT64"), ("STEPS", np.full((rows, 1), 2, np.int32), "INT32"),
+                  ("GUIDANCE_SCALE", np.full((rows, 1), 3.0, np.float32), "FP32"),
+                  ("HEIGHT", np.full((rows, 1), 64, np.int32), "INT32"), ("WIDTH", np.full((rows, 1), 64, np.int32), "INT32"),
+                  ("USER_MODEL", np.array(heads, dtype=object).reshape(-1, 1), "BYTES")]
+        return client.infer("txt2img_score", [tensor(grpcclient, *v) for v in values])
+
+    request(small_heads_with_bulky_headers(dim, rows))
+    before = stub_rss_mb(tiny_repository, "txt2img_score")
+    for start in range(rows, 50 * rows, rows):  # 392 more distinct heads (24 MB of headers)
+        result = request(small_heads_with_bulky_headers(dim, rows, start=start))
+        embeddings = result.as_numpy("EMBEDDING")
+        np.testing.assert_allclose(result.as_numpy("SCORE")[:, 0], embeddings.sum(axis=1) * np.arange(start, start + rows),
+                                   rtol=1e-4, atol=1e-4)
+    after = stub_rss_mb(tiny_repository, "txt2img_score")
+    print(f"txt2img_score stub: {before:.0f} MB before, {after:.0f} MB after 392 small heads with 60 KB headers")
+    assert after - before < FLOOD_MARGIN_MB
+
+
 def test_a_huge_prompt_is_refused_before_tokenizing_while_others_are_served(triton_server):
     huge = b"a castle " * (4 * 2**20)  # 36 MB
 

@@ -92,8 +92,15 @@ class PreferenceHead:
 
     @property
     def nbytes(self) -> int:
-        """Memory its arrays take (what a server's head cache counts)."""
+        """Memory its arrays take."""
         return sum(a.nbytes for a in self.arrays.values())
+
+    def for_serving(self) -> PreferenceHead:
+        """The same scoring function holding only what scoring needs: arrays copied out of the
+        buffer they were decoded from (a view would keep the whole request alive) and no ``meta``
+        (free-form, so a client can make it large). What a server keeps between requests; its
+        ``digest`` is that of the copy, not of the head that was sent."""
+        return PreferenceHead(self.kind, {name: array.copy() for name, array in self.arrays.items()}, k=self.k)
 
     def _parts(self) -> list:
         names = sorted(self.arrays)
@@ -164,6 +171,8 @@ def _validate(head: PreferenceHead) -> None:
         if not np.all(np.isfinite(array)):
             raise HeadFormatError(f"preference model array {name!r} has non-finite values")
     if head.kind == "knn":
+        if set(head.arrays) != {"support", "ratings"}:
+            raise HeadFormatError(f"a knn preference model has arrays support and ratings only, not {sorted(head.arrays)[:6]}")
         support, ratings = head.arrays.get("support"), head.arrays.get("ratings")
         if support is None or ratings is None or support.ndim != 2 or ratings.shape != (support.shape[0],):
             raise HeadFormatError("a knn preference model needs support [N, D] and ratings [N]")

@@ -7,6 +7,13 @@ disk, so a restarted server only needs the heads again, which the SDK always sen
 Memory is bounded twice: each head by ``contract.MAX_USER_MODEL_BYTES`` on arrival, and the cache
 by a byte budget (least recently used heads go first). Heads of the batch at hand are kept for that
 batch whatever the budget, so a reference to a head sent in full in the same batch always resolves.
+
+The budget counts everything a cached head keeps alive. A decoded head's arrays are views into the
+request's buffer and its ``meta`` is whatever JSON the client sent, so the cache keeps neither: it
+keeps ``PreferenceHead.for_serving()`` (owned array copies, no meta) and charges their bytes plus a
+fixed allowance per entry and per array for the Python objects around them. Otherwise many small
+heads with large headers would each pin up to 64 KB of buffer and parsed JSON while being charged
+a few hundred bytes.
 """
 
 from __future__ import annotations
@@ -21,37 +28,51 @@ from ppo_client.piaa.head import HeadFormatError, PreferenceHead
 
 FIELD = contract.USER_MODEL_INPUT.name
 _PREFIX = contract.USER_MODEL_REF_PREFIX.encode()
+ENTRY_BYTES = 1024
+"""Charged per cached head besides its arrays: the head object, its dicts, the digest key and the
+LRU entry (measured at about 0.9 KB with ``tracemalloc``, see tests/unit/test_head_cache.py)."""
+ARRAY_BYTES = 256
+"""Charged per array besides its data: the ndarray object and its name (measured at about 0.2 KB)."""
+
+
+def charge(head: PreferenceHead) -> int:
+    """Bytes a cached ``for_serving()`` head keeps alive."""
+    return head.nbytes + ENTRY_BYTES + ARRAY_BYTES * len(head.arrays)
 
 
 class HeadCache:
-    """Decoded heads by digest, least recently used first out once their arrays exceed ``max_bytes``
-    (the model config's ``HeadCacheParameters``; ``ppo-export --head-cache-mb`` sets it)."""
+    """Served heads by the digest of the head that was sent, least recently used first out once what
+    they keep alive (``charge``) exceeds ``max_bytes`` (the model config's ``HeadCacheParameters``;
+    ``ppo-export --head-cache-mb`` sets it)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._heads: OrderedDict[str, PreferenceHead] = OrderedDict()
+        self._heads: OrderedDict[str, tuple[PreferenceHead, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._heads)
 
     def get(self, digest: str) -> PreferenceHead | None:
-        head = self._heads.get(digest)
-        if head is not None:
-            self._heads.move_to_end(digest)
-        return head
+        entry = self._heads.get(digest)
+        if entry is None:
+            return None
+        self._heads.move_to_end(digest)
+        return entry[0]
 
-    def put(self, head: PreferenceHead) -> None:
-        if head.digest in self._heads:
-            self._heads.move_to_end(head.digest)
+    def put(self, digest: str, head: PreferenceHead) -> None:
+        """Keep ``head`` (a ``for_serving()`` copy) under the digest of the head that was sent."""
+        if digest in self._heads:
+            self._heads.move_to_end(digest)
             return
-        if head.nbytes > self.max_bytes:
+        cost = charge(head)
+        if cost > self.max_bytes:
             return  # usable by its own batch only
-        self._heads[head.digest] = head
-        self.bytes += head.nbytes
+        self._heads[digest] = (head, cost)
+        self.bytes += cost
         while self.bytes > self.max_bytes:
-            _, old = self._heads.popitem(last=False)
-            self.bytes -= old.nbytes
+            _, (_, freed) = self._heads.popitem(last=False)
+            self.bytes -= freed
 
     def resolve_batch(self, values: list[np.ndarray]) -> list[list[PreferenceHead] | InvalidRequestError]:
         """Per request of a batch (one ``USER_MODEL`` array each), its heads, one per row, or the
@@ -82,25 +103,28 @@ class HeadCache:
         if len(data) > contract.MAX_USER_MODEL_BYTES:
             return InvalidRequestError(FIELD, f"is {len(data)} bytes; the limit is {contract.MAX_USER_MODEL_BYTES}")
         try:
-            head = PreferenceHead.from_bytes(data)
+            sent = PreferenceHead.from_bytes(data)
         except HeadFormatError as exc:
             return InvalidRequestError(FIELD, str(exc))
-        head = decoded.setdefault(head.digest, head)
-        self.put(head)
-        return head
+        digest = sent.digest
+        if digest not in decoded:
+            decoded[digest] = self.get(digest) or sent.for_serving()
+            self.put(digest, decoded[digest])
+        return decoded[digest]
 
 
 def score_rows(embeddings: np.ndarray, heads: list[PreferenceHead]) -> np.ndarray:
-    """Scores [N] of N embedding rows, each under its own head; rows sharing a head are one matmul."""
+    """Scores [N] of N embedding rows, each under its own head; rows sharing a head are one matmul
+    (``resolve_batch`` gives one object per distinct head, so grouping by identity needs no hashing)."""
     scores = np.empty(len(heads), dtype=np.float32)
-    groups: dict[str, list[int]] = {}
-    by_digest = {}
+    groups: dict[int, list[int]] = {}
+    by_id = {}
     for i, head in enumerate(heads):
-        groups.setdefault(head.digest, []).append(i)
-        by_digest[head.digest] = head
-    for digest, rows in groups.items():
+        groups.setdefault(id(head), []).append(i)
+        by_id[id(head)] = head
+    for key, rows in groups.items():
         try:
-            scores[rows] = by_digest[digest].score(embeddings[rows])
+            scores[rows] = by_id[key].score(embeddings[rows])
         except HeadFormatError as exc:
             raise InvalidRequestError(FIELD, str(exc)) from None
     return scores
