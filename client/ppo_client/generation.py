@@ -7,54 +7,30 @@ arrival (other clients exist) with the same functions, naming the tensor instead
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
-from ppo_client import contract
+from ppo_client import checks, contract
 from ppo_client.contract import SizeLimits
 from ppo_client.errors import InvalidRequestError
 
 
 def check_steps(value: int, field: str = "steps") -> int:
-    if isinstance(value, bool) or int(value) != value:
-        raise InvalidRequestError(field, f"must be an integer, got {value!r}")
-    value = int(value)
-    if not contract.MIN_STEPS <= value <= contract.MAX_STEPS:
-        raise InvalidRequestError(
-            field, f"must be between {contract.MIN_STEPS} and {contract.MAX_STEPS}, got {value}"
-        )
-    return value
+    return checks.integer(value, field, contract.MIN_STEPS, contract.MAX_STEPS)
 
 
 def check_guidance(value: float, field: str = "guidance_scale") -> float:
-    value = float(value)
-    if not math.isfinite(value):
-        raise InvalidRequestError(field, f"must be a finite number, got {value}")
-    if not 0.0 <= value <= contract.MAX_GUIDANCE_SCALE:
-        raise InvalidRequestError(
-            field, f"must be between 0 and {contract.MAX_GUIDANCE_SCALE:g}, got {value:g}"
-        )
-    return value
+    return checks.number(value, field, 0.0, contract.MAX_GUIDANCE_SCALE)
 
 
 def check_side(value: int, field: str, limits: SizeLimits = SizeLimits()) -> int:
-    if isinstance(value, bool) or int(value) != value:
-        raise InvalidRequestError(field, f"must be an integer, got {value!r}")
-    value = int(value)
+    value = checks.integer(value, field, limits.min_side, limits.max_side)
     if value % limits.multiple:
         raise InvalidRequestError(field, f"must be a multiple of {limits.multiple}, got {value}")
-    if not limits.min_side <= value <= limits.max_side:
-        raise InvalidRequestError(
-            field, f"must be between {limits.min_side} and {limits.max_side}, got {value}"
-        )
     return value
 
 
 def check_seed(value: int, field: str = "seed") -> int:
-    low, high = contract.SEED_RANGE
-    if isinstance(value, bool) or int(value) != value or not low <= int(value) <= high:
-        raise InvalidRequestError(field, f"must be an integer between {low} and {high}, got {value!r}")
-    return int(value)
+    return checks.integer(value, field, *contract.SEED_RANGE)
 
 
 def check_scheduler(value: str, field: str = "scheduler", offered: tuple[str, ...] = contract.SCHEDULERS) -> str:
@@ -68,10 +44,7 @@ def check_scheduler(value: str, field: str = "scheduler", offered: tuple[str, ..
 
 
 def check_guidance_rescale(value: float, field: str = "guidance_rescale") -> float:
-    value = float(value)
-    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise InvalidRequestError(field, f"must be between 0 and 1, got {value:g}")
-    return value
+    return checks.number(value, field, 0.0, 1.0)
 
 
 def check_text(value: str | bytes, field: str = "prompt") -> str:

@@ -60,7 +60,7 @@ def test_ppo_client_generate_explains_a_bad_field_and_exits_non_zero(triton_serv
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 2
-    assert "steps: must be between 1 and 200" in result.stderr
+    assert "steps: must be an integer from 1 to 200" in result.stderr
 
 
 def test_ppo_serve_prints_its_urls_and_stops_cleanly_on_sigterm(tiny_repository, tmp_path):

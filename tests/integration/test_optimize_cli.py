@@ -70,7 +70,7 @@ def test_bad_requests_get_clear_errors(triton_server, store, tmp_path, capsys):
     assert optimize(triton_server, store, "--user", "ana", *base, "--context", "s+p+f+I", "--optimizer", "llm") == 2
     err = capsys.readouterr().err
     assert "unknown user 'nobody'" in err and "'bob' has no trained model" in err and "prompt: is empty" in err
-    assert "seeds: must be between 1 and 8" in err and "text-only" in err and "guidance_scale: must be between 0" in err
+    assert "seeds: must be an integer from 1 to 8" in err and "text-only" in err and "guidance_scale: must be a number from 0" in err
     assert main(["optimize", "--user", "ana", "--prompt", "a cat", "--optimizer", "random", "--store", store,
                  "--url", "127.0.0.1:9", "--run-dir", str(tmp_path / "x")]) == 1
     assert "cannot reach the Triton server" in capsys.readouterr().err

@@ -193,7 +193,7 @@ def test_sdk_checks_requests_against_the_served_size_limits(triton_server):
     with Txt2ImgClient(triton_server.grpc_url) as client:
         with pytest.raises(InvalidRequestError, match="height: must be a multiple of 16"):
             client.generate("a cat", height=72, width=64)
-        with pytest.raises(InvalidRequestError, match="width: must be between 16 and 256"):
+        with pytest.raises(InvalidRequestError, match="width: must be an integer from 16 to 256"):
             client.generate("a cat", height=64, width=512)
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import httpx
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from ppo_client import text
 from ppo_client.errors import InvalidRequestError, OptimizationError
 from ppo_client.llm.chat import ChatClient, ChatConfig
 from ppo_client.optimize import metrics
@@ -115,7 +119,7 @@ def test_baselines_propose_new_distinct_prompts_deterministically():
 def test_run_configuration_is_checked():
     with pytest.raises(InvalidRequestError, match="prompt: is empty"):
         RunConfig("u", "  ").checked()
-    with pytest.raises(InvalidRequestError, match="seeds: must be between 1 and 8"):
+    with pytest.raises(InvalidRequestError, match="seeds: must be an integer from 1 to 8"):
         RunConfig("u", "a cat", seeds=9).checked()
     with pytest.raises(InvalidRequestError, match="iterations"):
         RunConfig("u", "a cat", iterations=0).checked()
@@ -123,6 +127,37 @@ def test_run_configuration_is_checked():
         RunConfig("u", "a cat", context="all").checked()
     with pytest.raises(InvalidRequestError, match="optimizer"):
         RunConfig("u", "a cat", optimizer="annealing")
+
+
+CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+any_json = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30) | st.lists(st.integers(), max_size=2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(changes=st.dictionaries(st.sampled_from(sorted(CONFIG_FIELDS)), any_json, max_size=4))
+def test_any_run_configuration_is_checked_into_a_valid_one_or_refused_naming_a_field(changes):
+    """What the CLI, the app and an edited config.json may hand over: one check for all."""
+    try:
+        config = RunConfig.from_dict({**RunConfig("u", "a cat").to_dict(), **changes}).checked()
+    except InvalidRequestError as exc:
+        assert exc.field in CONFIG_FIELDS, exc
+        return
+    assert 0 <= config.seed_values[0] and config.seed_values[-1] + 1_000_000 < 2**63
+    assert config.prompt.strip() and not text.hidden(config.prompt)
+    for name in ("iterations", "n_prompts", "seeds", "screen", "seed", "top_k", "steps"):
+        assert type(getattr(config, name)) is int, name
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**70, 1.5, float("nan"), "7", True, None])
+def test_a_run_seed_outside_its_range_or_not_an_integer_is_refused(seed):
+    with pytest.raises(InvalidRequestError, match="^seed: must be an integer from 0 to 4294967295"):
+        RunConfig("u", "a cat", seed=seed).checked()
+
+
+def test_a_prompt_with_escape_codes_or_bidi_overrides_is_refused():
+    for prompt in ("a \x1b[31mred cat", "a cat\u202e", "a\x00cat", "a \ud800 cat"):
+        with pytest.raises(InvalidRequestError, match="prompt: contains control or format characters"):
+            RunConfig("u", prompt).checked()
 
 
 def test_a_run_configuration_round_trips_through_json_with_its_enums():

@@ -6,7 +6,7 @@ import dataclasses
 import enum
 from dataclasses import dataclass
 
-from ppo_client import contract
+from ppo_client import checks, contract, text
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import GenerationRequest, check_guidance, check_steps
 
@@ -14,6 +14,9 @@ MAX_ITERATIONS = 100
 MAX_PROMPTS = 16
 MAX_PROMPT_CHARS = 1000
 MAX_SCREEN = 8
+MAX_SEED = 2**32 - 1
+"""A run's images use seeds ``seed * 1000 + j`` (and the app's comparisons a fixed offset above
+them), so the run seed is bounded well inside the server's int64 seed range."""
 
 
 class Optimizer(str, enum.Enum):
@@ -98,23 +101,32 @@ class RunConfig:
             object.__setattr__(self, name, _choice(kind, name, getattr(self, name)))
 
     def checked(self) -> RunConfig:
+        """The config if every field is in range; the first that is not is an ``InvalidRequestError``
+        naming it. The CLI, the app and a resumed run folder all pass through here."""
+        for name in ("user", "prompt"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidRequestError(name, f"must be text, got {type(getattr(self, name)).__name__}")
         if not self.prompt.strip():
             raise InvalidRequestError("prompt", "is empty")
+        if text.hidden(self.prompt):
+            raise InvalidRequestError("prompt", "contains control or format characters (escape codes, NUL, bidi overrides ...)")
         if len(self.prompt) > MAX_PROMPT_CHARS:
             raise InvalidRequestError("prompt", f"has {len(self.prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
-        for name, value, low, high in (
-            ("iterations", self.iterations, 1, MAX_ITERATIONS),
-            ("n_prompts", self.n_prompts, 1, MAX_PROMPTS),
-            ("seeds", self.seeds, 1, contract.MAX_PROMPTS_PER_REQUEST),
-            ("screen", self.screen, 0, MAX_SCREEN),
-        ):
-            if not low <= value <= high:
-                raise InvalidRequestError(name, f"must be between {low} and {high}, got {value}")
-        if not 0 <= self.subject_guard < 1:
-            raise InvalidRequestError("subject_guard", "must be in [0, 1)")
-        check_steps(self.steps, "steps")
-        check_guidance(self.guidance_scale, "guidance_scale")
-        return self
+        values = {name: checks.integer(getattr(self, name), name, low, high) for name, low, high in (
+            ("iterations", 1, MAX_ITERATIONS),
+            ("n_prompts", 1, MAX_PROMPTS),
+            ("seeds", 1, contract.MAX_PROMPTS_PER_REQUEST),
+            ("screen", 0, MAX_SCREEN),
+            ("seed", 0, MAX_SEED),
+            ("top_k", 1, 10_000),
+        )}
+        values["subject_guard"] = checks.number(self.subject_guard, "subject_guard", 0.0, 0.99)
+        values["high_rating_quantile"] = checks.number(self.high_rating_quantile, "high_rating_quantile", 0.0, 1.0)
+        values["steps"] = check_steps(self.steps, "steps")
+        values["guidance_scale"] = check_guidance(self.guidance_scale, "guidance_scale")
+        if not isinstance(self.structured_output, bool):
+            raise InvalidRequestError("structured_output", "must be true or false")
+        return dataclasses.replace(self, **values)
 
     @property
     def seed_values(self) -> list[int]:

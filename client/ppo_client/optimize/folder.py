@@ -127,7 +127,7 @@ def load_run(folder: Path) -> RunState:
     try:
         try:
             stored = json.loads((folder / CONFIG).read_text())
-            config = RunConfig.from_dict(stored["config"])
+            config = RunConfig.from_dict(stored["config"]).checked()  # the file may have been edited
             head = PreferenceHead.from_bytes((folder / HEAD).read_bytes())
         except (OSError, ValueError, KeyError, TypeError, InvalidRequestError) as exc:
             raise OptimizationError(f"{folder} is not a run folder this version can resume ({exc})") from exc
