@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ppo_client import contract
-from ppo_client.console import console, run_commands
+from ppo_client.console import console, run_commands, status
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import GenerationRequest
 from ppo_client.triton import DEFAULT_TIMEOUT_S, DEFAULT_URL, URL_ENV
@@ -39,7 +39,7 @@ def _generate(args: argparse.Namespace) -> int:
         guidance_rescale=args.guidance_rescale,
     )
     with Txt2ImgClient(args.url, timeout_s=args.timeout) as client:
-        with console.status(f"generating with {client.endpoint} ..."):
+        with status(f"generating with {client.endpoint} ..."):
             image = client.generate(request)
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
@@ -49,14 +49,15 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     from rich.table import Table
+    from rich.text import Text
 
     from ppo_client.txt2img import Txt2ImgClient
 
     with Txt2ImgClient(args.url) as client:
         models = client.served_models()
-        table = Table("model", "state", title=f"models on {client.endpoint}")
-        for name, state in models:
-            table.add_row(name, state or "-")
+        table = Table("model", "state", title=Text(f"models on {client.endpoint}"))
+        for name, state in models:  # the server's names, printed as they are (no markup)
+            table.add_row(Text(name), Text(state or "-"))
         console.print(table)
         if (contract.TXT2IMG.name, "READY") not in models:
             return 0

@@ -1,18 +1,30 @@
-"""The one CLI boundary: logging set-up, and the project's errors turned into a message and an exit code."""
+"""The one CLI boundary: logging set-up, the project's errors turned into a message and an exit code,
+and where output goes.
+
+Results (listings, tables, reports) go to stdout, through ``results`` and ``print_table``, so they can
+be piped (``ppo-client user list | grep alice``); messages, progress and logs go to stderr, through
+``console``. Neither interprets rich markup or emoji codes in what it prints: user names, prompts,
+paths and server messages come out as they were typed (``[red]eve`` stays ``[red]eve``). Styled
+output is built from ``rich.text.Text``; ``status`` and the ``progress`` columns take plain text.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.status import Status
+from rich.table import Table
 from rich.text import Text
 
 from ppo_client.errors import PPOError
 
-console = Console(stderr=True, soft_wrap=True)
+console = Console(stderr=True, soft_wrap=True, markup=False, emoji=False)
 """User-facing messages and progress go to stderr; stdout stays for results."""
+results = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
+"""Results, on stdout."""
 
 INTERRUPTED_EXIT_CODE = 130
 
@@ -46,10 +58,31 @@ def run_commands(parser, argv: list[str] | None = None) -> int:
 
 
 def progress():
-    """A rich progress display on the CLI console (stderr), removed when done."""
+    """A rich progress display on the CLI console (stderr), removed when done; task descriptions are
+    plain text."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=True,
     )
+
+
+def status(text: str) -> Status:
+    """A spinner with ``text`` (plain, not markup) on the CLI console while a block runs."""
+    return console.status(Text(text))
+
+
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[object]], *, title: str = "") -> None:
+    """A result table on stdout: drawn on a terminal; piped, one tab-separated line per row after a
+    header line, so that ``grep``, ``cut`` and ``sort`` see whole values, however long."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    if results.is_terminal:
+        table = Table(*columns, title=Text(title) if title else None)
+        for row in rows:
+            table.add_row(*(Text(cell) for cell in row))
+        results.print(table)
+        return
+    clean = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
+    for row in (list(columns), *rows):  # written as they are: rich would expand the tabs
+        results.file.write("\t".join(cell.translate(clean) for cell in row) + "\n")

@@ -26,6 +26,8 @@ def read_image(path: Path | str, where: str = "") -> tuple[bytes, Image.Image]:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{prefix}cannot read image {path} ({exc.strerror or exc})") from None
+    except ValueError as exc:  # a path no file can have (a NUL in it)
+        raise DataError(f"{prefix}cannot read image {str(path)[-60:]!r} ({exc})") from None
     return data, decode_image(data, f"{prefix}{path}")
 
 

@@ -9,6 +9,20 @@ its start (``BEGIN IMMEDIATE``), and image files are only added or removed while
 import never deletes a file another process committed and a delete never removes a file that an
 import is about to reference. A store is checked (``PRAGMA quick_check``) when it is opened, and a
 damaged file is reported with its path instead of half-working.
+
+A writer killed at any point (``kill -9``, a power cut) leaves nothing that stays. SQLite rolls its
+transaction back; for the files, a transaction that adds or removes image files first leaves a
+marker, ``STORE_images/.writing/<pid>-<id>``, and removes it once its files match what it committed
+or rolled back. Files are written under a temporary name (``*.tmp``), synced, then renamed; a delete
+renames the files it drops to ``*.deleting`` and removes them after its commit. The next process to
+hold the write lock while a marker is there (the next write that adds files, or anyone opening the
+store, without waiting for a busy lock) sweeps the image folders: a file no ``images`` row names (a
+killed import's copies and ``*.tmp`` halves) is removed, and a ``*.deleting`` file goes back to its
+name if its row is still there (the delete was rolled back) or is removed if not. No grace period is
+needed: while the sweeper holds the lock no other writer is between its first file and its commit,
+so every marker it sees belongs to a writer that committed or died. ``ppo-client store check``
+reports the same for any store (one left by a version without markers too), and what a sweep cannot
+mend (a row whose file is gone); ``--repair`` sweeps.
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ppo_client import text
 from ppo_client.errors import DataError, HeadFormatError, StoreError
 from ppo_client.images import decode_image, read_image
 from ppo_client.piaa.head import PreferenceHead
@@ -43,6 +58,10 @@ GENERAL_USER = "general"
 """Not a user: ``optimize --user general`` means the crowd's taste, so no user may take the name."""
 BUSY_TIMEOUT_S = 60.0
 """How long a write waits for another process's write to finish before giving up."""
+WRITING_MARKERS = ".writing"
+"""The folder, inside the image folder, of the markers left by transactions that change files."""
+_SET_ASIDE = ".deleting"
+_PARTIAL = ".tmp"
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL, persona TEXT);
@@ -126,8 +145,8 @@ def check_name(name: str) -> str:
         raise StoreError(f"a user name is text, got {type(name).__name__}")
     if not name or len(name) > MAX_NAME_LENGTH:
         raise StoreError(f"user name must be 1 to {MAX_NAME_LENGTH} characters, got {len(name)}")
-    if re.search(r"[/\\\x00-\x1f\x7f]", name) or name in (".", ".."):
-        raise StoreError(f"user name {name!r} contains a path separator or a control character")
+    if re.search(r"[/\\\s]", name.replace(" ", "")) or text.hidden(name) or name in (".", ".."):
+        raise StoreError(f"user name {name!r} contains a path separator, a line break or tab, or a control or format character")
     return name
 
 
@@ -209,20 +228,44 @@ class UserSummary:
     models: int
 
 
+@dataclass(frozen=True)
+class StoreCheck:
+    """What ``UserStore.check`` found in the image folder (paths are inside it)."""
+
+    unreferenced: tuple[Path, ...]
+    """Files no image row names: a killed import's copies, ``*.tmp`` halves, a finished delete's
+    ``*.deleting`` files. Removed by a repair."""
+    set_aside: tuple[Path, ...]
+    """``*.deleting`` files whose image row is still there (a delete killed before its commit). Put
+    back by a repair."""
+    missing: tuple[str, ...]
+    """Image rows whose file is gone (deleted by hand, or a store copied without its image folder):
+    no repair brings them back; import those images again."""
+    unreferenced_bytes: int
+    repaired: bool
+
+    @property
+    def clean(self) -> bool:
+        """Nothing left to repair or report (after a repair: only ``missing`` can remain)."""
+        return not self.missing and (self.repaired or not (self.unreferenced or self.set_aside))
+
+
 def _checked_rating(row: RatingRow) -> float:
     try:
         value = float(row.rating)
-    except (TypeError, ValueError):
-        raise DataError(f"{row.where}: rating {row.rating!r} is not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"{row.where}: rating {str(row.rating)[:40]!r} is not a number from 1 to 10") from None
     if not np.isfinite(value) or not 1 <= value <= 10:
         raise DataError(f"{row.where}: rating {value:g} is outside 1-10")
     return value
 
 
 class UserStore:
-    def __init__(self, path: Path | str | None = None, *, busy_timeout_s: float = BUSY_TIMEOUT_S, check: bool = True) -> None:
+    def __init__(self, path: Path | str | None = None, *, busy_timeout_s: float = BUSY_TIMEOUT_S, check: bool = True,
+                 recover: bool = True) -> None:
         """``check=False`` skips the integrity check, for a process that checked this store when it
-        started and opens it again for each request (the web app)."""
+        started and opens it again for each request (the web app). ``recover=False`` leaves a killed
+        writer's files for ``check`` to report."""
         self.path = Path(path) if path else default_store_path()
         self.images_dir = self.path.parent / (self.path.stem + "_images")
         self.busy_timeout_s = busy_timeout_s
@@ -242,6 +285,8 @@ class UserStore:
                     "store (--store or $PPO_STORE)"
                 )
             self._migrate()
+            if recover and self._markers():
+                self._recover()
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise self._failure(exc) from exc
@@ -250,13 +295,13 @@ class UserStore:
             raise
 
     def _failure(self, exc: sqlite3.DatabaseError) -> StoreError:
-        text = str(exc)
-        if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        reason = str(exc)
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in reason or "busy" in reason):
             return StoreError(
-                f"{self.path} is busy: another process kept it locked for more than {self.busy_timeout_s:g} s ({text})"
+                f"{self.path} is busy: another process kept it locked for more than {self.busy_timeout_s:g} s ({reason})"
             )
         return StoreError(
-            f"{self.path} is damaged or not a user store ({text}); restore it from a backup, or use another store "
+            f"{self.path} is damaged or not a user store ({reason}); restore it from a backup, or use another store "
             "(--store or $PPO_STORE)"
         )
 
@@ -271,6 +316,121 @@ class UserStore:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+
+    @contextlib.contextmanager
+    def _write_files(self) -> Iterator[tuple[sqlite3.Connection, _FileChanges]]:
+        """A write transaction that adds or removes image files (see the module docstring): a dead
+        writer's leftovers are swept first, and this one's marker stays until its files match what
+        it committed or rolled back (a failure undoes its files under the lock, before the rollback)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        marker: Path | None = None
+        changes = _FileChanges()
+        try:
+            if self._markers():
+                try:
+                    self._sweep(self._db, repair=True)
+                except StoreError as exc:  # what is left stays for the next sweep; this write can go on
+                    logger.warning("%s", exc)
+            try:
+                marker = self._leave_marker()
+                yield self._db, changes
+                changes.sync()
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot write the image files of {self.path} in {self.images_dir} ({exc.strerror or exc}); "
+                    "nothing was changed"
+                ) from exc
+            self._db.execute("COMMIT")
+        except BaseException:
+            undone = changes.undo()
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if undone and marker is not None:
+                marker.unlink(missing_ok=True)
+            raise
+        if changes.finish():
+            marker.unlink(missing_ok=True)
+
+    def _markers(self) -> list[Path]:
+        """The markers of writers that changed files (see the module docstring)."""
+        try:
+            return list((self.images_dir / WRITING_MARKERS).iterdir())
+        except OSError:  # none yet; or unreadable, and then a write fails naming the folder
+            return []
+
+    def _leave_marker(self) -> Path:
+        folder = self.images_dir / WRITING_MARKERS
+        folder.mkdir(parents=True, exist_ok=True)
+        marker = folder / f"{os.getpid()}-{uuid.uuid4().hex}"
+        marker.touch()
+        return marker
+
+    def _sweep(self, db: sqlite3.Connection, *, repair: bool) -> StoreCheck:
+        """Compare the image folder with the images table; call holding the write lock, so every
+        file not named by a row belongs to a writer that died or to a delete that committed."""
+        try:
+            return self._compare(db, repair=repair)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot tidy the image folder {self.images_dir} ({exc.strerror or exc}); "
+                "check its permissions, then run `ppo-client store check --repair`"
+            ) from exc
+
+    def _compare(self, db: sqlite3.Connection, *, repair: bool) -> StoreCheck:
+        markers = self._markers()
+        referenced = {file for (file,) in db.execute("SELECT file FROM images")}
+        unreferenced, set_aside, size = [], [], 0
+        folders = sorted(self.images_dir.glob("[0-9a-f][0-9a-f]")) if self.images_dir.is_dir() else []
+        for folder in folders:
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            for path in sorted(folder.iterdir()):
+                if f"{folder.name}/{path.name}" in referenced or not path.is_file() or path.is_symlink():
+                    continue
+                if path.name.endswith(_SET_ASIDE):
+                    original = folder / path.name.rsplit(".", 2)[0]
+                    if f"{folder.name}/{original.name}" in referenced and not original.exists():
+                        set_aside.append(path)
+                        if repair:
+                            os.replace(path, original)
+                        continue
+                unreferenced.append(path)
+                size += path.stat().st_size
+                if repair:
+                    path.unlink(missing_ok=True)
+        missing = sorted(f for f in referenced if not (self.images_dir / f).exists())
+        if repair:
+            for marker in markers:
+                marker.unlink(missing_ok=True)
+            if unreferenced or set_aside:
+                logger.warning(
+                    "%s: removed %d image files no rating or pool entry refers to (%.1f MB, left by a write that "
+                    "was killed) and put back %d a killed delete had set aside",
+                    self.path, len(unreferenced), size / 1e6, len(set_aside),
+                )
+        return StoreCheck(tuple(unreferenced), tuple(set_aside), tuple(missing), size, repair)
+
+    def _recover(self) -> None:
+        """At opening, a dead writer's marker is there: sweep now if the write lock is free (a busy
+        lock means a live writer, which sweeps itself, or leaves it to the next one)."""
+        self._db.execute("PRAGMA busy_timeout = 0")
+        try:
+            with self._write() as db:
+                self._sweep(db, repair=True)
+        except sqlite3.OperationalError as exc:
+            logger.debug("%s: no sweep now (%s)", self.path, exc)
+        except StoreError as exc:
+            logger.warning("%s", exc)
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+
+    @_guarded
+    def check(self, *, repair: bool = False) -> StoreCheck:
+        """Compare the image folder with the store's rows (under the write lock, so a live import's
+        files are not mistaken for leftovers); ``repair`` removes what no row names and puts back
+        what a killed delete had set aside."""
+        with self._write() as db:
+            return self._sweep(db, repair=repair)
 
     def _tables(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -375,42 +535,31 @@ class UserStore:
     @_guarded
     def delete_user(self, name: str) -> None:
         """The user, their ratings and models, and the image files no other user rated. Files are
-        moved aside inside the transaction and removed after it commits (put back if it fails)."""
-        moved: list[tuple[Path, Path]] = []
-        try:
-            with self._write() as db:
-                user_id = self._user_id(name)
-                db.execute("DELETE FROM ratings WHERE user_id = ?", (user_id,))
-                db.execute("DELETE FROM models WHERE user_id = ?", (user_id,))
-                db.execute("DELETE FROM users WHERE id = ?", (user_id,))
-                orphans = db.execute(
-                    "SELECT hash, file FROM images WHERE hash NOT IN (SELECT image_hash FROM ratings)"
-                    " AND hash NOT IN (SELECT image_hash FROM pool)"
-                    " AND hash NOT IN (SELECT left_hash FROM comparisons) AND hash NOT IN (SELECT right_hash FROM comparisons)"
-                ).fetchall()
-                db.executemany("DELETE FROM images WHERE hash = ?", [(h,) for h, _ in orphans])
-                db.executemany("DELETE FROM embeddings WHERE image_hash = ?", [(h,) for h, _ in orphans])
-                for _, file in orphans:
-                    path = self.images_dir / file
-                    aside = path.with_name(f"{path.name}.{uuid.uuid4().hex}.deleting")
-                    with contextlib.suppress(FileNotFoundError):
-                        os.replace(path, aside)
-                        moved.append((path, aside))
-        except BaseException:
-            for path, aside in moved:
-                os.replace(aside, path)
-            raise
-        for _, aside in moved:
-            aside.unlink(missing_ok=True)
+        set aside inside the transaction and removed after it commits (put back if it fails)."""
+        with self._write_files() as (db, changes):
+            user_id = self._user_id(name)
+            db.execute("DELETE FROM ratings WHERE user_id = ?", (user_id,))
+            db.execute("DELETE FROM models WHERE user_id = ?", (user_id,))
+            db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+            orphans = db.execute(
+                "SELECT hash, file FROM images WHERE hash NOT IN (SELECT image_hash FROM ratings)"
+                " AND hash NOT IN (SELECT image_hash FROM pool)"
+                " AND hash NOT IN (SELECT left_hash FROM comparisons) AND hash NOT IN (SELECT right_hash FROM comparisons)"
+            ).fetchall()
+            db.executemany("DELETE FROM images WHERE hash = ?", [(h,) for h, _ in orphans])
+            db.executemany("DELETE FROM embeddings WHERE image_hash = ?", [(h,) for h, _ in orphans])
+            for _, file in orphans:
+                changes.set_aside(self.images_dir / file)
 
     # --- ratings ---
 
     @_guarded
-    def import_ratings(self, name: str, rows: Sequence[RatingRow], *, source: str) -> int:
-        """Add ``rows`` to the user's ratings, all or nothing; returns how many were added."""
-        self._user_id(name)
-        if not rows:
-            raise DataError(f"{source}: no ratings to import")
+    def import_ratings(self, name: str, rows: Iterable[RatingRow], *, source: str) -> int:
+        """Add ``rows`` to the user's ratings, all or nothing; returns how many were added. Rows are
+        checked in order as they come, so the first bad one is the one named (a source read lazily
+        can raise its own errors, about its own rows, in the same order)."""
+        user_id = self._user_id(name)
+        rated = {h for (h,) in self._db.execute("SELECT image_hash FROM ratings WHERE user_id = ?", (user_id,))}
         checked, seen = [], {}
         for row in rows:  # read and decode every image before taking the write lock
             rating = _checked_rating(row)
@@ -418,47 +567,51 @@ class UserStore:
             digest = hashlib.sha256(data).hexdigest()
             if digest in seen:
                 raise DataError(f"{row.where}: {row.path} is the same image as {seen[digest][0]}")
+            if digest in rated:
+                raise DataError(f"{row.where}: {row.path} is already rated by {name!r}")
             seen[digest] = (row.where, row.path)
             suffix = "." + (image.format or "img").lower()
             checked.append((digest, suffix, data, image.size, rating))
+        if not checked:
+            raise DataError(f"{source}: no ratings to import")
 
-        written: list[Path] = []
-        with self._write() as db:
-            try:
-                user_id = self._user_id(name)
-                already = {h for (h,) in db.execute("SELECT image_hash FROM ratings WHERE user_id = ?", (user_id,))}
-                for digest, *_ in checked:
-                    if digest in already:
-                        where, path = seen[digest]
-                        raise DataError(f"{where}: {path} is already rated by {name!r}")
-                written += self._add_images(db, [(d, s, data, size) for d, s, data, size, _ in checked])
-                now = time.time()
-                db.executemany(
-                    "INSERT INTO ratings (user_id, image_hash, rating, source, created) VALUES (?, ?, ?, ?, ?)",
-                    [(user_id, d, r, source, now) for d, _, _, _, r in checked],
-                )
-            except BaseException:
-                for path in written:  # still under the lock: no other process can refer to these yet
-                    path.unlink(missing_ok=True)
-                raise
+        with self._write_files() as (db, changes):
+            user_id = self._user_id(name)
+            already = {h for (h,) in db.execute("SELECT image_hash FROM ratings WHERE user_id = ?", (user_id,))}
+            for digest, *_ in checked:  # again under the lock: another process may have rated them meanwhile
+                if digest in already:
+                    where, path = seen[digest]
+                    raise DataError(f"{where}: {path} is already rated by {name!r}")
+            self._add_images(db, changes, [(d, s, data, size) for d, s, data, size, _ in checked])
+            now = time.time()
+            db.executemany(
+                "INSERT INTO ratings (user_id, image_hash, rating, source, created) VALUES (?, ?, ?, ?, ?)",
+                [(user_id, d, r, source, now) for d, _, _, _, r in checked],
+            )
         logger.info("imported %d ratings for %s from %s", len(checked), name, source)
         return len(checked)
 
-    def _add_images(self, db: sqlite3.Connection, items: Sequence[tuple[str, str, bytes, tuple[int, int]]]) -> list[Path]:
-        """Copy images (hash, suffix, bytes, size) into the store; call inside ``_write``. Returns
-        the files written, for the caller to remove if its transaction fails."""
-        written = []
+    def _add_images(self, db: sqlite3.Connection, changes: _FileChanges,
+                    items: Sequence[tuple[str, str, bytes, tuple[int, int]]]) -> None:
+        """Copy images (hash, suffix, bytes, size) into the store; call inside ``_write_files``. An
+        image without a row is written afresh (a file already there under its name is a dead
+        writer's leftover, perhaps cut short); one with a row keeps its file (or gets back a lost one)."""
+        known: dict[str, str] = {}
+        hashes = [item[0] for item in items]
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            known.update(db.execute(f"SELECT hash, file FROM images WHERE hash IN ({marks})", chunk))
         for digest, suffix, data, _ in items:
-            target = self.images_dir / digest[:2] / (digest + suffix)
-            if not target.exists():  # under the write lock: no delete can remove it meanwhile
-                _write_file(target, data)
-                written.append(target)
+            if digest not in known:
+                changes.add(self.images_dir / digest[:2] / (digest + suffix), data)
+            elif not (self.images_dir / known[digest]).exists():
+                _write_file(self.images_dir / known[digest], data)
         now = time.time()
         db.executemany(
             "INSERT OR IGNORE INTO images VALUES (?, ?, ?, ?, ?)",
             [(d, f"{d[:2]}/{d}{s}", size[0], size[1], now) for d, s, _, size in items],
         )
-        return written
 
     # --- the pool of images to rate, single ratings, comparisons ---
 
@@ -471,18 +624,12 @@ class UserStore:
             digest = hashlib.sha256(entry.data).hexdigest()
             items[digest] = (digest, "." + (image.format or "img").lower(), entry.data, image.size, entry)
             hashes.append(digest)
-        written: list[Path] = []
-        with self._write() as db:
-            try:
-                written = self._add_images(db, [item[:4] for item in items.values()])
-                db.executemany(
-                    "INSERT OR IGNORE INTO pool VALUES (?, ?, ?, ?)",
-                    [(d, e.origin, e.label, time.time()) for d, _, _, _, e in items.values()],
-                )
-            except BaseException:
-                for path in written:
-                    path.unlink(missing_ok=True)
-                raise
+        with self._write_files() as (db, changes):
+            self._add_images(db, changes, [item[:4] for item in items.values()])
+            db.executemany(
+                "INSERT OR IGNORE INTO pool VALUES (?, ?, ?, ?)",
+                [(d, e.origin, e.label, time.time()) for d, _, _, _, e in items.values()],
+            )
         return hashes
 
     @_guarded
@@ -618,13 +765,80 @@ def _run_script(db: sqlite3.Connection, script: str) -> None:
 
 
 def _write_file(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` atomically, through a temporary name no other process uses."""
+    """Write ``data`` to ``target`` atomically, through a temporary name no other process uses, and
+    sync it before the rename (so a committed row never names a file a power cut left empty)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
+    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=_PARTIAL)
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (where the platform can open a folder)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+class _FileChanges:
+    """The image files one write transaction adds and sets aside, all under the write lock: synced
+    before its commit, undone if it fails, the set-aside ones removed once it committed."""
+
+    def __init__(self) -> None:
+        self.added: list[Path] = []
+        self.aside: list[tuple[Path, Path]] = []
+
+    def add(self, target: Path, data: bytes) -> None:
+        self.added.append(target)  # first: a failed write may have left the target behind
+        _write_file(target, data)
+
+    def set_aside(self, path: Path) -> None:
+        aside = path.with_name(f"{path.name}.{uuid.uuid4().hex}{_SET_ASIDE}")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            return
+        self.aside.append((path, aside))
+
+    def sync(self) -> None:
+        changed = [p.parent for p in self.added] + [p.parent for p, _ in self.aside]
+        for folder in sorted({*changed, *(f.parent for f in changed)}):  # new subfolders are entries too
+            _sync_folder(folder)
+
+    def undo(self) -> bool:
+        """Put the files back as they were; False if some could not be (the marker then stays, and
+        the next sweep finishes the job)."""
+        complete = True
+        for path in self.added:
+            complete &= _quietly(path.unlink, path, missing_ok=True)
+        for path, aside in self.aside:
+            complete &= _quietly(os.replace, aside, aside, path)
+        return complete
+
+    def finish(self) -> bool:
+        """After the commit: remove what was set aside; False if some could not be."""
+        return all([_quietly(aside.unlink, aside, missing_ok=True) for _, aside in self.aside])
+
+
+def _quietly(action, path: Path, *args, **kwargs) -> bool:
+    """``action(*args, **kwargs)``; an ``OSError`` is logged (naming ``path``) and gives False."""
+    try:
+        action(*args, **kwargs)
+    except OSError as exc:
+        logger.warning("cannot tidy up %s (%s); the next write to the store retries", path, exc)
+        return False
+    return True

@@ -1,14 +1,27 @@
-"""What every Triton client of the SDK shares: URLs, protocol modules, tensors, error mapping."""
+"""What every Triton client of the SDK shares: URLs, protocol modules, tensors, error mapping, and
+the policy for a server that refuses connections.
+
+A gRPC channel that failed to connect waits out a reconnect backoff before it tries again (grpc's
+default starts at 1 s and grows to 2 min), and every call made meanwhile fails at once, though the
+server may be back already: the first call after a server restart used to fail that way. So the SDK's
+channels back off briefly (``RECONNECT_BACKOFF_MS`` up to ``MAX_RECONNECT_BACKOFF_MS``), keep their
+connections to themselves (a fresh client does not inherit another's backoff), and a call that
+failed without reaching the server is tried again for up to ``connect_retry_s`` (``CONNECT_RETRY_S``)
+before the server is reported unreachable.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import os
+import random
 import threading
+import time
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable, Sequence, TypeVar
+from typing import Awaitable, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -25,11 +38,21 @@ from ppo_client.errors import (
 )
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 DEFAULT_URL = "localhost:8001"
 DEFAULT_TIMEOUT_S = 600.0
 """Seconds a request may take (an image at many steps on a CPU takes minutes)."""
 URL_ENV = "PPO_TRITON_URL"
+RECONNECT_BACKOFF_MS = 100
+"""A gRPC channel's first wait before it reconnects to a server it lost (grpc's default: 1000)."""
+MAX_RECONNECT_BACKOFF_MS = 1000
+"""... and its longest (grpc's default: 120000)."""
+CONNECT_RETRY_S = 2.0
+"""How long a call that could not reach the server is tried again: enough for a channel's backoff to
+let it reach a server that is back; an unreachable server is reported after it."""
+RETRY_DELAY_S = 0.05
+RETRY_DELAY_CAP_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -86,6 +109,44 @@ def server_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def grpc_channel_args() -> list[tuple[str, int]]:
+    """tritonclient's own channel arguments (message sizes, keepalive), with a short reconnect
+    backoff and a subchannel pool of the channel's own."""
+    from tritonclient.grpc import KeepAliveOptions
+
+    keepalive = KeepAliveOptions()
+    largest = 2**31 - 1  # tritonclient's MAX_GRPC_MESSAGE_SIZE: images and batches are large
+    return [
+        ("grpc.max_send_message_length", largest),
+        ("grpc.max_receive_message_length", largest),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+        ("grpc.use_local_subchannel_pool", 1),
+    ]
+
+
+def should_retry(exc: BaseException) -> bool:
+    """Whether a failed call never reached the server (so sending it again cannot run it twice): no
+    connection could be made, or the channel is still waiting out its reconnect backoff."""
+    if isinstance(exc, ConnectionRefusedError):
+        return True
+    message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
+    status = str(exc.status() or "") if hasattr(exc, "status") and callable(exc.status) else ""
+    lowered = (message or "").lower()
+    refused = "failed to connect" in lowered or "connection refused" in lowered
+    return refused and (not status or "UNAVAILABLE" in status)
+
+
+def retry_delay_s(attempt: int) -> float:
+    """Capped exponential backoff with jitter before the next try (``attempt`` counts from 0)."""
+    return min(RETRY_DELAY_CAP_S, RETRY_DELAY_S * 2**attempt) * random.uniform(0.5, 1.0)
+
+
 def resolve_url(url: str | None) -> Endpoint:
     return resolve_urls(url)[0]
 
@@ -112,15 +173,17 @@ class ClientBase:
 
     _aio = False
 
-    def __init__(self, url: str | Sequence[str] | None = None, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, url: str | Sequence[str] | None = None, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 connect_retry_s: float = CONNECT_RETRY_S) -> None:
         self.endpoints = resolve_urls(url)
         self.endpoint = self.endpoints[0]
         self.timeout_s = timeout_s
+        self.connect_retry_s = connect_retry_s
         self._module = protocol_module(self.endpoint.protocol, aio=self._aio)
         self._server_errors = server_errors()
         self._grpc = self.endpoint.protocol == "grpc"
         if self._grpc:
-            timeouts = {}
+            timeouts = {"channel_args": grpc_channel_args()}
         elif self._aio:
             timeouts = {"conn_timeout": timeout_s}
         else:
@@ -148,13 +211,42 @@ class ClientBase:
         with self._lock:
             self._outstanding[index] -= 1
 
+    def _retrying(self, call: Callable[[], T], index: int = 0) -> T:
+        """``call()``, tried again while it fails without reaching the server, up to ``connect_retry_s``."""
+        deadline = time.monotonic() + self.connect_retry_s
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except self._server_errors as exc:
+                delay = retry_delay_s(attempt)
+                if not should_retry(exc) or time.monotonic() + delay > deadline:
+                    raise
+                logger.debug("%s not reached (%s); trying again in %.2f s", self.endpoints[index], exc, delay)
+            time.sleep(delay)
+            attempt += 1
+
+    async def _retrying_async(self, call: Callable[[], Awaitable[T]], index: int = 0) -> T:
+        deadline = time.monotonic() + self.connect_retry_s
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except self._server_errors as exc:
+                delay = retry_delay_s(attempt)
+                if not should_retry(exc) or time.monotonic() + delay > deadline:
+                    raise
+                logger.debug("%s not reached (%s); trying again in %.2f s", self.endpoints[index], exc, delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+
     def _infer(self, **kwargs):
         """One inference on the least busy server (a coroutine for the asyncio clients)."""
         index = self._acquire()
         if self._aio:
             return self._infer_async(index, kwargs)
         try:
-            return self._clients[index].infer(**kwargs)
+            return self._retrying(lambda: self._clients[index].infer(**kwargs), index)
         except self._server_errors as exc:
             raise self._error(exc, kwargs["model_name"], index) from exc
         finally:
@@ -162,7 +254,7 @@ class ClientBase:
 
     async def _infer_async(self, index: int, kwargs: dict):
         try:
-            return await self._clients[index].infer(**kwargs)
+            return await self._retrying_async(lambda: self._clients[index].infer(**kwargs), index)
         except self._server_errors as exc:
             raise self._error(exc, kwargs["model_name"], index) from exc
         finally:
@@ -174,7 +266,7 @@ class ClientBase:
     def served_models(self) -> list[tuple[str, str]]:
         """(name, state) of every model in the first server's repository (sync clients only)."""
         try:
-            index = self._client.get_model_repository_index(**self._config_kwargs())
+            index = self._retrying(lambda: self._client.get_model_repository_index(**self._config_kwargs()))
         except self._server_errors as exc:
             raise self._error(exc, "repository index") from exc
         entries = index.get("models", []) if isinstance(index, dict) else index
@@ -185,13 +277,13 @@ class ClientBase:
         if self._aio:
             return self._model_config_async(model)
         try:
-            return self._client.get_model_config(model, **self._config_kwargs())
+            return self._retrying(lambda: self._client.get_model_config(model, **self._config_kwargs()))
         except self._server_errors as exc:
             raise self._error(exc, model) from exc
 
     async def _model_config_async(self, model: str):
         try:
-            return await self._client.get_model_config(model, **self._config_kwargs())
+            return await self._retrying_async(lambda: self._client.get_model_config(model, **self._config_kwargs()))
         except self._server_errors as exc:
             raise self._error(exc, model) from exc
 

@@ -15,7 +15,7 @@ from ppo_client import contract
 from ppo_client.contract import ServedPipeline, SizeLimits
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import GenerationRequest, check_prompt_count
-from ppo_client.triton import DEFAULT_TIMEOUT_S, ClientBase, served_parameters, txt2img_inputs
+from ppo_client.triton import CONNECT_RETRY_S, DEFAULT_TIMEOUT_S, ClientBase, served_parameters, txt2img_inputs
 
 MODEL = contract.TXT2IMG.name
 
@@ -43,8 +43,9 @@ def _images(result) -> list[Image.Image]:
 
 
 class _Txt2ImgBase(ClientBase):
-    def __init__(self, url: str | None = None, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        super().__init__(url, timeout_s=timeout_s)
+    def __init__(self, url: str | None = None, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 connect_retry_s: float = CONNECT_RETRY_S) -> None:
+        super().__init__(url, timeout_s=timeout_s, connect_retry_s=connect_retry_s)
         self._pipeline: ServedPipeline | None = None
 
     def _txt2img_kwargs(self, rows: Sequence[GenerationRequest]) -> dict:

@@ -20,7 +20,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from ppo_client.console import console
+from ppo_client.console import console, status
 from ppo_client.generation import GenerationRequest
 from ppo_demo.errors import DemoStepError
 
@@ -43,7 +43,7 @@ def _export(preset: str, repository: Path) -> None:
     from ppo_server.export.presets import build_tiny_clip, build_tiny_pipeline, demo_clip_dir, demo_pipeline_dir
     from ppo_server.export.repository import export_pipeline
 
-    with console.status(f"exporting the {preset} pipeline and CLIP to ONNX ..."):
+    with status(f"exporting the {preset} pipeline and CLIP to ONNX ..."):
         if preset == "demo":
             folder, clip = demo_pipeline_dir(), demo_clip_dir()
         else:

@@ -71,3 +71,39 @@ def test_a_bad_llm_timeout_is_one_line(store, capsys):
     assert main(["optimize", "--user", "ana", "--prompt", "a cat", "--llm-timeout", "-1", "--store", store,
                  "--url", "127.0.0.1:9"]) == 2
     assert "LLM timeout must be a positive number of seconds" in capsys.readouterr().err
+
+
+# --- ppo-client optimize: every refused flag is refused before a run folder, a store or a server is touched ---
+
+@pytest.mark.parametrize("flags", [
+    ["--seed", "-1"], ["--seed", str(2**70)], ["--iterations", "-5"], ["--iterations", "0"], ["--iterations", "101"],
+    ["--steps", "0"], ["--steps", "100000"], ["--n-prompts", "0"], ["--n-prompts", "17"], ["--seeds", "0"],
+    ["--seeds", "9"], ["--screen", "-1"], ["--screen", "9"], ["--guidance", "nan"], ["--guidance", "-1"],
+    ["--guidance", "inf"], ["--subject-guard", "1"], ["--subject-guard", "nan"], ["--prompt", " "],
+    ["--prompt", "x" * 1001], ["--llm-retries", "-1"], ["--llm-timeout", "nan"], ["--run-dir", "{file}"],
+], ids=lambda flags: " ".join(flags)[:30])
+def test_a_refused_optimize_flag_is_one_line_exit_2_and_leaves_no_run_folder(tmp_path, monkeypatch, capsys, flags):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder")
+    flags = [f.replace("{file}", str(tmp_path / "a-file")) for f in flags]
+    store = tmp_path / "store" / "store.sqlite"
+    code = main(["optimize", "--user", "ana", "--prompt", "a cat", "--optimizer", "random", "--store", str(store),
+                 "--url", "127.0.0.1:9", *flags])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"], "no run folder (runs/...), no store"
+
+
+@pytest.mark.parametrize("flags", [["--seed", "-1"], ["--steps", "0"], ["--iterations", "-5"], ["--screens", "0,9"],
+                                   ["--prompts-file", "{missing}"], ["--repeats", "0"]],
+                         ids=lambda flags: " ".join(flags)[:30])
+def test_a_refused_experiment_flag_is_one_line_exit_2_and_leaves_no_folder(tmp_path, monkeypatch, capsys, flags):
+    monkeypatch.chdir(tmp_path)
+    flags = [f.replace("{missing}", str(tmp_path / "none.txt")) for f in flags]
+    code = main(["experiment", "--users", "ana", "--prompt", "a cat", "--optimizers", "random", "--out", "exp",
+                 "--store", str(tmp_path / "store.sqlite"), "--url", "127.0.0.1:9", *flags])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -105,3 +105,24 @@ def test_an_intact_file_is_left_as_it_is(tmp_path):
     state = load_run(folder)
     state.close()
     assert (folder / ITERATIONS).read_text() == text and not list(folder.glob("*.bak"))
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("iterations", -5, "iterations: must be"),
+    ("seed", -1, "seed: must be"),
+    ("steps", 0, "steps: must be"),
+    ("optimizer", "annealing", "optimizer: must be one of llm, random, ga"),
+    ("surprise", 1, "unexpected keyword argument 'surprise'"),
+])
+def test_resuming_a_run_whose_config_was_edited_out_of_range_is_one_line_and_changes_nothing(
+        tmp_path, capsys, field, value, message):
+    folder = a_run(tmp_path / "run")
+    stored = json.loads((folder / "config.json").read_text())
+    stored["config"][field] = value
+    (folder / "config.json").write_text(json.dumps(stored))
+    before = sorted(p.name for p in folder.iterdir())
+    assert main(["optimize", "--resume", str(folder), "--url", "127.0.0.1:9"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {folder} is not a run folder this version can resume (") and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in folder.iterdir()) == before

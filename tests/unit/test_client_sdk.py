@@ -1,8 +1,10 @@
 import subprocess
 import sys
+import time
 
 import pytest
 
+from ppo_client import triton
 from ppo_client.errors import InferenceError, ModelNotFoundError, ServerUnavailableError
 from ppo_client.triton import Endpoint, map_error
 
@@ -97,3 +99,81 @@ def test_a_txt2img_config_without_its_family_is_a_server_error_that_says_to_re_e
     without_family = {k: v for k, v in served.to_parameters().items() if k != "family"}
     with pytest.raises(ServerError, match="txt2img: .*'family'.*re-export"):
         _pipeline_from_config(_config(without_family), "h:1")
+
+
+# --- a server that comes back: the gRPC channel's reconnect backoff must not fail the first calls ---
+
+
+class _Repository:
+    """A stand-in Triton gRPC server that answers the repository index (one READY model)."""
+
+    def __init__(self, port: int) -> None:
+        from concurrent import futures
+
+        import grpc
+        from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+        class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+            def RepositoryIndex(self, request, context):
+                model = service_pb2.RepositoryIndexResponse.ModelIndex(name="txt2img", state="READY")
+                return service_pb2.RepositoryIndexResponse(models=[model])
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(), self.server)
+        assert self.server.add_insecure_port(f"127.0.0.1:{port}") == port
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(0)
+
+
+def _fail_for(client, seconds: float) -> None:
+    """Calls to a server that is down, spaced out, until the channel's backoff has grown."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with pytest.raises(ServerUnavailableError, match="cannot reach"):
+            client.served_models()
+        time.sleep(0.2)
+
+
+def test_a_server_that_comes_back_is_reached_by_the_first_call_after_it_does():
+    from ppo_client.processes import free_port
+    from ppo_client.txt2img import Txt2ImgClient
+
+    port = free_port()
+    with Txt2ImgClient(f"127.0.0.1:{port}", connect_retry_s=0) as client:
+        _fail_for(client, 1.5)  # grpc's own backoff would now be 1.6 s or more, doubling on
+        server = _Repository(port)
+        try:
+            client.connect_retry_s = triton.CONNECT_RETRY_S
+            started = time.monotonic()
+            assert client.served_models() == [("txt2img", "READY")]
+            assert time.monotonic() - started < 1.5
+            with Txt2ImgClient(f"127.0.0.1:{port}", connect_retry_s=0) as fresh:  # no backoff inherited
+                assert fresh.served_models() == [("txt2img", "READY")]
+        finally:
+            server.stop()
+
+
+def test_an_unreachable_server_is_reported_after_the_connect_retry_window():
+    from ppo_client.processes import free_port
+    from ppo_client.txt2img import Txt2ImgClient
+
+    with Txt2ImgClient(f"127.0.0.1:{free_port()}", connect_retry_s=0.5) as client:
+        started = time.monotonic()
+        with pytest.raises(ServerUnavailableError, match="cannot reach"):
+            client.served_models()
+        assert 0.1 < time.monotonic() - started < 1.5
+
+
+def test_only_calls_that_never_reached_the_server_are_tried_again():
+    refused = _FakeTritonError("failed to connect to all addresses; last error: Connection refused",
+                               "StatusCode.UNAVAILABLE")
+    assert triton.should_retry(refused) and triton.should_retry(ConnectionRefusedError())
+    for reached in (_FakeTritonError("Socket closed", "StatusCode.UNAVAILABLE"),
+                    _FakeTritonError("Deadline Exceeded", "StatusCode.DEADLINE_EXCEEDED"),
+                    _FakeTritonError("STEPS: must be between 1 and 200", "StatusCode.INVALID_ARGUMENT"),
+                    ConnectionResetError()):
+        assert not triton.should_retry(reached), reached
+    delays = [triton.retry_delay_s(a) for a in range(12)]
+    assert all(0 < d <= triton.RETRY_DELAY_CAP_S for d in delays) and max(delays) > triton.RETRY_DELAY_S

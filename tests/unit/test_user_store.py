@@ -92,7 +92,7 @@ def test_bad_user_names_are_refused(store, name):
 def test_deleting_a_user_removes_their_ratings_models_and_unshared_images(store, rated):
     store.create_user("bob")
     store.import_ratings("alice", csv_rows(rated), source="csv")
-    rows = csv_rows(rated)[:1]
+    rows = list(csv_rows(rated))[:1]
     store.import_ratings("bob", rows, source="csv")
     store.save_model("alice", "knn", "enc", PreferenceHead.linear(np.ones(3), 1.0), {"seed": 0}, {"cv_srocc": 0.5})
     store.delete_user("alice")

@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
-from ppo_client.console import console
-from ppo_client.errors import InvalidRequestError
+from ppo_client.console import console, status
+from ppo_client.errors import InvalidRequestError, OptimizationError
 from ppo_client.llm.chat import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, TIMEOUT_ENV
 from ppo_client.optimize.config import Context, Optimizer, RunConfig, SubjectAnchor
 from ppo_client.optimize.experiment import ExperimentConfig
@@ -30,8 +31,8 @@ def _default_run_dir(user: str) -> Path:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), console=console)
+    return Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                    TextColumn("{task.completed}/{task.total}", markup=False), TimeElapsedColumn(), console=console)
 
 
 def _run_shape(args) -> RunConfig:
@@ -41,45 +42,55 @@ def _run_shape(args) -> RunConfig:
                      structured_output=args.structured_output, subject_anchor=args.subject_anchor, screen=args.screen)
 
 
+def _new_config(args) -> RunConfig:
+    """The run's configuration from the flags, checked: a refused flag is an ``InvalidRequestError``
+    before anything is read, connected or created."""
+    if not args.user or args.prompt is None:
+        raise InvalidRequestError("--user/--prompt", "a new run needs --user and --prompt (or --resume RUN_DIR)")
+    return dataclasses.replace(_run_shape(args), user=args.user, prompt=args.prompt, context=args.context,
+                               optimizer=args.optimizer).checked()
+
+
+def _run_folder(args) -> Path:
+    folder = Path(args.run_dir or _default_run_dir(args.user))
+    if folder.exists() and not folder.is_dir():
+        raise InvalidRequestError("--run-dir", f"{folder} is a file, not a folder")
+    return folder
+
+
 def _optimize(args) -> int:
+    """Every flag is checked (and a resumed run's configuration read back and checked) before the
+    server or the store is touched, and before a run folder is made: a refusal leaves nothing behind."""
     from ppo_client.optimize import session
     from ppo_client.scoring import ScoringClient
     from ppo_client.store import UserStore
 
     llm = chat_config(args)
-    with ScoringClient(args.url) as client:
-        if args.resume:
-            state = session.resume_run(Path(args.resume))
-            console.print(f"resuming {args.resume} after {len(state.records)} finished iterations")
-        else:
-            if not args.user or args.prompt is None:
-                raise InvalidRequestError("--user/--prompt", "a new run needs --user and --prompt (or --resume RUN_DIR)")
-            context = session.check_context(args.context, llm, text_fallback=args.text_fallback)
-            config = dataclasses.replace(_run_shape(args), user=args.user, prompt=args.prompt, context=context,
-                                         optimizer=args.optimizer).checked()
-            with UserStore(args.store) as store:
-                if args.user != GENERAL_USER:
-                    store.user(args.user)  # unknown user: a clear error before anything starts
-                scorer = session.user_scorer(store, client, args.user)
-            state = session.new_run(Path(args.run_dir or _default_run_dir(args.user)), config, scorer, client, llm)
-            console.print(f"run folder: {state.folder} (scorer: {scorer.model})")
-        c = state.config
-        with _progress() as bar, session.chat_endpoint(llm, needed=session.needs_llm(state)) as chat:
-            task = bar.add_task("iteration", total=c.iterations + 1, completed=len(state.records))
-
-            def on_iteration(record):
-                best = max(p.score for r in state.records for p in r.prompts)
-                bar.update(task, completed=len(state.records), description=f"iteration {record.iteration} best {best:.2f}")
-
-            try:
-                summary = session.execute(state, client, chat, on_iteration)
-            except KeyboardInterrupt:
-                console.print(f"stopped; finished iterations are saved. Continue with: ppo-client optimize --resume {state.folder}")
-                raise
-            except Exception:
-                if state.records:
-                    console.print(f"the run stopped; finished iterations are saved. Continue with: ppo-client optimize --resume {state.folder}")
-                raise
+    if args.resume:
+        state = session.resume_run(Path(args.resume))
+        console.print(f"resuming {args.resume} after {len(state.records)} finished iterations")
+    else:
+        config = _new_config(args)
+        folder = _run_folder(args)
+        config = dataclasses.replace(config, context=session.check_context(config.context, llm,
+                                                                           text_fallback=args.text_fallback))
+        state = None
+    try:
+        with ScoringClient(args.url) as client:
+            if state is None:
+                with UserStore(args.store) as store:
+                    if args.user != GENERAL_USER:
+                        store.user(args.user)  # unknown user: a clear error before anything starts
+                    scorer = session.user_scorer(store, client, args.user)
+                try:
+                    state = session.new_run(folder, config, scorer, client, llm)
+                except OSError as exc:
+                    raise OptimizationError(f"cannot create the run folder {folder} ({exc.strerror or exc})") from exc
+                console.print(f"run folder: {state.folder} (scorer: {scorer.model})")
+            summary = _execute(state, client, llm)
+    finally:
+        if state is not None:
+            state.close()
     line = f"init {summary['init']:.2f} -> max {summary['max']:.2f} (+{summary['max_minus_init']:.2f}, K* {summary['k_star']})"
     if "true_max" in summary:
         line += f"; true taste {summary['true_init']:.2f} -> {summary['true_max']:.2f} ({summary['true_max_minus_init']:+.2f})"
@@ -97,6 +108,29 @@ def _optimize(args) -> int:
     return 0
 
 
+def _execute(state, client, llm) -> dict:
+    from ppo_client.optimize import session
+
+    c = state.config
+    with _progress() as bar, session.chat_endpoint(llm, needed=session.needs_llm(state)) as chat:
+        task = bar.add_task("iteration", total=c.iterations + 1, completed=len(state.records))
+
+        def on_iteration(record):
+            best = max(p.score for r in state.records for p in r.prompts)
+            bar.update(task, completed=len(state.records), description=f"iteration {record.iteration} best {best:.2f}")
+
+        resume = f"finished iterations are saved. Continue with: ppo-client optimize --resume {state.folder}"
+        try:
+            return session.execute(state, client, chat, on_iteration)
+        except KeyboardInterrupt:
+            console.print(f"stopped; {resume}")
+            raise
+        except Exception:
+            if state.records:
+                console.print(f"the run stopped; {resume}")
+            raise
+
+
 def _split(text: str, flag: str, kind=str) -> tuple:
     try:
         return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
@@ -105,11 +139,15 @@ def _split(text: str, flag: str, kind=str) -> tuple:
 
 
 def _experiment(args) -> int:
-    from ppo_client.optimize.experiment import run_experiment
+    from ppo_client.optimize.experiment import jobs, run_experiment
 
     prompts = list(args.prompt or [])
     if args.prompts_file:
-        prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
+        try:
+            text = Path(args.prompts_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidRequestError("--prompts-file", f"cannot read {args.prompts_file} ({exc})") from None
+        prompts += [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise InvalidRequestError("--prompt", "give at least one --prompt or a --prompts-file")
     screens = _split(args.screens, "--screens", int) if args.screens else (args.screen,)
@@ -124,12 +162,14 @@ def _experiment(args) -> int:
         optimizers=tuple(map(Optimizer, optimizers)), contexts=tuple(map(Context, contexts)), screens=screens,
         repeats=args.repeats, parallel=args.parallel, run=_run_shape(args), text_fallback=args.text_fallback,
     ).checked()
+    llm = chat_config(args)
+    jobs(config, llm)  # every run's configuration is checked before anything is printed, read or started
     runs = len(config.who) * len(prompts) * len(config.grid) * config.repeats
     console.print(f"{runs} runs ({len(config.who)} users x {len(prompts)} prompts x {len(config.grid)} arms x "
                   f"{config.repeats} repeats) in {config.out}")
-    with console.status("running ...") as status:
-        result = run_experiment(config, url=args.url, store=args.store, chat_config=chat_config(args),
-                                on_run=lambda done, total: status.update(f"{done}/{total} runs finished"))
+    with status("running ...") as spinner:
+        result = run_experiment(config, url=args.url, store=args.store, chat_config=llm,
+                                on_run=lambda done, total: spinner.update(Text(f"{done}/{total} runs finished")))
     print(result.markdown(general=config.general), end="")
     if result.failures:
         console.print(f"{len(result.failures)} runs failed; run the same command again to resume them")

@@ -7,9 +7,9 @@ import json
 import time
 from pathlib import Path
 
-from rich.table import Table
+from rich.text import Text
 
-from ppo_client.console import console, progress
+from ppo_client.console import console, print_table, progress, results, status
 from ppo_client.errors import InvalidRequestError
 from ppo_client.piaa.methods import METHODS
 
@@ -27,33 +27,67 @@ def _create(args) -> int:
     return 0
 
 
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
 def _list(args) -> int:
     with _store(args) as store:
-        table = Table("user", "ratings", "models", "created")
-        for user in store.users():
-            table.add_row(user.name, str(user.ratings), str(user.models), time.strftime("%Y-%m-%d %H:%M", time.localtime(user.created)))
-        console.print(table)
+        users = store.users()
+    print_table(("user", "ratings", "models", "created"),
+                [(u.name, u.ratings, u.models, _when(u.created)) for u in users])
     return 0
 
 
 def _show(args) -> int:
     with _store(args) as store:
         user, ratings, models = store.user(args.name), store.ratings(args.name), store.models(args.name)
-        values = [r.rating for r in ratings]
-        console.print(f"[bold]{user.name}[/bold]: {len(ratings)} ratings" + (
-            f", mean {sum(values) / len(values):.2f}, range {min(values):g}-{max(values):g}" if values else ""))
-        for source in sorted({r.source for r in ratings}):
-            console.print(f"  from {source}: {sum(r.source == source for r in ratings)}")
-        if models:
-            table = Table("id", "method", "encoder", "ratings", "CV SROCC", "CV MAE", "trained")
-            for m in models:
-                table.add_row(
-                    str(m.id), m.method, m.encoder, str(m.params.get("ratings", "")),
-                    f"{m.metrics.get('cv_srocc', float('nan')):.3f}", f"{m.metrics.get('cv_mae', float('nan')):.2f}",
-                    time.strftime("%Y-%m-%d %H:%M", time.localtime(m.created)),
-                )
-            console.print(table)
+    values = [r.rating for r in ratings]
+    results.print(Text.assemble((user.name, "bold"), f": {len(ratings)} ratings" + (
+        f", mean {sum(values) / len(values):.2f}, range {min(values):g}-{max(values):g}" if values else "")))
+    for source in sorted({r.source for r in ratings}):
+        results.print(f"  from {source}: {sum(r.source == source for r in ratings)}")
+    if models:
+        print_table(("id", "method", "encoder", "ratings", "CV SROCC", "CV MAE", "trained"), [
+            (m.id, m.method, m.encoder, m.params.get("ratings", ""), f"{m.metrics.get('cv_srocc', float('nan')):.3f}",
+             f"{m.metrics.get('cv_mae', float('nan')):.2f}", _when(m.created))
+            for m in models
+        ])
     return 0
+
+
+def _check(args) -> int:
+    """Exit 0: nothing wrong (or all repaired); 1: something to repair, or image files lost for good."""
+    from ppo_client.store import UserStore
+
+    with UserStore(args.store, recover=False) as store:
+        found = store.check(repair=args.repair)
+    shown = 10
+    if found.unreferenced:
+        done = "removed" if args.repair else "found"
+        results.print(f"{done} {len(found.unreferenced)} files that no image row names "
+                      f"({found.unreferenced_bytes / 1e6:.1f} MB, left by a write that was killed):")
+        _print_some([p.relative_to(store.images_dir) for p in found.unreferenced], shown)
+    if found.set_aside:
+        done = "put back" if args.repair else "found"
+        results.print(f"{done} {len(found.set_aside)} files that a killed delete had set aside:")
+        _print_some([p.relative_to(store.images_dir) for p in found.set_aside], shown)
+    if found.missing:
+        results.print(f"{len(found.missing)} images are gone from {store.images_dir} though the store rows name them "
+                      "(no repair brings them back; import those images again):")
+        _print_some(found.missing, shown)
+    if not (found.unreferenced or found.set_aside or found.missing):
+        results.print(f"{store.path}: no problems found")
+    elif not args.repair and (found.unreferenced or found.set_aside):
+        results.print(f"repair with: ppo-client store check --repair --store {store.path}")
+    return 0 if found.clean else 1
+
+
+def _print_some(items, shown: int) -> None:
+    for item in items[:shown]:
+        results.print(f"  {item}")
+    if len(items) > shown:
+        results.print(f"  ... and {len(items) - shown} more")
 
 
 def _delete(args) -> int:
@@ -74,7 +108,7 @@ def _import(args) -> int:
         rows = sac_rows(Path(args.sac), args.sid, Path(args.images_root))
         source = f"sac:{Path(args.sac).name}:{args.sid}"
     with _store(args) as store:
-        with console.status(f"checking and importing {len(rows)} ratings ..."):
+        with status(f"checking and importing the ratings of {source} ..."):
             count = store.import_ratings(args.name, rows, source=source)
     console.print(f"imported {count} ratings for {args.name!r}")
     return 0
@@ -175,6 +209,16 @@ def add_piaa_commands(commands, add_url) -> None:
     imports.add_argument("--images-root", help="with --sac: the folder its paths are relative to")
     add_store(imports)
     imports.set_defaults(handler=_import)
+
+    store = commands.add_parser("store", help="the user store itself")
+    store_commands = store.add_subparsers(dest="store_command", required=True)
+    check = store_commands.add_parser(
+        "check", help="compare the store's image folder with its rows: files left by a killed write, lost files",
+    )
+    check.add_argument("--repair", action="store_true",
+                       help="remove the files no row names and put back what a killed delete had set aside")
+    add_store(check)
+    check.set_defaults(handler=_check)
 
     train = sub.add_parser("train", help="train the user's preference model on served embeddings")
     train.add_argument("name")

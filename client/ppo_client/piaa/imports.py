@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Iterator
 
 from ppo_client.errors import DataError
 from ppo_client.sac import read_sac
@@ -12,15 +13,25 @@ from ppo_client.store import RatingRow
 _HEADER_NAMES = {"image", "path", "file", "filename", "image_path"}
 
 
-def csv_rows(path: Path) -> list[RatingRow]:
-    """``image,rating`` rows; image paths are relative to the CSV's folder; a header row is optional."""
+def csv_rows(path: Path) -> Iterator[RatingRow]:
+    """``image,rating`` rows; image paths are relative to the CSV's folder; a header row is optional.
+    Rows come one by one, so an import that checks them in order names the first bad one, whatever
+    is wrong with it."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
-    rows = []
-    for number, fields in enumerate(csv.reader(text.splitlines()), start=1):
+    reader = csv.reader(text.splitlines())
+    number = 0
+    while True:
+        number += 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a field over the csv module's size limit, ...
+            raise DataError(f"{path.name} row {number}: {exc}") from None
         if not fields or all(not f.strip() for f in fields):
             continue
         if len(fields) != 2:
@@ -28,8 +39,7 @@ def csv_rows(path: Path) -> list[RatingRow]:
         image, rating = fields[0].strip(), fields[1].strip()
         if number == 1 and image.lower() in _HEADER_NAMES:
             continue
-        rows.append(RatingRow(f"{path.name} row {number}", path.parent / image, rating))
-    return rows
+        yield RatingRow(f"{path.name} row {number}", path.parent / image, rating)
 
 
 def sac_rows(db: Path, sid: int, images_root: Path) -> list[RatingRow]:

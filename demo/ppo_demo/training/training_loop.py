@@ -91,7 +91,7 @@ class Trainer:
             torch.manual_seed(self.config.seed)
         self.folder.mkdir(parents=True, exist_ok=True)
         log = (self.folder / "log.jsonl").open("a")
-        columns = (TextColumn(f"{self.name}"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]}"),
+        columns = (TextColumn(self.name, markup=False), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]}"),
                    TimeRemainingColumn())
         with Progress(*columns, transient=False) as progress:
             task = progress.add_task(self.name, total=self.config.steps, completed=self.step, loss="-")

@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from ppo_client.console import console, run_cli, setup_logging
+from ppo_client.console import console, run_cli, setup_logging, status
 from ppo_server.embedded.server import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, EmbeddedTritonServer, ServerConfig
 
 
@@ -25,7 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
         startup_timeout_s=args.startup_timeout,
     )
     server = EmbeddedTritonServer(config)
-    with console.status(f"starting Triton on {args.repository} (log: {server.log_file}) ..."):
+    with status(f"starting Triton on {args.repository} (log: {server.log_file}) ..."):
         server.start()
     try:
         print(f"grpc: {server.grpc_url}", flush=True)
