@@ -7,6 +7,7 @@
     tensorrt.py       TensorRT profile limits and the engine builder
     model_config.py   ``config.pbtxt`` generated from the contract through Triton's protobuf schema
     families.py       which checkpoint family a folder holds, and what is refused by name
+    checkpoint.py     where a checkpoint is, what its folder must hold, each component loaded in one line's failure
     repository.py     ``export_pipeline``: a pipeline (and a CLIP) to a model repository
     scoring.py        the scoring models: image encoder, preference, clip_text, txt2img_score
     presets.py        pipelines the exporter builds itself (demo, tiny, random SD 1.5 / SDXL)

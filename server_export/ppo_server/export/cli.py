@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ppo_client import contract
-from ppo_client.console import console, run_cli, setup_logging
+from ppo_client.console import console, run_cli, setup_logging, status
 from ppo_client.contract import CudaGraphParameters
 from ppo_server.cache import cache_dir
 from ppo_server.errors import ExportError
@@ -27,6 +27,7 @@ def _has_cuda() -> bool:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from ppo_server.export import checkpoint
     from ppo_server.export.presets import (
         build_sd15_pipeline,
         build_sdxl_pipeline,
@@ -36,6 +37,11 @@ def _export(args: argparse.Namespace) -> int:
         demo_clip_dir,
         demo_pipeline_dir,
     )
+
+    if args.model:  # a missing folder or an unreachable hub id is refused before torch loads
+        checkpoint.precheck(args.model)
+    if args.clip:
+        checkpoint.precheck(args.clip, wanted=checkpoint.CLIP_FOLDER)
     from ppo_server.export.repository import export_pipeline
 
     if args.head_cache_mb < 0:
@@ -50,12 +56,12 @@ def _export(args: argparse.Namespace) -> int:
     elif args.preset in ("sd15-random", "sdxl-random"):  # no scoring models unless --clip names a CLIP
         folder = Path(args.pipeline_dir or default_pipeline_dir(args.preset))
         build = build_sd15_pipeline if args.preset == "sd15-random" else build_sdxl_pipeline
-        with console.status(f"building the {args.preset} pipeline in {folder} ..."):
+        with status(f"building the {args.preset} pipeline in {folder} ..."):
             build(folder, seed=args.seed, device="cuda" if _has_cuda() else "cpu")
         model = str(folder)
     elif args.preset:
         folder = Path(args.pipeline_dir or default_pipeline_dir(args.preset))
-        with console.status(f"building the {args.preset} pipeline in {folder} ..."):
+        with status(f"building the {args.preset} pipeline in {folder} ..."):
             if args.preset == "tiny":
                 build_tiny_pipeline(folder, seed=args.seed)
             else:
@@ -75,7 +81,7 @@ def _export(args: argparse.Namespace) -> int:
         cuda_graph_batches=graphs.cuda_graph_batches,
         head_cache_bytes=int(args.head_cache_mb * 2**20),
     )
-    with console.status(f"exporting {model} to {args.out} ..."):
+    with status(f"exporting {model} to {args.out} ..."):
         result = export_pipeline(model, Path(args.out), options, clip=clip)
     for report in result.reports:
         parity = "" if report.max_abs_diff is None else f"   max |onnxruntime - torch| = {report.max_abs_diff:.1e}"

@@ -1,5 +1,8 @@
 """Which pipeline family a checkpoint is, read from its ``model_index.json`` before anything heavy
-loads, and the checkpoints this project does not serve, refused by name before any work.
+loads, and the checkpoints this project does not serve, refused by name before any work; what each
+family's folder must hold (``COMPONENTS``, checked by ``checkpoint.check`` before anything loads), and
+the pipeline assembled from its components, each loaded on its own (``checkpoint.load_component``) so
+that one that does not load is named in one line.
 
 Served: ``StableDiffusionPipeline`` folders (SD 1.x, SD 2.x with v-prediction, SD-Turbo and other
 fine-tunes, whatever their scheduler) as family ``sd``; ``StableDiffusionXLPipeline`` folders
@@ -8,10 +11,14 @@ fine-tunes, whatever their scheduler) as family ``sd``; ``StableDiffusionXLPipel
 
 from __future__ import annotations
 
+import inspect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
 
-from ppo_server.errors import ExportError
+from ppo_server.errors import CheckpointError, ExportError
+from ppo_server.export import checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -35,61 +42,91 @@ EXTRAS = ("safety_checker", "feature_extractor", "image_encoder")
 """Components a pipeline folder may list that text-to-image serving does not use."""
 
 
+COMPONENTS = {
+    "sd": ("text_encoder", "tokenizer", "unet", "vae", "scheduler"),
+    "sdxl": ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "vae", "scheduler"),
+}
+"""What each family's folder must hold (``checkpoint.check`` checks each before anything loads)."""
+SETTINGS = ("force_zeros_for_empty_prompt",)
+"""Pipeline settings ``model_index.json`` may give that change what is served (all true or false)."""
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
     family: str
     pipeline_class: str
     dropped: tuple[str, ...]
     """Extra components listed in the folder that are not exported."""
+    folder: Path | None = None
+    """The local folder (a hub id's snapshot); ``None``: not checked yet (``load`` checks it first)."""
+    components: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    """Component name -> ``(library, class)`` as ``model_index.json`` lists them (all checked)."""
+    settings: Mapping[str, bool] = field(default_factory=dict)
+    """The pipeline's own settings in ``model_index.json`` (``SETTINGS``)."""
 
 
-def detect(model: str) -> CheckpointInfo:
-    """The family of ``model`` (a folder or hub id) from its ``model_index.json`` alone."""
-    from diffusers import DiffusionPipeline
-
-    try:
-        index = DiffusionPipeline.load_config(model)
-    except Exception as exc:  # diffusers raises OSError, ValueError, EnvironmentError ...
-        raise ExportError(
-            f"cannot load a Stable Diffusion pipeline from {model!r}: {exc}. Pass a local folder written by "
-            "save_pretrained (model_index.json at its top) or a hub id this machine can reach; "
-            "`ppo-export --preset tiny` needs neither."
-        ) from None
-    found = str(index.get("_class_name", "?"))
+def detect(model: str, *, scheduler: str = "") -> CheckpointInfo:
+    """The family of ``model`` (a folder or hub id) from its files alone, once ``checkpoint.check``
+    found every component the family needs; ``scheduler`` (``--scheduler``) replaces the checkpoint's own."""
+    folder = checkpoint.locate(model)
+    index = checkpoint.read_index(folder, label=model)
+    found = index.get("_class_name")
+    if not isinstance(found, str):
+        raise CheckpointError(
+            f"{model}: {checkpoint.INDEX} names no pipeline class (_class_name is {checkpoint.short(found)}); "
+            f"{checkpoint.RESTORE}"
+        )
     family = PIPELINE_CLASSES.get(found)
     if family is None:
         what = KNOWN_OTHERS.get(found, "a pipeline class this project does not know")
         raise ExportError(f"{model} is a {found} checkpoint ({what}); ppo-export serves {SUPPORTED}")
+    components = checkpoint.check(folder, index, COMPONENTS[family], label=model, scheduler_replaced=bool(scheduler))
     dropped = tuple(name for name in EXTRAS if _listed(index.get(name)))
-    return CheckpointInfo(family, found, dropped)
+    settings = {name: index[name] for name in SETTINGS if name in index}
+    for name, value in settings.items():
+        if not isinstance(value, bool):
+            raise CheckpointError(
+                f"{model}: {checkpoint.INDEX} gives {name} as {checkpoint.short(value)}, not true or false; "
+                f"{checkpoint.RESTORE}"
+            )
+    return CheckpointInfo(family, found, dropped, folder, components, settings)
 
 
 def _listed(entry) -> bool:
     return isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[0] is not None and entry[1] is not None
 
 
-def load(model: str, info: CheckpointInfo):
+def load(model: str, info: CheckpointInfo, *, scheduler: str = ""):
     """The pipeline in float32 (export traces on the CPU; checkpoints often ship in fp16), without
-    the components serving does not use; then ``check`` refuses what it cannot serve."""
+    the components serving does not use; then ``check`` refuses what it cannot serve. Each component
+    loads on its own, so what goes wrong names it in one line; ``scheduler`` replaces the own one."""
     import diffusers
-    import torch
     import transformers
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()  # its hint to install accelerate is noise here
+    transformers.utils.logging.set_verbosity_error()  # load reports: mismatches are refused below instead
+    if info.folder is None or not info.components:  # made by hand: the folder is checked first
+        info = detect(model, scheduler=scheduler)
     if info.dropped:
         logger.warning("%s: not exported (not used to generate images): %s", model, ", ".join(info.dropped))
+    loaded = {
+        name: checkpoint.load_component(info.folder, name, library, class_name, label=model)
+        for name, (library, class_name) in info.components.items() if name != "scheduler"
+    }
+    own_scheduler = info.components["scheduler"][1]
+    loaded["scheduler"] = checkpoint.load_scheduler(info.folder, own_scheduler, scheduler, label=model)
     cls = getattr(diffusers, info.pipeline_class)
-    skip = {name: None for name in info.dropped}
-    if info.family == "sd":
-        skip["requires_safety_checker"] = False
-    if info.family == "sdxl":
-        skip["add_watermarker"] = False
-    try:
-        pipeline = cls.from_pretrained(model, dtype=torch.float32, **skip)
-    except Exception as exc:  # diffusers raises OSError, ValueError, EnvironmentError...
-        raise ExportError(f"cannot load the {info.pipeline_class} from {model!r}: {exc}") from exc
+    accepted = inspect.signature(cls.__init__).parameters
+    unused = {name: None for name in EXTRAS if name in accepted}
+    settings = {name: value for name, value in info.settings.items() if name in accepted}
+    fixed = {name: False for name in ("requires_safety_checker", "add_watermarker") if name in accepted}  # not served
+    try:  # assembled, not loaded again: diffusers would resolve every class listed, a replaced scheduler's too
+        pipeline = cls(**loaded, **unused, **settings, **fixed)
+    except Exception as exc:  # diffusers raises ValueError, TypeError ...
+        problem = checkpoint.first_line(exc)
+        raise CheckpointError(f"{model}: cannot assemble a {info.pipeline_class}: {problem}") from None
     check(pipeline, info, model)
     return pipeline
 

@@ -45,9 +45,9 @@ class ExportResult:
     """The contract's scheduler names this checkpoint offers."""
 
 
-def load_pipeline(model: str):
+def load_pipeline(model: str, *, scheduler: str = ""):
     """The checkpoint's pipeline (family ``sd`` or ``sdxl``), refused with a reason if not served."""
-    return families.load(model, families.detect(model))
+    return families.load(model, families.detect(model, scheduler=scheduler), scheduler=scheduler)
 
 
 def _dims(pipeline, family: str) -> export_specs.ExportDims:
@@ -65,14 +65,6 @@ def _dims(pipeline, family: str) -> export_specs.ExportDims:
     )
 
 
-def _scheduler(pipeline, name: str):
-    if not name:
-        return pipeline.scheduler
-    from ppo_server.backends.schedulers import build_scheduler
-
-    return build_scheduler(name, pipeline.scheduler.config)
-
-
 def export_pipeline(
     model: str, out: Path, options: ExportOptions = ExportOptions(), *, clip: str | None = None
 ) -> ExportResult:
@@ -80,14 +72,15 @@ def export_pipeline(
     from ppo_server.backends.schedulers import probe, steps_problem
 
     options.check()
-    info = families.detect(model)
-    pipeline = families.load(model, info)
+    info = families.detect(model, scheduler=options.scheduler)  # the folder holds what the family needs
+    pipeline = families.load(model, info, scheduler=options.scheduler)
     family = info.family
-    scheduler = _scheduler(pipeline, options.scheduler)
+    scheduler = pipeline.scheduler
     schedulers = probe(scheduler.config)
     problem = steps_problem(copy.deepcopy(scheduler), 20)
     if problem:
-        raise ExportError(f"{model}: its own scheduler {type(scheduler).__name__} does not run ({problem})")
+        whose = f"--scheduler {options.scheduler}" if options.scheduler else "its own scheduler"
+        raise ExportError(f"{model}: {whose} {type(scheduler).__name__} does not run ({problem.splitlines()[0]})")
     for name, why in schedulers.left_out.items():
         logger.info("scheduler %s is not offered for this checkpoint: %s", name, why)
     out = Path(out)

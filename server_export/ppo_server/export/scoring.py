@@ -24,6 +24,7 @@ from ppo_client.contract import (
 )
 from ppo_server.errors import ExportError
 from ppo_server.export import specs as export_specs
+from ppo_server.export.checkpoint import first_line
 from ppo_server.export.model_config import ServingOptions
 from ppo_server.export.onnx_exporter import ExportReport, export_onnx
 from ppo_server.export.options import ExportOptions
@@ -43,9 +44,9 @@ def load_clip(path: str):
         model = CLIPModel.from_pretrained(path, dtype=torch.float32).eval()
     except Exception as exc:  # transformers raises OSError, ValueError...
         raise ExportError(
-            f"cannot load a CLIP model from {path!r}: {exc}. Pass a folder written by "
+            f"cannot load a CLIP model from {path}: {first_line(exc)}. Pass a folder written by "
             "CLIPModel.save_pretrained (config.json with a vision_config)."
-        ) from exc
+        ) from None
     mean, std = tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)
     processor = Path(path) / "preprocessor_config.json"
     if processor.exists():  # read as data: the image processor classes would want torchvision
