@@ -20,6 +20,7 @@ pytest.importorskip("starlette", reason="the app extra is not installed: pip ins
 from starlette.testclient import TestClient  # noqa: E402
 
 from ppo_client.app import gallery  # noqa: E402
+from ppo_client.app.openapi import DOCUMENT  # noqa: E402
 from ppo_client.app.runs import RunManager  # noqa: E402
 from ppo_client.app.web import AppState, create_app  # noqa: E402
 from ppo_client.llm.chat import ChatConfig  # noqa: E402
@@ -105,14 +106,15 @@ def test_rating_one_image_at_a_time_with_undo_and_active_choice(app):
     ("POST", "/api/users/nobody/ratings", {"image": "x", "rating": 5}, 404, "unknown user 'nobody'"),
     ("POST", "/api/users", {"name": "a/b"}, 400, "path separator"),
     ("POST", "/api/users", {"name": "general"}, 400, "reserved"),
-    ("POST", "/api/users", {"name": 7}, 400, "name: must be str"),
+    ("POST", "/api/users", {"name": 7}, 400, "name: must be text, got 7"),
     ("POST", "/api/users", [1, 2], 400, "must be a JSON object"),
-    ("GET", "/api/users/ana/next?count=0", None, 400, "count: must be between 1 and 50"),
+    ("GET", "/api/users/ana/next?count=0", None, 400, "count: must be an integer from 1 to 50, got 0"),
     ("GET", "/api/users/ana/next?count=x", None, 400, "count: must be an integer"),
     ("GET", "/api/users/ana/next?order=best", None, 400, "order: must be one of"),
     ("POST", "/api/users/ana/train", {"method": "magic"}, 400, "method: must be one of"),
     ("POST", "/api/users/ana/runs", {"prompt": ""}, 400, "prompt: is empty"),
-    ("POST", "/api/users/ana/runs", {"prompt": "a cat", "iterations": 1000}, 400, "iterations: must be between"),
+    ("POST", "/api/users/ana/runs", {"prompt": "a cat", "iterations": 1000}, 400, "iterations: must be an integer from 1 to 100"),
+    ("POST", "/api/users/ana/ratings", {"image": "x", "rating": 10**400}, 400, "rating: must be a number from 1 to 10"),
     ("GET", "/api/runs/..%2F..%2Fetc", None, 404, ""),
     ("GET", "/api/runs/nope", None, 404, "no run 'nope'"),
     ("POST", "/api/runs/nope/pairs/0", {"choice": "left"}, 404, "no run"),
@@ -162,6 +164,10 @@ def test_training_then_a_run_then_its_blind_comparison(app):
     taste = http.get("/api/users/bo/models", headers=AUTH).json()
     assert len(taste["models"]) == 1 and len(taste["likes"]) == 6 and taste["likes"][0]["score"] >= taste["dislikes"][0]["score"]
     settings = {"prompt": "a red cat", "iterations": 1, "n_prompts": 2, "seeds": 1, "optimizer": "random", "steps": 2}
+    for seed in (-1, 2**70):  # bo has a model: only the seed stands between this and a 201
+        refused = http.post("/api/users/bo/runs", json={**settings, "seed": seed}, headers=AUTH)
+        assert refused.status_code == 400 and refused.json()["error"].startswith("seed: must be an integer"), refused.text
+    assert http.get("/api/users/bo/runs", headers=AUTH).json()["runs"] == [], "nothing was created for them"
     created = http.post("/api/users/bo/runs", json=settings, headers=AUTH)
     assert created.status_code == 201
     run = created.json()["id"]
@@ -190,6 +196,32 @@ def test_training_then_a_run_then_its_blind_comparison(app):
         assert len(store.comparisons("bo")) == 8
     assert http.post(f"/api/runs/{run}/pairs/0", json={"choice": "up"}, headers=AUTH).status_code == 400
     assert http.post(f"/api/runs/{run}/pairs/8", json={"choice": "left"}, headers=AUTH).status_code == 400
+
+
+def test_the_answers_of_a_real_session_are_what_the_openapi_document_says(app):
+    schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed: pip install -e '.[dev]'")
+    http, _ = app
+    schema = schemathesis.openapi.from_dict(DOCUMENT)
+    runs = http.get("/api/users/bo/runs", headers=AUTH)  # bo's finished run, from the test above
+    run = runs.json()["runs"][0]["id"]
+    image = http.get("/api/users/bo/next?count=1", headers=AUTH).json()["images"][0]["id"]
+    answers = {
+        ("GET", "/api/users"): http.get("/api/users", headers=AUTH),
+        ("GET", "/api/users/{name}/next"): http.get("/api/users/bo/next?count=3", headers=AUTH),
+        ("POST", "/api/users/{name}/ratings"): http.post("/api/users/bo/ratings", json={"image": image, "rating": 4.5}, headers=AUTH),
+        ("DELETE", "/api/users/{name}/ratings/{image}"): http.delete(f"/api/users/bo/ratings/{image}", headers=AUTH),
+        ("POST", "/api/users/{name}/train"): http.post("/api/users/bo/train", headers=AUTH),
+        ("GET", "/api/users/{name}/models"): http.get("/api/users/bo/models", headers=AUTH),
+        ("GET", "/api/users/{name}/runs"): runs,
+        ("GET", "/api/runs/{run}"): http.get(f"/api/runs/{run}", headers=AUTH),
+        ("GET", "/api/runs/{run}/pairs"): http.get(f"/api/runs/{run}/pairs", headers=AUTH),
+        ("POST", "/api/runs/{run}/pairs/{k}"): http.post(f"/api/runs/{run}/pairs/0", json={"choice": "same"}, headers=AUTH),
+        ("GET", "/api/openapi.json"): http.get("/api/openapi.json", headers=AUTH),
+    }
+    assert runs.json()["runs"][0]["iterations"], "the listing shows iterations, with their images"
+    for (method, path), response in answers.items():
+        assert response.status_code < 300, f"{method} {path}: {response.text}"
+        schema[path][method].validate_response(response)
 
 
 def test_pages_render_for_a_known_user_and_refuse_an_unknown_one(app):

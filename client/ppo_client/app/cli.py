@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import logging
 import secrets
+import socket
 from pathlib import Path
 
-from ppo_client.console import console
-from ppo_client.errors import DependencyError, InvalidRequestError
+from ppo_client.console import console, results
+from ppo_client.errors import ConfigurationError, DependencyError, InvalidRequestError
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -35,6 +37,25 @@ def import_folder(store_path: Path, folder: Path) -> tuple[int, int]:
     return kept, skipped
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (port 0: a free one) and listening, so that the link is printed
+    only for an address the app holds; a busy port is a ``ConfigurationError`` that says what to do."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
+        sock.close()
+        if getattr(exc, "errno", None) == errno.EADDRINUSE:
+            why = "the port is in use; pass another --port, or --port 0 for a free one"
+        else:
+            why = f"{str(getattr(exc, 'strerror', None) or exc).rstrip('.')}; check --host and --port"
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {why}") from None
+    return sock
+
+
 def _app(args) -> int:
     missing = [m for m in ("starlette", "uvicorn", "jinja2") if importlib.util.find_spec(m) is None]
     if missing:
@@ -45,31 +66,33 @@ def _app(args) -> int:
     from ppo_client.app.runs import RunManager
     from ppo_client.app.web import AppState, create_app
     from ppo_client.optimize.cli import chat_config
-    from ppo_client.processes import free_port
     from ppo_client.scoring import ScoringClient
     from ppo_client.store import UserStore
 
     with UserStore(args.store) as store:  # checked here once; requests open it without the check
         store_path = store.path
+    sock = listening_socket(args.host, args.port)  # a taken port fails here, before anything else starts
     client = ScoringClient(args.url)
-    served = client.pipeline()  # fails now, with the server named, if it cannot be reached
-    if args.images:
-        kept, skipped = import_folder(store_path, Path(args.images))
-        console.print(f"{kept} images from {args.images} can be rated" + (f" ({skipped} unreadable, skipped)" if skipped else ""))
-    runs_dir = Path(args.runs) if args.runs else store_path.parent / f"{store_path.stem}_runs"
-    state = AppState(store_path, args.token or secrets.token_urlsafe(18), client,
-                     RunManager(store_path, args.url, runs_dir, chat_config(args)))
-    if not args.no_gallery:
-        state.gallery = gallery.start(store_path, client, steps=args.gallery_steps, guidance=args.gallery_guidance)
-    port = args.port or free_port(args.host)
-    address = f"http://{args.host}:{port}/?token={state.token}"
-    console.print(f"serving {served.family} images from {client.endpoint}; user store {store_path}; runs in {runs_dir}")
-    console.print("open this link (it holds the access token); Ctrl-C stops the app:")
-    print(address, flush=True)
     try:
-        uvicorn.run(create_app(state), host=args.host, port=port, log_level="warning")
+        served = client.pipeline()  # fails now, with the server named, if it cannot be reached
+        if args.images:
+            kept, skipped = import_folder(store_path, Path(args.images))
+            console.print(f"{kept} images from {args.images} can be rated" + (f" ({skipped} unreadable, skipped)" if skipped else ""))
+        runs_dir = Path(args.runs) if args.runs else store_path.parent / f"{store_path.stem}_runs"
+        state = AppState(store_path, args.token or secrets.token_urlsafe(18), client,
+                         RunManager(store_path, args.url, runs_dir, chat_config(args)))
+        if not args.no_gallery:
+            state.gallery = gallery.start(store_path, client, steps=args.gallery_steps, guidance=args.gallery_guidance)
+        port = sock.getsockname()[1]
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        console.print(f"serving {served.family} images from {client.endpoint}; user store {store_path}; runs in {runs_dir}")
+        console.print("open this link (it holds the access token); Ctrl-C stops the app:")
+        results.print(f"http://{host}:{port}/?token={state.token}")  # the command's one result, on stdout
+        server = uvicorn.Server(uvicorn.Config(create_app(state), log_level="warning"))
+        server.run(sockets=[sock])
     finally:
         client.close()
+        sock.close()
     return 0
 
 

@@ -12,11 +12,12 @@ import threading
 import time
 from pathlib import Path
 
+from ppo_client.checks import shown
 from ppo_client.errors import InvalidRequestError, OptimizationError, PPOError
 from ppo_client.optimize.config import Optimizer, RunConfig
 
 logger = logging.getLogger(__name__)
-RUN_ID = re.compile(r"^[A-Za-z0-9._-]{1,120}$")
+RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,120}")
 APP_RUN = RunConfig(iterations=6, optimizer=Optimizer.RANDOM)
 """What a run started from the app gets for the fields its request leaves out: short, and no LLM
 to wait for unless asked."""
@@ -31,8 +32,8 @@ class RunManager:
 
     def folder(self, run_id: str) -> Path:
         """The run's folder; an id that is not a plain folder name (no path) is refused."""
-        if not RUN_ID.match(run_id or "") or run_id in (".", ".."):
-            raise InvalidRequestError("run", f"{run_id!r} is not a run id")
+        if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id) or run_id in (".", ".."):
+            raise InvalidRequestError("run", f"{shown(run_id)} is not a run id")
         folder = self.runs_dir / run_id
         if not (folder / "config.json").exists():
             raise OptimizationError(f"no run {run_id!r}")

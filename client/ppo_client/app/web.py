@@ -11,21 +11,25 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from ppo_client.app import compare, gallery
+from ppo_client.app import compare, fields, gallery, openapi
 from ppo_client.app.queue import ORDERS, PriorCache, choose
 from ppo_client.app.runs import APP_RUN, RunManager
 from ppo_client.errors import (
@@ -37,12 +41,16 @@ from ppo_client.errors import (
     ServerError,
     StoreError,
 )
-from ppo_client.store import PoolEntry, UserStore
+from ppo_client.optimize.config import MAX_PROMPT_CHARS, Context, Optimizer
+from ppo_client.store import MAX_NAME_LENGTH, PoolEntry, UserStore
 
 logger = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 COOKIE = "ppo_token"
-MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES = fields.MAX_BODY_BYTES
+IMAGE_HASH = re.compile(r"[0-9a-f]{64}")
+RUN_NUMBERS = ("iterations", "n_prompts", "seeds", "steps", "guidance_scale", "seed")
+"""The run settings a request may give besides its prompt, optimizer and context (``RunConfig.checked()`` judges them)."""
 
 
 @dataclass
@@ -59,7 +67,44 @@ class AppState:
         return UserStore(self.store_path, check=False)  # checked once when the app started
 
 
-# --- errors: the project's errors become 4xx (or 503 for an unreachable server), never 500 ---
+# --- responses: JSON that can always be written ---
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as strict JSON holds it: a non-finite number (a score or metric that came out NaN)
+    becomes null, a numpy scalar a plain number, and text that UTF-8 cannot hold (a lone surrogate
+    from an undecodable file name) is escaped. Starlette's own ``JSONResponse`` raises on both."""
+    if isinstance(value, dict):
+        return {_plain_text(str(k)): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, str):
+        return _plain_text(value)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _plain_text(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+class ApiResponse(JSONResponse):
+    """Every JSON answer of the app: strict JSON (no NaN) in UTF-8, whatever the content holds."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(_plain(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+# --- errors: the project's errors become 4xx (or 502/503 for a failing server), never 500 ---
 
 
 def _status(exc: PPOError) -> int:
@@ -77,32 +122,42 @@ def _status(exc: PPOError) -> int:
     return 400
 
 
-async def ppo_error(request: Request, exc: PPOError) -> JSONResponse:
-    return JSONResponse({"error": str(exc)}, status_code=_status(exc))
+async def ppo_error(request: Request, exc: PPOError) -> Response:
+    return ApiResponse({"error": str(exc)}, status_code=_status(exc))
 
 
-async def _json(request: Request) -> dict:
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise InvalidRequestError("body", f"is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
-    try:
-        value = json.loads(body or b"{}")
-    except ValueError:
-        raise InvalidRequestError("body", "is not JSON") from None
-    if not isinstance(value, dict):
-        raise InvalidRequestError("body", "must be a JSON object")
-    return value
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own refusals (no such route, a method the route does not take): in the API, in
+    the app's error shape."""
+    if not request.url.path.startswith("/api/"):
+        return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    messages = {404: "no such API route (GET /api/openapi.json lists them)",
+                405: f"{request.method} is not a method of this route"}
+    return ApiResponse({"error": messages.get(exc.status_code, exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
 
-def _field(body: dict, name: str, kind, default=None):
-    value = body.get(name, default)
-    if value is None:
-        raise InvalidRequestError(name, "is required")
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise InvalidRequestError(name, f"must be {kind.__name__}, got {type(value).__name__}")
-    return value
+async def server_error(request: Request, exc: Exception) -> Response:
+    """A bug, not bad input (the server logs its traceback): still an answer in the error shape."""
+    return ApiResponse({"error": f"internal error ({type(exc).__name__}); the app's log has the details"}, status_code=500)
+
+
+# --- reading a request: everything passes through ``fields`` ---
+
+
+async def _body(request: Request) -> dict:
+    """The JSON object of the body, read no further than the size limit."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise InvalidRequestError("body", f"is over the size limit; the limit is {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return fields.parse_body(b"".join(chunks))
+
+
+def _name(request: Request) -> str:
+    """The user name in the path (the store checks the rest: separators, control characters)."""
+    return fields.clean_text(request.path_params["name"], "name", max_chars=MAX_NAME_LENGTH)
 
 
 def _state(request: Request) -> AppState:
@@ -113,40 +168,35 @@ def _image(image) -> dict:
     return {"id": image.image_hash, "url": f"/api/images/{image.image_hash}", "label": image.label, "origin": image.origin}
 
 
-# --- the JSON API ---
+# --- the JSON API (described for clients in ``openapi.py``) ---
 
 
-async def list_users(request: Request) -> JSONResponse:
+async def list_users(request: Request) -> Response:
     def work():
         with _state(request).store() as store:
             return [{"name": u.name, "ratings": u.ratings, "models": u.models} for u in store.users()]
 
-    return JSONResponse({"users": await run_in_threadpool(work)})
+    return ApiResponse({"users": await run_in_threadpool(work)})
 
 
-async def create_user(request: Request) -> JSONResponse:
-    name = _field(await _json(request), "name", str).strip()
+async def create_user(request: Request) -> Response:
+    given = fields.text(await _body(request), "name").strip()  # the store checks separators and control characters
+    name = fields.clean_text(given, "name", max_chars=MAX_NAME_LENGTH)
 
     def work():
         with _state(request).store() as store:
             store.create_user(name)
 
     await run_in_threadpool(work)
-    return JSONResponse({"name": name}, status_code=201)
+    return ApiResponse({"name": name}, status_code=201)
 
 
-async def next_images(request: Request) -> JSONResponse:
-    state, name = _state(request), request.path_params["name"]
-    try:
-        count = int(request.query_params.get("count", "1"))
-    except ValueError:
-        raise InvalidRequestError("count", "must be an integer") from None
-    if not 1 <= count <= 50:
-        raise InvalidRequestError("count", f"must be between 1 and 50, got {count}")
-    order = request.query_params.get("order", "active")
-    if order not in ORDERS:
-        raise InvalidRequestError("order", f"must be one of {', '.join(ORDERS)}")
-    exclude = [h for h in request.query_params.get("exclude", "").split(",") if h]
+async def next_images(request: Request) -> Response:
+    state, name = _state(request), _name(request)
+    query = request.query_params
+    count = fields.query_integer(query.get("count"), "count", 1, low=1, high=50)
+    order = fields.choice(dict(query), "order", ORDERS, "active")
+    exclude = [h for h in query.get("exclude", "").split(",") if h]
 
     def work():
         with state.store() as store:
@@ -157,27 +207,27 @@ async def next_images(request: Request) -> JSONResponse:
     rated, picks = await run_in_threadpool(work)
     images = [{**_image(c.image), "why": c.why, "predicted": c.predicted, "spread": c.spread} for c in picks]
     progress = state.gallery
-    return JSONResponse({"images": images, "rated": rated, "order": order,
-                         "gallery": {"done": progress.done, "total": progress.total, "error": progress.error}})
+    return ApiResponse({"images": images, "rated": rated, "order": order,
+                        "gallery": {"done": progress.done, "total": progress.total, "error": progress.error}})
 
 
-async def add_rating(request: Request) -> JSONResponse:
-    state, name = _state(request), request.path_params["name"]
-    body = await _json(request)
-    image, rating = _field(body, "image", str), body.get("rating")
-    if isinstance(rating, bool) or not isinstance(rating, (int, float)):
-        raise InvalidRequestError("rating", "must be a number from 1 to 10")
+async def add_rating(request: Request) -> Response:
+    state, name = _state(request), _name(request)
+    body = await _body(request)
+    image = fields.text(body, "image", max_chars=64)
+    rating = fields.number(body, "rating", 1, 10)
 
     def work():
         with state.store() as store:
-            store.rate(name, image, float(rating), source="app")
+            store.rate(name, image, rating, source="app")
             return store.user(name).ratings
 
-    return JSONResponse({"rated": await run_in_threadpool(work)}, status_code=201)
+    return ApiResponse({"rated": await run_in_threadpool(work)}, status_code=201)
 
 
-async def remove_rating(request: Request) -> JSONResponse:
-    state, name, image = _state(request), request.path_params["name"], request.path_params["image"]
+async def remove_rating(request: Request) -> Response:
+    state, name = _state(request), _name(request)
+    image = fields.clean_text(request.path_params["image"], "image", max_chars=64)
 
     def work():
         with state.store() as store:
@@ -185,32 +235,30 @@ async def remove_rating(request: Request) -> JSONResponse:
             return removed, store.user(name).ratings
 
     removed, rated = await run_in_threadpool(work)
-    return JSONResponse({"removed": removed, "rated": rated})
+    return ApiResponse({"removed": removed, "rated": rated})
 
 
-async def train(request: Request) -> JSONResponse:
+async def train(request: Request) -> Response:
     from ppo_client.piaa.methods import METHODS
     from ppo_client.piaa.training import train_user
 
-    state, name = _state(request), request.path_params["name"]
-    method = _field(await _json(request), "method", str, "bayes")
-    if method not in METHODS:
-        raise InvalidRequestError("method", f"must be one of {', '.join(METHODS)}")
+    state, name = _state(request), _name(request)
+    method = fields.choice(await _body(request), "method", METHODS, "bayes")
 
     def work():
         with state.store() as store:
             return train_user(state.client, store, name, method)
 
     trained = await run_in_threadpool(work)
-    return JSONResponse({"model": trained.model_id, "method": method, **trained.metrics,
-                         "ratings": trained.params["ratings"]}, status_code=201)
+    return ApiResponse({"model": trained.model_id, "method": method, **trained.metrics,
+                        "ratings": trained.params["ratings"]}, status_code=201)
 
 
-async def models(request: Request) -> JSONResponse:
+async def models(request: Request) -> Response:
     """The user's trained models, and the images the latest one likes most and least."""
     from ppo_client.piaa.embeddings import embed_files
 
-    state, name = _state(request), request.path_params["name"]
+    state, name = _state(request), _name(request)
 
     def work():
         with state.store() as store:
@@ -239,33 +287,32 @@ async def models(request: Request) -> JSONResponse:
             return listing, [entry(i) for i in order[:6]], [entry(i) for i in order[::-1][:6]]
 
     listing, likes, dislikes = await run_in_threadpool(work)
-    return JSONResponse({"models": listing, "likes": likes, "dislikes": dislikes})
+    return ApiResponse({"models": listing, "likes": likes, "dislikes": dislikes})
 
 
-async def start_run(request: Request) -> JSONResponse:
-    state, name = _state(request), request.path_params["name"]
-    body = await _json(request)
+async def start_run(request: Request) -> Response:
+    state, name = _state(request), _name(request)
+    body = await _body(request)
     d = APP_RUN
     run = dataclasses.replace(
-        d, user=name, prompt=_field(body, "prompt", str), iterations=_field(body, "iterations", int, d.iterations),
-        n_prompts=_field(body, "n_prompts", int, d.n_prompts), seeds=_field(body, "seeds", int, d.seeds),
-        optimizer=_field(body, "optimizer", str, d.optimizer.value), context=_field(body, "context", str, d.context.value),
-        steps=_field(body, "steps", int, d.steps), guidance_scale=_field(body, "guidance_scale", float, d.guidance_scale),
-        seed=_field(body, "seed", int, d.seed),
-    )
+        d, user=name, prompt=fields.text(body, "prompt", max_chars=MAX_PROMPT_CHARS, min_chars=0),
+        optimizer=fields.choice(body, "optimizer", [o.value for o in Optimizer], d.optimizer.value),
+        context=fields.choice(body, "context", [c.value for c in Context], d.context.value),
+        **{key: fields.raw(body, key, getattr(d, key)) for key in RUN_NUMBERS},
+    ).checked()  # every number and its range, here: a run that would fail is a 400, and nothing is created or started
     run_id = await run_in_threadpool(state.runs.start, run)
-    return JSONResponse({"id": run_id}, status_code=201)
+    return ApiResponse({"id": run_id}, status_code=201)
 
 
-async def list_runs(request: Request) -> JSONResponse:
-    state, name = _state(request), request.path_params["name"]
+async def list_runs(request: Request) -> Response:
+    state, name = _state(request), _name(request)
 
     def work():
         with state.store() as store:
             store.user(name)
-        return [state.runs.status(run_id) for run_id in state.runs.list(name)]
+        return [_run_status(state, run_id) for run_id in state.runs.list(name)]  # the same shape as GET /api/runs/{run}
 
-    return JSONResponse({"runs": await run_in_threadpool(work)})
+    return ApiResponse({"runs": await run_in_threadpool(work)})
 
 
 def _run_status(state: AppState, run_id: str) -> dict:
@@ -285,17 +332,17 @@ def _run_status(state: AppState, run_id: str) -> dict:
     return status
 
 
-async def run_status(request: Request) -> JSONResponse:
-    return JSONResponse(await run_in_threadpool(_run_status, _state(request), request.path_params["run"]))
+async def run_status(request: Request) -> Response:
+    return ApiResponse(await run_in_threadpool(_run_status, _state(request), request.path_params["run"]))
 
 
-async def resume_run(request: Request) -> JSONResponse:
+async def resume_run(request: Request) -> Response:
     state, run_id = _state(request), request.path_params["run"]
     await run_in_threadpool(state.runs.resume, run_id)
-    return JSONResponse(await run_in_threadpool(_run_status, state, run_id))
+    return ApiResponse(await run_in_threadpool(_run_status, state, run_id))
 
 
-async def run_pairs(request: Request) -> JSONResponse:
+async def run_pairs(request: Request) -> Response:
     state, run_id = _state(request), request.path_params["run"]
 
     def work():
@@ -304,50 +351,60 @@ async def run_pairs(request: Request) -> JSONResponse:
         return {"pairs": [{**p, "left": f"/api/images/{p['left']}", "right": f"/api/images/{p['right']}"}
                           for p in compare.public(pairs)], "result": compare.win_rate(pairs)}
 
-    return JSONResponse(await run_in_threadpool(work))
+    return ApiResponse(await run_in_threadpool(work))
 
 
-async def answer_pair(request: Request) -> JSONResponse:
+async def answer_pair(request: Request) -> Response:
     state, run_id = _state(request), request.path_params["run"]
-    try:
-        k = int(request.path_params["k"])
-    except ValueError:
-        raise InvalidRequestError("pair", "must be an integer") from None
-    choice = _field(await _json(request), "choice", str)
+    k = fields.query_integer(request.path_params["k"], "pair", 0, low=0, high=compare.PAIRS - 1)
+    choice = fields.choice(await _body(request), "choice", compare.CHOICES)
 
     def work():
         folder = state.runs.folder(run_id)
         user = state.runs.status(run_id)["user"]
         return compare.answer(folder, k, choice, state.store_path, user)
 
-    return JSONResponse(await run_in_threadpool(work))
+    return ApiResponse(await run_in_threadpool(work))
 
 
 async def image(request: Request) -> Response:
+    image_hash = request.path_params["image"]
+    if not IMAGE_HASH.fullmatch(image_hash):
+        return ApiResponse({"error": "no such image in the store (images are named by their SHA-256)"}, status_code=404)
+
     def work():
         with _state(request).store() as store:
-            return store.image_file(request.path_params["image"])
+            return store.image_file(image_hash)
 
     path = await run_in_threadpool(work)
     if path is None or not path.exists():
-        return JSONResponse({"error": "no such image in the store"}, status_code=404)
+        return ApiResponse({"error": "no such image in the store"}, status_code=404)
     return FileResponse(path, headers={"Cache-Control": "private, max-age=86400"})
+
+
+async def openapi_document(request: Request) -> Response:
+    return ApiResponse(openapi.DOCUMENT)
 
 
 # --- pages ---
 
 TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
+TEMPLATES.env.filters["segment"] = lambda value: quote(str(value), safe="")
+"""``{{ name | segment }}``: a value as one URL path segment (a user may be called ``a?b#c``)."""
 
 
 def page(template: str):
     async def render(request: Request) -> HTMLResponse:
-        params = dict(request.path_params)
-        if "name" in params:
-            def check():
-                with _state(request).store() as store:
-                    store.user(params["name"])
+        state, params = _state(request), dict(request.path_params)
 
-            await run_in_threadpool(check)
+        def check():
+            if "name" in params:
+                with state.store() as store:
+                    store.user(_name(request))
+            if "run" in params:
+                state.runs.folder(params["run"])
+
+        await run_in_threadpool(check)
         return TEMPLATES.TemplateResponse(request, template, params)
 
     return render
@@ -368,14 +425,15 @@ class Gate:
             return
         request = Request(scope)
         given = request.query_params.get("token")
-        if given is not None and secrets.compare_digest(given, self.token):
-            response = RedirectResponse(scope["path"], status_code=303)
+        if given is not None and _is_token(given, self.token):
+            # back to the same page without the token in the address bar (and never to another host: "//x")
+            response = RedirectResponse("/" + _plain_text(scope["path"]).lstrip("/"), status_code=303)
             response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
             await response(scope, receive, send)
             return
         header = request.headers.get("authorization", "")
         offered = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(COOKIE, "")
-        if not offered or not secrets.compare_digest(offered, self.token):
+        if not _is_token(offered, self.token):
             await _refuse(scope, receive, send, 401, "an access token is needed: open the link `ppo-client app` printed")
             return
         if request.method not in ("GET", "HEAD", "OPTIONS") and not _same_origin(request):
@@ -384,20 +442,48 @@ class Gate:
         await self.app(scope, receive, send)
 
 
+def _is_token(offered: str, token: str) -> bool:
+    """In constant time, for any text offered (``compare_digest`` refuses non-ASCII ``str``)."""
+    return bool(offered) and secrets.compare_digest(offered.encode("utf-8", "surrogatepass"), token.encode("utf-8"))
+
+
 def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin:
-        parts = urlsplit(origin)
+        try:
+            parts = urlsplit(origin)
+        except ValueError:  # "http://[" and the like
+            return False
         return parts.netloc == request.headers.get("host") and parts.scheme in ("http", "https")
     return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
 
 
 async def _refuse(scope, receive, send, status: int, message: str) -> None:
     if scope["path"].startswith("/api/"):
-        response = JSONResponse({"error": message}, status_code=status)
+        response = ApiResponse({"error": message}, status_code=status)
     else:
         response = HTMLResponse(f"<!doctype html><title>ppo</title><p>{message}</p>", status_code=status)
     await response(scope, receive, send)
+
+
+API_ROUTES = [
+    Route("/api/openapi.json", openapi_document, methods=["GET"]),
+    Route("/api/users", list_users, methods=["GET"]),
+    Route("/api/users", create_user, methods=["POST"]),
+    Route("/api/users/{name}/next", next_images, methods=["GET"]),
+    Route("/api/users/{name}/ratings", add_rating, methods=["POST"]),
+    Route("/api/users/{name}/ratings/{image}", remove_rating, methods=["DELETE"]),
+    Route("/api/users/{name}/train", train, methods=["POST"]),
+    Route("/api/users/{name}/models", models, methods=["GET"]),
+    Route("/api/users/{name}/runs", start_run, methods=["POST"]),
+    Route("/api/users/{name}/runs", list_runs, methods=["GET"]),
+    Route("/api/runs/{run}", run_status, methods=["GET"]),
+    Route("/api/runs/{run}/resume", resume_run, methods=["POST"]),
+    Route("/api/runs/{run}/pairs", run_pairs, methods=["GET"]),
+    Route("/api/runs/{run}/pairs/{k}", answer_pair, methods=["POST"]),
+    Route("/api/images/{image}", image, methods=["GET"]),
+]
+"""The JSON API; ``openapi.DOCUMENT`` describes exactly these (a test holds the two together)."""
 
 
 def create_app(state: AppState) -> Starlette:
@@ -407,25 +493,11 @@ def create_app(state: AppState) -> Starlette:
         Route("/u/{name}/taste", page("taste.html")),
         Route("/u/{name}/optimize", page("optimize.html")),
         Route("/runs/{run}/compare", page("compare.html")),
-        Route("/api/users", list_users, methods=["GET"]),
-        Route("/api/users", create_user, methods=["POST"]),
-        Route("/api/users/{name}/next", next_images, methods=["GET"]),
-        Route("/api/users/{name}/ratings", add_rating, methods=["POST"]),
-        Route("/api/users/{name}/ratings/{image}", remove_rating, methods=["DELETE"]),
-        Route("/api/users/{name}/train", train, methods=["POST"]),
-        Route("/api/users/{name}/models", models, methods=["GET"]),
-        Route("/api/users/{name}/runs", start_run, methods=["POST"]),
-        Route("/api/users/{name}/runs", list_runs, methods=["GET"]),
-        Route("/api/runs/{run}", run_status, methods=["GET"]),
-        Route("/api/runs/{run}/resume", resume_run, methods=["POST"]),
-        Route("/api/runs/{run}/pairs", run_pairs, methods=["GET"]),
-        Route("/api/runs/{run}/pairs/{k}", answer_pair, methods=["POST"]),
-        Route("/api/images/{image}", image, methods=["GET"]),
+        *API_ROUTES,
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    handlers = {PPOError: ppo_error}
+    handlers = {PPOError: ppo_error, HTTPException: http_error, Exception: server_error}
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.ppo = state
     app.add_middleware(Gate, token=state.token)
     return app
-

@@ -36,8 +36,17 @@ function go(path) {
   window.location.href = path;
 }
 
+// Every user name, run id and image id goes into a URL through encodeURIComponent: a user may be called "a?b#c".
 function userPath(page) {
   return `/u/${encodeURIComponent(user)}/${page}`;
+}
+
+function userApi(rest) {
+  return `/api/users/${encodeURIComponent(user)}/${rest}`;
+}
+
+function fixed(value, digits) {
+  return typeof value === "number" ? value.toFixed(digits) : "n/a";
 }
 
 // --- users ---
@@ -57,8 +66,8 @@ async function usersPage() {
     event.preventDefault();
     const name = $("user-name").value.trim();
     if (!name) return;
-    await api("POST", "/api/users", { name });
-    go(`/u/${encodeURIComponent(name)}/rate`);
+    const created = await api("POST", "/api/users", { name });
+    go(`/u/${encodeURIComponent(created.name)}/rate`);
   });
   document.addEventListener("keydown", (event) => {
     if (typing(event)) return;
@@ -77,8 +86,8 @@ async function ratePage() {
   let busy = false;
 
   async function next() {
-    const exclude = skipped.join(",");
-    const data = await api("GET", `/api/users/${encodeURIComponent(user)}/next?count=1&order=${order}&exclude=${exclude}`);
+    const query = new URLSearchParams({ count: "1", order, exclude: skipped.join(",") });
+    const data = await api("GET", userApi(`next?${query}`));
     $("rated").textContent = data.rated;
     $("order").textContent = data.order;
     const g = data.gallery;
@@ -101,7 +110,7 @@ async function ratePage() {
     if (!current || busy) return;
     busy = true;
     try {
-      const data = await api("POST", `/api/users/${encodeURIComponent(user)}/ratings`, { image: current.id, rating: value });
+      const data = await api("POST", userApi("ratings"), { image: current.id, rating: value });
       history.push(current);
       $("rated").textContent = data.rated;
       await next();
@@ -115,7 +124,7 @@ async function ratePage() {
     if (!last || busy) return;
     busy = true;
     try {
-      const data = await api("DELETE", `/api/users/${encodeURIComponent(user)}/ratings/${last.id}`);
+      const data = await api("DELETE", userApi(`ratings/${encodeURIComponent(last.id)}`));
       $("rated").textContent = data.rated;
       current = last;
       $("current").src = last.url;
@@ -160,7 +169,7 @@ function strip(id, images) {
     img.src = item.url;
     img.alt = item.label || "image";
     const caption = document.createElement("figcaption");
-    caption.textContent = `${item.score.toFixed(1)}${item.rating !== null ? ` (rated ${item.rating})` : ""}`;
+    caption.textContent = `${fixed(item.score, 1)}${item.rating !== null ? ` (rated ${item.rating})` : ""}`;
     figure.append(img, caption);
     holder.append(figure);
   }
@@ -168,12 +177,12 @@ function strip(id, images) {
 
 async function tastePage() {
   async function refresh() {
-    const data = await api("GET", `/api/users/${encodeURIComponent(user)}/models`);
+    const data = await api("GET", userApi("models"));
     const rows = $("models").querySelector("tbody");
     rows.replaceChildren();
     for (const m of data.models) {
       const row = document.createElement("tr");
-      for (const value of [m.id, m.method, m.ratings, m.cv_srocc?.toFixed(3), m.cv_mae?.toFixed(2)]) {
+      for (const value of [m.id, m.method, m.ratings, fixed(m.cv_srocc, 3), fixed(m.cv_mae, 2)]) {
         const cell = document.createElement("td");
         cell.textContent = value ?? "";
         row.append(cell);
@@ -187,8 +196,8 @@ async function tastePage() {
   async function train() {
     $("training").textContent = "training...";
     try {
-      const m = await api("POST", `/api/users/${encodeURIComponent(user)}/train`, { method: "bayes" });
-      $("training").textContent = `model ${m.model} on ${m.ratings} ratings: cross-validated SROCC ${m.cv_srocc.toFixed(3)}`;
+      const m = await api("POST", userApi("train"), { method: "bayes" });
+      $("training").textContent = `model ${m.model} on ${m.ratings} ratings: cross-validated SROCC ${fixed(m.cv_srocc, 3)}`;
       await refresh();
     } catch (error) {
       $("training").textContent = "";
@@ -242,14 +251,14 @@ async function watch(id) {
   const list = $("iterations-list");
   list.replaceChildren();
   for (const it of status.iterations) {
-    top = Math.max(top, it.best_score);
+    if (typeof it.best_score === "number") top = Math.max(top, it.best_score);
     best.push(top);
     const item = document.createElement("li");
     const img = document.createElement("img");
     img.src = it.best_image;
     img.alt = it.best_prompt;
     img.className = "thumb";
-    item.append(img, ` ${it.best_score.toFixed(2)}: ${it.best_prompt}`);
+    item.append(img, ` ${fixed(it.best_score, 2)}: ${it.best_prompt}`);
     list.append(item);
   }
   curve(best);
@@ -262,12 +271,12 @@ async function watch(id) {
 }
 
 async function optimizePage() {
-  const runs = await api("GET", `/api/users/${encodeURIComponent(user)}/runs`);
+  const runs = await api("GET", userApi("runs"));
   for (const r of runs.runs) {
     const item = document.createElement("li");
     const link = document.createElement("a");
-    link.href = `#${r.id}`;
-    link.textContent = `${r.prompt} (${r.optimizer}, ${r.status}${r.best_score !== null ? `, best ${r.best_score.toFixed(2)}` : ""})`;
+    link.href = `#${encodeURIComponent(r.id)}`;
+    link.textContent = `${r.prompt} (${r.optimizer}, ${r.status}${typeof r.best_score === "number" ? `, best ${r.best_score.toFixed(2)}` : ""})`;
     link.addEventListener("click", () => watch(r.id));
     item.append(link);
     $("runs").append(item);
@@ -281,9 +290,9 @@ async function optimizePage() {
       steps: Number($("steps").value),
       guidance_scale: Number($("guidance").value),
     };
-    const created = await api("POST", `/api/users/${encodeURIComponent(user)}/runs`, payload);
+    const created = await api("POST", userApi("runs"), payload);
     document.activeElement.blur(); // the page's keys (c to compare) work again
-    window.location.hash = created.id;
+    window.location.hash = encodeURIComponent(created.id);
     await watch(created.id);
   });
   document.addEventListener("keydown", (event) => {
