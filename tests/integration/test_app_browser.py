@@ -1,10 +1,13 @@
 """The web app in a real browser (headless Chromium from the system, driven by Playwright): a demo
 persona opens the printed link, creates a user, rates with the keyboard, trains, runs a short
-optimization and judges it blind. A screenshot of every page goes to the test's temporary folder."""
+optimization and judges it blind. A screenshot of every page goes to the test's temporary folder, and
+axe-core checks every page it passes through (and the ones it does not: a user's list, a taste page
+without a model, a run list, the page without the token): no serious or critical violation."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -28,6 +31,32 @@ CHROMIUM = next((p for p in (os.environ.get("PPO_CHROMIUM"), shutil.which("chrom
                              "/usr/bin/chromium") if p and os.path.exists(p)), None)
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+BLOCKING = ("serious", "critical")
+"""The axe-core impacts that fail the test; moderate and minor ones are printed."""
+
+
+def axe_check(page, name: str, found: dict[str, list[dict]]) -> None:
+    """Runs axe-core on the page as it is now and keeps its violations under ``name``."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    found[name] = [{"id": v["id"], "impact": v["impact"],
+                    "targets": [" ".join(map(str, node["target"])) for node in v["nodes"]]}
+                   for v in results.response["violations"]]
+    counts = ", ".join(f"{v['id']} ({v['impact']}, {len(v['targets'])})" for v in found[name])
+    print(f"axe {name}: {counts or 'no violations'}")
+
+
+def images_loaded(page) -> None:
+    """Waits until every image on the page has loaded (a screenshot shows them)."""
+    page.wait_for_function("Array.from(document.images).every(image => image.complete)")
+
+
+def blocking_violations(found: dict[str, list[dict]]) -> list[str]:
+    return [f"{name}: {v['id']} ({v['impact']}) at {target}" for name, violations in found.items() for v in violations
+            if v["impact"] in BLOCKING for target in v["targets"]]
 
 
 @pytest.fixture()
@@ -61,6 +90,7 @@ def test_a_persona_rates_trains_optimizes_and_judges_blind_in_a_real_browser(app
     shots = tmp_path / "screenshots"
     shots.mkdir()
     presses = 0
+    axe: dict[str, list[dict]] = {}
 
     def press(page, key):
         nonlocal presses
@@ -78,12 +108,15 @@ def test_a_persona_rates_trains_optimizes_and_judges_blind_in_a_real_browser(app
         page.goto(app_link)  # the link sets the token cookie and lands on the users page
         page.wait_for_selector("#new-user")
         page.screenshot(path=str(shots / "users.png"))
+        axe_check(page, "users (none yet)", axe)
         for key in "lena":
             press(page, key)
         press(page, "Enter")
         page.wait_for_url("**/u/lena/rate")
         page.wait_for_function("document.getElementById('current').src.includes('/api/images/')", timeout=60_000)
+        images_loaded(page)
         page.screenshot(path=str(shots / "rate.png"))
+        axe_check(page, "rate", axe)
         for count in range(1, 21):
             previous = page.eval_on_selector("#current", "element => element.src")
             rating = persona_rating(page, "#current")
@@ -96,15 +129,21 @@ def test_a_persona_rates_trains_optimizes_and_judges_blind_in_a_real_browser(app
         page.wait_for_function("document.getElementById('rated').textContent === '20'")
         press(page, "t")
         page.wait_for_url("**/u/lena/taste")
+        page.wait_for_load_state("networkidle")
+        axe_check(page, "taste (no model yet)", axe)
         press(page, "t")
         page.wait_for_selector("#models tbody tr", timeout=120_000)
         assert "on 20 ratings" in page.inner_text("#training")
         page.wait_for_selector("#likes figure")
+        images_loaded(page)
         page.screenshot(path=str(shots / "taste.png"), full_page=True)
+        axe_check(page, "taste", axe)
         first_model_presses = presses
 
         press(page, "p")
         page.wait_for_url("**/u/lena/optimize")
+        page.wait_for_load_state("networkidle")
+        axe_check(page, "optimize (the form)", axe)
         page.fill("#prompt", "a red circle on a blue background")
         page.fill("#iterations", "1")
         page.fill("#steps", "2")
@@ -112,13 +151,17 @@ def test_a_persona_rates_trains_optimizes_and_judges_blind_in_a_real_browser(app
         page.press("#prompt", "Enter")
         page.wait_for_function("document.getElementById('run-status').textContent.startsWith('finished')", timeout=120_000)
         assert page.locator("#iterations-list li").count() == 2
+        images_loaded(page)
         page.screenshot(path=str(shots / "optimize.png"), full_page=True)
+        axe_check(page, "optimize (a finished run)", axe)
         link = page.locator("#compare-link")
         assert link.is_visible()
         page.keyboard.press("c")
         page.wait_for_url("**/compare")
         page.wait_for_function("document.getElementById('pair-total').textContent !== '0'", timeout=120_000)
+        images_loaded(page)
         page.screenshot(path=str(shots / "compare.png"))
+        axe_check(page, "compare", axe)
         for _ in range(int(page.inner_text("#pair-total"))):
             left, right = persona_rating(page, "#left"), persona_rating(page, "#right")
             page.keyboard.press("ArrowLeft" if left > right else "ArrowRight" if right > left else "=")
@@ -126,7 +169,19 @@ def test_a_persona_rates_trains_optimizes_and_judges_blind_in_a_real_browser(app
         page.wait_for_selector("#result:not([hidden])")
         text = page.inner_text("#result-text")
         page.screenshot(path=str(shots / "result.png"))
+        axe_check(page, "compare (the result)", axe)
+        for name, path, ready in [("users (one user)", "/", "#users li"),
+                                  ("optimize (earlier runs)", "/u/lena/optimize", "#runs li")]:
+            page.goto(app_link.split("/?")[0] + path)
+            page.wait_for_selector(ready)
+            axe_check(page, name, axe)
+        stranger = browser.new_page()  # no token: the refusal page
+        stranger.goto(app_link.split("/?")[0] + "/")
+        axe_check(stranger, "no token", axe)
         browser.close()
+    (tmp_path / "axe.json").write_text(json.dumps(axe, indent=1))
+    blocking = blocking_violations(axe)
+    assert blocking == [], "axe-core: serious or critical violations:\n" + "\n".join(blocking)
     assert "The optimized prompt won" in text and "95% interval" in text
     assert first_model_presses == 4 + 1 + 20 + 2 + 2  # name, Enter, 20 ratings, undo and re-rate, taste, train
     assert sorted(p.name for p in shots.iterdir()) == ["compare.png", "optimize.png", "rate.png", "result.png", "taste.png", "users.png"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import html
 import json
 import logging
 import math
@@ -462,7 +463,8 @@ async def _refuse(scope, receive, send, status: int, message: str) -> None:
     if scope["path"].startswith("/api/"):
         response = ApiResponse({"error": message}, status_code=status)
     else:
-        response = HTMLResponse(f"<!doctype html><title>ppo</title><p>{message}</p>", status_code=status)
+        page = f"<!doctype html><html lang=\"en\"><title>ppo</title><main><h1>ppo</h1><p>{html.escape(message)}</p></main>"
+        response = HTMLResponse(page, status_code=status)
     await response(scope, receive, send)
 
 

@@ -321,7 +321,7 @@ async function comparePage() {
       $("result-text").textContent = r.win_rate === null ? "no pairs answered"
         : `The optimized prompt won ${Math.round(100 * r.win_rate)}% (95% interval ${Math.round(100 * low)}-${Math.round(100 * high)}%): ` +
           `preferred ${r.optimized_preferred}, your own prompt ${r.initial_preferred}, the same ${r.same}.`;
-      $("left").hidden = $("right").hidden = true;
+      $("pair").hidden = true;
       return;
     }
     $("pair-index").textContent = k + 1;
