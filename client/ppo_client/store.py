@@ -23,6 +23,12 @@ needed: while the sweeper holds the lock no other writer is between its first fi
 so every marker it sees belongs to a writer that committed or died. ``ppo-client store check``
 reports the same for any store (one left by a version without markers too), and what a sweep cannot
 mend (a row whose file is gone); ``--repair`` sweeps.
+
+What a person teaches the store about their taste: absolute ratings (``ratings``), choices among 2
+to 4 shown images (``choices``, the shown images in ``choice_images``; the app's blind pairwise
+``comparisons`` are written as choices too), and a versioned free-text description
+(``descriptions``). An image stays in the store while a rating, a choice, a comparison or the pool
+refers to it.
 """
 
 from __future__ import annotations
@@ -52,7 +58,12 @@ from ppo_client.piaa.head import PreferenceHead
 logger = logging.getLogger(__name__)
 
 STORE_ENV = "PPO_STORE"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+CHOICE_OUTCOMES = ("chosen", "none", "same")
+"""``chosen``: one shown image was picked; ``none``: none of them; ``same``: no preference."""
+MIN_SHOWN, MAX_SHOWN = 2, 4
+"""How many distinct images one choice shows."""
+MAX_DESCRIPTION_CHARS = 1000
 MAX_NAME_LENGTH = 64
 GENERAL_USER = "general"
 """Not a user: ``optimize --user general`` means the crowd's taste, so no user may take the name."""
@@ -132,6 +143,72 @@ def _unlink_personas(db: sqlite3.Connection) -> None:
 
 _MIGRATIONS[3] = _unlink_personas
 
+_CHOICE_TABLES = """
+CREATE TABLE IF NOT EXISTS choices (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    chosen TEXT REFERENCES images(hash),
+    outcome TEXT NOT NULL CHECK (outcome IN ('chosen', 'none', 'same')),
+    source TEXT NOT NULL,
+    created REAL NOT NULL,
+    CHECK ((outcome = 'chosen') = (chosen IS NOT NULL))
+);
+CREATE TABLE IF NOT EXISTS choice_images (
+    choice_id INTEGER NOT NULL REFERENCES choices(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    image_hash TEXT NOT NULL REFERENCES images(hash),
+    PRIMARY KEY (choice_id, position)
+);
+CREATE INDEX IF NOT EXISTS choice_images_hash ON choice_images (image_hash);
+CREATE INDEX IF NOT EXISTS choices_user ON choices (user_id);
+CREATE TABLE IF NOT EXISTS descriptions (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    version INTEGER NOT NULL CHECK (version >= 1),
+    text TEXT NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (user_id, version)
+);
+"""
+
+
+def _add_choices(db: sqlite3.Connection) -> None:
+    """Version 4: choices among 2-4 shown images, descriptions, and a linear head's posterior
+    covariance beside its model. Every stored comparison becomes a choice (``compare:<context>``);
+    one of an image with itself says nothing about taste and stays a comparison only. Done again on
+    a store that has it (its version number set back by hand), it changes nothing."""
+    copied = "choices" in {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    _run_script(db, _CHOICE_TABLES)
+    if "covariance" not in {row[1] for row in db.execute("PRAGMA table_info(models)")}:
+        db.execute("ALTER TABLE models ADD COLUMN covariance BLOB")
+    if copied:
+        return
+    rows = db.execute("SELECT user_id, left_hash, right_hash, choice, context, created FROM comparisons ORDER BY id")
+    for user_id, left, right, choice, context, created in rows.fetchall():
+        if left != right:
+            _insert_comparison_choice(db, user_id, left, right, choice, context, created)
+
+
+_MIGRATIONS[4] = _add_choices
+
+
+def _insert_comparison_choice(db: sqlite3.Connection, user_id: int, left: str, right: str, choice: str, context: str,
+                              created: float) -> None:
+    """A pairwise comparison (``left``, ``right`` or ``same``) as a choice, ``compare:<context>``."""
+    chosen = {"left": left, "right": right}.get(choice)
+    _insert_choice(db, user_id, (left, right), chosen, "chosen" if chosen else "same", f"compare:{context}", created)
+
+
+def _insert_choice(db: sqlite3.Connection, user_id: int, shown: Sequence[str], chosen: str | None, outcome: str,
+                   source: str, created: float) -> int:
+    cursor = db.execute(
+        "INSERT INTO choices (user_id, chosen, outcome, source, created) VALUES (?, ?, ?, ?, ?)",
+        (user_id, chosen, outcome, source, created),
+    )
+    choice_id = int(cursor.lastrowid)
+    db.executemany("INSERT INTO choice_images VALUES (?, ?, ?)", [(choice_id, i, h) for i, h in enumerate(shown)])
+    return choice_id
+
 
 def default_store_path() -> Path:
     from platformdirs import user_data_dir
@@ -190,6 +267,9 @@ class StoredModel:
     params: dict
     metrics: dict
     created: float
+    covariance: np.ndarray | None = None
+    """[D + 1, D + 1] float32 posterior covariance of a linear head (weights, then bias), where the
+    method that trained it keeps one (``bayes``)."""
 
 
 @dataclass(frozen=True)
@@ -221,11 +301,45 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """One choice among the images ``shown`` (content hashes, in the order shown)."""
+
+    id: int
+    shown: tuple[str, ...]
+    chosen: str | None
+    """The hash picked; None when the outcome is ``none`` or ``same``."""
+    outcome: str
+    """One of ``CHOICE_OUTCOMES``."""
+    source: str
+    created: float
+
+
+@dataclass(frozen=True)
+class ChoiceRow:
+    """One choice to import; ``where`` names its origin in errors (``choices.csv row 3``)."""
+
+    where: str
+    shown: tuple[Path, ...]
+    chosen: int | None
+    """Index into ``shown``; None for "none of them"."""
+
+
+@dataclass(frozen=True)
+class Description:
+    version: int
+    text: str
+    created: float
+
+
+@dataclass(frozen=True)
 class UserSummary:
     name: str
     created: float
     ratings: int
     models: int
+    choices: int
+    description_version: int
+    """0: no description yet."""
 
 
 @dataclass(frozen=True)
@@ -248,6 +362,39 @@ class StoreCheck:
     def clean(self) -> bool:
         """Nothing left to repair or report (after a repair: only ``missing`` can remain)."""
         return not self.missing and (self.repaired or not (self.unreferenced or self.set_aside))
+
+
+def _checked_choice(where: str, shown: Sequence, chosen, outcome: str | None, *, by_index: bool = False) -> str:
+    """The outcome of a choice whose ``shown`` are hashes and ``chosen`` one of them (``by_index``:
+    paths, and an index into them), or None; raises ``DataError`` starting with ``where``."""
+    if isinstance(shown, (str, bytes)) or not MIN_SHOWN <= len(shown) <= MAX_SHOWN:
+        count = "text" if isinstance(shown, (str, bytes)) else f"{len(shown)} images"
+        raise DataError(f"{where}: a choice shows {MIN_SHOWN} to {MAX_SHOWN} images, got {count}")
+    if outcome is None:
+        outcome = "none" if chosen is None else "chosen"
+    if outcome not in CHOICE_OUTCOMES:
+        raise DataError(f"{where}: outcome must be one of {', '.join(CHOICE_OUTCOMES)}, got {str(outcome)[:40]!r}")
+    if (outcome == "chosen") != (chosen is not None):
+        raise DataError(f"{where}: outcome {outcome!r} " + ("needs the image chosen" if outcome == "chosen" else "has no image chosen"))
+    if chosen is None:
+        return outcome
+    if by_index:
+        if not isinstance(chosen, int) or isinstance(chosen, bool) or not 0 <= chosen < len(shown):
+            raise DataError(f"{where}: chosen {str(chosen)[:40]!r} is not the index of one of the {len(shown)} images shown")
+    elif not isinstance(chosen, str) or chosen not in shown:
+        raise DataError(f"{where}: the image chosen, {str(chosen)[:80]!r}, is not one of those shown")
+    return outcome
+
+
+def _checked_description(description: str) -> str:
+    if not isinstance(description, str):
+        raise DataError(f"a description is text, got {type(description).__name__}")
+    description = description.strip()
+    if not 1 <= len(description) <= MAX_DESCRIPTION_CHARS:
+        raise DataError(f"a description is 1 to {MAX_DESCRIPTION_CHARS} characters, got {len(description)}")
+    if text.hidden(description):
+        raise DataError("a description may not contain control or format characters (escape sequences, zero-width ...)")
+    return description
 
 
 def _checked_rating(row: RatingRow) -> float:
@@ -520,7 +667,9 @@ class UserStore:
 
     _SUMMARY = (
         "SELECT u.name, u.created, (SELECT COUNT(*) FROM ratings r WHERE r.user_id = u.id),"
-        " (SELECT COUNT(*) FROM models m WHERE m.user_id = u.id) FROM users u"
+        " (SELECT COUNT(*) FROM models m WHERE m.user_id = u.id),"
+        " (SELECT COUNT(*) FROM choices c WHERE c.user_id = u.id),"
+        " (SELECT COALESCE(MAX(d.version), 0) FROM descriptions d WHERE d.user_id = u.id) FROM users u"
     )
 
     @_guarded
@@ -534,16 +683,17 @@ class UserStore:
 
     @_guarded
     def delete_user(self, name: str) -> None:
-        """The user, their ratings and models, and the image files no other user rated. Files are
-        set aside inside the transaction and removed after it commits (put back if it fails)."""
+        """The user, their ratings, choices, descriptions and models, and the image files no other
+        user rated or was shown in a choice. Files are set aside inside the transaction and removed
+        after it commits (put back if it fails)."""
         with self._write_files() as (db, changes):
             user_id = self._user_id(name)
-            db.execute("DELETE FROM ratings WHERE user_id = ?", (user_id,))
-            db.execute("DELETE FROM models WHERE user_id = ?", (user_id,))
+            for table in ("ratings", "models", "choices", "descriptions", "comparisons"):
+                db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
             db.execute("DELETE FROM users WHERE id = ?", (user_id,))
             orphans = db.execute(
                 "SELECT hash, file FROM images WHERE hash NOT IN (SELECT image_hash FROM ratings)"
-                " AND hash NOT IN (SELECT image_hash FROM pool)"
+                " AND hash NOT IN (SELECT image_hash FROM pool) AND hash NOT IN (SELECT image_hash FROM choice_images)"
                 " AND hash NOT IN (SELECT left_hash FROM comparisons) AND hash NOT IN (SELECT right_hash FROM comparisons)"
             ).fetchall()
             db.executemany("DELETE FROM images WHERE hash = ?", [(h,) for h, _ in orphans])
@@ -677,10 +827,13 @@ class UserStore:
         if choice not in ("left", "right", "same"):
             raise DataError(f"choice must be left, right or same, got {choice!r}")
         with self._write() as db:
+            user_id, now = self._user_id(name), time.time()
             db.execute(
                 "INSERT INTO comparisons (user_id, left_hash, right_hash, choice, context, created) VALUES (?, ?, ?, ?, ?, ?)",
-                (self._user_id(name), left_hash, right_hash, choice, context, time.time()),
+                (user_id, left_hash, right_hash, choice, context, now),
             )
+            if left_hash != right_hash:  # also a choice (compare:<context>), in the same transaction
+                _insert_comparison_choice(db, user_id, left_hash, right_hash, choice, context, now)
 
     @_guarded
     def comparisons(self, name: str) -> list[Comparison]:
@@ -698,6 +851,118 @@ class UserStore:
             (self._user_id(name),),
         )
         return [Rating(h, self.images_dir / f, float(v), s) for h, f, v, s in rows]
+
+    # --- choices and descriptions ---
+
+    @_guarded
+    def add_choice(self, name: str, shown: Sequence[str], chosen: str | None, *, outcome: str | None = None,
+                   source: str) -> int:
+        """One choice among 2-4 distinct stored images (content hashes, in the order shown), in its
+        own transaction; ``chosen`` is one of them, or None for "none of them" (``outcome`` ``none``,
+        the default then) or "no preference" (``same``). Returns its id."""
+        where = f"choice from {source}"
+        outcome = _checked_choice(where, shown, chosen, outcome)
+        shown = tuple(shown)
+        if len(set(shown)) != len(shown):
+            raise DataError(f"{where}: an image is shown twice")
+        with self._write() as db:
+            user_id = self._user_id(name)
+            marks = ",".join("?" * len(shown))
+            stored = {h for (h,) in db.execute(f"SELECT hash FROM images WHERE hash IN ({marks})", shown)}
+            for digest in shown:
+                if digest not in stored:
+                    raise DataError(f"{where}: image {str(digest)[:12]}... is not in the store")
+            return _insert_choice(db, user_id, shown, chosen, outcome, source, time.time())
+
+    @_guarded
+    def remove_choice(self, name: str, choice_id: int) -> bool:
+        """Remove one of the user's choices (an undo); its images stay. Returns whether there was one."""
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM choices WHERE id = ? AND user_id = ?", (choice_id, self._user_id(name)))
+        return cursor.rowcount > 0
+
+    @_guarded
+    def choices(self, name: str) -> list[Choice]:
+        """The user's choices, oldest first."""
+        user_id = self._user_id(name)
+        shown: dict[int, list[str]] = {}
+        for choice_id, digest in self._db.execute(
+            "SELECT s.choice_id, s.image_hash FROM choice_images s JOIN choices c ON c.id = s.choice_id"
+            " WHERE c.user_id = ? ORDER BY s.choice_id, s.position",
+            (user_id,),
+        ):
+            shown.setdefault(choice_id, []).append(digest)
+        rows = self._db.execute(
+            "SELECT id, chosen, outcome, source, created FROM choices WHERE user_id = ? ORDER BY id", (user_id,)
+        ).fetchall()
+        return [Choice(i, tuple(shown.get(i, ())), chosen, outcome, source, created)
+                for i, chosen, outcome, source, created in rows]
+
+    @_guarded
+    def import_choices(self, name: str, rows: Iterable[ChoiceRow], *, source: str) -> int:
+        """Add ``rows`` to the user's choices, all or nothing, copying their images into the store as
+        ``import_ratings`` does; returns how many were added. Rows are checked in order as they come,
+        so the first bad one is the one named."""
+        self._user_id(name)
+        images: dict[str, tuple[str, str, bytes, tuple[int, int]]] = {}
+        read: dict[Path, str] = {}  # an image shown in many rows is read once
+        checked = []
+        for row in rows:  # read and decode every image before taking the write lock
+            _checked_choice(row.where, row.shown, row.chosen, None, by_index=True)
+            hashes, first = [], {}
+            for path in row.shown:
+                digest = read.get(path)
+                if digest is None:
+                    data, image = read_image(path, row.where)
+                    digest = read[path] = hashlib.sha256(data).hexdigest()
+                    images.setdefault(digest, (digest, "." + (image.format or "img").lower(), data, image.size))
+                if digest in first:
+                    again = "is shown twice" if path == first[digest] else f"is the same image as {first[digest]}"
+                    raise DataError(f"{row.where}: {path} {again}")
+                first[digest] = path
+                hashes.append(digest)
+            chosen = None if row.chosen is None else hashes[row.chosen]
+            checked.append((tuple(hashes), chosen, "none" if chosen is None else "chosen"))
+        if not checked:
+            raise DataError(f"{source}: no choices to import")
+
+        with self._write_files() as (db, changes):
+            user_id = self._user_id(name)
+            self._add_images(db, changes, list(images.values()))
+            now = time.time()
+            for shown, chosen, outcome in checked:
+                _insert_choice(db, user_id, shown, chosen, outcome, source, now)
+        logger.info("imported %d choices for %s from %s", len(checked), name, source)
+        return len(checked)
+
+    @_guarded
+    def describe(self, name: str, description: str) -> int:
+        """Keep a new version of the user's description of their taste (1 to 1000 characters, no
+        control or format characters; surrounding space dropped); returns its version, from 1 up."""
+        description = _checked_description(description)
+        with self._write() as db:
+            user_id = self._user_id(name)
+            (latest,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM descriptions WHERE user_id = ?", (user_id,)).fetchone()
+            db.execute("INSERT INTO descriptions (user_id, version, text, created) VALUES (?, ?, ?, ?)",
+                       (user_id, latest + 1, description, time.time()))
+        return int(latest) + 1
+
+    @_guarded
+    def descriptions(self, name: str) -> list[Description]:
+        """Every version of the user's description, oldest first."""
+        rows = self._db.execute(
+            "SELECT version, text, created FROM descriptions WHERE user_id = ? ORDER BY version", (self._user_id(name),)
+        ).fetchall()
+        return [Description(*row) for row in rows]
+
+    @_guarded
+    def description(self, name: str) -> Description | None:
+        """The user's latest description (None: they have not written one)."""
+        row = self._db.execute(
+            "SELECT version, text, created FROM descriptions WHERE user_id = ? ORDER BY version DESC LIMIT 1",
+            (self._user_id(name),),
+        ).fetchone()
+        return Description(*row) if row else None
 
     # --- embeddings ---
 
@@ -726,27 +991,34 @@ class UserStore:
     # --- preference models ---
 
     @_guarded
-    def save_model(self, name: str, method: str, encoder: str, head: PreferenceHead, params: dict, metrics: dict) -> int:
+    def save_model(self, name: str, method: str, encoder: str, head: PreferenceHead, params: dict, metrics: dict,
+                   covariance: np.ndarray | None = None) -> int:
+        """``covariance``: a linear head's [D + 1, D + 1] posterior covariance (kept as float32)."""
+        blob = None if covariance is None else _checked_covariance(head, covariance).tobytes()
         with self._write() as db:
             cursor = db.execute(
-                "INSERT INTO models (user_id, method, encoder, head, params, metrics, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (self._user_id(name), method, encoder, head.to_bytes(), json.dumps(params), json.dumps(metrics), time.time()),
+                "INSERT INTO models (user_id, method, encoder, head, params, metrics, created, covariance)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (self._user_id(name), method, encoder, head.to_bytes(), json.dumps(params), json.dumps(metrics), time.time(),
+                 blob),
             )
         return int(cursor.lastrowid)
 
     @_guarded
     def models(self, name: str) -> list[StoredModel]:
         rows = self._db.execute(
-            "SELECT id, method, encoder, head, params, metrics, created FROM models WHERE user_id = ? ORDER BY id",
+            "SELECT id, method, encoder, head, params, metrics, created, covariance FROM models WHERE user_id = ? ORDER BY id",
             (self._user_id(name),),
         ).fetchall()
+        models = []
         try:
-            return [
-                StoredModel(i, name, m, e, PreferenceHead.from_bytes(h), json.loads(p), json.loads(x), c)
-                for i, m, e, h, p, x, c in rows
-            ]
+            for i, m, e, h, p, x, c, v in rows:
+                head = PreferenceHead.from_bytes(h)
+                covariance = None if v is None else _stored_covariance(head, v)
+                models.append(StoredModel(i, name, m, e, head, json.loads(p), json.loads(x), c, covariance))
         except (HeadFormatError, ValueError, TypeError) as exc:
             raise StoreError(f"{self.path}: a stored model of {name!r} is damaged ({exc}); retrain it") from None
+        return models
 
     @_guarded
     def latest_model(self, name: str, method: str | None = None) -> StoredModel:
@@ -756,6 +1028,23 @@ class UserStore:
             raise StoreError(f"user {name!r} has no trained model{wanted}; run `ppo-client user train {name}`")
         return models[-1]
 
+
+
+def _checked_covariance(head: PreferenceHead, covariance: np.ndarray) -> np.ndarray:
+    size = head.dim + 1
+    matrix = np.asarray(covariance, dtype="<f4")
+    if head.kind != "mlp" or len(head.layers()) != 1 or head.layers()[0][0].shape[1] != 1:
+        raise DataError(f"a covariance belongs to a linear head, not a {head.kind} head with {len(head.layers())} layers")
+    if matrix.shape != (size, size) or not np.all(np.isfinite(matrix)):
+        raise DataError(f"a linear head of {head.dim} weights has a finite [{size}, {size}] covariance, got shape {matrix.shape}")
+    return matrix
+
+
+def _stored_covariance(head: PreferenceHead, blob: bytes) -> np.ndarray:
+    size = head.dim + 1
+    if len(blob) != 4 * size * size:
+        raise ValueError(f"its covariance has {len(blob)} bytes, not a float32 [{size}, {size}] matrix")
+    return np.frombuffer(blob, dtype="<f4").reshape(size, size).copy()
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:

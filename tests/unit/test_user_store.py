@@ -217,12 +217,21 @@ def test_pool_images_are_rated_one_at_a_time_undone_and_kept_when_users_go(tmp_p
         assert store.image_file(hashes[2]).exists() and store.image_file("../../etc/passwd") is None
 
 
+def as_version_3(db):
+    """Take a current store back to schema version 3 (before choices, descriptions and covariances)."""
+    for table in ("choice_images", "choices", "descriptions"):
+        db.execute(f"DROP TABLE {table}")
+    db.execute("ALTER TABLE models DROP COLUMN covariance")
+    db.execute("UPDATE meta SET value = '3'")
+
+
 def test_a_version_1_store_is_upgraded_in_place_keeping_its_data(tmp_path, rated):
     path = tmp_path / "old.sqlite"
     with UserStore(path) as store:
         store.create_user("alice")
         store.import_ratings("alice", csv_rows(rated), source="csv")
     with sqlite3.connect(path) as db:  # what a version-1 store looks like
+        as_version_3(db)
         db.execute("DROP TABLE pool")
         db.execute("DROP TABLE comparisons")
         db.execute("ALTER TABLE users ADD COLUMN persona TEXT")
