@@ -7,11 +7,15 @@ All methods work on unit-length CLIP embeddings and end in a ``PreferenceHead`` 
 - ``finetune``: the general head fine-tuned by gradient descent on the user's ratings;
 - ``maml``: a head initialisation meta-learned over training users (second-order MAML, exact for a
   linear head) adapted by a few gradient steps;
-- ``bayes`` (this project's): Bayesian linear regression under a prior learned from the training
+- ``bayes`` (this project's): a Bayesian linear head under a prior learned from the training
   users' own heads: a mixture of Gaussians (taste clusters found by k-means, each with the
   within-cluster covariance). A handful of ratings then only has to say which cluster the user
   resembles and how they differ from it, in the directions in which people are seen to differ; the
-  bias column carries each user's personal offset (people grade on a curve).
+  bias column carries each user's personal offset (people grade on a curve). It learns from three
+  signals at once: ratings (Gaussian likelihood), choices among shown images (multinomial logit,
+  ``piaa.choices``) and a description (a shift of every cluster's mean along the described
+  direction, ``piaa.description``). Each cluster's posterior is a Laplace approximation (exact with
+  ratings only), and clusters are re-weighted by their Laplace evidence.
 
 Hyperparameters each baseline depends on (knn's k, finetune's step count, bayes' shrinkage) are
 chosen on the training users at the same shot count, never on test users.
@@ -24,11 +28,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ppo_client.piaa.choices import ChoiceData, ChoiceModel, default_temperature, log_likelihood
 from ppo_client.piaa.head import PreferenceHead
 from ppo_client.piaa.metrics import spearman
 
 METHODS = ("general", "knn", "finetune", "maml", "bayes")
 NEEDS_PRIOR = ("general", "finetune", "maml", "bayes")
+MULTI_SIGNAL = ("bayes",)
+"""Methods that learn from choices and a description as well as ratings."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,15 @@ class MethodConfig:
     bayes_user_ridge: float = 0.1
     bayes_shrinkage_grid: tuple[float, ...] = (0.02, 0.1, 0.3)
     bayes_clusters_grid: tuple[int, ...] = (1, 3, 6, 10)
+    bayes_temperature_factors: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+    """Choice temperatures tried, as multiples of the one that matches the prior's rating noise; the
+    user's own choices pick one by the Laplace evidence."""
+    bayes_tie_weight: float = 0.5
+    """Davidson's nu for "same" answers (``ChoiceModel.tie_weight``)."""
+    bayes_description_strength: float = 2.0
+    """How far a description moves the prior mean along its direction, in prior standard deviations
+    of the head along that direction. A default: no training user has a description to learn it from."""
+    bayes_newton_steps: int = 50
     tuning_tasks: int = 60
     """Simulated few-shot tasks drawn from training users to choose hyperparameters."""
 
@@ -125,20 +141,29 @@ def _inner(theta: np.ndarray, a: np.ndarray, y: np.ndarray, steps: int, lr: floa
 
 @dataclass(frozen=True)
 class BayesPosterior:
-    """The user's head under the mixture prior: each taste cluster's Gaussian posterior (they share
-    one covariance), weighted by how well that cluster explains the user's ratings."""
+    """The user's head under the mixture prior: each taste cluster's Gaussian posterior, weighted by
+    how well that cluster explains the user's ratings and choices."""
 
     heads: np.ndarray
     """[C, D + 1] each cluster's posterior mean head."""
     weights: np.ndarray
     """[C] posterior cluster probabilities."""
     covariance: np.ndarray
-    """[D + 1, D + 1] the posterior covariance of a head (the same for every cluster)."""
+    """[D + 1, D + 1] the clusters' posterior covariances averaged under ``weights`` (with ratings
+    only they are all equal): the spread of a head within its cluster."""
     noise: float
+    temperature: float | None = None
+    """The choice temperature the user's choices chose (None: no choices)."""
 
     @property
     def mean(self) -> np.ndarray:
         return self.weights @ self.heads
+
+    @property
+    def total_covariance(self) -> np.ndarray:
+        """The covariance of the head under the whole mixture: within clusters plus between them."""
+        spread = self.heads - self.mean
+        return self.covariance + (spread * self.weights[:, None]).T @ spread
 
     def predictive(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance of a rating of each embedding in ``x`` (the mixture's; rating noise
@@ -151,21 +176,86 @@ class BayesPosterior:
         return mean, within + between
 
 
-def bayes_posterior(priors: Priors, x: np.ndarray, y: np.ndarray) -> BayesPosterior:
+@dataclass(frozen=True)
+class _Laplace:
+    head: np.ndarray
+    covariance: np.ndarray
+    log_evidence: float
+
+
+def _laplace(mean: np.ndarray, precision: np.ndarray, prior_logdet: float, a: np.ndarray, y: np.ndarray,
+             noise: float, choices: ChoiceData | None, model: ChoiceModel | None, steps: int) -> _Laplace:
+    """One cluster's posterior: the mode of log N(theta; mean, precision^-1) + the ratings' Gaussian
+    log-likelihood + the choices' log-likelihood (Newton with backtracking; the objective is concave),
+    the inverse Hessian there, and the Laplace estimate of the log evidence (exact without choices)."""
+    quadratic = precision + a.T @ a / noise
+    linear = precision @ mean + a.T @ y / noise
+    theta = np.linalg.solve(quadratic, linear)
+    hessian = quadratic
+    choice_value = 0.0
+
+    def objective(t):
+        return -0.5 * t @ quadratic @ t + linear @ t + log_likelihood(t, choices, model)[0]
+
+    if choices is not None and len(choices):
+        for _ in range(steps):
+            choice_value, gradient, choice_hessian = log_likelihood(theta, choices, model)
+            hessian = quadratic - choice_hessian
+            step = np.linalg.solve(hessian, linear - quadratic @ theta + gradient)
+            current, size = objective(theta), 1.0
+            while objective(theta + size * step) < current - 1e-10 and size > 1e-4:
+                size /= 2
+            theta = theta + size * step
+            if np.max(np.abs(size * step)) < 1e-9:
+                break
+        choice_value, _, choice_hessian = log_likelihood(theta, choices, model)
+        hessian = quadratic - choice_hessian
+    residual = y - a @ theta
+    rating_value = -0.5 * residual @ residual / noise - 0.5 * len(y) * np.log(2 * np.pi * noise)
+    offset = theta - mean
+    _, hessian_logdet = np.linalg.slogdet(hessian)
+    log_evidence = (-0.5 * offset @ precision @ offset + rating_value + choice_value
+                    - 0.5 * prior_logdet - 0.5 * hessian_logdet)
+    return _Laplace(theta, np.linalg.inv(hessian), float(log_evidence))
+
+
+def description_shift(priors: Priors, direction: np.ndarray, strength: float) -> np.ndarray:
+    """The prior mean shift [D + 1] a description gives: ``strength`` prior standard deviations of the
+    head along the described unit direction (the bias is not moved)."""
+    d = np.append(np.asarray(direction, dtype=np.float64), 0.0)
+    spread = float(np.sqrt(max(d @ priors.bayes_covariance @ d, 0.0)))
+    return strength * spread * d
+
+
+def bayes_posterior(priors: Priors, x: np.ndarray, y: np.ndarray, *, choices: ChoiceData | None = None,
+                    direction: np.ndarray | None = None, config: MethodConfig = MethodConfig()) -> BayesPosterior:
+    """The user's posterior from ratings (``x``, ``y``), choices and a description direction (any of
+    them may be empty); with ratings only it is the exact conjugate posterior."""
     a, noise, covariance = design(x), priors.bayes_noise, priors.bayes_covariance
+    y = np.asarray(y, dtype=np.float64)
     precision = np.linalg.inv(covariance)
-    posterior_cov = np.linalg.inv(precision + a.T @ a / noise)
-    marginal = a @ covariance @ a.T + noise * np.eye(len(y))
-    marginal_inv = np.linalg.inv(marginal)
-    _, logdet = np.linalg.slogdet(marginal)
-    log_weights, heads = [], []
-    for mean, weight in zip(priors.bayes_means, priors.bayes_weights):
-        residual = y - a @ mean
-        log_weights.append(np.log(weight + 1e-12) - 0.5 * residual @ marginal_inv @ residual - 0.5 * logdet)
-        heads.append(posterior_cov @ (precision @ mean + a.T @ y / noise))
-    log_weights = np.array(log_weights)
+    _, prior_logdet = np.linalg.slogdet(covariance)
+    means = priors.bayes_means
+    if direction is not None:
+        means = means + description_shift(priors, direction, config.bayes_description_strength)
+    has_choices = choices is not None and len(choices) > 0
+    temperatures = ([f * default_temperature(noise) for f in config.bayes_temperature_factors]
+                    if has_choices else [None])
+    best = None
+    for temperature in temperatures:
+        model = ChoiceModel(temperature, config.bayes_tie_weight, reference=float(means[:, -1] @ priors.bayes_weights)) \
+            if temperature else None
+        fits = [_laplace(mean, precision, prior_logdet, a, y, noise, choices if has_choices else None, model,
+                         config.bayes_newton_steps) for mean in means]
+        log_weights = np.log(priors.bayes_weights + 1e-12) + np.array([f.log_evidence for f in fits])
+        total = float(log_weights.max() + np.log(np.exp(log_weights - log_weights.max()).sum()))
+        if best is None or total > best[0] + 1e-9:
+            best = (total, temperature, fits, log_weights)
+    _, temperature, fits, log_weights = best
     weights = np.exp(log_weights - log_weights.max())
-    return BayesPosterior(np.stack(heads), weights / weights.sum(), posterior_cov, float(noise))
+    weights /= weights.sum()
+    within = sum(w * f.covariance for w, f in zip(weights, fits))
+    return BayesPosterior(np.stack([f.head for f in fits]), weights, within, float(noise), temperature)
 
 
 def _bayes_posterior(priors: Priors, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -185,13 +275,18 @@ def lone_bayes_priors(dim: int, *, rating_mean: float = 5.5, weight_sd: float = 
                   bayes_noise=noise_sd**2)
 
 
-def adapt(method: str, priors: Priors | None, x: np.ndarray, y: np.ndarray, config: MethodConfig = MethodConfig()) -> PreferenceHead:
-    """The user's head from their ratings (``x`` embeddings, ``y`` ratings) and the priors."""
+def adapt(method: str, priors: Priors | None, x: np.ndarray, y: np.ndarray, config: MethodConfig = MethodConfig(),
+          *, choices: ChoiceData | None = None, direction: np.ndarray | None = None) -> PreferenceHead:
+    """The user's head from their ratings (``x`` embeddings, ``y`` ratings) and the priors; ``bayes``
+    also from choices and a description's direction (``piaa.description``)."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if method in NEEDS_PRIOR and priors is None:
         raise ValueError(f"method {method!r} needs priors learned from other users")
+    for signal, given in (("choices", choices is not None and len(choices) > 0), ("description", direction is not None)):
+        if given and method not in MULTI_SIGNAL:
+            raise ValueError(f"method {method!r} cannot learn from {signal}; only {', '.join(MULTI_SIGNAL)} can")
     meta = {"shots": int(len(y))}
     if method == "knn":
         k = priors.knn_k if priors else 5
@@ -203,7 +298,17 @@ def adapt(method: str, priors: Priors | None, x: np.ndarray, y: np.ndarray, conf
     if method == "maml":
         theta, _ = _inner(priors.maml, design(x), y, config.maml_inner_steps, config.maml_inner_lr)
         return _linear_head(theta, "maml", **meta)
-    return _linear_head(_bayes_posterior(priors, x, y), "bayes", **meta)
+    return adapt_bayes(priors, x, y, config, choices=choices, direction=direction)[0]
+
+
+def adapt_bayes(priors: Priors, x: np.ndarray, y: np.ndarray, config: MethodConfig = MethodConfig(), *,
+                choices: ChoiceData | None = None, direction: np.ndarray | None = None) -> tuple[PreferenceHead, BayesPosterior]:
+    """``bayes``' head (the posterior mean) and the posterior it comes from."""
+    posterior = bayes_posterior(priors, x, y, choices=choices, direction=direction, config=config)
+    meta = {"shots": int(len(y))}
+    if choices is not None and len(choices):
+        meta["choices"] = len(choices)
+    return _linear_head(posterior.mean, "bayes", **meta), posterior
 
 
 # --- learning the priors from training users ---

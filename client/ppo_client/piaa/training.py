@@ -1,4 +1,9 @@
-"""Training a stored user's preference model: served embeddings, priors from other users, a CV estimate."""
+"""Training a stored user's preference model: served embeddings, priors from other users, a CV estimate.
+
+A user teaches a model with three signals (``SIGNALS``): ratings, choices among shown images and a
+one-sentence description. ``bayes`` learns from all three; the other methods from ratings only, and
+say so: they refuse a ``signals`` that asks for more, and log what they leave out by default.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ppo_client.errors import StoreError
+from ppo_client.errors import ConfigurationError, StoreError
+from ppo_client.piaa import choices as choice_model
+from ppo_client.piaa.choices import ChoiceData
+from ppo_client.piaa.description import Phrases, description_direction, split_description
 from ppo_client.piaa.embeddings import embed_files, sac_users
 from ppo_client.piaa.head import PreferenceHead
-from ppo_client.piaa.methods import NEEDS_PRIOR, MethodConfig, Priors, Task, adapt, fit_priors, lone_bayes_priors
+from ppo_client.piaa.methods import (MULTI_SIGNAL, NEEDS_PRIOR, MethodConfig, Priors, Task, adapt, adapt_bayes,
+                                     fit_priors, lone_bayes_priors)
 from ppo_client.piaa.metrics import mae, spearman
 from ppo_client.sac import read_sac
 from ppo_client.store import UserStore
@@ -19,6 +28,19 @@ from ppo_client.store import UserStore
 logger = logging.getLogger(__name__)
 CV_FOLDS = 5
 MIN_RATINGS = 5
+SIGNALS = ("ratings", "choices", "description")
+
+
+@dataclass(frozen=True)
+class UserSignals:
+    """What a user has taught: ratings (possibly none), choices and a description's direction."""
+
+    ratings: Task
+    choices: ChoiceData | None = None
+    phrases: Phrases | None = None
+    direction: np.ndarray | None = None
+    """The unit like-minus-dislike direction of the description in the embedding space."""
+    description_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -31,8 +53,82 @@ class TrainedModel:
 
 def user_task(client, store: UserStore, name: str) -> Task:
     ratings = store.ratings(name)
+    if not ratings:
+        return Task(np.zeros((0, client.encoder_info().dim)), np.zeros(0))
     x = embed_files(client, store, [r.image_path for r in ratings], [r.image_hash for r in ratings])
     return Task(x, np.array([r.rating for r in ratings], dtype=np.float64))
+
+
+def user_choices(client, store: UserStore, name: str) -> ChoiceData | None:
+    """The user's choices with served embeddings of every shown image; a choice whose image is no
+    longer in the store, or whose chosen image was not shown, is left out with a warning."""
+    hashes: dict[str, int] = {}
+    paths: list[Path] = []
+    shown_rows, answers = [], []
+    for choice in store.choices(name):
+        files = [store.image_file(h) for h in choice.shown]
+        if any(f is None for f in files) or (choice.outcome == "chosen" and choice.chosen not in choice.shown):
+            logger.warning("choice %s of %s left out: an image is missing or the chosen one was not shown", choice.id, name)
+            continue
+        for h, f in zip(choice.shown, files):
+            if h not in hashes:
+                hashes[h] = len(paths)
+                paths.append(f)
+        shown_rows.append(tuple(hashes[h] for h in choice.shown))
+        answers.append(choice.shown.index(choice.chosen) if choice.outcome == "chosen"
+                       else choice_model.NONE if choice.outcome == "none" else choice_model.SAME)
+    if not answers:
+        return None
+    x = embed_files(client, store, paths, list(hashes))
+    return ChoiceData(x, tuple(shown_rows), tuple(answers))
+
+
+def user_description(client, store: UserStore, name: str) -> tuple[int, Phrases, np.ndarray] | None:
+    """The user's latest description: its version, its phrases and their direction through the
+    served ``clip_text`` model (None: no description, or no phrase in it)."""
+    description = store.description(name)
+    if description is None:
+        return None
+    phrases = split_description(description.text)
+    direction = description_direction(phrases, lambda texts: client.embed_texts(texts).embeddings)
+    if direction is None:
+        logger.warning("the description of %s has no phrase to learn from: %r", name, description.text)
+        return None
+    return description.version, phrases, direction
+
+
+def _requested(signals: frozenset[str] | None) -> frozenset[str]:
+    if signals is None:
+        return frozenset(SIGNALS)
+    unknown = sorted(set(signals) - set(SIGNALS))
+    if unknown or not signals:
+        raise ConfigurationError(f"signals must be some of {', '.join(SIGNALS)}; got {', '.join(sorted(signals)) or 'none'}")
+    return frozenset(signals)
+
+
+def user_signals(client, store: UserStore, name: str, method: str, signals: frozenset[str] | None = None) -> UserSignals:
+    """What ``method`` will learn from: the signals asked for (None: every one the user has) that the
+    method can use. A method asked explicitly for a signal it cannot use is refused, naming it."""
+    requested = _requested(signals)
+    if method not in MULTI_SIGNAL:
+        refused = sorted(requested - {"ratings"})
+        if signals is not None and refused:
+            raise ConfigurationError(f"method {method!r} cannot learn from {' or '.join(refused)}; it learns from "
+                                     f"ratings only; use bayes, or --signals ratings")
+        ignored = [f"{len(store.choices(name))} choices" if store.choices(name) else "",
+                   "a description" if store.description(name) is not None else ""]
+        if any(ignored):
+            logger.info("%s learns from ratings only: it ignores %s of %s", method, " and ".join(i for i in ignored if i), name)
+        requested = frozenset({"ratings"})
+    ratings = user_task(client, store, name) if "ratings" in requested else None
+    choices = user_choices(client, store, name) if "choices" in requested else None
+    description = user_description(client, store, name) if "description" in requested else None
+    if ratings is None:
+        dim = choices.x.shape[1] if choices is not None else (len(description[2]) if description else client.encoder_info().dim)
+        ratings = Task(np.zeros((0, dim)), np.zeros(0))
+    if description is None:
+        return UserSignals(ratings, choices)
+    return UserSignals(ratings, choices, description[1], description[2], description[0])
 
 
 def prior_tasks(client, store: UserStore, name: str, prior_sac: Path | None, images_root: Path | None) -> list[Task]:
@@ -56,24 +152,60 @@ def priors_for(method: str, tasks: list[Task], shots: int, dim: int, config: Met
     return fit_priors(tasks, shots, [method], config)
 
 
-def _cross_validated(method: str, task: Task, tasks: list[Task], config: MethodConfig) -> dict:
-    """SROCC and MAE of held-out predictions, ``CV_FOLDS``-fold over the user's own ratings."""
+def _cross_validated(method: str, task: Task, tasks: list[Task], config: MethodConfig,
+                     user: UserSignals | None = None) -> dict:
+    """SROCC and MAE of held-out predictions, ``CV_FOLDS``-fold over the user's own ratings; a user's
+    choices and description stay in every fold's training data."""
     n = len(task.y)
+    if n < MIN_RATINGS:
+        return {"cv_srocc": None, "cv_mae": None, "cv_folds": 0}
+    extra = {} if user is None else {"choices": user.choices, "direction": user.direction}
     order = np.random.default_rng(config.seed).permutation(n)
     predicted = np.zeros(n)
     for fold in np.array_split(order, min(CV_FOLDS, n)):
         train = np.setdiff1d(order, fold)
         priors = priors_for(method, tasks, len(train), task.x.shape[1], config)
-        predicted[fold] = adapt(method, priors, task.x[train], task.y[train], config).score(task.x[fold])
+        predicted[fold] = adapt(method, priors, task.x[train], task.y[train], config, **extra).score(task.x[fold])
     return {"cv_srocc": spearman(predicted, task.y), "cv_mae": mae(predicted, task.y), "cv_folds": min(CV_FOLDS, n)}
 
 
+def _cross_validated_choices(priors: Priors, user: UserSignals, config: MethodConfig) -> dict:
+    """Held-out choice accuracy: ``CV_FOLDS``-fold over the user's choices, each fold's choices
+    predicted (the chosen image ranked first among those shown) by a head trained on the ratings, the
+    description and the other folds' choices. Only "chosen" answers are scored. The priors are the
+    ones of the whole training set (not re-learnt per fold)."""
+    choices = user.choices
+    if choices is None or choices.counts["chosen"] < 2:
+        return {}
+    order = np.random.default_rng(config.seed).permutation(len(choices))
+    hits, scored = 0.0, 0
+    folds = np.array_split(order, min(CV_FOLDS, len(choices)))
+    for fold in folds:
+        train = choices.subset(np.setdiff1d(order, fold))
+        head, _ = adapt_bayes(priors, user.ratings.x, user.ratings.y, config,
+                              choices=train if len(train) else None, direction=user.direction)
+        held_out = choices.subset(fold)
+        accuracy = choice_model.accuracy(head.score, held_out)
+        if accuracy is not None:
+            count = held_out.counts["chosen"]
+            hits, scored = hits + accuracy * count, scored + count
+    return {"cv_choice_accuracy": hits / scored if scored else None, "cv_choice_folds": len(folds)}
+
+
 def train_user(
-    client, store: UserStore, name: str, method: str, *, prior_sac: Path | None = None,
-    images_root: Path | None = None, config: MethodConfig = MethodConfig(),
+    client, store: UserStore, name: str, method: str, *, signals: frozenset[str] | None = None,
+    prior_sac: Path | None = None, images_root: Path | None = None, config: MethodConfig = MethodConfig(),
 ) -> TrainedModel:
-    task = user_task(client, store, name)
-    if len(task.y) < MIN_RATINGS:
+    """Train ``method`` for user ``name`` from ``signals`` (None: every signal the user has that the
+    method can use) and save it with cross-validated metrics."""
+    user = user_signals(client, store, name, method, signals)
+    task = user.ratings
+    choice_count = len(user.choices) if user.choices is not None else 0
+    if method in MULTI_SIGNAL:
+        if len(task.y) < MIN_RATINGS and not choice_count and user.direction is None:
+            raise StoreError(f"user {name!r} has {len(task.y)} ratings and no choice or description to learn from; "
+                             f"training needs at least {MIN_RATINGS} ratings, some choices or a description")
+    elif len(task.y) < MIN_RATINGS:
         raise StoreError(f"user {name!r} has {len(task.y)} ratings; training needs at least {MIN_RATINGS}")
     tasks = []
     if method in NEEDS_PRIOR:
@@ -85,13 +217,32 @@ def train_user(
             )
         if len(tasks) < 2:
             logger.info("no other users to learn a prior from: bayes starts from a weak prior")
-    metrics = _cross_validated(method, task, tasks, config)
-    priors = priors_for(method, tasks, len(task.y), task.x.shape[1], config)
+    # the priors' hyperparameters are chosen for the user's number of answers (ratings and choices)
+    shots = max(len(task.y) + choice_count, 1) if method in MULTI_SIGNAL else len(task.y)
+    metrics = _cross_validated(method, task, tasks, config, user if method in MULTI_SIGNAL else None)
+    priors = priors_for(method, tasks, shots, task.x.shape[1], config)
     encoder = client.encoder_info().encoder_id
-    head = adapt(method, priors, task.x, task.y, config)
-    head = PreferenceHead(head.kind, head.arrays, k=head.k, meta={**head.meta, "encoder": encoder, "user": name})
+    covariance, used = None, ["ratings"] if len(task.y) else []
     params = {"seed": config.seed, "ratings": int(len(task.y)), "prior_users": len(tasks),
               "prior": str(prior_sac) if prior_sac else ("store" if len(tasks) >= 2 or method not in NEEDS_PRIOR else "weak")}
-    model_id = store.save_model(name, method, encoder, head, params, metrics)
-    logger.info("trained %s for %s: %s", method, name, metrics)
+    if method in MULTI_SIGNAL:
+        head, posterior = adapt_bayes(priors, task.x, task.y, config, choices=user.choices, direction=user.direction)
+        covariance = posterior.total_covariance
+        metrics.update(_cross_validated_choices(priors, user, config))
+        params["choices"] = choice_count
+        if user.choices is not None:
+            used.append("choices")
+            params["choice_outcomes"] = user.choices.counts
+            params["choice_temperature"] = posterior.temperature
+        if user.direction is not None:
+            used.append("description")
+            params["description"] = {"version": user.description_version, "likes": list(user.phrases.likes),
+                                     "dislikes": list(user.phrases.dislikes),
+                                     "strength": config.bayes_description_strength}
+    else:
+        head = adapt(method, priors, task.x, task.y, config)
+    params["signals"] = used
+    head = PreferenceHead(head.kind, head.arrays, k=head.k, meta={**head.meta, "encoder": encoder, "user": name})
+    model_id = store.save_model(name, method, encoder, head, params, metrics, covariance=covariance)
+    logger.info("trained %s for %s from %s: %s", method, name, ", ".join(used), metrics)
     return TrainedModel(model_id, head, metrics, params)
