@@ -129,6 +129,18 @@ def probabilities(theta: np.ndarray, data: ChoiceData, model: ChoiceModel) -> li
     return [p[e, : len(s) + 2] for e, s in enumerate(data.shown)]
 
 
+def answer_probabilities(utilities: np.ndarray, model: ChoiceModel) -> np.ndarray:
+    """Probabilities of the answers to one slate under many heads at once: ``utilities`` [..., k] (the
+    shown images' utilities per head) gives [..., k + 2] (the images in order, then "same", then
+    "none"), the same logit as ``probabilities``."""
+    u = np.asarray(utilities, dtype=np.float64)
+    same = u.mean(axis=-1, keepdims=True) / model.temperature + np.log(model.tie_weight)
+    none = np.full(u.shape[:-1] + (1,), model.reference / model.temperature)
+    logits = np.concatenate([u / model.temperature, same, none], axis=-1)
+    p = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
+
+
 def accuracy(utilities_of, data: ChoiceData) -> float | None:
     """Share of "chosen" events whose chosen image has the highest predicted utility (``utilities_of``
     maps embeddings [n, D] to utilities [n]); "none" and "same" answers are not counted. None when
