@@ -25,8 +25,8 @@ NEUTRAL = "an image"
 _DISLIKE = ("i don't like", "i do not like", "i dont like", "don't like", "do not like", "dont like",
             "i can't stand", "can't stand", "i hate", "hate", "i dislike", "dislike", "i avoid", "avoid",
             "not a fan of", "never", "without", "nothing", "not", "no", "less")
-_LIKE = ("i really like", "i like", "i love", "i prefer", "i enjoy", "i want", "i'm into", "like", "love",
-         "prefer", "enjoy", "want", "more", "lots of", "a lot of")
+_LIKE = ("i really like", "i like", "i love", "i prefer", "i enjoy", "i want", "i'm into", "show me", "give me",
+         "like", "love", "prefer", "enjoy", "want", "more", "lots of", "a lot of")
 _FILLER = ("please", "also", "really", "some", "any", "too", "much", "very much")
 _SENTENCES = re.compile(r"[;.!?\n]+")
 _CLAUSES = re.compile(r"(,|\band\b|\bbut\b|\bor\b)")
