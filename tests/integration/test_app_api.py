@@ -128,6 +128,89 @@ def test_bad_input_gets_a_4xx_with_a_message(app, method, path, body, status, me
     assert message in response.text
 
 
+def test_a_person_picks_from_slates_undoes_and_cannot_answer_a_slate_twice(app):
+    http, _ = app
+    assert http.post("/api/users", json={"name": "pia"}, headers=AUTH).status_code == 201
+    four = http.get("/api/users/pia/slate?k=4", headers=AUTH).json()
+    shown = [i["id"] for i in four["images"]]
+    assert len(set(shown)) == 4 and four["slate"] and "nats" in four["why"] and four["choices"] == 0
+    assert all(i["url"] == f"/api/images/{i['id']}" for i in four["images"])
+    first = http.post("/api/users/pia/choices", json={"slate": four["slate"], "chosen": shown[2]}, headers=AUTH)
+    assert first.status_code == 201 and first.json()["choices"] == 1, first.text
+    twice = http.post("/api/users/pia/choices", json={"slate": four["slate"], "chosen": shown[1]}, headers=AUTH)
+    assert twice.status_code == 409 and "already answered" in twice.json()["error"]
+    undone = http.delete(f"/api/users/pia/choices/{first.json()['choice']}", headers=AUTH).json()
+    assert undone == {"removed": True, "choices": 0}
+    again = http.post("/api/users/pia/choices", json={"slate": four["slate"], "shown": shown, "chosen": shown[0]}, headers=AUTH)
+    assert again.status_code == 201, "an undone slate can be answered again"
+    pair = http.get("/api/users/pia/slate?k=2", headers=AUTH).json()
+    assert len(pair["images"]) == 2
+    same = http.post("/api/users/pia/choices", json={"slate": pair["slate"], "outcome": "same"}, headers=AUTH)
+    three = http.get("/api/users/pia/slate?k=3", headers=AUTH).json()
+    none = http.post("/api/users/pia/choices", json={"slate": three["slate"], "chosen": None}, headers=AUTH)
+    loose = http.post("/api/users/pia/choices", json={"shown": shown[:2], "chosen": shown[1]}, headers=AUTH)
+    assert [r.status_code for r in (same, none, loose)] == [201] * 3 and loose.json()["choices"] == 4
+    with UserStore(http.app.state.ppo.store_path) as store:
+        choices = store.choices("pia")
+    assert [c.outcome for c in choices] == ["chosen", "same", "none", "chosen"]
+    assert choices[0].shown == tuple(shown) and choices[0].chosen == shown[0] and all(c.source == "app" for c in choices)
+    assert http.delete("/api/users/pia/choices/999999", headers=AUTH).json() == {"removed": False, "choices": 4}
+    assert {"name": "pia", "ratings": 0, "models": 0, "choices": 4, "description_version": 0} in \
+        http.get("/api/users", headers=AUTH).json()["users"]
+
+
+def test_a_description_round_trip_and_training_from_choices_and_a_description(app):
+    http, _ = app
+    assert http.get("/api/users/pia/description", headers=AUTH).json() == {"version": 0, "text": "", "created": None}
+    first = http.put("/api/users/pia/description", json={"text": "  I like dark blue scenes; no yellow  "}, headers=AUTH)
+    assert first.status_code == 200 and first.json()["version"] == 1 and first.json()["text"] == "I like dark blue scenes; no yellow"
+    assert http.put("/api/users/pia/description", json={"text": "I like red circles"}, headers=AUTH).json()["version"] == 2
+    latest = http.get("/api/users/pia/description", headers=AUTH).json()
+    assert latest["version"] == 2 and latest["text"] == "I like red circles"
+    trained = http.post("/api/users/pia/train", headers=AUTH)  # no rating at all: four choices and a description
+    assert trained.status_code == 201, trained.text
+    assert trained.json()["signals"] == ["choices", "description"] and trained.json()["choices"] == 4
+    assert trained.json()["description_version"] == 2
+    assert http.get("/api/users/pia/models", headers=AUTH).json()["models"][0]["choices"] == 4
+
+
+HASHES = ["f" * 64, "e" * 64, "d" * 64, "c" * 64, "b" * 64]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "message"), [
+    ("POST", "/api/users/ana/choices", {"shown": HASHES[:1], "chosen": None}, 400, "shown: must hold 2 to 4 image ids, got 1"),
+    ("POST", "/api/users/ana/choices", {"shown": HASHES, "chosen": None}, 400, "shown: must hold 2 to 4 image ids, got 5"),
+    ("POST", "/api/users/ana/choices", {"chosen": None}, 400, "shown: is required"),
+    ("POST", "/api/users/ana/choices", {"shown": "f" * 64}, 400, "shown: must be a list"),
+    ("POST", "/api/users/ana/choices", {"shown": ["x", "y"]}, 400, "shown: item 0 must be an image id"),
+    ("POST", "/api/users/ana/choices", {"shown": [HASHES[0], HASHES[0]]}, 400, "names an image twice"),
+    ("POST", "/api/users/ana/choices", {"shown": HASHES[:2], "chosen": HASHES[0]}, 400, "is not in the store"),
+    ("POST", "/api/users/ana/choices", {"shown": HASHES[:2], "chosen": HASHES[3]}, 400, "chosen: must be one of the images shown"),
+    ("POST", "/api/users/ana/choices", {"shown": HASHES[:2], "chosen": 1}, 400, "chosen: must be an image id"),
+    ("POST", "/api/users/ana/choices", {"shown": HASHES[:2], "outcome": "chosen"}, 400, "chosen: is required"),
+    ("POST", "/api/users/ana/choices", {"shown": HASHES[:2], "chosen": HASHES[0], "outcome": "same"}, 400, "must be null"),
+    ("POST", "/api/users/ana/choices", {"shown": HASHES[:2], "outcome": "maybe"}, 400, "outcome: must be one of"),
+    ("POST", "/api/users/ana/choices", {"slate": "nope", "chosen": None}, 409, "no such slate"),
+    ("POST", "/api/users/nobody/choices", {"shown": HASHES[:2]}, 404, "unknown user"),
+    ("DELETE", "/api/users/ana/choices/0", None, 400, "choice: must be an integer"),
+    ("DELETE", "/api/users/ana/choices/x", None, 400, "choice: must be an integer"),
+    ("GET", "/api/users/ana/slate?k=5", None, 400, "k: must be an integer from 2 to 4, got 5"),
+    ("GET", "/api/users/ana/slate?k=1", None, 400, "k: must be an integer from 2 to 4, got 1"),
+    ("GET", "/api/users/nobody/slate", None, 404, "unknown user"),
+    ("PUT", "/api/users/ana/description", {"text": ""}, 400, "text: is empty"),
+    ("PUT", "/api/users/ana/description", {"text": "   "}, 400, "text: a description is 1 to"),
+    ("PUT", "/api/users/ana/description", {"text": "a\x1b[31mb"}, 400, "control or format characters"),
+    ("PUT", "/api/users/ana/description", {"text": "x" * 1001}, 400, "text: has 1001 characters; the limit is 1000"),
+    ("GET", "/api/users/nobody/description", None, 404, "unknown user"),
+])
+def test_bad_slate_answers_and_descriptions_get_a_4xx_with_a_message(app, method, path, body, status, message):
+    http, _ = app
+    http.post("/api/users", json={"name": "ana"}, headers=AUTH)  # created by an earlier test, unless run alone
+    response = http.request(method, path, json=body, headers=AUTH)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+
+
 def test_a_body_that_is_not_json_or_too_large_is_refused(app):
     http, _ = app
     assert http.post("/api/users", content=b"{nope", headers=AUTH).json()["error"] == "body: is not JSON"
@@ -211,6 +294,12 @@ def test_the_answers_of_a_real_session_are_what_the_openapi_document_says(app):
         ("POST", "/api/users/{name}/ratings"): http.post("/api/users/bo/ratings", json={"image": image, "rating": 4.5}, headers=AUTH),
         ("DELETE", "/api/users/{name}/ratings/{image}"): http.delete(f"/api/users/bo/ratings/{image}", headers=AUTH),
         ("POST", "/api/users/{name}/train"): http.post("/api/users/bo/train", headers=AUTH),
+        ("GET", "/api/users/{name}/slate"): (slate := http.get("/api/users/bo/slate?k=3", headers=AUTH)),
+        ("POST", "/api/users/{name}/choices"): (chosen := http.post(
+            "/api/users/bo/choices", json={"slate": slate.json()["slate"], "chosen": slate.json()["images"][0]["id"]}, headers=AUTH)),
+        ("DELETE", "/api/users/{name}/choices/{choice}"): http.delete(f"/api/users/bo/choices/{chosen.json()['choice']}", headers=AUTH),
+        ("PUT", "/api/users/{name}/description"): http.put("/api/users/bo/description", json={"text": "I like red"}, headers=AUTH),
+        ("GET", "/api/users/{name}/description"): http.get("/api/users/bo/description", headers=AUTH),
         ("GET", "/api/users/{name}/models"): http.get("/api/users/bo/models", headers=AUTH),
         ("GET", "/api/users/{name}/runs"): runs,
         ("GET", "/api/runs/{run}"): http.get(f"/api/runs/{run}", headers=AUTH),
@@ -233,7 +322,7 @@ def test_pages_render_for_a_known_user_and_refuse_an_unknown_one(app):
     assert http.get("/static/app.js").status_code == 200, "the static files need no token"
 
 
-def test_an_app_killed_mid_rating_keeps_every_rating_given(triton_server, tmp_path):
+def test_an_app_killed_mid_rating_keeps_every_rating_choice_and_description_given(triton_server, tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
     for i in range(6):
@@ -264,12 +353,20 @@ def test_an_app_killed_mid_rating_keeps_every_rating_given(triton_server, tmp_pa
         assert len(images) == 6, "the folder's six images can be rated; the non-image was skipped"
         for image in images[:4]:
             assert httpx.post(f"{base}/api/users/kim/ratings", json={"image": image["id"], "rating": 8}, headers=AUTH).status_code == 201
+        slate = httpx.get(f"{base}/api/users/kim/slate?k=2", headers=AUTH, timeout=60).json()
+        answer = {"slate": slate["slate"], "chosen": slate["images"][1]["id"]}
+        assert httpx.post(f"{base}/api/users/kim/choices", json=answer, headers=AUTH).status_code == 201
+        assert httpx.put(f"{base}/api/users/kim/description", json={"text": "I like noise"}, headers=AUTH).status_code == 200
     finally:
         os.kill(process.pid, signal.SIGKILL)
         process.wait(10)
     process, base = start()
     try:
         assert httpx.get(f"{base}/api/users/kim/next", headers=AUTH).json()["rated"] == 4
+        (kim,) = [u for u in httpx.get(f"{base}/api/users", headers=AUTH).json()["users"] if u["name"] == "kim"]
+        assert kim["choices"] == 1 and kim["description_version"] == 1, "the answers survive the kill"
+        forgotten = httpx.post(f"{base}/api/users/kim/choices", json=answer, headers=AUTH)
+        assert forgotten.status_code == 409 and "no such slate" in forgotten.json()["error"]
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(15)

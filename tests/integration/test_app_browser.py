@@ -1,5 +1,6 @@
 """The web app in a real browser (headless Chromium from the system, driven by Playwright): a demo
-persona opens the printed link, creates a user, rates with the keyboard, trains, runs a short
+persona opens the printed link, creates a user, rates with the keyboard, picks from 10 slates of four
+and a pair (with an undo), describes its taste in words, trains from all of it, runs a short
 optimization and judges it blind. A screenshot of every page goes to the test's temporary folder, and
 axe-core checks every page it passes through (and the ones it does not: a user's list, a taste page
 without a model, a run list, the page without the token): no serious or critical violation."""
@@ -23,7 +24,8 @@ from PIL import Image
 pytest.importorskip("starlette", reason="the app extra is not installed: pip install -e '.[app]'")
 pytest.importorskip("playwright", reason="playwright is not installed: pip install playwright")
 
-from ppo_demo.attributes import measure  # noqa: E402
+from ppo_demo.answers import choose, describe  # noqa: E402
+from ppo_demo.attributes import measure, measure_many  # noqa: E402
 from ppo_demo.personas import make_persona, rate  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -97,14 +99,36 @@ def test_a_persona_rates_trains_optimizes_and_judges_blind_in_a_real_browser(app
         presses += 1
         page.keyboard.press(key)
 
+    def pixels(page, src: str) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+
     def persona_rating(page, selector) -> int:
         src = page.eval_on_selector(selector, "element => element.src")  # absolute
-        pixels = Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")
-        return rate(persona, measure(np.asarray(pixels)), rng)
+        return rate(persona, measure(pixels(page, src)), rng)
+
+    def persona_pick(page, size: int) -> int:
+        """The persona's pick among the slate on the page (waited for: ``size`` images, all loaded)."""
+        try:
+            page.wait_for_selector(f"#slate button.pick >> nth={size - 1}", timeout=120_000)
+        except Exception:
+            raise AssertionError(f"no slate of {size}: {page.inner_text('main')!r}") from None
+        images_loaded(page)
+        sources = page.eval_on_selector_all("#slate img", "elements => elements.map(element => element.src)")
+        assert len(sources) == size
+        return choose(persona, measure_many([pixels(page, src) for src in sources]), rng)
+
+    def answered(page, picks: int, previous: str) -> None:
+        page.wait_for_function(f"document.getElementById('chosen').textContent === '{picks}'")
+        page.wait_for_function("previous => document.getElementById('slate').dataset.slate !== previous", arg=previous,
+                               timeout=120_000)
+
+    def slate_id(page) -> str:
+        return page.eval_on_selector("#slate", "element => element.dataset.slate")
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page()
+        page.on("pageerror", lambda error: print("page error:", error))
         page.goto(app_link)  # the link sets the token cookie and lands on the users page
         page.wait_for_selector("#new-user")
         page.screenshot(path=str(shots / "users.png"))
@@ -127,13 +151,38 @@ def test_a_persona_rates_trains_optimizes_and_judges_blind_in_a_real_browser(app
         page.wait_for_function("document.getElementById('rated').textContent === '19'")
         press(page, "5")
         page.wait_for_function("document.getElementById('rated').textContent === '20'")
+
+        press(page, "f")  # pick one of four: 10 slates, each answer stored as it is given
+        for count in range(1, 11):
+            picked = persona_pick(page, 4)
+            if count == 1:
+                page.screenshot(path=str(shots / "pick.png"))
+                axe_check(page, "rate (pick one of four)", axe)
+            previous = slate_id(page)
+            press(page, str(picked + 1))
+            answered(page, count, previous)
+        press(page, "w")  # which of two, with an undo
+        picked = persona_pick(page, 2)
+        axe_check(page, "rate (which of two)", axe)
+        previous = slate_id(page)
+        press(page, "ArrowLeft" if picked == 0 else "ArrowRight")
+        answered(page, 11, previous)
+        press(page, "u")
+        page.wait_for_function("document.getElementById('chosen').textContent === '10'")
+        assert slate_id(page) == previous, "the undone pair is shown again"
+        press(page, "ArrowLeft" if picked == 0 else "ArrowRight")
+        answered(page, 11, previous)
+
         press(page, "t")
         page.wait_for_url("**/u/lena/taste")
         page.wait_for_load_state("networkidle")
         axe_check(page, "taste (no model yet)", axe)
+        page.fill("#description", describe(persona))
+        page.click("#describe button[type=submit]")
+        page.wait_for_function("document.getElementById('description-version').textContent === 'saved: version 1'")
         press(page, "t")
         page.wait_for_selector("#models tbody tr", timeout=120_000)
-        assert "on 20 ratings" in page.inner_text("#training")
+        assert "on 20 ratings, 11 picks, description v1" in page.inner_text("#training")
         page.wait_for_selector("#likes figure")
         images_loaded(page)
         page.screenshot(path=str(shots / "taste.png"), full_page=True)
@@ -183,5 +232,7 @@ def test_a_persona_rates_trains_optimizes_and_judges_blind_in_a_real_browser(app
     blocking = blocking_violations(axe)
     assert blocking == [], "axe-core: serious or critical violations:\n" + "\n".join(blocking)
     assert "The optimized prompt won" in text and "95% interval" in text
-    assert first_model_presses == 4 + 1 + 20 + 2 + 2  # name, Enter, 20 ratings, undo and re-rate, taste, train
-    assert sorted(p.name for p in shots.iterdir()) == ["compare.png", "optimize.png", "rate.png", "result.png", "taste.png", "users.png"]
+    # name, Enter, 20 ratings, undo and re-rate, 10 picks of four (and f), a pair (and w) undone and picked again, taste, train
+    assert first_model_presses == 4 + 1 + 20 + 2 + 11 + 4 + 2
+    assert sorted(p.name for p in shots.iterdir()) == ["compare.png", "optimize.png", "pick.png", "rate.png", "result.png",
+                                                     "taste.png", "users.png"]

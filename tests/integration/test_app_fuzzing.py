@@ -45,7 +45,7 @@ NO_TRITON = "127.0.0.1:1"
 USER = "ana"
 RUN = "ana-20260101-000000-000"
 EXAMPLES = 40
-"""Per operation and mode: 15 operations, most in two modes, 40 requests each: about half a minute on 2 cores."""
+"""Per operation and mode: 20 operations, most in two modes, 40 requests each."""
 
 
 def no_internal_error(ctx, response, case):

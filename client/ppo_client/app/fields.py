@@ -25,6 +25,7 @@ REQUIRED: Any = object()
 """The default of a field that must be given."""
 _BAD_CHARS = re.compile(r"[\x00\ud800-\udfff]")
 _INTEGER = re.compile(r"[0-9]{1,9}")
+_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 def _kind(value: object) -> str:
@@ -127,4 +128,26 @@ def _get(body: dict, name: str, default: Any) -> Any:
         raise InvalidRequestError(name, "is required")
     if value is None:  # null means "the default", as leaving the field out does
         return default
+    return value
+
+
+def hashes(body: dict, name: str, low: int, high: int, default: Any = REQUIRED) -> list[str]:
+    """A list of ``low`` to ``high`` distinct image ids (SHA-256 hex digests)."""
+    value = _get(body, name, default)
+    if not isinstance(value, list):
+        raise InvalidRequestError(name, f"must be a list of {low} to {high} image ids, got {_kind(value)}")
+    if not low <= len(value) <= high:
+        raise InvalidRequestError(name, f"must hold {low} to {high} image ids, got {len(value)}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not _HASH.fullmatch(item):
+            raise InvalidRequestError(name, f"item {i} must be an image id (64 hex digits), got {shown(item)}")
+    if len(set(value)) != len(value):
+        raise InvalidRequestError(name, "names an image twice; the images shown are distinct")
+    return list(value)
+
+
+def image_id(value: object, name: str) -> str:
+    """One image id (a SHA-256 hex digest)."""
+    if not isinstance(value, str) or not _HASH.fullmatch(value):
+        raise InvalidRequestError(name, f"must be an image id (64 hex digits), got {shown(value)}")
     return value

@@ -16,7 +16,8 @@ from ppo_client.app.queue import ORDERS
 from ppo_client.app.runs import APP_RUN
 from ppo_client.optimize.config import MAX_ITERATIONS, MAX_PROMPT_CHARS, MAX_PROMPTS, MAX_SEED, Context, Optimizer
 from ppo_client.piaa.methods import METHODS
-from ppo_client.store import MAX_NAME_LENGTH
+from ppo_client.piaa.training import SIGNALS
+from ppo_client.store import CHOICE_OUTCOMES, MAX_DESCRIPTION_CHARS, MAX_NAME_LENGTH, MAX_SHOWN, MIN_SHOWN
 
 REF = "#/components/{}/{}"
 
@@ -47,7 +48,21 @@ IMAGE_URL = {"type": "string", "pattern": "^/api/images/[0-9a-f]{64}$"}
 
 SCHEMAS = {
     "Error": _object({"error": {**TEXT, "description": "what was wrong, naming the field"}}),
-    "UserSummary": _object({"name": TEXT, "ratings": INTEGER, "models": INTEGER}),
+    "UserSummary": _object({"name": TEXT, "ratings": INTEGER, "models": INTEGER, "choices": INTEGER,
+                            "description_version": {**INTEGER, "description": "0: no description yet"}}),
+    "SlateImage": _object({"id": HASH, "url": IMAGE_URL, "label": TEXT, "origin": TEXT}),
+    "Slate": _object({
+        "slate": _nullable({**TEXT, "description": "the slate's id, to send back with the answer (null: no slate)"}),
+        "images": {"type": "array", "items": _ref("schemas", "SlateImage"), "maxItems": MAX_SHOWN,
+                   "description": f"the images to show side by side, in this order ({MIN_SHOWN} to {MAX_SHOWN}; "
+                                  "none while the pool is smaller than the slate)"},
+        "why": {**TEXT, "description": "why the app shows these images"},
+        "information": {**NUMBER, "description": "the expected information of the answer about the model, in nats"},
+        "rated": INTEGER, "choices": INTEGER,
+        "gallery": _object({"done": INTEGER, "total": INTEGER, "error": TEXT}),
+    }),
+    "Description": _object({"version": {**INTEGER, "description": "0: no description yet"}, "text": TEXT,
+                            "created": _nullable(NUMBER)}),
     "Image": _object({
         "id": HASH, "url": IMAGE_URL, "label": TEXT, "origin": TEXT,
         "why": {**TEXT, "description": "why the app asks for this image"},
@@ -55,10 +70,15 @@ SCHEMAS = {
     }),
     "Trained": {
         **_object({"model": INTEGER, "method": {"type": "string", "enum": list(METHODS)},
-                   "cv_srocc": _nullable(NUMBER), "cv_mae": _nullable(NUMBER), "ratings": INTEGER}),
-        "description": "the new model's id and cross-validated metrics (null where undefined, as SROCC of equal ratings)",
+                   "cv_srocc": _nullable(NUMBER), "cv_mae": _nullable(NUMBER), "ratings": INTEGER,
+                   "choices": INTEGER, "signals": {"type": "array", "items": {"type": "string", "enum": list(SIGNALS)}},
+                   "description_version": _nullable(INTEGER)},
+                  required=("model", "method", "cv_srocc", "cv_mae", "ratings", "choices", "signals")),
+        "description": "the new model's id, what it learnt from, and cross-validated metrics (null where undefined, "
+                       "as SROCC of equal ratings)",
     },
-    "ModelSummary": _object({"id": INTEGER, "method": TEXT, "ratings": _nullable(INTEGER), "created": NUMBER,
+    "ModelSummary": _object({"id": INTEGER, "method": TEXT, "ratings": _nullable(INTEGER), "choices": _nullable(INTEGER),
+                             "signals": _nullable({"type": "array", "items": TEXT}), "created": NUMBER,
                              "cv_srocc": _nullable(NUMBER), "cv_mae": _nullable(NUMBER)}),
     "ScoredImage": _object({"id": HASH, "url": IMAGE_URL, "score": _nullable(NUMBER), "label": TEXT,
                             "rating": _nullable(NUMBER)}),
@@ -110,6 +130,7 @@ PARAMETERS = {
     "name": _path("name", {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}, "a user of the store"),
     "run": _path("run", {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,120}$"}, "a run id (its folder's name)"),
     "image": _path("image", HASH, "an image's content hash (SHA-256)"),
+    "choice": _path("choice", {"type": "integer", "minimum": 1}, "a stored choice's id"),
     "k": _path("k", {"type": "integer", "minimum": 0, "maximum": compare.PAIRS - 1}, "a pair of the comparison"),
 }
 USER, RUN = [_ref("parameters", "name")], [_ref("parameters", "run")]
@@ -177,8 +198,45 @@ PATHS = {
         "Undo a rating.", {"200": _json(_object({"removed": {"type": "boolean"}, "rated": INTEGER}),
                                         "whether there was a rating, and the user's number of ratings")},
         _errors("403", "404"), parameters=USER + [_ref("parameters", "image")], changes_state=True)},
+    "/api/users/{name}/slate": {"get": _operation(
+        "The images whose pick would teach the user's model most (from their ratings, choices and description), "
+        "with why, and the slate's id to answer it with.",
+        {"200": _json(_ref("schemas", "Slate"), "the slate")}, _errors("404", "502", "503"),
+        parameters=USER + [{"name": "k", "in": "query", "schema": {
+            "type": "integer", "minimum": MIN_SHOWN, "maximum": MAX_SHOWN, "default": MAX_SHOWN}, "description": "images in the slate"}])},
+    "/api/users/{name}/choices": {"post": _operation(
+        "Answer a slate: the image picked, none of them, or no preference (stored at once). A slate answered "
+        "again, or one this app did not hand out (it forgets them when it restarts), is a 409.",
+        {"201": _json(_object({"choice": {**INTEGER, "description": "the stored choice's id (for an undo)"},
+                               "choices": {**INTEGER, "description": "the user's number of choices"}}), "the stored choice")},
+        _errors("403", "404", "409"), parameters=USER,
+        body=_body(_object({
+            "slate": {"type": "string", "minLength": 1, "maxLength": 64, "description": "the slate's id, from GET .../slate"},
+            "shown": {"type": "array", "items": HASH, "minItems": MIN_SHOWN, "maxItems": MAX_SHOWN, "uniqueItems": True,
+                      "description": "the images shown, in their order (with `slate`: may be left out, else must be its images)"},
+            "chosen": _nullable({**HASH, "description": "the image picked, one of `shown`; null for none of them or the same"}),
+            "outcome": {"type": "string", "enum": list(CHOICE_OUTCOMES),
+                        "description": "`chosen` (the default with an image chosen), `none` (the default without) or `same`"},
+        }, required=())),
+        changes_state=True)},
+    "/api/users/{name}/choices/{choice}": {"delete": _operation(
+        "Undo a choice (its slate can be answered again).",
+        {"200": _json(_object({"removed": {"type": "boolean"}, "choices": INTEGER}),
+                      "whether there was such a choice, and the user's number of choices")},
+        _errors("403", "404"), parameters=USER + [_ref("parameters", "choice")], changes_state=True)},
+    "/api/users/{name}/description": {
+        "get": _operation("The user's latest description of their taste.",
+                          {"200": _json(_ref("schemas", "Description"), "the latest version (version 0, empty: none yet)")},
+                          _errors("404"), parameters=USER),
+        "put": _operation(
+            "Describe the user's taste in words: a new version of their description.",
+            {"200": _json(_ref("schemas", "Description"), "the new version")}, _errors("403", "404"), parameters=USER,
+            body=_body(_object({"text": {"type": "string", "minLength": 1, "maxLength": MAX_DESCRIPTION_CHARS,
+                                         "description": "what the person likes and dislikes; no control characters"}})),
+            changes_state=True),
+    },
     "/api/users/{name}/train": {"post": _operation(
-        "Train a taste model on the user's ratings.", {"201": _json(_ref("schemas", "Trained"), "the new model")},
+        "Train a taste model on every signal the user has given (ratings, choices, description).", {"201": _json(_ref("schemas", "Trained"), "the new model")},
         _errors("403", "404", "502", "503"), parameters=USER,
         body=_body(_object({"method": {"type": "string", "enum": list(METHODS), "default": "bayes"}}, required=()),
                    required=False),

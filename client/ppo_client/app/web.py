@@ -30,10 +30,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from ppo_client.app import compare, fields, gallery, openapi
+from ppo_client.app import compare, fields, gallery, openapi, slates
 from ppo_client.app.queue import ORDERS, PriorCache, choose
 from ppo_client.app.runs import APP_RUN, RunManager
 from ppo_client.errors import (
+    DataError,
     InvalidRequestError,
     LLMError,
     OptimizationError,
@@ -43,7 +44,7 @@ from ppo_client.errors import (
     StoreError,
 )
 from ppo_client.optimize.config import MAX_PROMPT_CHARS, Context, Optimizer
-from ppo_client.store import MAX_NAME_LENGTH, PoolEntry, UserStore
+from ppo_client.store import CHOICE_OUTCOMES, MAX_DESCRIPTION_CHARS, MAX_NAME_LENGTH, MAX_SHOWN, MIN_SHOWN, PoolEntry, UserStore
 
 logger = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -63,6 +64,7 @@ class AppState:
     runs: RunManager
     gallery: gallery.GalleryProgress = field(default_factory=gallery.GalleryProgress)
     priors: PriorCache = field(default_factory=PriorCache)
+    slates: slates.SlateBook = field(default_factory=slates.SlateBook)
 
     def store(self) -> UserStore:
         return UserStore(self.store_path, check=False)  # checked once when the app started
@@ -110,6 +112,8 @@ class ApiResponse(JSONResponse):
 
 def _status(exc: PPOError) -> int:
     text = str(exc)
+    if isinstance(exc, slates.SlateConflictError):
+        return 409
     if isinstance(exc, StoreError) and ("unknown user" in text or "no trained model" in text):
         return 404
     if isinstance(exc, OptimizationError) and text.startswith("no run"):
@@ -175,7 +179,8 @@ def _image(image) -> dict:
 async def list_users(request: Request) -> Response:
     def work():
         with _state(request).store() as store:
-            return [{"name": u.name, "ratings": u.ratings, "models": u.models} for u in store.users()]
+            return [{"name": u.name, "ratings": u.ratings, "models": u.models, "choices": u.choices,
+                     "description_version": u.description_version} for u in store.users()]
 
     return ApiResponse({"users": await run_in_threadpool(work)})
 
@@ -251,8 +256,116 @@ async def train(request: Request) -> Response:
             return train_user(state.client, store, name, method)
 
     trained = await run_in_threadpool(work)
-    return ApiResponse({"model": trained.model_id, "method": method, **trained.metrics,
-                        "ratings": trained.params["ratings"]}, status_code=201)
+    params = trained.params
+    return ApiResponse({"model": trained.model_id, "method": method, **trained.metrics, "ratings": params["ratings"],
+                        "choices": params.get("choices", 0), "signals": params["signals"],
+                        "description_version": params.get("description", {}).get("version")}, status_code=201)
+
+
+async def slate(request: Request) -> Response:
+    """The 2-4 pool images whose pick would teach the user's model most (``slates.choose``)."""
+    state, name = _state(request), _name(request)
+    k = fields.query_integer(request.query_params.get("k"), "k", MAX_SHOWN, low=MIN_SHOWN, high=MAX_SHOWN)
+
+    def work():
+        with state.store() as store:
+            summary = store.user(name)
+            images, why, information = slates.choose(store, state.client, name, k, priors=state.priors)
+        return summary, images, why, information
+
+    summary, images, why, information = await run_in_threadpool(work)
+    slate_id = state.slates.issue(name, [i.image_hash for i in images]) if images else None
+    progress = state.gallery
+    return ApiResponse({"slate": slate_id, "images": [_image(i) for i in images], "why": why, "information": information,
+                        "rated": summary.ratings, "choices": summary.choices,
+                        "gallery": {"done": progress.done, "total": progress.total, "error": progress.error}})
+
+
+async def add_choice(request: Request) -> Response:
+    """One answer to a slate: the image picked, or none of them, or no preference."""
+    state, name = _state(request), _name(request)
+    body = await _body(request)
+    slate_id = fields.raw(body, "slate", None)
+    slate_id = None if slate_id is None else fields.clean_text(slate_id, "slate", max_chars=64)
+    issued = state.slates.shown(name, slate_id) if slate_id is not None else None
+    if slate_id is not None and issued is None:
+        raise slates.SlateConflictError("slate: no such slate (the app forgets slates when it restarts): ask for a new one")
+    shown = fields.hashes(body, "shown", MIN_SHOWN, MAX_SHOWN, list(issued) if issued else fields.REQUIRED)
+    if issued is not None and tuple(shown) != issued:
+        raise InvalidRequestError("shown", "must be the slate's images, in the order they were shown")
+    chosen = fields.raw(body, "chosen", None)
+    if chosen is not None:
+        chosen = fields.image_id(chosen, "chosen")
+        if chosen not in shown:
+            raise InvalidRequestError("chosen", "must be one of the images shown")
+    outcome = fields.choice(body, "outcome", CHOICE_OUTCOMES, "chosen" if chosen is not None else "none")
+    if (outcome == "chosen") != (chosen is not None):
+        raise InvalidRequestError("chosen", "is required when the outcome is chosen" if chosen is None
+                                  else f"must be null when the outcome is {outcome}")
+
+    def work():
+        with state.store() as store:
+            store.user(name)  # an unknown user is a 404 before the slate is claimed
+            if slate_id is not None:
+                state.slates.claim(name, slate_id)
+            try:
+                choice_id = store.add_choice(name, shown, chosen, outcome=outcome, source="app")
+            except BaseException:
+                if slate_id is not None:
+                    state.slates.answered(slate_id, None)
+                raise
+            if slate_id is not None:
+                state.slates.answered(slate_id, choice_id)
+            return choice_id, store.user(name).choices
+
+    choice_id, count = await run_in_threadpool(work)
+    return ApiResponse({"choice": choice_id, "choices": count}, status_code=201)
+
+
+async def remove_choice(request: Request) -> Response:
+    state, name = _state(request), _name(request)
+    choice_id = fields.query_integer(request.path_params["choice"], "choice", 0, low=1, high=2**62)
+
+    def work():
+        with state.store() as store:
+            removed = store.remove_choice(name, choice_id)
+            return removed, store.user(name).choices
+
+    removed, count = await run_in_threadpool(work)
+    if removed:
+        state.slates.reopen(name, choice_id)
+    return ApiResponse({"removed": removed, "choices": count})
+
+
+def _description(found) -> dict:
+    if found is None:
+        return {"version": 0, "text": "", "created": None}
+    return {"version": found.version, "text": found.text, "created": found.created}
+
+
+async def get_description(request: Request) -> Response:
+    state, name = _state(request), _name(request)
+
+    def work():
+        with state.store() as store:
+            return _description(store.description(name))
+
+    return ApiResponse(await run_in_threadpool(work))
+
+
+async def put_description(request: Request) -> Response:
+    state, name = _state(request), _name(request)
+    text = fields.text(await _body(request), "text", max_chars=MAX_DESCRIPTION_CHARS)
+
+    def work():
+        with state.store() as store:
+            try:
+                store.describe(name, text)
+            except DataError as exc:
+                raise InvalidRequestError("text", str(exc)) from None
+            return _description(store.description(name))
+
+    return ApiResponse(await run_in_threadpool(work))
 
 
 async def models(request: Request) -> Response:
@@ -264,7 +377,8 @@ async def models(request: Request) -> Response:
     def work():
         with state.store() as store:
             stored = store.models(name)
-            listing = [{"id": m.id, "method": m.method, "ratings": m.params.get("ratings"), "created": m.created,
+            listing = [{"id": m.id, "method": m.method, "ratings": m.params.get("ratings"),
+                        "choices": m.params.get("choices"), "signals": m.params.get("signals"), "created": m.created,
                         "cv_srocc": m.metrics.get("cv_srocc"), "cv_mae": m.metrics.get("cv_mae")} for m in stored]
             if not stored:
                 return listing, [], []
@@ -475,6 +589,11 @@ API_ROUTES = [
     Route("/api/users/{name}/next", next_images, methods=["GET"]),
     Route("/api/users/{name}/ratings", add_rating, methods=["POST"]),
     Route("/api/users/{name}/ratings/{image}", remove_rating, methods=["DELETE"]),
+    Route("/api/users/{name}/slate", slate, methods=["GET"]),
+    Route("/api/users/{name}/choices", add_choice, methods=["POST"]),
+    Route("/api/users/{name}/choices/{choice}", remove_choice, methods=["DELETE"]),
+    Route("/api/users/{name}/description", get_description, methods=["GET"]),
+    Route("/api/users/{name}/description", put_description, methods=["PUT"]),
     Route("/api/users/{name}/train", train, methods=["POST"]),
     Route("/api/users/{name}/models", models, methods=["GET"]),
     Route("/api/users/{name}/runs", start_run, methods=["POST"]),

@@ -59,7 +59,7 @@ async function usersPage() {
     const link = document.createElement("a");
     link.href = `/u/${encodeURIComponent(u.name)}/rate`;
     link.textContent = `${i < 9 ? i + 1 + ". " : ""}${u.name}`;
-    item.append(link, ` (${u.ratings} ratings, ${u.models} models)`);
+    item.append(link, ` (${u.ratings} ratings, ${u.choices} picks, ${u.models} models)`);
     list.append(item);
   });
   $("new-user").addEventListener("submit", async (event) => {
@@ -76,22 +76,40 @@ async function usersPage() {
   });
 }
 
-// --- rate: one image at a time, chosen by the server ---
+// --- rate: one image at a time, or a slate of four or two to pick from, all chosen by the server ---
+
+const MODES = {
+  rate: { name: "rating", k: 0 },
+  pick: { name: "pick one of four", k: 4, keys: "1-4 pick · n none of them · u undo · r rate · w which of two · t taste · p optimize" },
+  pair: { name: "which of two", k: 2, keys: "1 / \u2190 left, 2 / \u2192 right · s the same · n neither · u undo · r rate · f pick one of four · t taste · p optimize" },
+};
 
 async function ratePage() {
   const skipped = [];
-  const history = [];
+  const history = []; // every answer given on this page, newest last: {kind: "rating", image} or {kind: "choice", id, slate, mode}
   let current = null;
+  let slate = null;
   let order = "active";
+  let mode = "rate";
   let busy = false;
+
+  function counts(data) {
+    if (typeof data.rated === "number") $("rated").textContent = data.rated;
+    if (typeof data.choices === "number") $("chosen").textContent = data.choices;
+  }
+
+  function gallery(g) {
+    $("preparing").textContent = g.error ? `(starter gallery failed: ${g.error})` : g.done < g.total ? `(preparing the starter gallery: ${g.done} of ${g.total})` : "";
+    return g.done < g.total && !g.error;
+  }
 
   async function next() {
     const query = new URLSearchParams({ count: "1", order, exclude: skipped.join(",") });
     const data = await api("GET", userApi(`next?${query}`));
-    $("rated").textContent = data.rated;
+    if (mode !== "rate") return;
+    counts(data);
     $("order").textContent = data.order;
-    const g = data.gallery;
-    $("preparing").textContent = g.error ? `(starter gallery failed: ${g.error})` : g.done < g.total ? `(preparing the starter gallery: ${g.done} of ${g.total})` : "";
+    const coming = gallery(data.gallery);
     current = data.images[0] || null;
     if (current) {
       $("current").src = current.url;
@@ -100,10 +118,65 @@ async function ratePage() {
       $("label").textContent = current.label;
     } else {
       $("current").hidden = true;
-      $("why").textContent = g.done < g.total && !g.error ? "images are on their way..." : "nothing left to rate: press t to train your taste model";
+      $("why").textContent = coming ? "images are on their way..." : "nothing left to rate: press t to train your taste model";
       $("label").textContent = "";
-      if (g.done < g.total && !g.error) setTimeout(next, 1000);
+      if (coming) setTimeout(next, 1000);
     }
+  }
+
+  function showSlate(data, why) {
+    slate = data.images.length ? data : null;
+    $("slate-why").textContent = why;
+    const holder = $("slate");
+    holder.replaceChildren();
+    holder.dataset.slate = data.slate || "";
+    data.images.forEach((image, i) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "pick";
+      const img = document.createElement("img");
+      img.src = image.url;
+      img.alt = `image ${i + 1}${image.label ? `: ${image.label}` : ""}`;
+      const key = document.createElement("span");
+      key.className = "key";
+      key.textContent = mode === "pair" ? ["1 / \u2190", "2 / \u2192"][i] : String(i + 1);
+      const label = document.createElement("span");
+      label.className = "label";
+      label.textContent = image.label;
+      button.append(img, key, label);
+      button.addEventListener("click", () => pick(i));
+      holder.append(button);
+    });
+  }
+
+  async function nextSlate() {
+    const asked = mode;
+    const data = await api("GET", userApi(`slate?k=${MODES[asked].k}`));
+    if (mode !== asked) return;
+    counts(data);
+    const coming = gallery(data.gallery);
+    showSlate(data, data.images.length ? data.why : coming ? "images are on their way..." : data.why);
+    if (!data.images.length && coming) setTimeout(nextSlate, 1000);
+  }
+
+  async function setMode(next_mode) {
+    if (!MODES[next_mode]) return; // a switch is never refused, even while an answer is on its way
+    mode = next_mode;
+    slate = null;
+    $("slate").replaceChildren(); // the last mode's slate is never answered in this one
+    $("slate").dataset.slate = "";
+    for (const button of document.querySelectorAll(".modes button")) {
+      button.setAttribute("aria-pressed", String(button.dataset.mode === mode));
+    }
+    $("mode-name").textContent = MODES[mode].name;
+    $("rate-mode").hidden = mode !== "rate";
+    $("slate-mode").hidden = mode === "rate";
+    $("order-part").hidden = mode !== "rate";
+    $("same").hidden = mode !== "pair";
+    $("none-of-them").textContent = mode === "pair" ? "neither (n)" : "none of them (n)";
+    $("slate-keys").textContent = MODES[mode].keys || "";
+    if (mode === "rate") await next();
+    else await nextSlate();
   }
 
   async function rate(value) {
@@ -111,48 +184,102 @@ async function ratePage() {
     busy = true;
     try {
       const data = await api("POST", userApi("ratings"), { image: current.id, rating: value });
-      history.push(current);
-      $("rated").textContent = data.rated;
+      history.push({ kind: "rating", image: current });
+      counts(data);
       await next();
     } finally {
       busy = false;
     }
+  }
+
+  // one POST per answer: the image picked (index into the slate), "none" or "same"
+  async function answer(index, outcome) {
+    if (!slate || busy) return;
+    busy = true;
+    try {
+      const payload = { slate: slate.slate, shown: slate.images.map((i) => i.id), outcome };
+      if (outcome === "chosen") payload.chosen = slate.images[index].id;
+      const data = await api("POST", userApi("choices"), payload);
+      history.push({ kind: "choice", id: data.choice, slate, mode });
+      $("chosen").textContent = data.choices;
+      slate = null;
+      await nextSlate();
+    } finally {
+      busy = false;
+    }
+  }
+
+  function pick(index) {
+    if (slate && index < slate.images.length) return answer(index, "chosen");
   }
 
   async function undo() {
-    const last = history.pop();
+    const last = history[history.length - 1];
     if (!last || busy) return;
     busy = true;
     try {
-      const data = await api("DELETE", userApi(`ratings/${encodeURIComponent(last.id)}`));
-      $("rated").textContent = data.rated;
-      current = last;
-      $("current").src = last.url;
-      $("current").hidden = false;
-      $("why").textContent = "undone: rate it again";
-      $("label").textContent = last.label;
+      history.pop();
+      if (last.kind === "rating") {
+        const data = await api("DELETE", userApi(`ratings/${encodeURIComponent(last.image.id)}`));
+        busy = false;
+        if (mode !== "rate") await setMode("rate");
+        counts(data);
+        current = last.image;
+        $("current").src = current.url;
+        $("current").hidden = false;
+        $("why").textContent = "undone: rate it again";
+        $("label").textContent = current.label;
+      } else {
+        const data = await api("DELETE", userApi(`choices/${encodeURIComponent(last.id)}`));
+        $("chosen").textContent = data.choices;
+        if (mode !== last.mode) {
+          busy = false;
+          await setMode(last.mode);
+        }
+        showSlate(last.slate, "undone: pick again");
+      }
     } finally {
       busy = false;
     }
   }
 
+  for (const button of document.querySelectorAll(".modes button")) {
+    button.addEventListener("click", () => setMode(button.dataset.mode));
+  }
+  $("none-of-them").addEventListener("click", () => answer(null, "none"));
+  $("same").addEventListener("click", () => answer(null, "same"));
+  $("undo").addEventListener("click", undo);
+
   document.addEventListener("keydown", async (event) => {
     if (typing(event) || event.ctrlKey || event.metaKey || event.altKey) return;
-    if (/^[0-9]$/.test(event.key)) {
+    const key = event.key;
+    if (key === "r" && mode !== "rate") await setMode("rate");
+    else if (key === "f" && mode !== "pick") await setMode("pick");
+    else if (key === "w" && mode !== "pair") await setMode("pair");
+    else if (key === "u") await undo();
+    else if (key === "t") go(userPath("taste"));
+    else if (key === "p") go(userPath("optimize"));
+    else if (mode === "rate") {
+      if (/^[0-9]$/.test(key)) {
+        event.preventDefault();
+        await rate(key === "0" ? 10 : Number(key));
+      } else if (key === "s" && current) {
+        skipped.push(current.id);
+        await next();
+      } else if (key === "o") {
+        order = order === "active" ? "random" : "active";
+        await next();
+      }
+    } else if (/^[1-4]$/.test(key)) {
       event.preventDefault();
-      await rate(event.key === "0" ? 10 : Number(event.key));
-    } else if (event.key === "u") {
-      await undo();
-    } else if (event.key === "s" && current) {
-      skipped.push(current.id);
-      await next();
-    } else if (event.key === "o") {
-      order = order === "active" ? "random" : "active";
-      await next();
-    } else if (event.key === "t") {
-      go(userPath("taste"));
-    } else if (event.key === "p") {
-      go(userPath("optimize"));
+      await pick(Number(key) - 1);
+    } else if (mode === "pair" && (key === "ArrowLeft" || key === "ArrowRight")) {
+      event.preventDefault();
+      await pick(key === "ArrowLeft" ? 0 : 1);
+    } else if (key === "n") {
+      await answer(null, "none");
+    } else if (mode === "pair" && (key === "s" || key === "=")) {
+      await answer(null, "same");
     }
   });
   await next();
@@ -182,7 +309,7 @@ async function tastePage() {
     rows.replaceChildren();
     for (const m of data.models) {
       const row = document.createElement("tr");
-      for (const value of [m.id, m.method, m.ratings, fixed(m.cv_srocc, 3), fixed(m.cv_mae, 2)]) {
+      for (const value of [m.id, m.method, m.ratings, m.choices, (m.signals || []).join(", "), fixed(m.cv_srocc, 3), fixed(m.cv_mae, 2)]) {
         const cell = document.createElement("td");
         cell.textContent = value ?? "";
         row.append(cell);
@@ -197,13 +324,30 @@ async function tastePage() {
     $("training").textContent = "training...";
     try {
       const m = await api("POST", userApi("train"), { method: "bayes" });
-      $("training").textContent = `model ${m.model} on ${m.ratings} ratings: cross-validated SROCC ${fixed(m.cv_srocc, 3)}`;
+      const description = m.description_version ? `, description v${m.description_version}` : "";
+      $("training").textContent = `model ${m.model} on ${m.ratings} ratings, ${m.choices} picks${description}: cross-validated SROCC ${fixed(m.cv_srocc, 3)}`;
       await refresh();
     } catch (error) {
       $("training").textContent = "";
     }
   }
 
+  function version(d) {
+    $("description-version").textContent = d.version ? `saved: version ${d.version}` : "no description yet";
+  }
+
+  $("describe").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const text = $("description").value.trim();
+    if (!text) return;
+    const saved = await api("PUT", userApi("description"), { text });
+    $("description").value = saved.text;
+    version(saved);
+    document.activeElement.blur(); // the page's keys (t to train) work again
+  });
+  const current = await api("GET", userApi("description"));
+  $("description").value = current.text;
+  version(current);
   $("train").addEventListener("click", train);
   document.addEventListener("keydown", async (event) => {
     if (typing(event)) return;
