@@ -487,7 +487,7 @@ def main(argv: list[str] | None = None) -> dict:
         result = from_rows(args.rows_from, args)
     else:
         (out / f"taste_signals.{args.group}.config.json").write_text(json.dumps(
-            {k: v for k, v in vars(args).items() if k not in ("budget_list", "arm_list")}, indent=2) + "\n")
+            {k: v for k, v in vars(args).items() if k not in ("budget_list", "arm_list", "out", "plot")}, indent=2) + "\n")
         result = run(args)
     (out / "taste_signals.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "taste_signals.md").write_text(markdown(result))
