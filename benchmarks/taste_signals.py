@@ -40,7 +40,7 @@ import numpy as np
 
 from ppo_client.piaa.active import most_informative_slate
 from ppo_client.piaa.choices import ChoiceData
-from ppo_client.piaa.description import description_direction, split_description
+from ppo_client.piaa.description import read_description, split_description
 from ppo_client.piaa.methods import BayesPosterior, Priors, Task, bayes_posterior, design, fit_priors
 from ppo_client.piaa.metrics import spearman
 from ppo_client.app.queue import most_informative
@@ -62,6 +62,7 @@ TRAIN_SEED_BASE = 3_000_000
 TEST_SEED_BASE = 4_000_000
 OFF_ARCHETYPE_NOISE = 1.5
 MIN_TRAIN_RATINGS = 100
+TRAIN_DESCRIPTION_SEED = 50_000
 
 
 def log(message: str) -> None:
@@ -144,15 +145,19 @@ def off_archetype_personas(count: int, seed: int, attrs: np.ndarray) -> list[Per
     return people
 
 
-def training_tasks(scenes: Scenes, users: int, seed: int) -> list[Task]:
+def training_tasks(scenes: Scenes, users: int, seed: int, embed_texts=None) -> list[Task]:
     """``users`` archetype users (``population``) each rating 100 or more of ``scenes``, with noise
-    (the ``make demo`` rating set's participation: 100 plus a long tail)."""
+    (the ``make demo`` rating set's participation: 100 plus a long tail), and, with ``embed_texts``,
+    each describing their taste once (``describe``, seeds apart from the test personas')."""
     rng = np.random.default_rng([seed, 7])
     tasks = []
-    for persona in population(users, seed):
+    for u, persona in enumerate(population(users, seed)):
         count = int(min(len(scenes.x), MIN_TRAIN_RATINGS + rng.pareto(1.5) * 40))
         chosen = np.sort(rng.choice(len(scenes.x), size=count, replace=False))
-        tasks.append(Task(scenes.x[chosen], rate_many(persona, scenes.attrs[chosen], rng).astype(np.float64)))
+        described = (read_description(split_description(describe(persona, TRAIN_DESCRIPTION_SEED + u)), embed_texts)
+                     if embed_texts is not None else None)
+        tasks.append(Task(scenes.x[chosen], rate_many(persona, scenes.attrs[chosen], rng).astype(np.float64),
+                          None if described is None else described.features))
     return tasks
 
 
@@ -171,7 +176,7 @@ def run_persona(persona: Persona, index: int, scenes: Scenes, priors: dict[int, 
     y_pool = rate_many(persona, a_pool, rng).astype(np.float64)
     empty_x, empty_y = np.zeros((0, x_pool.shape[1])), np.zeros(0)
     sentence = describe(persona, index)
-    direction = description_direction(split_description(sentence), embed_texts)
+    described = read_description(split_description(sentence), embed_texts)
 
     def quality(posterior: BayesPosterior) -> float:
         return spearman(design(x_held) @ posterior.mean, truth)
@@ -179,7 +184,7 @@ def run_persona(persona: Persona, index: int, scenes: Scenes, priors: dict[int, 
     def ratings_posterior(chosen, with_description=False):
         return bayes_posterior(priors[bucket(len(chosen))], x_pool[chosen] if chosen else empty_x,
                                y_pool[chosen] if chosen else empty_y,
-                               direction=direction if with_description else None)
+                               description=described if with_description else None)
 
     def ratings_random() -> dict:
         scores = {b: [] for b in budgets}
@@ -214,7 +219,7 @@ def run_persona(persona: Persona, index: int, scenes: Scenes, priors: dict[int, 
         for t in range(top + 1):
             choices = ChoiceData(x_pool, tuple(shown), tuple(answers)) if shown else None
             posterior = bayes_posterior(priors[bucket(max(t, 1))], empty_x, empty_y, choices=choices,
-                                        direction=direction if with_description else None)
+                                        description=described if with_description else None)
             if t in budgets:
                 scores[t] = quality(posterior)
             if t == top:
@@ -280,6 +285,14 @@ def targets(summary: dict) -> list[dict]:
              "passed": None if value is None else bool(value >= threshold)} for name, value, threshold, arm in rows]
 
 
+def _prior_summary(p: Priors) -> dict:
+    learnt = p.bayes_description
+    return {"clusters": int(len(p.bayes_weights)), "shrinkage": p.bayes_shrinkage, "noise_variance": p.bayes_noise,
+            "description_map": None if learnt is None else {"users": int(len(learnt.features)), "ridge": learnt.ridge,
+                                                            "kappa": learnt.kappa,
+                                                            "typical_novelty": learnt.typical_novelty}}
+
+
 def run(args) -> dict:
     started = time.perf_counter()
     log("loading the demo CLIP ...")
@@ -287,14 +300,13 @@ def run(args) -> dict:
     log(f"rendering and embedding {args.train_images} training and {args.test_images} test scenes ...")
     train = make_scenes(range(TRAIN_SEED_BASE, TRAIN_SEED_BASE + args.train_images), embed_images)
     test = make_scenes(range(TEST_SEED_BASE, TEST_SEED_BASE + args.test_images), embed_images)
-    tasks = training_tasks(train, args.train_users, args.seed)
+    tasks = training_tasks(train, args.train_users, args.seed, None if args.undescribed_training else embed_texts)
     needed = sorted({bucket(max(b, 1)) for b in range(max(args.budget_list) + 1)})
     priors = {}
     for shots in needed:
         t0 = time.perf_counter()
         priors[shots] = fit_priors(tasks, shots, ["bayes"])
-        log(f"priors for {shots} shots: {len(priors[shots].bayes_weights)} clusters, shrinkage "
-            f"{priors[shots].bayes_shrinkage} ({time.perf_counter() - t0:.0f} s)")
+        log(f"priors for {shots} shots: {_prior_summary(priors[shots])} ({time.perf_counter() - t0:.0f} s)")
     groups = {"archetype": archetype_personas(args.personas, args.seed),
               "off-archetype": off_archetype_personas(args.off_personas, args.seed, test.attrs)}
     groups = {g: people for g, people in groups.items() if args.group in ("both", g)}
@@ -302,7 +314,7 @@ def run(args) -> dict:
     partial = Path(args.out) / f"taste_signals.{args.group}.rows.jsonl"
     partial.write_text("")
     partial.with_name(f"taste_signals.{args.group}.priors.json").write_text(json.dumps(
-        {str(s): {"clusters": int(len(p.bayes_weights)), "shrinkage": p.bayes_shrinkage, "noise_variance": p.bayes_noise}
+        {str(s): _prior_summary(p)
          for s, p in priors.items()}, indent=2) + "\n")
     for group, people in groups.items():
         for i, persona in enumerate(people):
@@ -326,7 +338,8 @@ def result_of(rows: dict[str, list[dict]], args, priors: dict, dim: int | None, 
                    "train_users": args.train_users,
                    "train_images": args.train_images, "test_images": args.test_images, "pool": args.pool,
                    "held_out": args.held_out, "random_repeats": args.repeats, "budgets": args.budget_list,
-                   "arms": args.arm_list, "seed": args.seed, "off_archetype_noise": OFF_ARCHETYPE_NOISE,
+                   "arms": args.arm_list, "seed": args.seed,
+                   "described_training_users": not args.undescribed_training, "off_archetype_noise": OFF_ARCHETYPE_NOISE,
                    "embedding_dim": dim},
         "priors": priors,
         "summary": {g: {arm: {str(b): v for b, v in cells.items()} for arm, cells in s.items()} for g, s in summary.items()},
@@ -336,15 +349,31 @@ def result_of(rows: dict[str, list[dict]], args, priors: dict, dim: int | None, 
     }
 
 
-def from_rows(files: list[str], args) -> dict:
-    """The result of earlier runs' per-persona rows (``taste_signals.*.rows.jsonl``), e.g. the two
-    groups run as two processes; budget keys come back from JSON as strings."""
-    rows: dict[str, list[dict]] = {}
+def _read_rows(files: list[str]) -> list[dict]:
+    rows = []
     for file in files:
         for line in Path(file).read_text().splitlines():
             row = json.loads(line)
             row["arms"] = {arm: {int(b): v for b, v in cells.items()} for arm, cells in row["arms"].items()}
-            rows.setdefault(row.pop("group"), []).append(row)
+            rows.append(row)
+    return rows
+
+
+def from_rows(files: list[str], args) -> dict:
+    """The result of earlier runs' per-persona rows (``taste_signals.*.rows.jsonl``), e.g. the two
+    groups run as two processes; budget keys come back from JSON as strings. Arms a row lacks are
+    taken from the same persona's row in ``args.arms_from`` (arms an earlier run measured with the
+    same seeds and code)."""
+    earlier = {(row["group"], row["persona"]): row for row in _read_rows(args.arms_from or [])}
+    rows: dict[str, list[dict]] = {}
+    for row in _read_rows(files):
+        before = earlier.get((row["group"], row["persona"]))
+        if before is not None:
+            row["arms"] = {**{arm: before["arms"][arm] for arm in before["arms"] if arm not in row["arms"]}, **row["arms"]}
+            row["seconds"] = {**{arm: before["seconds"][arm] for arm in before["seconds"] if arm not in row["seconds"]},
+                              **row["seconds"]}
+            row["total_seconds"] = sum(row["seconds"].values())
+        rows.setdefault(row.pop("group"), []).append(row)
     priors = {}
     for file in files:
         sidecar = Path(file).with_name(Path(file).name.replace(".rows.jsonl", ".priors.json"))
@@ -466,10 +495,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="random rating orders per persona")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--undescribed-training", action="store_true",
+                        help="training users give no description: a description is read zero-shot (its CLIP direction)")
     parser.add_argument("--group", choices=("both", "archetype", "off-archetype"), default="both",
                         help="which personas to run (two processes can run one group each)")
     parser.add_argument("--rows-from", nargs="+", default=None, metavar="ROWS_JSONL",
                         help="run nothing: summarise these earlier runs' per-persona rows (same other options)")
+    parser.add_argument("--arms-from", nargs="+", default=None, metavar="ROWS_JSONL",
+                        help="with --rows-from: take the arms a persona's row lacks from its row in these files")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--plot", default=str(PLOT))
     args = parser.parse_args(argv)

@@ -26,7 +26,7 @@ def benchmark():
 
 def test_every_arm_runs_for_both_groups_writes_its_files_and_its_rows_summarise_again(benchmark, tmp_path, capsys):
     out, plot = tmp_path / "taste", tmp_path / "taste_signals.png"
-    common = ["--personas", "1", "--train-users", "4", "--train-images", "24", "--test-images", "20",
+    common = ["--personas", "1", "--train-users", "6", "--train-images", "24", "--test-images", "20",
               "--pool", "12", "--held-out", "8", "--budgets", "0,2", "--repeats", "1", "--out", str(out)]
     result = benchmark.main(common + ["--plot", str(plot)])
     assert set(result["summary"]) == {"archetype", "off-archetype"}
@@ -42,3 +42,12 @@ def test_every_arm_runs_for_both_groups_writes_its_files_and_its_rows_summarise_
     assert "| arm \\ actions |" in capsys.readouterr().out
     again = benchmark.main(common + ["--plot", "", "--rows-from", str(out / "taste_signals.both.rows.jsonl")])
     assert again["summary"] == result["summary"]
+    # 6 described training users: the description is read as learnt from them
+    priors = json.loads((out / "taste_signals.both.priors.json").read_text())
+    assert all(p["description_map"]["users"] == 6 for p in priors.values())
+    # the description arms alone, their other arms taken from the full run: the same summary
+    apart = tmp_path / "apart"
+    benchmark.main(common + ["--plot", "", "--out", str(apart), "--arms", "description,description+picks-4"])
+    merged = benchmark.main(common + ["--plot", "", "--out", str(apart), "--rows-from", str(apart / "taste_signals.both.rows.jsonl"),
+                                      "--arms-from", str(out / "taste_signals.both.rows.jsonl")])
+    assert merged["summary"] == result["summary"]

@@ -115,3 +115,49 @@ def test_a_user_with_nothing_to_learn_from_is_refused():
         train_user(FakeClient(), FakeStore(ratings=2), "ann", "bayes")
     with pytest.raises(ConfigurationError, match="signals must be"):
         train_user(FakeClient(), FakeStore(ratings=12), "ann", "bayes", signals=frozenset({"vibes"}))
+
+
+class ShiftedClient(FakeClient):
+    """Text embeddings on axes no image lies along: a zero-shot reading of a description says nothing."""
+
+    def embed_texts(self, texts):
+        axes = {"blue": 4, "yellow": 5, "clutter": 6, "an image": 7}
+        return TextEmbeddings(np.eye(DIM)[[axes[t] for t in texts]], np.ones(len(texts)))
+
+
+class CrowdStore(FakeStore):
+    """``ann`` with only a description, and other users who each describe one word and rate the
+    images along that word's image axis (blue: 0, yellow: 1, clutter: 2) high."""
+
+    LIKES = {"blue": 0, "yellow": 1, "clutter": 2}
+
+    def __init__(self, description, others=9):
+        super().__init__(description=description)
+        words = list(self.LIKES)
+        self.others = {f"u{k}": words[k % 3] for k in range(others)}
+
+    def users(self):
+        from types import SimpleNamespace
+        return [SimpleNamespace(name=n, ratings=30) for n in self.others]
+
+    def ratings(self, name):
+        if name not in self.others:
+            return super().ratings(name)
+        axis = self.LIKES[self.others[name]]
+        return [Rating(f"h{i}", Path(f"h{i}"), 8.0 if i % 3 == axis else 3.0, "test") for i in range(30)]
+
+    def description(self, name):
+        if name not in self.others:
+            return super().description(name)
+        return Description(1, f"I like {self.others[name]}", 0.0)
+
+
+def test_other_users_descriptions_teach_bayes_what_a_description_means():
+    trained = train_user(ShiftedClient(), CrowdStore("I like yellow"), "ann", "bayes")
+    scores = _scores(trained)
+    assert scores[1] > max(scores[0], scores[2])  # yellow-likers rate the axis-1 images high
+    reading = trained.params["description"]
+    assert reading["read"] == "learnt" and reading["from_users"] == 9 and reading["novelty"] < 0.1
+    # with too few described users the text alone is read, and says nothing about these images
+    few = train_user(ShiftedClient(), CrowdStore("I like yellow", others=2), "ann", "bayes")
+    assert few.params["description"]["read"] == "zero-shot"

@@ -48,7 +48,7 @@ def choose(store: UserStore, client, user: str, k: int, *, priors: PriorCache,
     answers = len(signals.ratings.y) + (len(signals.choices) if signals.choices is not None else 0)
     prior = priors.get(client, store, user, x_pool.shape[1], answers)
     posterior = bayes_posterior(prior, signals.ratings.x, signals.ratings.y, choices=signals.choices,
-                                direction=signals.direction)
+                                description=signals.description)
     slate = most_informative_slate(posterior, x_pool, k, rng or np.random.default_rng())
     return tuple(pool[i] for i in slate.indices), slate.why, slate.information
 

@@ -7,9 +7,15 @@ with a like cue (I like, love, prefer, ...) is liked, and a clause without a cue
 of the clause before it ("no yellow, clutter"), flipped after "but" ("no yellow but blue"); a new
 sentence (``;`` or ``.``) starts liked. Cues and filler words are stripped from the phrase.
 
-``description_direction`` embeds the phrases as text (CLIP text and image embeddings share a
-space) and returns the unit direction mean(liked) - mean(disliked); a side with no phrase is
-replaced by a neutral phrase, which removes what every text embedding has in common.
+``read_description`` embeds the phrases as text (CLIP text and image embeddings share a space)
+once, for two readings of them (``DescribedTaste``):
+
+- the zero-shot *direction*, the unit vector mean(liked) - mean(disliked) (``description_direction``;
+  a side with no phrase is replaced by a neutral phrase, which removes what every text embedding has
+  in common), used when nobody's description can teach more;
+- the *features*, sum(liked) - sum(disliked) of the unit phrase embeddings, additive in phrases, which
+  ``piaa.methods`` maps to a head with a map learnt from other users' descriptions and ratings (a
+  text tower may not know what "grainy" looks like, but people who say it rate alike).
 """
 
 from __future__ import annotations
@@ -81,14 +87,43 @@ def split_description(text: str) -> Phrases:
     return Phrases(tuple(likes), tuple(dislikes))
 
 
-def description_direction(phrases: Phrases, embed_texts: Callable[[list[str]], np.ndarray]) -> np.ndarray | None:
-    """The unit direction [D] from disliked to liked phrases in the text-image space, or None when
-    the description has no phrase. ``embed_texts`` maps texts to embeddings [N, D]."""
+@dataclass(frozen=True)
+class DescribedTaste:
+    """A description as the model reads it."""
+
+    phrases: Phrases
+    direction: np.ndarray
+    """[D] the zero-shot unit direction from disliked to liked phrases."""
+    features: np.ndarray
+    """[D] sum of the liked minus sum of the disliked unit phrase embeddings."""
+
+
+def _unit_rows(vectors) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float64)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def _readings(phrases: Phrases, vectors: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """(direction or None, features) from unit embeddings of likes, dislikes and ``NEUTRAL``, in that order."""
+    likes, dislikes, neutral = vectors[: len(phrases.likes)], vectors[len(phrases.likes):-1], vectors[-1]
+    features = likes.sum(axis=0) - dislikes.sum(axis=0)
+    direction = (likes.mean(axis=0) if len(likes) else neutral) - (dislikes.mean(axis=0) if len(dislikes) else neutral)
+    norm = float(np.linalg.norm(direction))
+    return (direction / norm if norm > 1e-9 else None), features
+
+
+def read_description(phrases: Phrases, embed_texts: Callable[[list[str]], np.ndarray]) -> DescribedTaste | None:
+    """Both readings of ``phrases`` (one ``embed_texts`` call: texts to embeddings [N, D]), or None
+    when the description has no phrase or its sides cancel."""
     if not phrases.likes and not phrases.dislikes:
         return None
-    likes, dislikes = list(phrases.likes) or [NEUTRAL], list(phrases.dislikes) or [NEUTRAL]
-    vectors = np.asarray(embed_texts(likes + dislikes), dtype=np.float64)
-    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    direction = vectors[: len(likes)].mean(axis=0) - vectors[len(likes):].mean(axis=0)
-    norm = float(np.linalg.norm(direction))
-    return direction / norm if norm > 1e-9 else None
+    vectors = _unit_rows(embed_texts([*phrases.likes, *phrases.dislikes, NEUTRAL]))
+    direction, features = _readings(phrases, vectors)
+    return None if direction is None else DescribedTaste(phrases, direction, features)
+
+
+def description_direction(phrases: Phrases, embed_texts: Callable[[list[str]], np.ndarray]) -> np.ndarray | None:
+    """The zero-shot unit direction [D] from disliked to liked phrases, or None when the description
+    has no phrase."""
+    described = read_description(phrases, embed_texts)
+    return None if described is None else described.direction

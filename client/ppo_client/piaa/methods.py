@@ -13,9 +13,20 @@ All methods work on unit-length CLIP embeddings and end in a ``PreferenceHead`` 
   resembles and how they differ from it, in the directions in which people are seen to differ; the
   bias column carries each user's personal offset (people grade on a curve). It learns from three
   signals at once: ratings (Gaussian likelihood), choices among shown images (multinomial logit,
-  ``piaa.choices``) and a description (a shift of every cluster's mean along the described
-  direction, ``piaa.description``). Each cluster's posterior is a Laplace approximation (exact with
-  ratings only), and clusters are re-weighted by their Laplace evidence.
+  ``piaa.choices``) and a description (``piaa.description``). Each cluster's posterior is a Laplace
+  approximation (exact with ratings only), and clusters are re-weighted by their Laplace evidence.
+
+  A description is read as a noisy measurement of the head: training users who have both a
+  description and ratings teach a map from a description's features to a head (kernel ridge, its
+  penalty chosen by leave-one-out) and how noisy it is (``DescriptionMap.kappa``, in units of the
+  prior covariance, estimated from the leave-one-out errors). The noise grows with how
+  unlike every training description a description is (the regression's own predictive variance),
+  so a taste the training users never voiced is trusted less. The description pulls every cluster
+  towards the head it predicts and narrows it; it does not re-weight the clusters (its measurement
+  lives in the few directions descriptions span, and scoring clusters on all of them made a wrong
+  first guess hard for later answers to undo: measured in ``benchmarks/taste_signals.py``). With
+  fewer described training users than ``MIN_DESCRIBED`` there is nothing to learn from, and the
+  description shifts the prior mean along its zero-shot CLIP direction instead.
 
 Hyperparameters each baseline depends on (knn's k, finetune's step count, bayes' shrinkage) are
 chosen on the training users at the same shot count, never on test users.
@@ -29,6 +40,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ppo_client.piaa.choices import ChoiceData, ChoiceModel, default_temperature, log_likelihood
+from ppo_client.piaa.description import DescribedTaste
 from ppo_client.piaa.head import PreferenceHead
 from ppo_client.piaa.metrics import spearman
 
@@ -36,14 +48,18 @@ METHODS = ("general", "knn", "finetune", "maml", "bayes")
 NEEDS_PRIOR = ("general", "finetune", "maml", "bayes")
 MULTI_SIGNAL = ("bayes",)
 """Methods that learn from choices and a description as well as ratings."""
+MIN_DESCRIBED = 5
+"""Training users with a description (and ratings) needed to learn what descriptions say."""
 
 
 @dataclass(frozen=True)
 class Task:
-    """One user's rated images: embeddings [n, D] and ratings [n]."""
+    """One user's rated images: embeddings [n, D] and ratings [n], and the features of their
+    description (``DescribedTaste.features``), if they gave one."""
 
     x: np.ndarray
     y: np.ndarray
+    description: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -71,8 +87,10 @@ class MethodConfig:
     bayes_tie_weight: float = 0.5
     """Davidson's nu for "same" answers (``ChoiceModel.tie_weight``)."""
     bayes_description_strength: float = 2.0
-    """How far a description moves the prior mean along its direction, in prior standard deviations
-    of the head along that direction. A default: no training user has a description to learn it from."""
+    """Without described training users: how far a description moves the prior mean along its
+    zero-shot direction, in prior standard deviations of the head along it (a default, learnt from
+    nobody)."""
+    bayes_description_ridge_grid: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0)
     bayes_newton_steps: int = 50
     tuning_tasks: int = 60
     """Simulated few-shot tasks drawn from training users to choose hyperparameters."""
@@ -95,6 +113,38 @@ class Priors:
     """Spread of heads around their cluster's centre (shrunk towards isotropic)."""
     bayes_noise: float = 1.0
     bayes_shrinkage: float = 0.0
+    bayes_description: "DescriptionMap | None" = None
+
+
+@dataclass(frozen=True)
+class DescriptionMap:
+    """What training users' descriptions say about their heads."""
+
+    features: np.ndarray
+    """[U, D] the described training users' description features."""
+    coefficients: np.ndarray
+    """[U, D + 1] kernel ridge coefficients (``_kernel``)."""
+    ridge: float
+    kappa: float
+    """The predicted head's noise covariance for a typical training description, as a multiple of
+    the prior covariance."""
+    gram_inverse: np.ndarray
+    """[U, U] (features features^T + ridge I)^-1."""
+    typical_novelty: float
+    """The median leave-one-out novelty of the training descriptions."""
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """The head [D + 1] a description with these features predicts."""
+        return _kernel(self.features, np.asarray(features, dtype=np.float64)[None])[:, 0] @ self.coefficients
+
+    def novelty(self, features: np.ndarray) -> float:
+        """The share of the description's features that the training descriptions leave unexplained
+        (the linear kernel's predictive variance over its prior variance, 0 to 1)."""
+        return _novelty(np.asarray(features, dtype=np.float64), self.features, self.gram_inverse)
+
+    def noise(self, features: np.ndarray) -> float:
+        """``kappa`` for this description: larger the less like the training descriptions it is."""
+        return self.kappa * max(self.novelty(features), 1e-3) / max(self.typical_novelty, 1e-3)
 
 
 def design(x: np.ndarray) -> np.ndarray:
@@ -227,27 +277,57 @@ def description_shift(priors: Priors, direction: np.ndarray, strength: float) ->
     return strength * spread * d
 
 
+@dataclass(frozen=True)
+class _Mixture:
+    means: np.ndarray
+    covariance: np.ndarray
+    log_weights: np.ndarray
+
+
+def _measured(mixture: _Mixture, target: np.ndarray, kappa: float) -> _Mixture:
+    """The mixture after observing ``target`` = head + N(0, kappa * covariance), per cluster, the
+    cluster weights kept (see the module's docstring)."""
+    offsets = target - mixture.means
+    return _Mixture(mixture.means + offsets / (1.0 + kappa), mixture.covariance * (kappa / (1.0 + kappa)),
+                    mixture.log_weights)
+
+
+def _prior_mixture(priors: Priors, description: DescribedTaste | None, config: MethodConfig) -> _Mixture:
+    mixture = _Mixture(priors.bayes_means, priors.bayes_covariance, np.log(priors.bayes_weights + 1e-12))
+    if description is None:
+        return mixture
+    learnt = priors.bayes_description
+    if learnt is None:
+        shift = description_shift(priors, description.direction, config.bayes_description_strength)
+        return _Mixture(mixture.means + shift, mixture.covariance, mixture.log_weights)
+    return _measured(mixture, learnt.predict(description.features), learnt.noise(description.features))
+
+
 def bayes_posterior(priors: Priors, x: np.ndarray, y: np.ndarray, *, choices: ChoiceData | None = None,
-                    direction: np.ndarray | None = None, config: MethodConfig = MethodConfig()) -> BayesPosterior:
-    """The user's posterior from ratings (``x``, ``y``), choices and a description direction (any of
-    them may be empty); with ratings only it is the exact conjugate posterior."""
-    a, noise, covariance = design(x), priors.bayes_noise, priors.bayes_covariance
+                    description: DescribedTaste | None = None, config: MethodConfig = MethodConfig()) -> BayesPosterior:
+    """The user's posterior from ratings (``x``, ``y``), choices and a description (any of them may
+    be empty); with ratings only it is the exact conjugate posterior."""
+    return _mixture_posterior(_prior_mixture(priors, description, config), priors.bayes_noise, x, y, choices, config)
+
+
+def _mixture_posterior(mixture: _Mixture, noise: float, x: np.ndarray, y: np.ndarray, choices: ChoiceData | None,
+                       config: MethodConfig) -> BayesPosterior:
+    a, covariance, means = design(x), mixture.covariance, mixture.means
     y = np.asarray(y, dtype=np.float64)
     precision = np.linalg.inv(covariance)
     _, prior_logdet = np.linalg.slogdet(covariance)
-    means = priors.bayes_means
-    if direction is not None:
-        means = means + description_shift(priors, direction, config.bayes_description_strength)
+    prior_weights = np.exp(mixture.log_weights - mixture.log_weights.max())
+    prior_weights /= prior_weights.sum()
     has_choices = choices is not None and len(choices) > 0
     temperatures = ([f * default_temperature(noise) for f in config.bayes_temperature_factors]
                     if has_choices else [None])
     best = None
     for temperature in temperatures:
-        model = ChoiceModel(temperature, config.bayes_tie_weight, reference=float(means[:, -1] @ priors.bayes_weights)) \
+        model = ChoiceModel(temperature, config.bayes_tie_weight, reference=float(means[:, -1] @ prior_weights)) \
             if temperature else None
         fits = [_laplace(mean, precision, prior_logdet, a, y, noise, choices if has_choices else None, model,
                          config.bayes_newton_steps) for mean in means]
-        log_weights = np.log(priors.bayes_weights + 1e-12) + np.array([f.log_evidence for f in fits])
+        log_weights = mixture.log_weights + np.array([f.log_evidence for f in fits])
         total = float(log_weights.max() + np.log(np.exp(log_weights - log_weights.max()).sum()))
         if best is None or total > best[0] + 1e-9:
             best = (total, temperature, fits, log_weights)
@@ -276,15 +356,15 @@ def lone_bayes_priors(dim: int, *, rating_mean: float = 5.5, weight_sd: float = 
 
 
 def adapt(method: str, priors: Priors | None, x: np.ndarray, y: np.ndarray, config: MethodConfig = MethodConfig(),
-          *, choices: ChoiceData | None = None, direction: np.ndarray | None = None) -> PreferenceHead:
+          *, choices: ChoiceData | None = None, description: DescribedTaste | None = None) -> PreferenceHead:
     """The user's head from their ratings (``x`` embeddings, ``y`` ratings) and the priors; ``bayes``
-    also from choices and a description's direction (``piaa.description``)."""
+    also from choices and a description (``piaa.description``)."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if method in NEEDS_PRIOR and priors is None:
         raise ValueError(f"method {method!r} needs priors learned from other users")
-    for signal, given in (("choices", choices is not None and len(choices) > 0), ("description", direction is not None)):
+    for signal, given in (("choices", choices is not None and len(choices) > 0), ("description", description is not None)):
         if given and method not in MULTI_SIGNAL:
             raise ValueError(f"method {method!r} cannot learn from {signal}; only {', '.join(MULTI_SIGNAL)} can")
     meta = {"shots": int(len(y))}
@@ -298,13 +378,13 @@ def adapt(method: str, priors: Priors | None, x: np.ndarray, y: np.ndarray, conf
     if method == "maml":
         theta, _ = _inner(priors.maml, design(x), y, config.maml_inner_steps, config.maml_inner_lr)
         return _linear_head(theta, "maml", **meta)
-    return adapt_bayes(priors, x, y, config, choices=choices, direction=direction)[0]
+    return adapt_bayes(priors, x, y, config, choices=choices, description=description)[0]
 
 
 def adapt_bayes(priors: Priors, x: np.ndarray, y: np.ndarray, config: MethodConfig = MethodConfig(), *,
-                choices: ChoiceData | None = None, direction: np.ndarray | None = None) -> tuple[PreferenceHead, BayesPosterior]:
+                choices: ChoiceData | None = None, description: DescribedTaste | None = None) -> tuple[PreferenceHead, BayesPosterior]:
     """``bayes``' head (the posterior mean) and the posterior it comes from."""
-    posterior = bayes_posterior(priors, x, y, choices=choices, direction=direction, config=config)
+    posterior = bayes_posterior(priors, x, y, choices=choices, description=description, config=config)
     meta = {"shots": int(len(y))}
     if choices is not None and len(choices):
         meta["choices"] = len(choices)
@@ -416,7 +496,68 @@ def _fit_bayes(tasks: Sequence[Task], shots: int, general: np.ndarray, config: M
 
     clusters, shrinkage = _choose(grid, held_out, predict)
     heads, noise = _user_heads(tasks, config.bayes_user_ridge)
-    return {"bayes_noise": noise, "bayes_shrinkage": float(shrinkage), **_bayes_prior(heads, clusters, shrinkage, config.seed)}
+    fields = {"bayes_noise": noise, "bayes_shrinkage": float(shrinkage), **_bayes_prior(heads, clusters, shrinkage, config.seed)}
+    described = [i for i, t in enumerate(tasks) if t.description is not None]
+    if len(described) >= MIN_DESCRIBED:
+        fields["bayes_description"] = _fit_description_map([tasks[i] for i in described], heads[described],
+                                                           fields["bayes_covariance"], config)
+    return fields
+
+
+def _novelty(features: np.ndarray, known: np.ndarray, gram_inverse: np.ndarray) -> float:
+    energy = float(features @ features)
+    if energy <= 1e-12:
+        return 1.0
+    k = known @ features
+    return float(np.clip((energy - k @ gram_inverse @ k) / energy, 0.0, 1.0))
+
+
+INTERCEPT = 1e4
+"""The constant feature's kernel weight: large, so the intercept (the mean head) is all but unpenalized."""
+
+
+def _kernel(known: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """[U, N] the linear kernel with a constant feature, so the map has an intercept."""
+    return known @ features.T + INTERCEPT
+
+
+def _loo_heads(features: np.ndarray, heads: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel ridge from features to heads: (coefficients, each user's leave-one-out prediction of
+    their own head), the latter exact by the linear smoother's closed form."""
+    kernel = _kernel(features, features)
+    inverse = np.linalg.inv(kernel + ridge * np.eye(len(kernel)))
+    smoother = kernel @ inverse
+    leverage = np.clip(np.diag(smoother), 0.0, 1.0 - 1e-9)[:, None]
+    return inverse @ heads, (smoother @ heads - leverage * heads) / (1.0 - leverage)
+
+
+def _fit_description_map(tasks: Sequence[Task], heads: np.ndarray, covariance: np.ndarray,
+                         config: MethodConfig) -> DescriptionMap:
+    """The map from description features to heads, its penalty chosen by how well each user's
+    leave-one-out predicted head ranks their own ratings, and ``kappa`` by maximum likelihood from
+    the leave-one-out errors: the median of |predicted - own head|^2 / trace(prior covariance),
+    each divided by that description's own novelty scale (so nobody's own head helps predict them,
+    and the noise does not depend on how many answers come after, unlike a choice made on
+    few-shot episodes, which swung from 0.1 to 10 between shot counts)."""
+    features = np.stack([t.description for t in tasks]).astype(np.float64)
+
+    def loo_quality(ridge):
+        _, predicted = _loo_heads(features, heads, ridge)
+        return float(np.mean([spearman(design(t.x) @ h, t.y) for t, h in zip(tasks, predicted)]))
+
+    ridge = max(config.bayes_description_ridge_grid, key=loo_quality)
+    coefficients, predicted = _loo_heads(features, heads, ridge)
+    gram_inverse = np.linalg.inv(features @ features.T + ridge * np.eye(len(features)))
+    # each user's novelty against the others: how far their own description is from everybody else's
+    novelty = []
+    for i in range(len(features)):
+        others = np.delete(features, i, axis=0)
+        novelty.append(_novelty(features[i], others, np.linalg.inv(others @ others.T + ridge * np.eye(len(others)))))
+    typical = float(np.median(novelty))
+    errors = ((predicted - heads) ** 2).sum(axis=1) / np.trace(covariance)
+    scales = np.maximum(novelty, 1e-3) / max(typical, 1e-3)
+    kappa = float(np.median(errors / scales))
+    return DescriptionMap(features, coefficients, float(ridge), kappa, gram_inverse, typical)
 
 
 def fit_priors(tasks: Sequence[Task], shots: int, methods: Sequence[str], config: MethodConfig = MethodConfig()) -> Priors:

@@ -16,7 +16,7 @@ import numpy as np
 from ppo_client.errors import ConfigurationError, StoreError
 from ppo_client.piaa import choices as choice_model
 from ppo_client.piaa.choices import ChoiceData
-from ppo_client.piaa.description import Phrases, description_direction, split_description
+from ppo_client.piaa.description import DescribedTaste, read_description, split_description
 from ppo_client.piaa.embeddings import embed_files, sac_users
 from ppo_client.piaa.head import PreferenceHead
 from ppo_client.piaa.methods import (MULTI_SIGNAL, NEEDS_PRIOR, MethodConfig, Priors, Task, adapt, adapt_bayes,
@@ -33,13 +33,11 @@ SIGNALS = ("ratings", "choices", "description")
 
 @dataclass(frozen=True)
 class UserSignals:
-    """What a user has taught: ratings (possibly none), choices and a description's direction."""
+    """What a user has taught: ratings (possibly none), choices and a description."""
 
     ratings: Task
     choices: ChoiceData | None = None
-    phrases: Phrases | None = None
-    direction: np.ndarray | None = None
-    """The unit like-minus-dislike direction of the description in the embedding space."""
+    description: DescribedTaste | None = None
     description_version: int | None = None
 
 
@@ -83,18 +81,17 @@ def user_choices(client, store: UserStore, name: str) -> ChoiceData | None:
     return ChoiceData(x, tuple(shown_rows), tuple(answers))
 
 
-def user_description(client, store: UserStore, name: str) -> tuple[int, Phrases, np.ndarray] | None:
-    """The user's latest description: its version, its phrases and their direction through the
-    served ``clip_text`` model (None: no description, or no phrase in it)."""
+def user_description(client, store: UserStore, name: str) -> tuple[int, DescribedTaste] | None:
+    """The user's latest description: its version and its reading through the served ``clip_text``
+    model (None: no description, or no phrase in it)."""
     description = store.description(name)
     if description is None:
         return None
-    phrases = split_description(description.text)
-    direction = description_direction(phrases, lambda texts: client.embed_texts(texts).embeddings)
-    if direction is None:
+    described = read_description(split_description(description.text), lambda texts: client.embed_texts(texts).embeddings)
+    if described is None:
         logger.warning("the description of %s has no phrase to learn from: %r", name, description.text)
         return None
-    return description.version, phrases, direction
+    return description.version, described
 
 
 def _requested(signals: frozenset[str] | None) -> frozenset[str]:
@@ -124,22 +121,27 @@ def user_signals(client, store: UserStore, name: str, method: str, signals: froz
     choices = user_choices(client, store, name) if "choices" in requested else None
     description = user_description(client, store, name) if "description" in requested else None
     if ratings is None:
-        dim = choices.x.shape[1] if choices is not None else (len(description[2]) if description else client.encoder_info().dim)
+        dim = choices.x.shape[1] if choices is not None else (len(description[1].features) if description else client.encoder_info().dim)
         ratings = Task(np.zeros((0, dim)), np.zeros(0))
     if description is None:
         return UserSignals(ratings, choices)
-    return UserSignals(ratings, choices, description[1], description[2], description[0])
+    return UserSignals(ratings, choices, description[1], description[0])
 
 
 def prior_tasks(client, store: UserStore, name: str, prior_sac: Path | None, images_root: Path | None) -> list[Task]:
-    """Training users for the priors: a SAC-format set if given, else every other user in the store."""
+    """Training users for the priors: a SAC-format set if given, else every other user in the store
+    with their description, if any (what teaches ``bayes`` to read descriptions)."""
     if prior_sac is not None:
         # the user's own rater, if they were imported from this very file, must not shape their prior
         own = {r.source.rsplit(":", 1)[-1] for r in store.ratings(name) if r.source.startswith(f"sac:{Path(prior_sac).name}:")}
         users, embeddings = sac_users(read_sac(prior_sac), images_root or Path(prior_sac).parent, client, store)
         return [Task(embeddings[u.rows], u.ratings) for u in users if str(u.uid) not in own]
     others = [u.name for u in store.users() if u.name != name and u.ratings >= MIN_RATINGS]
-    return [user_task(client, store, other) for other in others]
+    tasks = []
+    for other in others:
+        task, described = user_task(client, store, other), user_description(client, store, other)
+        tasks.append(task if described is None else Task(task.x, task.y, described[1].features))
+    return tasks
 
 
 def priors_for(method: str, tasks: list[Task], shots: int, dim: int, config: MethodConfig = MethodConfig()) -> Priors | None:
@@ -159,7 +161,7 @@ def _cross_validated(method: str, task: Task, tasks: list[Task], config: MethodC
     n = len(task.y)
     if n < MIN_RATINGS:
         return {"cv_srocc": None, "cv_mae": None, "cv_folds": 0}
-    extra = {} if user is None else {"choices": user.choices, "direction": user.direction}
+    extra = {} if user is None else {"choices": user.choices, "description": user.description}
     order = np.random.default_rng(config.seed).permutation(n)
     predicted = np.zeros(n)
     for fold in np.array_split(order, min(CV_FOLDS, n)):
@@ -183,7 +185,7 @@ def _cross_validated_choices(priors: Priors, user: UserSignals, config: MethodCo
     for fold in folds:
         train = choices.subset(np.setdiff1d(order, fold))
         head, _ = adapt_bayes(priors, user.ratings.x, user.ratings.y, config,
-                              choices=train if len(train) else None, direction=user.direction)
+                              choices=train if len(train) else None, description=user.description)
         held_out = choices.subset(fold)
         accuracy = choice_model.accuracy(head.score, held_out)
         if accuracy is not None:
@@ -202,7 +204,7 @@ def train_user(
     task = user.ratings
     choice_count = len(user.choices) if user.choices is not None else 0
     if method in MULTI_SIGNAL:
-        if len(task.y) < MIN_RATINGS and not choice_count and user.direction is None:
+        if len(task.y) < MIN_RATINGS and not choice_count and user.description is None:
             raise StoreError(f"user {name!r} has {len(task.y)} ratings and no choice or description to learn from; "
                              f"training needs at least {MIN_RATINGS} ratings, some choices or a description")
     elif len(task.y) < MIN_RATINGS:
@@ -226,7 +228,7 @@ def train_user(
     params = {"seed": config.seed, "ratings": int(len(task.y)), "prior_users": len(tasks),
               "prior": str(prior_sac) if prior_sac else ("store" if len(tasks) >= 2 or method not in NEEDS_PRIOR else "weak")}
     if method in MULTI_SIGNAL:
-        head, posterior = adapt_bayes(priors, task.x, task.y, config, choices=user.choices, direction=user.direction)
+        head, posterior = adapt_bayes(priors, task.x, task.y, config, choices=user.choices, description=user.description)
         covariance = posterior.total_covariance
         metrics.update(_cross_validated_choices(priors, user, config))
         params["choices"] = choice_count
@@ -234,11 +236,14 @@ def train_user(
             used.append("choices")
             params["choice_outcomes"] = user.choices.counts
             params["choice_temperature"] = posterior.temperature
-        if user.direction is not None:
+        if user.description is not None:
             used.append("description")
-            params["description"] = {"version": user.description_version, "likes": list(user.phrases.likes),
-                                     "dislikes": list(user.phrases.dislikes),
-                                     "strength": config.bayes_description_strength}
+            phrases, learnt = user.description.phrases, priors.bayes_description
+            reading = ({"read": "zero-shot", "strength": config.bayes_description_strength} if learnt is None else
+                       {"read": "learnt", "from_users": int(len(learnt.features)), "kappa": learnt.noise(user.description.features),
+                        "novelty": learnt.novelty(user.description.features)})
+            params["description"] = {"version": user.description_version, "likes": list(phrases.likes),
+                                     "dislikes": list(phrases.dislikes), **reading}
     else:
         head = adapt(method, priors, task.x, task.y, config)
     params["signals"] = used
