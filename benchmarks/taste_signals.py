@@ -285,6 +285,31 @@ def targets(summary: dict) -> list[dict]:
              "passed": None if value is None else bool(value >= threshold)} for name, value, threshold, arm in rows]
 
 
+def ceiling(args) -> dict:
+    """What a linear head on the demo CLIP's image embedding can reach at all: ridge heads fitted to
+    each test persona's noise-free true scores on the training scenes plus the first
+    ``test_images - held_out`` test scenes, scored (SROCC against true taste) on the last ``held_out``
+    test scenes, by ridge penalty."""
+    embed_images, _ = demo_clip()
+    train = make_scenes(range(TRAIN_SEED_BASE, TRAIN_SEED_BASE + args.train_images), embed_images)
+    test = make_scenes(range(TEST_SEED_BASE, TEST_SEED_BASE + args.test_images), embed_images)
+    cut = args.test_images - args.held_out
+    fit_x, fit_attrs = np.vstack([train.x, test.x[:cut]]), np.vstack([train.attrs, test.attrs[:cut]])
+    a = design(fit_x)
+    groups = {"archetype": archetype_personas(args.personas, args.seed),
+              "off-archetype": off_archetype_personas(args.off_personas, args.seed, test.attrs)}
+    result = {"fit_scenes": int(len(fit_x)), "held_out": args.held_out, "by_ridge": {}}
+    for ridge in (0.01, 0.1, 1.0):
+        result["by_ridge"][str(ridge)] = {}
+        for group, people in groups.items():
+            scores = []
+            for persona in people:
+                theta = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ true_scores(persona, fit_attrs))
+                scores.append(spearman(design(test.x[cut:]) @ theta, true_scores(persona, test.attrs[cut:])))
+            result["by_ridge"][str(ridge)][group] = {"mean": float(np.mean(scores)), "sd": float(np.std(scores))}
+    return result
+
+
 def _prior_summary(p: Priors) -> dict:
     learnt = p.bayes_description
     return {"clusters": int(len(p.bayes_weights)), "shrinkage": p.bayes_shrinkage, "noise_variance": p.bayes_noise,
@@ -503,10 +528,18 @@ def main(argv: list[str] | None = None) -> dict:
                         help="run nothing: summarise these earlier runs' per-persona rows (same other options)")
     parser.add_argument("--arms-from", nargs="+", default=None, metavar="ROWS_JSONL",
                         help="with --rows-from: take the arms a persona's row lacks from its row in these files")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="run nothing else: how well noise-free linear heads on the image embedding rank held-out scenes")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--plot", default=str(PLOT))
     args = parser.parse_args(argv)
     args.off_personas = args.personas if args.off_personas is None else args.off_personas
+    if args.ceiling:
+        result = ceiling(args)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "taste_signals.ceiling.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return result
     args.budget_list = sorted({int(b) for b in args.budgets.split(",")})
     args.arm_list = [a for a in args.arms.split(",") if a]
     unknown = [a for a in args.arm_list if a not in ARMS]
