@@ -11,6 +11,7 @@ half and come with Wilson 95% intervals over all pairs of an arm.
 
     make demo                                           # the demo rating set, reused here
     python benchmarks/blind_comparison.py               # llm s+p and random, 8 users x 2 prompts
+    python benchmarks/blind_comparison.py --optimizers mix --screen 4 --work build/blind-mix   # another arm
 
 Results: ``benchmarks/results/app/blind_comparison.{json,md}``. Run folders and the store are kept
 under ``--work``, so the same command again resumes a stopped benchmark.
@@ -139,6 +140,7 @@ def run(args) -> dict:
         arms = args.optimizers.split(",")
         argv = ["experiment", "--users", ",".join(users), "--optimizers", ",".join(arms), "--contexts", args.context,
                 "--iterations", str(args.iterations), "--n-prompts", "4", "--seeds", "2", "--steps", "20",
+                "--screens", str(args.screen), "--explore", str(args.explore), "--preview-steps", str(args.preview_steps),
                 "--out", str(work / "experiment"), "--parallel", str(args.parallel), "--store", str(store), "--url", url]
         for prompt in PROMPTS[: args.prompts]:
             argv += ["--prompt", prompt]
@@ -199,7 +201,10 @@ def main() -> None:
     world_arguments(parser, work="build/blind", out=RESULTS)
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--optimizers", default="llm,random")
-    parser.add_argument("--context", default="s+p", help="for the llm optimizer")
+    parser.add_argument("--context", default="s+p", help="for the llm and mix optimizers")
+    parser.add_argument("--screen", type=int, default=0, help="K of every arm's screen (0: off; mix needs 2 or more)")
+    parser.add_argument("--explore", type=float, default=1.0, help="the screen's UCB weight (0: greedy)")
+    parser.add_argument("--preview-steps", type=int, default=0, help="preview steps (0: off)")
     args = parser.parse_args()
     result = run(args)
     write_results(Path(args.out), "blind_comparison", result, markdown(result))

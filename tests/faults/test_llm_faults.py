@@ -287,6 +287,7 @@ class WordRenderer:
     """Renders nothing: scores a prompt by its length."""
 
     server_seconds = 0.0
+    scheduler = "euler"
 
     def render(self, prompts, folder, iteration):
         return [RenderedPrompt(prompt=p, scores=[float(len(p))], score=float(len(p)), images=["a.png"], best=0,

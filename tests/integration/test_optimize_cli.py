@@ -93,6 +93,23 @@ def test_the_llm_optimizer_with_feedback_runs_on_the_local_llm(triton_server, st
     assert set(processes_mentioning("llama_cpp.server")) <= llm_servers_before
 
 
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_the_mix_optimizer_runs_on_the_local_llm_and_names_every_prompts_proposer(triton_server, store, tmp_path, capsys):
+    run = tmp_path / "mix"
+    args = ["--user", "ana", "--prompt", "a red cat on a blue sofa", "--iterations", "1", "--n-prompts", "2",
+            "--seeds", "1", "--optimizer", "mix", "--context", "s+p", "--screen", "4", "--run-dir", str(run),
+            "--subject-guard", "0"]
+    assert optimize(triton_server, store, *args) == 0
+    records = [json.loads(line) for line in (run / "iterations.jsonl").read_text().splitlines()]
+    for record in records:
+        assert set(record["pool"]) == {"llm", "evo", "ga", "random"}
+        assert sum(v["candidates"] for v in record["pool"].values()) == 8  # K x N, whatever the LLM gave
+        assert all(p["proposer"] in record["pool"] for p in record["prompts"] if not p.get("initial"))
+    assert {c["purpose"] for c in records[1]["llm_calls"]} <= {"propose", "evolve"}
+    assert any(c["purpose"] == "evolve" for r in records for c in r["llm_calls"])
+    assert "rendered prompts by proposer" in capsys.readouterr().err
+
+
 def test_a_server_that_goes_away_mid_run_loses_no_finished_iteration(triton_server, tiny_repository, store, tmp_path):
     import subprocess
     import sys
@@ -155,3 +172,37 @@ def test_a_user_linked_to_a_virtual_user_gets_the_true_taste_of_every_image(trit
         with UserStore(store) as users:
             with users.transaction() as db:
                 db.execute("DELETE FROM demo_personas")
+
+
+def test_previews_cost_fewer_unet_evaluations_and_a_chosen_prompt_renders_as_it_would_alone(triton_server, store, tmp_path):
+    """The recorded cost is what the served UNet did (its statistics), a preview costs fewer UNet
+    evaluations than a full render, and the full render of a previewed candidate is the image that
+    prompt gives at that seed when generated on its own."""
+    import httpx
+
+    from ppo_client.generation import GenerationRequest
+    from ppo_client.txt2img import Txt2ImgClient
+
+    def unet_rows():
+        stats = httpx.get(f"{triton_server.http_url}/v2/models/unet/stats", timeout=10).json()["model_stats"][0]
+        return stats["inference_count"]
+
+    run = tmp_path / "run"
+    before = unet_rows()
+    assert optimize(triton_server, store, "--user", "ana", "--prompt", "a red cat", "--iterations", "1", "--n-prompts", "2",
+                    "--seeds", "2", "--optimizer", "ga", "--screen", "3", "--preview-steps", "1", "--steps", "3",
+                    "--guidance", "3", "--run-dir", str(run), "--subject-guard", "0") == 0
+    served = unet_rows() - before
+    records = [json.loads(line) for line in (run / "iterations.jsonl").read_text().splitlines()]
+    assert served == sum(r["cost"]["total_unet"] for r in records)
+    for r in records:
+        cost = r["cost"]
+        assert len(r["preview"]["prompts"]) == 4 and cost["preview_images"] == 8  # preview x N, 2 seeds each
+        assert cost["preview_unet"] == 1 * 8 * 2 and cost["scheduler"] in ("pndm", "PNDMScheduler") and cost["preview_unet"] / cost["preview_images"] < cost["unet"] / cost["images"]
+    chosen = records[1]["prompts"][0]
+    assert chosen["prompt"] in records[1]["preview"]["prompts"] and chosen["preview_score"] is not None
+    with Txt2ImgClient(triton_server.grpc_url) as client:
+        for j, seed in enumerate(records[1]["seeds"]):
+            alone = np.asarray(client.generate(GenerationRequest(chosen["prompt"], seed=seed, steps=3, guidance_scale=3)), np.int16)
+            saved = np.asarray(Image.open(run / chosen["images"][j]).convert("RGB"), np.int16)
+            assert np.abs(alone - saved).max() <= 1  # batch shapes may move a value by 1/255 on a CPU

@@ -170,6 +170,8 @@ def test_a_run_configuration_round_trips_through_json_with_its_enums():
 class FakeRenderer:
     """Scores a prompt by how many of the words 'bright' and 'pastel' it has; 'true' taste likes 'pastel' only."""
 
+    scheduler = "pndm"
+
     def __init__(self):
         self.rendered = []
         self.server_seconds = 0.0

@@ -149,3 +149,41 @@ def test_the_experiment_grid_takes_screens_as_one_more_column():
     assert {a.screen for a in grid if "screen" in a.label} == {4}
     row = {"runs": 2, "llm_s": 1.0, "render_s": 2.0, "screen_calibration": {"mean": 0.41, "std": 0.1}}
     assert "screen_calibration" in markdown({"ga +screen4": row}, general=False) and "0.41 ± 0.10" in markdown({"ga +screen4": row}, general=False)
+
+
+def test_the_acquisition_prefers_the_uncertain_candidate_when_means_tie():
+    texts = unit(np.eye(3, dtype=np.float32))
+    mean = np.array([5.0, 5.0, 1.0])
+    cov = np.diag([0.1, 2.0, 0.1])
+    assert screen.acquire(mean, cov, 0.01, texts, 1, exploration=1.0) == [1]
+    assert screen.acquire(mean, cov, 0.01, texts, 1, exploration=0.0) == [0]  # greedy: the first of the tie
+
+
+def test_the_acquisition_picks_a_diverse_batch_without_near_copies():
+    rng = np.random.default_rng(0)
+    d = 32
+    base = unit(rng.normal(size=(6, d)))
+    # three near-copies of the best idea, then distinct ideas a little worse
+    texts = unit(np.vstack([base[0] + 0.01 * rng.normal(size=(3, d)), base[1:]])).astype(np.float32)
+    mean = np.array([6.0, 5.99, 5.98, 5.5, 5.4, 5.3, 1.0, 0.5])
+    head = PreferenceHead.linear(np.zeros(d, np.float32), 0.0)
+    predictor = screen.fit(head, texts[:0], np.zeros(0))
+    _, cov, noise = predictor.posterior(texts)
+    chosen = screen.acquire(mean, cov, noise, texts, 4, exploration=1.0)
+    assert chosen[0] in (0, 1, 2) and len({0, 1, 2} & set(chosen)) == 1
+    similarity = texts[chosen] @ texts[chosen].T
+    assert similarity[~np.eye(4, dtype=bool)].max() < 0.9
+    # the greedy choice skips exact near-copies only; the batch penalty also spreads a looser cluster
+    assert len(set(chosen)) == 4
+
+
+def test_the_posterior_is_sure_of_what_was_rendered_and_unsure_of_what_is_new():
+    rng = np.random.default_rng(1)
+    d = 16
+    head = PreferenceHead.linear(unit(rng.normal(size=d)).astype(np.float32), 0.0)
+    texts = unit(rng.normal(size=(30, d))).astype(np.float32)
+    scores = rng.normal(size=30)
+    predictor = screen.fit(head, texts[:20], scores[:20])
+    _, cov, noise = predictor.posterior(texts)
+    sd = np.sqrt(np.diag(cov))
+    assert sd[:20].mean() < sd[20:].mean() and noise > 0

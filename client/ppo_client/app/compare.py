@@ -54,11 +54,11 @@ def wilson(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def best_prompt(folder: Path) -> tuple[dict, str]:
-    from ppo_client.optimize.folder import CONFIG, read_records
+    from ppo_client.optimize.folder import CONFIG, finished, read_records
 
     config = json.loads((folder / CONFIG).read_text())["config"]
     records = read_records(folder)
-    if len(records) <= config["iterations"]:
+    if not finished(config, records):
         raise OptimizationError("the run has not finished; compare it once it has")
     rewrites = [p for r in records for p in r.prompts if p.prompt != config["prompt"]]
     if not rewrites:

@@ -14,7 +14,16 @@ from ppo_client.app import compare
 from ppo_client.app.fields import MAX_BODY_BYTES, MAX_TEXT_CHARS
 from ppo_client.app.queue import ORDERS
 from ppo_client.app.runs import APP_RUN
-from ppo_client.optimize.config import MAX_ITERATIONS, MAX_PROMPT_CHARS, MAX_PROMPTS, MAX_SEED, Context, Optimizer
+from ppo_client.optimize.config import (
+    MAX_EXPLORATION,
+    MAX_ITERATIONS,
+    MAX_PROMPT_CHARS,
+    MAX_PROMPTS,
+    MAX_SCREEN,
+    MAX_SEED,
+    Context,
+    Optimizer,
+)
 from ppo_client.piaa.methods import METHODS
 from ppo_client.piaa.training import SIGNALS
 from ppo_client.store import CHOICE_OUTCOMES, MAX_DESCRIPTION_CHARS, MAX_NAME_LENGTH, MAX_SHOWN, MIN_SHOWN
@@ -161,6 +170,12 @@ RUN_REQUEST = _object({
     "steps": {"type": "integer", "minimum": contract.MIN_STEPS, "maximum": contract.MAX_STEPS, "default": APP_RUN.steps},
     "guidance_scale": {"type": "number", "minimum": 0, "maximum": contract.MAX_GUIDANCE_SCALE, "default": APP_RUN.guidance_scale},
     "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED, "default": APP_RUN.seed},
+    "screen": {"type": "integer", "minimum": 0, "maximum": MAX_SCREEN, "default": APP_RUN.screen,
+               "description": "K: propose K x N candidates and render the N the screen chooses (0: off; the mix needs 2 or more)"},
+    "exploration": {"type": "number", "minimum": 0, "maximum": MAX_EXPLORATION, "default": APP_RUN.exploration,
+                    "description": "the screen's UCB weight (0: the best predicted)"},
+    "preview_steps": {"type": "integer", "minimum": 0, "maximum": contract.MAX_STEPS, "default": APP_RUN.preview_steps,
+                      "description": "preview the screen's shortlist at this many steps and render the best in full (0: off)"},
 }, required=("prompt",))
 
 PATHS = {

@@ -100,7 +100,7 @@ class RunManager:
 
     def status(self, run_id: str) -> dict:
         """What the run folder holds so far, with whether this app is working on it."""
-        from ppo_client.optimize.folder import CONFIG, SUMMARY, read_records
+        from ppo_client.optimize.folder import CONFIG, SUMMARY, finished, read_records
 
         folder = self.folder(run_id)
         config = json.loads((folder / CONFIG).read_text())["config"]
@@ -111,7 +111,7 @@ class RunManager:
             iterations.append({"iteration": record.iteration, "best_prompt": best.prompt, "best_score": best.score,
                                "best_image": f"{run_id}/{best.best_image}"})
         summary = json.loads((folder / SUMMARY).read_text()) if (folder / SUMMARY).exists() else {}
-        done = len(records) > config["iterations"]
+        done = finished(config, records)
         state = "running" if self.running(run_id) else "finished" if done else "failed" if run_id in self._errors else "stopped"
         best = max(iterations, key=lambda i: i["best_score"]) if iterations else None
         return {

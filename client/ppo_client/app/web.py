@@ -51,7 +51,7 @@ HERE = Path(__file__).parent
 COOKIE = "ppo_token"
 MAX_BODY_BYTES = fields.MAX_BODY_BYTES
 IMAGE_HASH = re.compile(r"[0-9a-f]{64}")
-RUN_NUMBERS = ("iterations", "n_prompts", "seeds", "steps", "guidance_scale", "seed")
+RUN_NUMBERS = ("iterations", "n_prompts", "seeds", "steps", "guidance_scale", "seed", "screen", "exploration", "preview_steps")
 """The run settings a request may give besides its prompt, optimizer and context (``RunConfig.checked()`` judges them)."""
 
 
@@ -504,6 +504,8 @@ async def openapi_document(request: Request) -> Response:
 # --- pages ---
 
 TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
+TEMPLATES.env.globals.update(optimizers=[o.value for o in Optimizer], contexts=[c.value for c in Context], run_defaults=APP_RUN.to_dict())
+"""What the optimize page offers, with the app's run defaults selected."""
 TEMPLATES.env.filters["segment"] = lambda value: quote(str(value), safe="")
 """``{{ name | segment }}``: a value as one URL path segment (a user may be called ``a?b#c``)."""
 

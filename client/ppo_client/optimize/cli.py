@@ -39,7 +39,10 @@ def _run_shape(args) -> RunConfig:
     """The run flags shared by ``optimize`` and ``experiment``."""
     return RunConfig(iterations=args.iterations, n_prompts=args.n_prompts, seeds=args.seeds, steps=args.steps,
                      seed=args.seed, subject_guard=args.subject_guard, guidance_scale=args.guidance,
-                     structured_output=args.structured_output, subject_anchor=args.subject_anchor, screen=args.screen)
+                     structured_output=args.structured_output, subject_anchor=args.subject_anchor, screen=args.screen,
+                     exploration=args.explore, preview_steps=args.preview_steps, preview=args.preview,
+                     preview_scheduler=args.preview_scheduler,
+                     unet_budget=args.unet_budget)
 
 
 def _new_config(args) -> RunConfig:
@@ -95,7 +98,14 @@ def _optimize(args) -> int:
     if "true_max" in summary:
         line += f"; true taste {summary['true_init']:.2f} -> {summary['true_max']:.2f} ({summary['true_max_minus_init']:+.2f})"
     console.print(line)
-    if state.config.optimizer is Optimizer.LLM:
+    if "proposers" in summary:
+        shares = (summary.get("pool_shares") or [{}])[-1]
+        console.print("rendered prompts by proposer: " + ", ".join(
+            f"{name} {count}" + (f" (pool share now {shares[name]:.0%})" if name in shares else "")
+            for name, count in sorted(summary["proposers"].items())))
+    console.print(f"cost: {summary.get('unet_evaluations', 0)} UNet evaluations ({summary.get('preview_unet', 0)} of them "
+                  f"previews), {summary.get('images', 0)} images, {summary.get('llm_tokens', 0)} LLM tokens")
+    if state.config.optimizer.uses_llm:
         proposed = sum(len(r.prompts) for r in state.records) - 1
         structured = {r.structured for r in state.records if r.structured}
         console.print(
@@ -211,6 +221,25 @@ def _add_run_shape(parser) -> None:
         "--screen", type=int, default=default.screen, metavar="K",
         help="propose K x N prompts and render the N whose predicted score (the user's head on their CLIP text "
              "embedding, calibrated on this run's renders) is best; 0: off (default %(default)s)",
+    )
+    parser.add_argument(
+        "--explore", type=float, default=default.exploration, metavar="BETA",
+        help="the screen renders the best mean + BETA x sd of the predicted score, with a diversity penalty inside "
+             "each batch; 0: the best predicted (default %(default)s)",
+    )
+    parser.add_argument(
+        "--preview-steps", type=int, default=default.preview_steps, metavar="S",
+        help="preview the screen's shortlist at S denoising steps (same pipeline and seeds) and render in full the N "
+             "whose previews the user's head scores best; 0: off (default %(default)s)",
+    )
+    parser.add_argument("--preview", type=int, default=default.preview, metavar="P",
+                        help="with --preview-steps, preview P x N candidates (default %(default)s)")
+    parser.add_argument("--preview-scheduler", default=default.preview_scheduler, metavar="NAME",
+                        help="the previews' scheduler ('': the pipeline's own, as the full renders; default %(default)s)")
+    parser.add_argument(
+        "--unet-budget", type=int, default=default.unet_budget, metavar="E",
+        help="stop before an iteration that would take the run over E UNet evaluations (steps x images, x2 with "
+             "guidance; previews included); 0: --iterations alone decides (default %(default)s)",
     )
     parser.add_argument(
         "--subject-anchor", choices=[a.value for a in SubjectAnchor], default=default.subject_anchor.value,

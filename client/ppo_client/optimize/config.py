@@ -8,26 +8,36 @@ from dataclasses import dataclass
 
 from ppo_client import checks, contract, text
 from ppo_client.errors import InvalidRequestError
-from ppo_client.generation import GenerationRequest, check_guidance, check_steps
+from ppo_client.generation import GenerationRequest, check_guidance, check_scheduler, check_steps
+from ppo_client.optimize.cost import unet_evaluations
 
 MAX_ITERATIONS = 100
 MAX_PROMPTS = 16
 MAX_PROMPT_CHARS = 1000
 MAX_SCREEN = 8
+MAX_PREVIEW = 4
+MAX_EXPLORATION = 5.0
 MAX_SEED = 2**32 - 1
 """A run's images use seeds ``seed * 1000 + j`` (and the app's comparisons a fixed offset above
 them), so the run seed is bounded well inside the server's int64 seed range."""
 
 
 class Optimizer(str, enum.Enum):
-    """Where the prompts come from: the LLM (the paper), or a baseline with the same image budget."""
+    """Where the prompts come from: the LLM (the paper), a baseline with the same budget, or ``mix``:
+    one candidate pool filled by the LLM, LLM-driven crossover and mutation, the keyword GA and
+    random keywords, each proposer's share set by how its past prompts scored (``mix.py``)."""
 
     LLM = "llm"
     RANDOM = "random"
     GA = "ga"
+    MIX = "mix"
 
     def __str__(self) -> str:
         return self.value
+
+    @property
+    def uses_llm(self) -> bool:
+        return self in (Optimizer.LLM, Optimizer.MIX)
 
 
 class Context(str, enum.Enum):
@@ -94,6 +104,24 @@ class RunConfig:
     """K: ask for K x N candidates and render the N whose calibrated text-embedding prediction is
     best (``screen.py``); 0 renders what is proposed, as the paper does."""
     subject_anchor: SubjectAnchor = SubjectAnchor.AUTO
+    exploration: float = 0.0
+    """The screen's UCB weight: it renders the candidates with the best ``mean + exploration * sd``
+    of the predicted score, a batch at a time, each pick lowering the uncertainty of (and penalising)
+    candidates like it; 0 (the default until the full efficiency grid measures UCB against it) is the
+    greedy best-predicted choice that the committed results used."""
+    preview_steps: int = 0
+    """With a screen: preview ``preview x N`` of the screened candidates at this many denoising steps
+    (same pipeline, same seeds), score them with the user's head and render the N best in full; 0: off."""
+    preview: int = 2
+    """How many candidates per rendered prompt are previewed (with ``preview_steps``)."""
+    preview_scheduler: str = "euler_a"
+    """The scheduler of the previews (a name from ``contract.SCHEDULERS``; empty: the pipeline's own,
+    as the full renders). Euler ancestral at 3 steps ranked the demo pipeline's full PNDM renders best
+    per UNet evaluation; PNDM's own few-step previews ranked them worst
+    (``benchmarks/results/optimize/preview_fidelity.md``)."""
+    unet_budget: int = 0
+    """Stop before an iteration that would take the run's UNet evaluations (previews and full
+    renders) over this; 0: ``iterations`` alone decides."""
 
     def __post_init__(self) -> None:
         # values read back from JSON or given as plain strings become the enums
@@ -119,14 +147,41 @@ class RunConfig:
             ("screen", 0, MAX_SCREEN),
             ("seed", 0, MAX_SEED),
             ("top_k", 1, 10_000),
+            ("preview_steps", 0, contract.MAX_STEPS),
+            ("preview", 1, MAX_PREVIEW),
+            ("unet_budget", 0, 10**9),
         )}
+        values["exploration"] = checks.number(self.exploration, "exploration", 0.0, MAX_EXPLORATION)
+        if self.optimizer is Optimizer.MIX and values["screen"] < 2:
+            raise InvalidRequestError("screen", "the mix optimizer renders the best of a pool of candidates: give a screen of 2 or more")
+        if values["preview_steps"] and values["screen"] < 2:
+            raise InvalidRequestError("preview_steps", "previews choose among screened candidates: give a screen of 2 or more")
         values["subject_guard"] = checks.number(self.subject_guard, "subject_guard", 0.0, 0.99)
         values["high_rating_quantile"] = checks.number(self.high_rating_quantile, "high_rating_quantile", 0.0, 1.0)
         values["steps"] = check_steps(self.steps, "steps")
         values["guidance_scale"] = check_guidance(self.guidance_scale, "guidance_scale")
+        values["preview_scheduler"] = check_scheduler(self.preview_scheduler, "preview_scheduler")
+        if values["preview_steps"] >= values["steps"]:
+            raise InvalidRequestError("preview_steps", f"must be fewer than the full render's {values['steps']} steps")
         if not isinstance(self.structured_output, bool):
             raise InvalidRequestError("structured_output", "must be true or false")
-        return dataclasses.replace(self, **values)
+        checked = dataclasses.replace(self, **values)
+        if checked.unet_budget and checked.unet_budget < checked.planned_unet(0):
+            raise InvalidRequestError("unet_budget", f"{checked.unet_budget} UNet evaluations do not pay for iteration 0, "
+                                                     f"which needs {checked.planned_unet(0)}")
+        return checked
+
+    def planned_unet(self, iteration: int, scheduler: str = "") -> int:
+        """The most UNet evaluations iteration ``iteration`` can spend (``cost.unet_evaluations``): its
+        full renders (the user's own prompt too in iteration 0) and, with previews, ``preview x N``
+        previews. ``scheduler``: the full renders' (empty: counted as the dearest)."""
+        prompts = self.n_prompts + (1 if iteration == 0 else 0)
+        full = unet_evaluations(self.steps, prompts * self.seeds, self.guidance_scale, scheduler)
+        previews = 0
+        if self.preview_steps and self.screen > 1:
+            previews = unet_evaluations(self.preview_steps, self.preview * self.n_prompts * self.seeds, self.guidance_scale,
+                                        self.preview_scheduler or scheduler)
+        return full + previews
 
     @property
     def seed_values(self) -> list[int]:
@@ -138,5 +193,6 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
-        """Raises ``TypeError`` on an unknown field, ``InvalidRequestError`` on an unknown choice."""
-        return cls(**data)
+        """Raises ``TypeError`` on an unknown field, ``InvalidRequestError`` on an unknown choice. A run
+        written before the screen explored keeps its greedy screen when resumed."""
+        return cls(**{"exploration": 0.0, **data})

@@ -39,7 +39,7 @@ class Arm:
 
     @property
     def label(self) -> str:
-        name = f"llm {self.context}" if self.optimizer is Optimizer.LLM else str(self.optimizer)
+        name = f"{self.optimizer} {self.context}" if self.optimizer.uses_llm else str(self.optimizer)
         return f"{name} +screen{self.screen}" if self.screen > 1 else name
 
 
@@ -48,7 +48,9 @@ def arms(optimizers, contexts, screens=(0,)) -> list[Arm]:
     out = []
     for optimizer in map(Optimizer, optimizers):
         for screen in screens:
-            if optimizer is Optimizer.LLM:
+            if optimizer is Optimizer.MIX and screen < 2:
+                continue  # the mix always chooses from a pool
+            if optimizer.uses_llm:
                 out.extend(Arm(optimizer, Context(c), screen) for c in contexts)
             else:
                 out.append(Arm(optimizer, Context.SCORES_PROMPTS, screen))
@@ -124,7 +126,7 @@ def jobs(config: ExperimentConfig, chat_config: ChatConfig) -> list[Job]:
                 for repeat in range(config.repeats):
                     folder = config.out / "runs" / user / f"{p:02d}-{_slug(prompt)}" / f"{arm.label.replace(' ', '_')}-r{repeat}"
                     context = arm.context
-                    if arm.optimizer is Optimizer.LLM:
+                    if arm.optimizer.uses_llm:
                         context = check_context(context, chat_config, text_fallback=config.text_fallback)
                     run = dataclasses.replace(config.run, user=user, prompt=prompt, optimizer=arm.optimizer, context=context,
                                               screen=arm.screen, seed=config.run.seed + repeat).checked()
@@ -150,7 +152,7 @@ def run_experiment(config: ExperimentConfig, *, url=None, store=None, chat_confi
     with ScoringClient(url) as client:
         with UserStore(store) as users:
             scorers = {u: session.user_scorer(users, client, u) for u in config.who}
-        needs_llm = any(job.arm.optimizer is Optimizer.LLM for job in grid)
+        needs_llm = any(job.arm.optimizer.uses_llm for job in grid)
         with session.chat_endpoint(chat_config, needed=needs_llm) as chat:
 
             def one(job: Job) -> dict:
@@ -158,7 +160,7 @@ def run_experiment(config: ExperimentConfig, *, url=None, store=None, chat_confi
                     state = session.resume_run(job.folder)
                 else:
                     state = session.new_run(job.folder, job.config, scorers[job.config.user], client, chat_config)
-                return session.execute(state, client, chat if job.arm.optimizer is Optimizer.LLM else None)
+                return session.execute(state, client, chat if job.arm.optimizer.uses_llm else None)
 
             with ThreadPoolExecutor(max_workers=config.parallel) as pool:
                 futures = {pool.submit(one, job): job for job in grid}

@@ -25,6 +25,7 @@ import numpy as np
 from ppo_client.errors import InvalidRequestError, OptimizationError
 from ppo_client.locking import FolderLock
 from ppo_client.optimize.config import RunConfig
+from ppo_client.optimize.cost import Cost
 from ppo_client.optimize.parsing import normalise
 from ppo_client.optimize.proposers import ScoredPrompt
 from ppo_client.optimize.records import IterationRecord
@@ -67,14 +68,14 @@ class RunState:
 
     @property
     def history(self) -> list[list[ScoredPrompt]]:
-        return [[ScoredPrompt(p.prompt, p.score, p.description) for p in r.prompts] for r in self.records]
+        return [[ScoredPrompt(p.prompt, p.score, p.description, proposer=p.proposer) for p in r.prompts] for r in self.records]
 
     def seen(self) -> set[str]:
         return {normalise(p.prompt) for r in self.records for p in r.prompts}
 
     @property
     def done(self) -> bool:
-        return len(self.records) > self.config.iterations
+        return finished(self.config, self.records)
 
     def reference(self) -> tuple[np.ndarray, np.ndarray]:
         data = np.load(self.folder / REFERENCE)
@@ -82,6 +83,18 @@ class RunState:
 
     def stored_config(self) -> dict:
         return json.loads((self.folder / CONFIG).read_text())
+
+
+def finished(config: RunConfig | dict, records: list[IterationRecord]) -> bool:
+    """Every iteration is done, or the next could take the run over its UNet budget."""
+    if isinstance(config, dict):
+        config = RunConfig.from_dict(config)
+    if len(records) > config.iterations:
+        return True
+    costs = [Cost.from_dict(r.cost) for r in records]
+    scheduler = costs[-1].scheduler if costs else ""
+    spent = sum(c.total_unet for c in costs)
+    return bool(config.unet_budget) and spent + config.planned_unet(len(records), scheduler) > config.unet_budget
 
 
 def write_json(path: Path, value) -> None:

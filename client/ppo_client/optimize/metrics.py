@@ -7,6 +7,15 @@
   ``score_of_most_sim``: the user's rating of their rated image most similar to i*.
 - ``timings``: seconds spent proposing (``llm_s`` of it waiting for the LLM), rendering
   (``render_s``; ``server_s`` of it in generate-and-score calls) and elsewhere (``other_s``).
+- cost: ``unet_evaluations`` (full renders and previews; ``unet_so_far`` after each iteration, and
+  ``images_so_far``), ``preview_unet``, ``llm_tokens``.
+- where the rendered prompts came from (``proposers``), and the mix's pool shares per iteration
+  (``pool_shares``).
+- the screen: ``screen_calibration`` (mean per-iteration rank correlation of its predictions with the
+  measured scores of what it chose), ``screen_calibration_pooled`` (one rank correlation over every
+  screened prompt of the run after iteration 0), ``screen_best_ranked_low`` (the share of iterations
+  whose best rendered prompt was one a greedy screen would not have chosen: ranked N or lower among
+  the candidates by predicted mean); ``preview_calibration`` (previews against full renders).
 - ``true_*`` (demo world): the virtual user's noise-free scores of the same images: ``true_init``,
   ``true_max`` (of the prompt the learned scorer liked best: was the user really pleased?),
   ``true_max_minus_init``, and ``true_best`` (the best true score any prompt reached).
@@ -16,7 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ppo_client.optimize.cost import Cost
 from ppo_client.optimize.records import IterationRecord, RenderedPrompt, all_prompts
+from ppo_client.piaa.metrics import spearman
 
 
 def summarize(records: list[IterationRecord], reference_embeddings: np.ndarray, reference_ratings: np.ndarray,
@@ -45,6 +56,16 @@ def summarize(records: list[IterationRecord], reference_embeddings: np.ndarray, 
     calibrations = [r.calibration for r in records if r.calibration is not None]
     if calibrations:
         summary["screen_calibration"] = float(np.mean(calibrations))
+    summary.update(_costs(records))
+    summary.update(_screening(records))
+    proposers: dict[str, int] = {}
+    for _, p in prompts:
+        if p.proposer:
+            proposers[p.proposer] = proposers.get(p.proposer, 0) + 1
+    if proposers:
+        summary["proposers"] = proposers
+    if any(r.pool for r in records):
+        summary["pool_shares"] = [{name: v["share"] for name, v in r.pool.items()} for r in records]
     if len(reference_ratings):
         sims = reference_embeddings @ best_image
         threshold = float(np.quantile(reference_ratings, quantile))
@@ -72,6 +93,32 @@ def summarize(records: list[IterationRecord], reference_embeddings: np.ndarray, 
         "other_s": total - sum(t.llm_s + t.render_s for t in timings),
     }
     return summary
+
+
+def _costs(records: list[IterationRecord]) -> dict:
+    costs = [Cost.from_dict(r.cost) for r in records]
+    return {
+        "unet_evaluations": sum(c.total_unet for c in costs),
+        "unet_so_far": np.cumsum([c.total_unet for c in costs]).tolist(),
+        "images_so_far": np.cumsum([sum(len(p.images) for p in r.prompts) for r in records]).tolist(),
+        "preview_unet": sum(c.preview_unet for c in costs),
+        "llm_tokens": sum(c.llm_prompt_tokens + c.llm_completion_tokens for c in costs),
+    }
+
+
+def _screening(records: list[IterationRecord]) -> dict:
+    out = {}
+    screened = [r for r in records if r.screen and "best_mean_rank" in r.screen]
+    if screened:
+        low = [r.screen["best_mean_rank"] >= len(r.screen["predicted"]) for r in screened]
+        out["screen_best_ranked_low"] = float(np.mean(low))
+    pairs = [(p.predicted, p.score) for r in records[1:] for p in r.prompts if p.predicted is not None]
+    if len(pairs) >= 3 and np.ptp([a for a, _ in pairs]) > 0 and np.ptp([b for _, b in pairs]) > 0:
+        out["screen_calibration_pooled"] = float(spearman(np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])))
+    previews = [r.preview["calibration"] for r in records if r.preview and r.preview.get("calibration") is not None]
+    if previews:
+        out["preview_calibration"] = float(np.mean(previews))
+    return out
 
 
 def _true_of_best(prompts: list[tuple[int, RenderedPrompt]], iteration: int) -> float:

@@ -1,5 +1,7 @@
-"""Where each iteration's prompts come from: the LLM (with one of the paper's context sets), or a
-baseline with the same image budget (random keyword additions, the keyword-mask genetic algorithm).
+"""Where each iteration's prompts come from: the LLM (with one of the paper's context sets), the LLM
+as the crossover and mutation operator of an evolutionary search (``EvoProposer``, after EvoPrompt),
+or a baseline with the same budget (random keyword additions, the keyword-mask genetic algorithm).
+``mix.MixProposer`` fills one pool from all of them.
 
 A proposer sees the run's history and returns the next prompts; everything it depends on is in that
 history or derived from ``(seed, iteration)``, so a resumed run continues exactly where it stopped.
@@ -30,7 +32,11 @@ logger = logging.getLogger(__name__)
 LLM_ATTEMPTS = 2
 GA_MAX_KEYWORDS = 15
 GA_FLIP_RATE = 0.01
-MAX_REPLY_TOKENS = {"diversify": 200, "propose": 200, "feedback": 100}
+MAX_REPLY_TOKENS = {"diversify": 200, "propose": 200, "evolve": 200, "feedback": 100}
+EVO_PARENTS = 4
+"""Parents an ``EvoProposer`` request shows, drawn from the best prompts so far by roulette wheel."""
+EVO_POOL = 8
+"""The roulette wheel spins over this many of the best prompts so far."""
 TOKENS_PER_PROMPT = 48
 """Reply budget per prompt asked for, beyond ``MAX_REPLY_TOKENS`` (a 32-word prompt is about 40 tokens)."""
 FEEDBACK_CHARS = 1000
@@ -48,6 +54,8 @@ class ScoredPrompt:
     """Zero-shot tags of its best image (for text-only feedback)."""
     best_image: object = None
     """PIL image, only kept in memory for vision feedback."""
+    proposer: str = ""
+    """Which proposer made it (``records.RenderedPrompt.proposer``)."""
 
 
 @dataclass
@@ -63,15 +71,32 @@ class Proposal:
     edit because the LLM gave too few usable ones."""
     structured: str = ""
     """The structured-output dialect of the last prompt request (``none``: unconstrained)."""
+    proposers: list[str] = field(default_factory=list)
+    """Which proposer made each prompt, where the optimizer names them (the mix); else the loop
+    names them all after the optimizer."""
+    pool: dict = field(default_factory=dict)
+    """The mix's pool: per proposer its share, the candidates asked of it and made, and any error."""
 
-    def add(self, prompt: str, source: str) -> None:
+    def add(self, prompt: str, source: str, proposer: str = "") -> None:
         self.prompts.append(prompt)
         self.sources.append(source)
+        self.proposers += [""] * (len(self.prompts) - 1 - len(self.proposers)) + [proposer]
 
     def keep_only(self, indices: Sequence[int]) -> None:
         """Keep these prompts (in this order), e.g. the ones a screen chose to render."""
         self.prompts = [self.prompts[i] for i in indices]
         self.sources = [self.sources[i] for i in indices] if self.sources else []
+        self.proposers = [self.proposers[i] for i in indices] if self.proposers else []
+
+    def named(self, default: str) -> list[str]:
+        """Each prompt's proposer: the ones named, else the sources' ``fallback``, else ``default``."""
+        out = []
+        for i in range(len(self.prompts)):
+            name = self.proposers[i] if i < len(self.proposers) else ""
+            if not name:
+                name = "fallback" if i < len(self.sources) and self.sources[i] == "fallback" else default
+            out.append(name)
+        return out
 
     @property
     def from_llm(self) -> int:
@@ -265,9 +290,11 @@ class LLMProposer:
 
     def __init__(
         self, chat: ChatClient, context: Context | str, *, top_k: int = 20, temperature: float = 1.0, structured: bool = True,
-        anchored: bool = False,
+        anchored: bool = False, fill: bool = True,
     ) -> None:
         self.chat, self.context, self.top_k, self.temperature = chat, Context(context), top_k, temperature
+        self.fill = fill
+        """Fill what the LLM did not give with keyword edits (off in the mix, whose other proposers fill it)."""
         self.needs_images = self.context.images
         self.schema_chat = StructuredChat(chat, DIALECTS if structured else ())
         self.anchored = anchored and structured
@@ -284,6 +311,8 @@ class LLMProposer:
         """One exchange for the run's record: the reply as clean text, bounded, with its lines."""
         calls.append({"purpose": purpose, "reply": text.clean(reply.text, max_chars=REPLY_CHARS, lines=True),
                       "reply_chars": len(reply.text), "seconds": time.perf_counter() - started, "attempts": reply.attempts,
+                      "usage": {k: v for k, v in reply.usage.items() if k in ("prompt_tokens", "completion_tokens")
+                                and isinstance(v, int)},
                       **more})
 
     def _ask(self, purpose: str, messages: list[dict], calls: list[dict], temperature: float | None = None) -> str:
@@ -337,7 +366,7 @@ class LLMProposer:
     def initial(self, prompt: str, n: int, rng, seen: set[str], keep: Filter) -> Proposal:
         rules = hygiene.PromptRules.for_prompt(prompt)
         proposal = self._prompts("diversify", templates.diversify(prompt, self.asked(n)), n, seen, keep, [], rules)
-        for edit in _fill(proposal.prompts, n, [[prompt]], seen, rng, keep, rules):
+        for edit in _fill(proposal.prompts, n, [[prompt]], seen, rng, keep, rules) if self.fill else ():
             proposal.add(edit, "fallback")
         return proposal
 
@@ -366,12 +395,48 @@ class LLMProposer:
         proposal = self._prompts("propose", request, n, seen, keep, calls, rules, [sp.best_image for sp in latest] if images else ())
         leaders = [sp.prompt for sp in sorted(latest, key=lambda sp: sp.score, reverse=True)[:2]]
         pools = [leaders, [initial]] if leaders else [[initial]]
-        for edit in _fill(proposal.prompts, n, pools, seen, rng, keep, rules):
+        for edit in _fill(proposal.prompts, n, pools, seen, rng, keep, rules) if self.fill else ():
             proposal.add(edit, "fallback")
         proposal.feedback = feedback
         if proposal.fallback:
             logger.info("the LLM gave %d usable prompts of %d; %d filled in by keyword mutation", n - proposal.fallback, n, proposal.fallback)
         return proposal
+
+
+class EvoProposer(LLMProposer):
+    """EvoPrompt's genetic operators with the LLM as the operator: each request shows a few parents
+    drawn by roulette wheel from the best prompts so far and asks for children that cross two of
+    them over and mutate one phrase. In iteration 0 the user's prompt is the only parent (mutation
+    only). Structured output, hygiene and filters as for ``LLMProposer``; no keyword fill."""
+
+    def __init__(self, chat: ChatClient, **kwargs) -> None:
+        super().__init__(chat, Context.SCORES_PROMPTS, fill=False, **kwargs)
+        self.needs_images = False
+
+    def initial(self, prompt: str, n: int, rng, seen: set[str], keep: Filter) -> Proposal:
+        rules = hygiene.PromptRules.for_prompt(prompt)
+        return self._prompts("evolve", templates.evolve(prompt, [(prompt, None)], self.asked(n)), n, seen, keep, [], rules)
+
+    def propose(self, initial: str, history: Sequence[Sequence[ScoredPrompt]], n: int, rng, seen: set[str], keep: Filter) -> Proposal:
+        parents = roulette(history, rng)
+        rules = hygiene.PromptRules.for_prompt(initial)
+        return self._prompts("evolve", templates.evolve(initial, parents, self.asked(n)), n, seen, keep, [], rules)
+
+
+def roulette(history: Sequence[Sequence[ScoredPrompt]], rng, count: int = EVO_PARENTS, pool: int = EVO_POOL) -> list[tuple[str, float]]:
+    """Up to ``count`` distinct parents from the ``pool`` best prompts so far, drawn with probability
+    rising with the score (the worst of the pool gets a small chance), best last."""
+    best: dict[str, float] = {}
+    for it in history:
+        for sp in it:
+            best[sp.prompt] = max(sp.score, best.get(sp.prompt, -np.inf))
+    ranked = sorted(best.items(), key=lambda item: item[1], reverse=True)[:pool]
+    if len(ranked) <= count:
+        return ranked[::-1]
+    scores = np.array([s for _, s in ranked])
+    weights = scores - scores.min() + 0.1 * (np.ptp(scores) or 1.0)
+    picked = rng.choice(len(ranked), size=count, replace=False, p=weights / weights.sum())
+    return sorted((ranked[i] for i in picked), key=lambda item: item[1])
 
 
 def make_proposer(optimizer: Optimizer | str, context: Context | str, chat: ChatClient | None, **kwargs) -> Proposer:
@@ -380,6 +445,8 @@ def make_proposer(optimizer: Optimizer | str, context: Context | str, chat: Chat
         return RandomProposer()
     if optimizer is Optimizer.GA:
         return GeneticProposer()
+    if optimizer is Optimizer.MIX:
+        raise ValueError("the mix is not a single proposer: make it with mix.make_proposer")
     if chat is None:
         raise LLMError("the llm optimizer needs a chat endpoint")
     return LLMProposer(chat, context, **kwargs)

@@ -34,6 +34,11 @@ class RenderedPrompt:
     """The screen's prediction of ``score``, where the prompt was screened."""
     initial: bool = False
     """The user's own prompt (iteration 0)."""
+    proposer: str = ""
+    """Which proposer made it (``llm``, ``evo``, ``ga``, ``random``, ``fallback``); empty for the
+    user's own prompt and in runs recorded before proposers were named."""
+    preview_score: float | None = None
+    """Its mean learned score at the preview's few steps, where it was previewed."""
 
     @property
     def best_image(self) -> str:
@@ -41,11 +46,13 @@ class RenderedPrompt:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        for optional in ("true_scores", "true_score", "predicted"):
+        for optional in ("true_scores", "true_score", "predicted", "preview_score"):
             if out[optional] is None:
                 del out[optional]
         if not self.initial:
             del out["initial"]
+        if not self.proposer:
+            del out["proposer"]
         return out
 
     @classmethod
@@ -86,6 +93,13 @@ class IterationRecord:
     """The structured-output dialect of the last prompt request."""
     screen: dict = field(default_factory=dict)
     """The screen's choice (``screen.Screener.choose``) and its calibration; empty when off."""
+    pool: dict = field(default_factory=dict)
+    """The mix optimizer's pool: per proposer its share, candidates, rendered prompts and any error."""
+    preview: dict = field(default_factory=dict)
+    """The previews: steps, each previewed prompt's score, and the rank correlation of the preview
+    scores with the full renders' (``calibration``); empty when off."""
+    cost: dict = field(default_factory=dict)
+    """``cost.Cost``: UNet evaluations of full renders and previews, images, LLM tokens."""
     timings: Timings = field(default_factory=Timings)
 
     @property
@@ -109,7 +123,8 @@ class IterationRecord:
         values["prompts"] = [RenderedPrompt.from_dict(p) for p in data["prompts"]]
         timings = data.get("timings") or {}
         values["timings"] = Timings(**{f.name: float(timings[f.name]) for f in fields(Timings) if f.name in timings})
-        values["screen"] = data.get("screen") or {}
+        for name in ("screen", "pool", "preview", "cost"):
+            values[name] = data.get(name) or {}
         return cls(**values)
 
 

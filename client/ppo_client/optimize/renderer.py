@@ -4,7 +4,8 @@ folder, the best of each described with zero-shot CLIP tags, and judged by a kno
 the run has one.
 
 Each prompt is rendered with the same M seeds for the whole run (common random numbers), so scores
-compare prompts, not noise.
+compare prompts, not noise. A preview is the same request at fewer denoising steps (same pipeline,
+same scheduler, same seeds), scored by the same head; its images are not kept.
 """
 
 from __future__ import annotations
@@ -31,11 +32,28 @@ class Renderer:
         self.server_seconds = 0.0
         """Wall time of the last ``render``'s generate-and-score calls (all in flight together)."""
 
+    @property
+    def scheduler(self) -> str:
+        """The scheduler the served pipeline denoises with (its own: runs leave it unset)."""
+        return self.client.pipeline().default_scheduler
+
     def describe(self, embedding: np.ndarray, count: int = 3) -> str:
         if self._descriptors is None:
             self._descriptors = self.client.embed_texts(list(DESCRIPTORS)).embeddings
         order = np.argsort(-(self._descriptors @ embedding))[:count]
         return ", ".join(DESCRIPTORS[i] for i in order)
+
+    def preview(self, prompts: list[str], steps: int) -> list[list[float]]:
+        """Each prompt's learned scores, one per seed, at ``steps`` denoising steps (with the run's
+        ``preview_scheduler``, or the pipeline's own)."""
+        c = self.config
+
+        def one(prompt: str):
+            rows = [GenerationRequest(prompt, seed=s, steps=steps, guidance_scale=c.guidance_scale, scheduler=c.preview_scheduler)
+                    for s in c.seed_values]
+            return [float(item.score) for item in self.client.generate_and_score(rows, self.head)]
+
+        return list(self.pool.map(one, prompts))
 
     def render(self, prompts: list[str], folder: Path, iteration: int) -> list[RenderedPrompt]:
         c = self.config

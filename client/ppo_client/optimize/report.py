@@ -32,6 +32,7 @@ def write_report(folder: Path, config: dict, records: list[IterationRecord], sum
         prompts = "".join(
             f"<li>{_e(p.prompt)} <b>{p.score:.2f}</b>"
             + (f" (true {p.true_score:.2f})" if p.true_score is not None else "")
+            + (f" [{_e(p.proposer)}]" if p.proposer else "")
             + (f" <i>{_e(p.description)}</i>" if p.description else "")
             + "</li>"
             for p in sorted(record.prompts, key=lambda p: -p.score)
@@ -42,6 +43,17 @@ def write_report(folder: Path, config: dict, records: list[IterationRecord], sum
             feedback += (f"<p class=f>screened: rendered {len(record.prompts)} of {_e(record.screen['candidates'])} candidates; "
                          f"rank correlation of predicted and measured scores "
                          f"{'n/a' if rho is None else format(rho, '.2f')}</p>")
+        if record.preview:
+            rho = record.preview.get("calibration")
+            feedback += (f"<p class=f>previewed {len(record.preview['prompts'])} at {_e(record.preview['steps'])} steps; rank "
+                         f"correlation of preview and full scores {'n/a' if rho is None else format(rho, '.2f')}</p>")
+        if record.pool:
+            feedback += "<p class=f>pool: " + ", ".join(
+                f"{_e(name)} {v['share']:.0%} ({_e(v['candidates'])} made, {_e(v.get('rendered', 0))} rendered"
+                + (f"; {_e(v['error'])}" if v.get("error") else "") + ")" for name, v in record.pool.items()) + "</p>"
+        if record.cost:
+            feedback += (f"<p class=f>cost: {_e(record.cost.get('total_unet', 0))} UNet evaluations "
+                         f"({_e(record.cost.get('preview_unet', 0))} previews)</p>")
         rows.append(
             f"<tr><td>{_e(record.iteration)}</td><td><img src='{_e(best.best_image)}' width=128></td>"
             f"<td><ol>{prompts}</ol>{feedback}</td></tr>"

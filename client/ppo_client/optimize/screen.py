@@ -10,8 +10,21 @@ modality gap), so the map is calibrated per run on the prompts already rendered:
 ``a, b`` by least squares on (head of each rendered prompt's text, its measured score), ``a = 1``
 while the renders cannot tell (fewer than 3, or the head scores their texts alike); ``r`` is a
 ridge regression of what is left on the centred text embeddings, its strength chosen by exact
-leave-one-out error. Refit every iteration. Candidates are then taken best-first, skipping any
-whose text is a near-copy of one already taken (cosine above ``max_similarity``).
+leave-one-out error. Refit every iteration.
+
+The residual model is read as a Gaussian process with a linear kernel on the centred embeddings
+(kernel ridge is its posterior mean), so each prediction comes with a variance: the signal scale
+``tau2 = r' (K + ridge I)^-1 r / n`` is its maximum-likelihood value given the ridge, and the noise
+is ``ridge * tau2``. Before 3 prompts are rendered the prior's scale is set so its spread matches
+the spread of the head's own predictions over the candidates.
+
+With ``exploration`` above 0 the batch is chosen one pick at a time by an upper confidence bound,
+``mean + exploration * sd`` minus a diversity penalty (``DIVERSITY`` times the spread of the means,
+times the candidate's largest positive correlation, in centred embeddings, with a pick already
+made); after each pick the posterior is conditioned on it as if observed (GP-BUCB), which lowers
+the variance of candidates like it. With 0 the batch is the best predicted first, as before.
+Either way no text that is a near-copy of a pick (cosine above ``max_similarity``) is taken while
+anything else is left.
 
 How far to trust it is measured, not assumed: each iteration records the rank correlation between
 the predictions for the prompts it rendered and their measured scores (``calibration``).
@@ -29,6 +42,8 @@ from ppo_client.piaa import metrics
 
 RIDGE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 MAX_SIMILARITY = 0.98
+DIVERSITY = 0.5
+"""Weight of the in-batch diversity penalty, in units of the spread of the candidates' predicted means."""
 
 
 @dataclass(frozen=True)
@@ -42,12 +57,35 @@ class Predictor:
     """Dual ridge weights of the residual."""
     ridge: float
     head: object
+    tau2: float = 0.0
+    """Signal variance of the residual's Gaussian process (0: none fitted yet, see ``posterior``)."""
 
     def __call__(self, texts: np.ndarray) -> np.ndarray:
         base = self.a * self.head.score(texts) + self.b
         if not len(self.alpha):
             return base
         return base + ((texts - self.mean) @ self.support.T) @ self.alpha
+
+    def posterior(self, texts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """The predicted means [m], their posterior covariance [m, m] and the observation noise."""
+        texts = np.asarray(texts, np.float64)
+        mean = self(texts.astype(np.float32)).astype(np.float64)
+        if len(self.support):
+            z = texts - self.mean
+            prior = z @ z.T
+            cross = z @ self.support.T
+            inner = self.support @ self.support.T + self.ridge * np.eye(len(self.support))
+            cov = self.tau2 * (prior - cross @ np.linalg.solve(inner, cross.T))
+            noise = self.ridge * self.tau2
+        else:
+            z = texts - texts.mean(axis=0)
+            prior = z @ z.T
+            scale = float(np.mean(np.diag(prior))) if len(z) else 0.0
+            spread = float(np.var(mean)) if len(mean) > 1 else 0.0
+            tau2 = spread / scale if scale > 1e-12 and spread > 0 else 1.0
+            cov = tau2 * prior
+            noise = tau2 * RIDGE_GRID[len(RIDGE_GRID) // 2]
+        return mean, (cov + cov.T) / 2, float(max(noise, 1e-12))
 
 
 def fit(head, texts: np.ndarray, scores: np.ndarray) -> Predictor:
@@ -75,9 +113,10 @@ def fit(head, texts: np.ndarray, scores: np.ndarray) -> Predictor:
         if best is None or error < best[0]:
             best = (error, ridge, alpha)
     _, ridge, alpha = best
+    tau2 = max(float(residual @ alpha) / len(residual), 1e-12)  # maximum likelihood given the ridge
     if best[0] >= float(np.mean(residual**2)):  # the residual model does worse than none out of sample
         alpha = np.zeros_like(alpha)
-    return Predictor(float(a), b, mean, centred, alpha, ridge, head)
+    return Predictor(float(a), b, mean, centred, alpha, ridge, head, tau2)
 
 
 def select(prompts: Sequence[str], predicted: np.ndarray, texts: np.ndarray, n: int,
@@ -100,6 +139,34 @@ def select(prompts: Sequence[str], predicted: np.ndarray, texts: np.ndarray, n: 
     return chosen
 
 
+def acquire(mean: np.ndarray, cov: np.ndarray, noise: float, texts: np.ndarray, n: int, exploration: float, *,
+            diversity: float = DIVERSITY, max_similarity: float = MAX_SIMILARITY) -> list[int]:
+    """Indices of up to ``n`` candidates, picked one at a time by ``mean + exploration * sd`` less the
+    diversity penalty, the posterior conditioned on each pick (see the module's docstring)."""
+    mean = np.asarray(mean, np.float64)
+    cov = np.array(cov, np.float64)
+    texts = np.asarray(texts, np.float64)
+    unit = texts / np.maximum(np.linalg.norm(texts, axis=1, keepdims=True), 1e-12)
+    centred = texts - texts.mean(axis=0)
+    centred /= np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+    spread = float(np.std(mean)) if len(mean) > 1 else 0.0
+    chosen: list[int] = []
+    for _ in range(min(n, len(mean))):
+        value = mean + exploration * np.sqrt(np.clip(np.diag(cov), 0.0, None))
+        free = np.ones(len(mean), bool)
+        free[chosen] = False
+        if chosen:
+            value = value - diversity * spread * np.clip((centred @ centred[chosen].T).max(axis=1), 0.0, None)
+            distinct = free & ((unit @ unit[chosen].T).max(axis=1) <= max_similarity)
+            if distinct.any():  # near-copies only when nothing else is left
+                free = distinct
+        i = int(np.flatnonzero(free)[np.argmax(value[free])])
+        chosen.append(i)
+        column = cov[:, i].copy()
+        cov -= np.outer(column, column) / (column[i] + noise)
+    return chosen
+
+
 def calibration(predicted: Sequence[float], measured: Sequence[float]) -> float | None:
     """Rank correlation of predicted and measured scores; None where it says nothing (under 3 pairs,
     or one side constant)."""
@@ -111,12 +178,12 @@ def calibration(predicted: Sequence[float], measured: Sequence[float]) -> float 
 
 class Screener:
     """``--screen K``: each iteration asks for K x N candidates and renders the N this run's
-    calibrated predictor likes best (in the first, with nothing rendered, the head alone ranks
-    them). Text embeddings come from the served CLIP, one request per iteration for what it has
-    not embedded yet."""
+    calibrated predictor chooses (in the first, with nothing rendered, the head alone predicts).
+    Text embeddings come from the served CLIP, one request per iteration for what it has not
+    embedded yet."""
 
-    def __init__(self, client, head, factor: int) -> None:
-        self.client, self.head, self.factor = client, head, factor
+    def __init__(self, client, head, factor: int, exploration: float = 0.0) -> None:
+        self.client, self.head, self.factor, self.exploration = client, head, factor, exploration
         self._texts: dict[str, np.ndarray] = {}
 
     def _embed(self, prompts: Sequence[str]) -> np.ndarray:
@@ -126,15 +193,27 @@ class Screener:
         return np.stack([self._texts[p] for p in prompts])
 
     def choose(self, records: Sequence[IterationRecord], prompts: Sequence[str], n: int) -> tuple[list[int], dict]:
-        """Which of ``prompts`` to render, and what the record keeps about the choice."""
+        """Which of ``prompts`` to render (or preview), and what the record keeps about the choice:
+        each chosen candidate's predicted mean and sd, and ``mean_rank``, its place among all the
+        candidates by predicted mean (0: best), which says when exploration chose it."""
         rendered = [(p.prompt, p.score) for r in records for p in r.prompts]
         texts = self._embed(prompts)
         seen = self._embed([p for p, _ in rendered]) if rendered else texts[:0]
         predictor = fit(self.head, seen, np.array([s for _, s in rendered]))
-        predicted = predictor(texts)
-        chosen = select(prompts, predicted, texts, n)
+        predicted, cov, noise = predictor.posterior(texts)
+        sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+        if self.exploration > 0:
+            chosen = acquire(predicted, cov, noise, texts, n, self.exploration)
+        else:
+            chosen = select(prompts, predicted, texts, n)
+        rank = np.empty(len(predicted), int)
+        rank[np.argsort(-predicted, kind="stable")] = np.arange(len(predicted))
         return chosen, {
             "candidates": len(prompts), "fitted_on": len(rendered), "a": predictor.a, "ridge": predictor.ridge,
+            "exploration": self.exploration,
             "predicted": [float(predicted[i]) for i in chosen],
+            "sd": [float(sd[i]) for i in chosen],
+            "mean_rank": [int(rank[i]) for i in chosen],
             "candidate_predicted": [float(v) for v in predicted],
+            "candidate_sd": [float(v) for v in sd],
         }

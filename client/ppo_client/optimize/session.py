@@ -22,7 +22,7 @@ from ppo_client.optimize.config import Context, Optimizer, RunConfig, SubjectAnc
 from ppo_client.optimize.folder import SUMMARY, RunInfo, RunState, create_run, load_run, write_json
 from ppo_client.optimize.guard import prompt_filter
 from ppo_client.optimize.loop import run_iterations
-from ppo_client.optimize.proposers import make_proposer
+from ppo_client.optimize.mix import make_proposer
 from ppo_client.optimize.records import IterationRecord
 from ppo_client.optimize.renderer import Renderer
 from ppo_client.optimize.screen import Screener
@@ -148,7 +148,7 @@ def execute(state: RunState, client, chat: ChatClient | None,
             on_iteration(record)
 
         try:
-            screener = Screener(client, state.head, c.screen) if c.screen > 1 else None
+            screener = Screener(client, state.head, c.screen, c.exploration) if c.screen > 1 else None
             run_iterations(state, proposer, renderer, keep, on_iteration=after, screener=screener)
         finally:
             renderer.close()
@@ -158,7 +158,7 @@ def execute(state: RunState, client, chat: ChatClient | None,
 
 
 def needs_llm(state: RunState) -> bool:
-    return state.config.optimizer is Optimizer.LLM and not state.done
+    return state.config.optimizer.uses_llm and not state.done
 
 
 def new_run(folder: Path, config: RunConfig, scorer: Scorer, client, chat_config: ChatConfig) -> RunState:

@@ -92,6 +92,26 @@ def propose(
     return "\n\n".join(parts)
 
 
+def evolve(initial: str, parents: Sequence[tuple[str, float | None]], n: int) -> str:
+    """EvoPrompt's operators, asked of the LLM: cross two parents over, then mutate the child. With
+    one parent (nothing scored yet) only the mutation."""
+    parts = [f'We are improving text-to-image prompts for the subject "{initial}".']
+    if len(parents) > 1:
+        parts.append(
+            "Parent prompts with the scores (1 to 10) a person's taste gave their images, worst first and best last:\n"
+            + "\n".join(f'prompt: "{p}"' + ("" if s is None else f"\nscore: {s:.2f}") for p, s in parents)
+        )
+        parts.append(
+            f"Make {n} child prompts. For each child: 1. cross over: take the subject and combine phrases from two of the "
+            "parents, preferring the better ones; 2. mutate: change, add or drop one phrase so the child differs from every parent."
+        )
+    else:
+        parts.append(f'Parent prompt: "{parents[0][0]}"')
+        parts.append(f"Make {n} child prompts. For each child, mutate the parent: keep its subject, change, add or drop one or two phrases.")
+    parts.append(f'Answer with a JSON object {{"prompts": [...]}} holding {n} prompts, nothing else.')
+    return "\n\n".join(parts)
+
+
 def feedback(items: Sequence[tuple[str, float, str]], *, with_images: bool) -> str:
     """Ask for improvement directions from (prompt, score, description) triples."""
     lines = [

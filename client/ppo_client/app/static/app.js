@@ -431,6 +431,10 @@ async function optimizePage() {
       prompt: $("prompt").value,
       iterations: Number($("iterations").value),
       optimizer: $("optimizer").value,
+      context: $("context").value,
+      screen: Number($("screen").value),
+      exploration: Number($("exploration").value),
+      preview_steps: Number($("preview-steps").value),
       steps: Number($("steps").value),
       guidance_scale: Number($("guidance").value),
     };
