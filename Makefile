@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(MAKE) --no-print-directory llama
-	$(BIN)/python -m pip install --quiet -e ".[server,dev,llm,app]"
+	$(BIN)/python -m pip install --quiet -e ".[server,dev,llm,app,postgres]"
 	touch $(STAMP)
 
 # Build (once per flags) and install llama-cpp-python; pip's own cache is bypassed because it keys

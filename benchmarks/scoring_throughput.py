@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from ppo_client.piaa.head import PreferenceHead
+from ppo_client.head import PreferenceHead
 from ppo_client.scoring import AsyncScoringClient
 from ppo_demo.scenes import example
 from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig

@@ -68,3 +68,32 @@ def triton_server(tiny_repository, tmp_path_factory):
     server.stop()
     leftovers = [p for p in processes_mentioning(str(tiny_repository)) if "tritonserver" in p or "stub" in p]
     assert leftovers == [], f"processes left behind: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session (skipped, saying how to install it, where there is none)."""
+    from tests.postgres import INSTALL_HINT, PostgresServer, binaries
+
+    if binaries() is None:
+        pytest.skip(INSTALL_HINT)
+    pytest.importorskip("psycopg", reason="the PostgreSQL store needs psycopg: pip install 'ppo-t2i[postgres]'")
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty database on the session's server."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request, tmp_path) -> str:
+    """The same store test against both databases."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.sqlite")
+    return request.getfixturevalue("postgres_url")

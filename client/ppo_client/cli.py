@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ppo_client.piaa.cli import add_piaa_commands
 
     add_piaa_commands(commands, _add_url)
+    from ppo_client.store.cli import add_store_commands
+
+    add_store_commands(commands)
     from ppo_client.optimize.cli import add_optimize_commands
 
     add_optimize_commands(commands, _add_url)

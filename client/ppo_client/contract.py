@@ -108,7 +108,7 @@ _EMBEDDING = TensorSpec("EMBEDDING", DataType.FP32, (-1,))
 _SCORE = TensorSpec("SCORE", DataType.FP32, (1,))
 
 USER_MODEL_INPUT = TensorSpec("USER_MODEL", DataType.BYTES, (1,))
-"""A serialised ``ppo_client.piaa.head.PreferenceHead``, or ``USER_MODEL_REF_PREFIX`` + its
+"""A serialised ``ppo_client.head.PreferenceHead``, or ``USER_MODEL_REF_PREFIX`` + its
 content hash when the same head travels in full in an earlier row of the request or was sent
 to this server instance before. The server keeps heads only in memory."""
 USER_MODEL_REF_PREFIX = "sha256:"

@@ -4,7 +4,7 @@
     ├── InvalidRequestError       a request field is out of range; raised before anything is sent
     ├── ConfigurationError        a flag, URL or environment setting is unusable (names it)
     ├── DataError                 imported ratings, images or a SAC file are malformed (names the row)
-    │   └── HeadFormatError          bytes that are not a preference model (ppo_client.piaa.head)
+    │   └── HeadFormatError          bytes that are not a preference model (ppo_client.head)
     ├── StoreError                the user store refused an operation (unknown user, damaged file ...)
     ├── ServerError               the inference server was involved
     │   ├── ServerUnavailableError   it cannot be reached or is not ready

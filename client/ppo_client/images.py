@@ -55,3 +55,8 @@ def decode_image(data: bytes, name: str) -> Image.Image:
 def load_rgb(path: Path | str, where: str = "") -> np.ndarray:
     """An image file as RGB uint8 [H, W, 3]."""
     return np.asarray(read_image(path, where)[1].convert("RGB"))
+
+
+def decode_rgb(data: bytes, name: str) -> np.ndarray:
+    """Image bytes (a stored image) as RGB uint8 [H, W, 3]."""
+    return np.asarray(decode_image(data, name).convert("RGB"))

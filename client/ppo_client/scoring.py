@@ -4,7 +4,7 @@
         scored = client.generate_and_score(["a red cat at dusk"], head)   # image, embedding, score
         embeddings = client.embed(images)
 
-A user's preference head (``ppo_client.piaa.head.PreferenceHead``) travels with every request:
+A user's preference head (``ppo_client.head.PreferenceHead``) travels with every request:
 in full in a request's first row and by content hash in the others, so the server stores nothing.
 """
 
@@ -21,7 +21,7 @@ from ppo_client import contract
 from ppo_client.contract import ClipTextParameters, ImageEncoderParameters
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import GenerationRequest
-from ppo_client.piaa.head import PreferenceHead
+from ppo_client.head import PreferenceHead
 from ppo_client.triton import served_parameters, txt2img_inputs
 from ppo_client.txt2img import AsyncTxt2ImgClient, Txt2ImgClient, _as_request, _check_batch
 

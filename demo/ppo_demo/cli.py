@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ppo_client.console import console, run_commands
+from ppo_client.store.cli import STORE_HELP
 from ppo_client.triton import DEFAULT_URL, URL_ENV
 
 
@@ -108,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("name", help="user in the store")
     link.add_argument("--sac", required=True, help="demo rating set (sac.sqlite)")
     link.add_argument("--sid", type=int, required=True, help="the virtual user's rater id in that set")
-    link.add_argument("--store", default=None, help="user store file (default: $PPO_STORE or the user data dir)")
+    link.add_argument("--store", default=None, help=STORE_HELP)
     link.set_defaults(handler=_link)
 
     train = sub.add_parser("train", help="train the demo models (tokenizer, vae, clip, unet, judge) and write them",

@@ -1,7 +1,7 @@
 """The demo world's known true taste: which virtual user stands behind a store's user, and the judge
 that scores images with that persona's noise-free taste.
 
-The link lives in a table of the demo world's own in the user store's file, ``demo_personas``
+The link lives in a table of the demo world's own in the user store, ``demo_personas``
 (a row per linked user, deleted with the user); the store itself knows nothing about personas.
 ``PROVIDER`` plugs this into the SDK's optimization runs (entry-point group
 ``ppo_client.optimize.truth.GROUP``): a run for a linked user records the true taste of every image
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import sqlalchemy as sa
 
 from ppo_client.store import UserStore
 from ppo_demo.personas import Persona, score_image
@@ -32,8 +33,9 @@ def link_persona(store: UserStore, user: str, spec: dict) -> None:
     Persona.from_dict(spec)
     user_id = store.user_id(user)
     with store.transaction() as db:
-        db.execute(_DDL)
-        db.execute(f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?)", (user_id, json.dumps(spec)))
+        db.execute(sa.text(_DDL))
+        db.execute(sa.text(f"INSERT INTO {TABLE} VALUES (:u, :s) ON CONFLICT (user_id) DO UPDATE SET spec = excluded.spec"),
+                   {"u": user_id, "s": json.dumps(spec)})
 
 
 def link_from_sac(store: UserStore, user: str, sac: Path, sid: int) -> dict | None:
@@ -47,9 +49,9 @@ def link_from_sac(store: UserStore, user: str, sac: Path, sid: int) -> dict | No
 
 def persona_of(store: UserStore, user: str) -> dict | None:
     user_id = store.user_id(user)
-    if not store.read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)):
+    if not store.has_table(TABLE):
         return None
-    rows = store.read(f"SELECT spec FROM {TABLE} WHERE user_id = ?", (user_id,))
+    rows = store.read(f"SELECT spec FROM {TABLE} WHERE user_id = :u", {"u": user_id})
     return json.loads(rows[0][0]) if rows else None
 
 

@@ -134,7 +134,7 @@ def import_file(data: bytes, folder: Path):
             outcome = store.import_ratings("ana", csv_rows(csv), source=f"csv:{csv.name}")
         except DataError as exc:
             outcome = exc
-        files = sorted(p.name for p in store.images_dir.rglob("*") if p.is_file())
+        files = sorted(h for (h,) in store.read("SELECT hash FROM images"))
         return outcome, len(store.ratings("ana")), files
 
 

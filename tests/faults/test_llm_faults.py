@@ -29,7 +29,7 @@ from ppo_client.optimize.loop import run_iterations
 from ppo_client.optimize.proposers import LLMProposer
 from ppo_client.optimize.records import RenderedPrompt
 from ppo_client.optimize.report import write_report
-from ppo_client.piaa.head import PreferenceHead
+from ppo_client.head import PreferenceHead
 from ppo_client.processes import check_alive
 
 pytestmark = pytest.mark.faults

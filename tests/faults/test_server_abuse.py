@@ -20,7 +20,7 @@ import tritonclient.http as httpclient
 from ppo_client import contract
 from ppo_client.contract import SizeLimits
 from ppo_client.errors import InvalidRequestError, RequestRejectedError
-from ppo_client.piaa.head import MAGIC, PreferenceHead
+from ppo_client.head import MAGIC, PreferenceHead
 from ppo_client.scoring import ScoringClient
 from ppo_client.txt2img import Txt2ImgClient
 from tests.processes import processes_mentioning

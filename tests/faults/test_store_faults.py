@@ -13,8 +13,8 @@ from PIL import Image
 
 from ppo_client.cli import main
 from ppo_client.errors import StoreError
-from ppo_client.piaa.head import PreferenceHead
-from ppo_client.store import WRITING_MARKERS, RatingRow, UserStore
+from ppo_client.head import PreferenceHead
+from ppo_client.store import RatingRow, UserStore
 
 pytestmark = pytest.mark.faults
 FORK = multiprocessing.get_context("fork")
@@ -35,39 +35,38 @@ def rows(paths):
 
 
 def consistent(store_path):
-    """Every image a rating names is in the images table and on disk; no image row is orphaned."""
+    """Every image a rating names is in the store with its bytes; no image row is orphaned."""
     with UserStore(store_path) as store:
-        db = sqlite3.connect(store_path)
-        missing = [f for (f,) in db.execute("SELECT file FROM images") if not (store.images_dir / f).exists()]
-        dangling = db.execute("SELECT COUNT(*) FROM ratings WHERE image_hash NOT IN (SELECT hash FROM images)").fetchone()[0]
-        orphans = db.execute("SELECT COUNT(*) FROM images WHERE hash NOT IN (SELECT image_hash FROM ratings)").fetchone()[0]
-        leftovers = [p.name for p in store.images_dir.rglob("*")
-                     if p.is_file() and (p.suffix in (".tmp", ".deleting") or p.parent.name == WRITING_MARKERS)]
-        db.close()
-    return missing, dangling, orphans, leftovers
+        missing = store.read("SELECT hash FROM images WHERE data IS NULL")
+        dangling = store.read("SELECT COUNT(*) FROM ratings WHERE image_hash NOT IN (SELECT hash FROM images)")[0][0]
+        orphans = store.read("SELECT COUNT(*) FROM images WHERE hash NOT IN (SELECT image_hash FROM ratings)")[0][0]
+        problems = store.check().problems
+    return missing, dangling, orphans, problems
 
 
 def _import(store_path, user, paths, barrier, fail_on=()):
-    """Import ``paths``; with ``fail_on``, the import dies (disk full) when it comes to write one of
-    those files, inside its transaction, after it may have written others."""
-    import ppo_client.store as store_module
+    """Import ``paths``; with ``fail_on``, the import dies (disk full) after it has written its
+    images, inside its transaction."""
+    import sqlalchemy as sa
+
+    from ppo_client.store.images import Images
 
     poison = {p.read_bytes() for p in fail_on}
     if poison:
-        real = store_module._write_file
+        real = Images._add_images
 
-        def failing(target, data):
-            if data in poison:
-                raise OSError(28, "No space left on device")
-            real(target, data)
+        def failing(self, db, items):
+            real(self, db, items)
+            if any(data in poison for _, _, data, _ in items):
+                raise sa.exc.OperationalError("INSERT", {}, Exception("database or disk is full"))
 
-        store_module._write_file = failing
+        Images._add_images = failing
     barrier.wait()
     with UserStore(store_path) as store:
         try:
             store.import_ratings(user, rows([*paths, *fail_on]), source="test")
         except StoreError as exc:  # the disk error, as one message
-            if not poison or "No space left on device" not in str(exc):
+            if not poison or "disk is full" not in str(exc):
                 raise
 
 
@@ -119,7 +118,7 @@ def test_concurrent_imports_of_the_same_images_lose_nothing_in_ten_trials(tmp_pa
             assert store.user("c1").ratings == 12 and store.user("c2").ratings == 0, f"trial {trial}"
             assert store.user("c3").ratings == 6 and store.user("old").ratings == 3, f"trial {trial}"
             for user in ("c1", "c3", "old"):
-                assert all(r.image_path.exists() for r in store.ratings(user)), f"trial {trial}: {user} lost files"
+                assert all(store.image(r.image_hash) for r in store.ratings(user)), f"trial {trial}: {user} lost images"
         assert consistent(path) == ([], 0, 0, []), f"trial {trial}"
 
 
@@ -173,10 +172,10 @@ def test_an_import_into_a_damaged_store_writes_nothing(damaged, tmp_path, capsys
     csv = tmp_path / "more" / "r.csv"
     pictures(csv.parent, 2, first=50)
     csv.write_text("50.png,3\n51.png,4\n")
-    images = sorted(p.name for p in (tmp_path / "store_images").rglob("*"))
+    before = damaged.read_bytes()
     assert main(["user", "import", "ana", "--csv", str(csv), "--store", str(damaged)]) == 2
     assert "store.sqlite is damaged" in capsys.readouterr().err
-    assert sorted(p.name for p in (tmp_path / "store_images").rglob("*")) == images
+    assert damaged.read_bytes() == before
 
 
 def test_a_file_that_is_not_a_store_is_named(tmp_path, capsys):

@@ -171,7 +171,7 @@ def test_a_user_linked_to_a_virtual_user_gets_the_true_taste_of_every_image(trit
     finally:
         with UserStore(store) as users:
             with users.transaction() as db:
-                db.execute("DELETE FROM demo_personas")
+                db.exec_driver_sql("DELETE FROM demo_personas")
 
 
 def test_previews_cost_fewer_unet_evaluations_and_a_chosen_prompt_renders_as_it_would_alone(triton_server, store, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -56,7 +57,7 @@ def test_piaa_eval_writes_the_json_and_table(triton_server, sac_set, tmp_path, c
     assert "| knn | 5 |" in capsys.readouterr().out
     # every image's embedding is cached in the store under this encoder
     with UserStore(tmp_path / "store.sqlite") as store:
-        hashes = [r[0] for r in store._db.execute("SELECT image_hash FROM embeddings WHERE encoder = ?", (result["encoder"],))]
+        hashes = [r[0] for r in store.read("SELECT image_hash FROM embeddings WHERE encoder = :e", {"e": result["encoder"]})]
     assert len(set(hashes)) == 40
 
 
@@ -75,7 +76,8 @@ def test_user_train_saves_a_model_the_server_applies(triton_server, sac_set, tmp
         assert model.encoder == client.encoder_info().encoder_id
         assert s.latest_model("u2").params["prior_users"] == 7  # its own rater is left out
         ratings = s.ratings("u0")
-        embeddings = client.embed([np.asarray(Image.open(r.image_path).convert("RGB")) for r in ratings])
+        embeddings = client.embed([np.asarray(Image.open(io.BytesIO(s.image(r.image_hash).data)).convert("RGB"))
+                                   for r in ratings])
         served = client.score(embeddings, model.head)
         np.testing.assert_allclose(served, model.head.score(embeddings), rtol=1e-4, atol=1e-4)
     # a method that learns from other users needs some

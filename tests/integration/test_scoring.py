@@ -11,7 +11,7 @@ import tritonclient.grpc as grpcclient
 
 from ppo_client import AsyncScoringClient, GenerationRequest, ScoringClient
 from ppo_client.errors import InferenceError
-from ppo_client.piaa.head import PreferenceHead
+from ppo_client.head import PreferenceHead
 
 pytestmark = [pytest.mark.integration, pytest.mark.isa]
 

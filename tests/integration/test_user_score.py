@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ppo_client.cli import main
-from ppo_client.piaa.head import PreferenceHead
+from ppo_client.head import PreferenceHead
 from ppo_client.piaa.methods import design
 from ppo_client.scoring import ScoringClient
 from ppo_client.store import UserStore

@@ -1,7 +1,6 @@
 """The demo world's persona links live in its own table of the store's file, and reach optimization
 runs only through the SDK's true-taste hook."""
 
-import json
 import sqlite3
 
 import numpy as np
@@ -39,18 +38,13 @@ def test_a_bad_spec_is_refused_before_anything_is_written(tmp_path):
         assert persona_of(store, "ana") is None
 
 
-def test_a_schema_2_store_keeps_its_persona_links_in_the_demo_table(tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_store_before_schema_3_keeps_its_persona_links_in_the_demo_table(tmp_path, version):
+    from tests.unit.test_store_migrations import legacy_store
+
     path = tmp_path / "old.sqlite"
     spec = make_persona("dark-moody", 1).to_dict()
-    with UserStore(path) as store:
-        store.create_user("ana")
-        store.create_user("bo")
-    with sqlite3.connect(path) as db:  # what version 2 looked like: the link in users.persona
-        if "persona" not in {row[1] for row in db.execute("PRAGMA table_info(users)")}:
-            db.execute("ALTER TABLE users ADD COLUMN persona TEXT")
-        db.execute("UPDATE users SET persona = ? WHERE name = 'ana'", (json.dumps(spec),))
-        db.execute("DROP TABLE IF EXISTS demo_personas")
-        db.execute("UPDATE meta SET value = '2'")
+    legacy_store(path, version, persona=spec)  # the link in users.persona, as those versions kept it
     with UserStore(path) as store:
         assert persona_of(store, "ana") == spec and persona_of(store, "bo") is None
     with sqlite3.connect(path) as db:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from ppo_client import contract
 from ppo_client.errors import InvalidRequestError
-from ppo_client.piaa.head import MAGIC, MAX_HEADER_BYTES, HeadFormatError, PreferenceHead
+from ppo_client.head import MAGIC, MAX_HEADER_BYTES, HeadFormatError, PreferenceHead
 from ppo_server.backends.user_models import ARRAY_BYTES, ENTRY_BYTES, HeadCache, charge, score_rows
 
 BUDGET = 2**20

@@ -15,7 +15,7 @@ from ppo_client.optimize.cost import unet_evaluations
 from ppo_client.optimize.folder import ITERATIONS, RunInfo, create_run, load_run
 from ppo_client.optimize.loop import run_iterations
 from ppo_client.optimize.proposers import Proposal, ScoredPrompt
-from ppo_client.piaa.head import PreferenceHead
+from ppo_client.head import PreferenceHead
 from tests.unit.test_optimizer import INITIAL, FakeRenderer, keep_all
 from tests.unit.test_screen import WordClient
 

@@ -21,7 +21,7 @@ from ppo_client.optimize.folder import ITERATIONS, RunInfo, create_run, load_run
 from ppo_client.optimize.loop import run_iterations
 from ppo_client.optimize.proposers import GA_MAX_KEYWORDS, GeneticProposer, LLMProposer, RandomProposer, ScoredPrompt
 from ppo_client.optimize.records import IterationRecord, RenderedPrompt, Timings
-from ppo_client.piaa.head import PreferenceHead
+from ppo_client.head import PreferenceHead
 
 INITIAL = "a red circle on a blue background"
 

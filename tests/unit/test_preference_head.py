@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ppo_client.piaa.head import HeadFormatError, PreferenceHead
+from ppo_client.head import HeadFormatError, PreferenceHead
 
 
 def unit(rows: int, dim: int, seed: int = 0) -> np.ndarray:

@@ -1,6 +1,5 @@
 """train_user with ratings, choices and a description, against a fake store and server."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,7 +30,7 @@ class FakeStore:
         for i in range(30):
             v = np.eye(DIM)[i % 3] + 0.1 * rng.normal(size=DIM)
             self.vectors[f"h{i}"] = v / np.linalg.norm(v)
-        self._ratings = [Rating(f"h{i}", Path(f"h{i}"), 8.0 if i % 3 == 0 else 3.0, "test") for i in range(ratings)]
+        self._ratings = [Rating(f"h{i}", 8.0 if i % 3 == 0 else 3.0, "test") for i in range(ratings)]
         # the person picks the image along axis 0 whenever one is shown
         self._choices = []
         for c in range(choices):
@@ -52,8 +51,8 @@ class FakeStore:
     def users(self):
         return []
 
-    def image_file(self, image_hash):
-        return Path(image_hash)
+    def present(self, hashes):
+        return set(hashes)
 
     def embeddings(self, hashes, encoder):
         return {h: self.vectors[h] for h in hashes}
@@ -144,7 +143,7 @@ class CrowdStore(FakeStore):
         if name not in self.others:
             return super().ratings(name)
         axis = self.LIKES[self.others[name]]
-        return [Rating(f"h{i}", Path(f"h{i}"), 8.0 if i % 3 == axis else 3.0, "test") for i in range(30)]
+        return [Rating(f"h{i}", 8.0 if i % 3 == axis else 3.0, "test") for i in range(30)]
 
     def description(self, name):
         if name not in self.others:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ppo_client.cli import main
-from ppo_client.piaa.head import PreferenceHead
+from ppo_client.head import PreferenceHead
 from ppo_client.store import UserStore
 from tests.unit.test_user_store import picture
 

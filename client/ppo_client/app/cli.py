@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ppo_client.console import console, results
 from ppo_client.errors import ConfigurationError, DependencyError, InvalidRequestError
+from ppo_client.store.cli import STORE_HELP
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -70,7 +71,7 @@ def _app(args) -> int:
     from ppo_client.store import UserStore
 
     with UserStore(args.store) as store:  # checked here once; requests open it without the check
-        store_path = store.path
+        store_path, shown, beside = store.address, store.path, store.location.path
     sock = listening_socket(args.host, args.port)  # a taken port fails here, before anything else starts
     client = ScoringClient(args.url)
     try:
@@ -78,14 +79,14 @@ def _app(args) -> int:
         if args.images:
             kept, skipped = import_folder(store_path, Path(args.images))
             console.print(f"{kept} images from {args.images} can be rated" + (f" ({skipped} unreadable, skipped)" if skipped else ""))
-        runs_dir = Path(args.runs) if args.runs else store_path.parent / f"{store_path.stem}_runs"
+        runs_dir = Path(args.runs) if args.runs else default_runs_dir(beside)
         state = AppState(store_path, args.token or secrets.token_urlsafe(18), client,
                          RunManager(store_path, args.url, runs_dir, chat_config(args)))
         if not args.no_gallery:
             state.gallery = gallery.start(store_path, client, steps=args.gallery_steps, guidance=args.gallery_guidance)
         port = sock.getsockname()[1]
         host = f"[{args.host}]" if ":" in args.host else args.host
-        console.print(f"serving {served.family} images from {client.endpoint}; user store {store_path}; runs in {runs_dir}")
+        console.print(f"serving {served.family} images from {client.endpoint}; user store {shown}; runs in {runs_dir}")
         console.print("open this link (it holds the access token); Ctrl-C stops the app:")
         results.print(f"http://{host}:{port}/?token={state.token}")  # the command's one result, on stdout
         server = uvicorn.Server(uvicorn.Config(create_app(state), log_level="warning"))
@@ -96,9 +97,18 @@ def _app(args) -> int:
     return 0
 
 
+def default_runs_dir(store_file: Path | None) -> Path:
+    """Beside an SQLite store's file; for a database server, in this machine's user data directory."""
+    if store_file is not None:
+        return store_file.parent / f"{store_file.stem}_runs"
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("ppo")) / "app_runs"
+
+
 def add_app_command(commands, add_url, add_llm) -> None:
     app = commands.add_parser("app", help="a local web app: rate images, train your taste, optimize, compare blind")
-    app.add_argument("--store", default=None, help="user store file (default: $PPO_STORE or the user data dir)")
+    app.add_argument("--store", default=None, help=STORE_HELP)
     app.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     app.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port (default %(default)s)")
     app.add_argument("--token", default=None, help="access token (default: a new random one, printed in the link)")

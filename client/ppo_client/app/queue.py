@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ppo_client.piaa.embeddings import embed_files
+from ppo_client.piaa.embeddings import embed_stored
 from ppo_client.piaa.methods import MethodConfig, Priors, bayes_posterior, lone_bayes_priors
 from ppo_client.store import PoolImage, UserStore
 
@@ -73,8 +73,8 @@ def choose(
         picks = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
         return [Candidate(pool[i], "random order") for i in picks]
     ratings = store.ratings(user)
-    x_pool = embed_files(client, store, [p.path for p in pool], [p.image_hash for p in pool])
-    x_rated = embed_files(client, store, [r.image_path for r in ratings], [r.image_hash for r in ratings]) if ratings else None
+    x_pool = embed_stored(client, store, [p.image_hash for p in pool])
+    x_rated = embed_stored(client, store, [r.image_hash for r in ratings]) if ratings else None
     dim = x_pool.shape[1]
     prior = (priors or PriorCache()).get(client, store, user, dim, len(ratings))
     return [Candidate(pool[i], why, m, s) for i, why, m, s in most_informative(prior, x_rated, [r.rating for r in ratings], x_pool, count)]

@@ -34,7 +34,7 @@ def choose(store: UserStore, client, user: str, k: int, *, priors: PriorCache,
     """The ``k`` pool images whose pick would teach the user's model most, why, and the expected
     information in nats (no images: the pool has fewer than ``k``)."""
     from ppo_client.piaa.active import most_informative_slate
-    from ppo_client.piaa.embeddings import embed_files
+    from ppo_client.piaa.embeddings import embed_stored
     from ppo_client.piaa.methods import bayes_posterior
     from ppo_client.piaa.training import user_signals
 
@@ -43,7 +43,7 @@ def choose(store: UserStore, client, user: str, k: int, *, priors: PriorCache,
     pool = store.pool()
     if len(pool) < k:
         return (), f"the pool has {len(pool)} images; a slate of {k} needs {k}", 0.0
-    x_pool = embed_files(client, store, [p.path for p in pool], [p.image_hash for p in pool])
+    x_pool = embed_stored(client, store, [p.image_hash for p in pool])
     signals = user_signals(client, store, user, "bayes")
     answers = len(signals.ratings.y) + (len(signals.choices) if signals.choices is not None else 0)
     prior = priors.get(client, store, user, x_pool.shape[1], answers)

@@ -21,11 +21,12 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import numpy as np
+import PIL.Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -370,7 +371,7 @@ async def put_description(request: Request) -> Response:
 
 async def models(request: Request) -> Response:
     """The user's trained models, and the images the latest one likes most and least."""
-    from ppo_client.piaa.embeddings import embed_files
+    from ppo_client.piaa.embeddings import embed_stored
 
     state, name = _state(request), _name(request)
 
@@ -386,11 +387,10 @@ async def models(request: Request) -> Response:
             rated = {r.image_hash: r for r in store.ratings(name)}
             pooled = {i.image_hash for i in images}
             extra = [r for h, r in rated.items() if h not in pooled]  # rated images that came from imports
-            paths = [i.path for i in images] + [r.image_path for r in extra]
             hashes = [i.image_hash for i in images] + [r.image_hash for r in extra]
             if not hashes:
                 return listing, [], []
-            scores = stored[-1].head.score(embed_files(state.client, store, paths, hashes))
+            scores = stored[-1].head.score(embed_stored(state.client, store, hashes))
             order = np.argsort(-scores)
             labels = {i.image_hash: i.label for i in images}
 
@@ -489,12 +489,13 @@ async def image(request: Request) -> Response:
 
     def work():
         with _state(request).store() as store:
-            return store.image_file(image_hash)
+            return store.image(image_hash)
 
-    path = await run_in_threadpool(work)
-    if path is None or not path.exists():
+    stored = await run_in_threadpool(work)
+    if stored is None:
         return ApiResponse({"error": "no such image in the store"}, status_code=404)
-    return FileResponse(path, headers={"Cache-Control": "private, max-age=86400"})
+    media = PIL.Image.MIME.get(stored.format.upper(), "application/octet-stream")
+    return Response(stored.data, media_type=media, headers={"Cache-Control": "private, max-age=86400"})
 
 
 async def openapi_document(request: Request) -> Response:

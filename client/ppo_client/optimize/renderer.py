@@ -21,7 +21,7 @@ from ppo_client.optimize.config import RunConfig
 from ppo_client.optimize.records import RenderedPrompt
 from ppo_client.optimize.truth import Judge
 from ppo_client.optimize.vocabulary import DESCRIPTORS
-from ppo_client.piaa.head import PreferenceHead
+from ppo_client.head import PreferenceHead
 
 
 class Renderer:

@@ -26,7 +26,7 @@ from ppo_client.optimize.mix import make_proposer
 from ppo_client.optimize.records import IterationRecord
 from ppo_client.optimize.renderer import Renderer
 from ppo_client.optimize.screen import Screener
-from ppo_client.piaa.head import PreferenceHead
+from ppo_client.head import PreferenceHead
 from ppo_client.store import GENERAL_USER, UserStore
 
 logger = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from rich.text import Text
 from ppo_client.console import console, print_table, progress, results, status
 from ppo_client.errors import DataError, InvalidRequestError, StoreError
 from ppo_client.piaa.methods import METHODS
+from ppo_client.store.cli import add_store_argument
 
 
 def _store(args):
@@ -63,40 +64,6 @@ def _show(args) -> int:
             for m in models
         ])
     return 0
-
-
-def _check(args) -> int:
-    """Exit 0: nothing wrong (or all repaired); 1: something to repair, or image files lost for good."""
-    from ppo_client.store import UserStore
-
-    with UserStore(args.store, recover=False) as store:
-        found = store.check(repair=args.repair)
-    shown = 10
-    if found.unreferenced:
-        done = "removed" if args.repair else "found"
-        results.print(f"{done} {len(found.unreferenced)} files that no image row names "
-                      f"({found.unreferenced_bytes / 1e6:.1f} MB, left by a write that was killed):")
-        _print_some([p.relative_to(store.images_dir) for p in found.unreferenced], shown)
-    if found.set_aside:
-        done = "put back" if args.repair else "found"
-        results.print(f"{done} {len(found.set_aside)} files that a killed delete had set aside:")
-        _print_some([p.relative_to(store.images_dir) for p in found.set_aside], shown)
-    if found.missing:
-        results.print(f"{len(found.missing)} images are gone from {store.images_dir} though the store rows name them "
-                      "(no repair brings them back; import those images again):")
-        _print_some(found.missing, shown)
-    if not (found.unreferenced or found.set_aside or found.missing):
-        results.print(f"{store.path}: no problems found")
-    elif not args.repair and (found.unreferenced or found.set_aside):
-        results.print(f"repair with: ppo-client store check --repair --store {store.path}")
-    return 0 if found.clean else 1
-
-
-def _print_some(items, shown: int) -> None:
-    for item in items[:shown]:
-        results.print(f"  {item}")
-    if len(items) > shown:
-        results.print(f"  ... and {len(items) - shown} more")
 
 
 def _delete(args) -> int:
@@ -261,9 +228,6 @@ def _piaa_eval(args) -> int:
 
 
 def add_piaa_commands(commands, add_url) -> None:
-    def add_store(parser):
-        parser.add_argument("--store", default=None, help="user store file (default: $PPO_STORE or the user data dir)")
-
     user = commands.add_parser("user", help="users, their ratings and their preference models")
     sub = user.add_subparsers(dest="user_command", required=True)
     for name, handler, text in (
@@ -272,10 +236,10 @@ def add_piaa_commands(commands, add_url) -> None:
     ):
         parser = sub.add_parser(name, help=text)
         parser.add_argument("name")
-        add_store(parser)
+        add_store_argument(parser)
         parser.set_defaults(handler=handler)
     listing = sub.add_parser("list", help="all users")
-    add_store(listing)
+    add_store_argument(listing)
     listing.set_defaults(handler=_list)
 
     imports = sub.add_parser("import", help="import ratings or choices (all or nothing)")
@@ -287,13 +251,13 @@ def add_piaa_commands(commands, add_url) -> None:
                                           "(one of those paths, or none); paths relative to the CSV")
     imports.add_argument("--sid", type=int, help="with --sac: the rater to import")
     imports.add_argument("--images-root", help="with --sac: the folder its paths are relative to")
-    add_store(imports)
+    add_store_argument(imports)
     imports.set_defaults(handler=_import)
 
     describe = sub.add_parser("describe", help="keep a new version of the user's description of their taste")
     describe.add_argument("name")
     describe.add_argument("text", help='one or a few sentences, e.g. "dark, moody blue scenes; no yellow, no clutter"')
-    add_store(describe)
+    add_store_argument(describe)
     describe.set_defaults(handler=_describe)
 
     score = sub.add_parser("score", help="score image files with the user's model, best first (embedded by the server)")
@@ -301,19 +265,9 @@ def add_piaa_commands(commands, add_url) -> None:
     score.add_argument("images", nargs="+", metavar="IMAGE")
     score.add_argument("--model", type=int, help="the model id (default: the user's latest; `user show` lists them)")
     score.add_argument("--csv", help="also write image,score,sd rows to this file (sd empty where the model has none)")
-    add_store(score)
+    add_store_argument(score)
     add_url(score)
     score.set_defaults(handler=_score)
-
-    store = commands.add_parser("store", help="the user store itself")
-    store_commands = store.add_subparsers(dest="store_command", required=True)
-    check = store_commands.add_parser(
-        "check", help="compare the store's image folder with its rows: files left by a killed write, lost files",
-    )
-    check.add_argument("--repair", action="store_true",
-                       help="remove the files no row names and put back what a killed delete had set aside")
-    add_store(check)
-    check.set_defaults(handler=_check)
 
     train = sub.add_parser("train", help="train the user's preference model on served embeddings")
     train.add_argument("name")
@@ -321,7 +275,7 @@ def add_piaa_commands(commands, add_url) -> None:
     train.add_argument("--prior-sac", help="learn the prior from this SAC-format set (default: the store's other users)")
     train.add_argument("--images-root", help="with --prior-sac: its images folder (default: beside the file)")
     train.add_argument("--signals", help="what to learn from, some of ratings,choices,description (default: all the user has)")
-    add_store(train)
+    add_store_argument(train)
     add_url(train)
     train.set_defaults(handler=_train)
 
@@ -339,6 +293,6 @@ def add_piaa_commands(commands, add_url) -> None:
                           help="share of users in training per split (default %(default)s)")
     evaluate.add_argument("--seed", type=int, default=default.seed)
     evaluate.add_argument("--out", required=True, help="folder for piaa_eval.json and piaa_eval.md")
-    add_store(evaluate)
+    add_store_argument(evaluate)
     add_url(evaluate)
     evaluate.set_defaults(handler=_piaa_eval)

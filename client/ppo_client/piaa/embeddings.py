@@ -1,4 +1,5 @@
-"""Served embeddings of image files, cached in the user store by image content hash and encoder."""
+"""Served embeddings of images (files, or images kept in the user store), cached in the store by
+image content hash and encoder."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from ppo_client.console import progress
 from ppo_client.errors import DataError
-from ppo_client.images import load_rgb
+from ppo_client.images import decode_rgb, load_rgb
 from ppo_client.store import UserStore
 
 logger = logging.getLogger(__name__)
@@ -27,18 +28,36 @@ def file_hash(path: Path) -> str:
 
 def embed_files(client, store: UserStore, paths: Sequence[Path], hashes: Sequence[str] | None = None) -> np.ndarray:
     """Embeddings [N, D] of image files; only those not cached for this encoder go to the server."""
-    encoder = client.encoder_info().encoder_id
     hashes = list(hashes) if hashes is not None else [file_hash(p) for p in paths]
+    files = dict(zip(hashes, paths))
+    return _embed(client, store, hashes, lambda h: load_rgb(files[h]))
+
+
+def embed_stored(client, store: UserStore, hashes: Sequence[str]) -> np.ndarray:
+    """Embeddings [N, D] of images kept in the store, by content hash."""
+
+    def load(digest: str) -> np.ndarray:
+        stored = store.image(digest)
+        if stored is None:
+            raise DataError(f"image {digest[:12]}... is not in the store {store.path} (or its bytes are lost: "
+                            "`ppo-client store check`)")
+        return decode_rgb(stored.data, f"stored image {digest[:12]}")
+
+    return _embed(client, store, list(hashes), load)
+
+
+def _embed(client, store: UserStore, hashes: list[str], load) -> np.ndarray:
+    encoder = client.encoder_info().encoder_id
     cached = store.embeddings(set(hashes), encoder)
-    missing = [(h, p) for h, p in dict(zip(hashes, paths)).items() if h not in cached]
+    missing = [h for h in dict.fromkeys(hashes) if h not in cached]
     if missing:
         logger.info("embedding %d images with %s (%d cached)", len(missing), encoder, len(cached))
         with progress() as bar:
             task = bar.add_task("embedding images", total=len(missing))
             for start in range(0, len(missing), CHUNK):
                 chunk = missing[start : start + CHUNK]
-                vectors = client.embed([load_rgb(p) for _, p in chunk])
-                fresh = {h: v for (h, _), v in zip(chunk, vectors)}
+                vectors = client.embed([load(h) for h in chunk])
+                fresh = dict(zip(chunk, vectors))
                 store.put_embeddings(fresh, encoder)
                 cached.update(fresh)
                 bar.advance(task, len(chunk))

@@ -17,8 +17,8 @@ from ppo_client.errors import ConfigurationError, StoreError
 from ppo_client.piaa import choices as choice_model
 from ppo_client.piaa.choices import ChoiceData
 from ppo_client.piaa.description import DescribedTaste, read_description, split_description
-from ppo_client.piaa.embeddings import embed_files, sac_users
-from ppo_client.piaa.head import PreferenceHead
+from ppo_client.piaa.embeddings import embed_stored, sac_users
+from ppo_client.head import PreferenceHead
 from ppo_client.piaa.methods import (MULTI_SIGNAL, NEEDS_PRIOR, MethodConfig, Priors, Task, adapt, adapt_bayes,
                                      fit_priors, lone_bayes_priors)
 from ppo_client.piaa.metrics import mae, spearman
@@ -53,7 +53,7 @@ def user_task(client, store: UserStore, name: str) -> Task:
     ratings = store.ratings(name)
     if not ratings:
         return Task(np.zeros((0, client.encoder_info().dim)), np.zeros(0))
-    x = embed_files(client, store, [r.image_path for r in ratings], [r.image_hash for r in ratings])
+    x = embed_stored(client, store, [r.image_hash for r in ratings])
     return Task(x, np.array([r.rating for r in ratings], dtype=np.float64))
 
 
@@ -61,23 +61,21 @@ def user_choices(client, store: UserStore, name: str) -> ChoiceData | None:
     """The user's choices with served embeddings of every shown image; a choice whose image is no
     longer in the store, or whose chosen image was not shown, is left out with a warning."""
     hashes: dict[str, int] = {}
-    paths: list[Path] = []
     shown_rows, answers = [], []
-    for choice in store.choices(name):
-        files = [store.image_file(h) for h in choice.shown]
-        if any(f is None for f in files) or (choice.outcome == "chosen" and choice.chosen not in choice.shown):
+    choices = store.choices(name)
+    present = store.present({h for choice in choices for h in choice.shown})
+    for choice in choices:
+        if any(h not in present for h in choice.shown) or (choice.outcome == "chosen" and choice.chosen not in choice.shown):
             logger.warning("choice %s of %s left out: an image is missing or the chosen one was not shown", choice.id, name)
             continue
-        for h, f in zip(choice.shown, files):
-            if h not in hashes:
-                hashes[h] = len(paths)
-                paths.append(f)
+        for h in choice.shown:
+            hashes.setdefault(h, len(hashes))
         shown_rows.append(tuple(hashes[h] for h in choice.shown))
         answers.append(choice.shown.index(choice.chosen) if choice.outcome == "chosen"
                        else choice_model.NONE if choice.outcome == "none" else choice_model.SAME)
     if not answers:
         return None
-    x = embed_files(client, store, paths, list(hashes))
+    x = embed_stored(client, store, list(hashes))
     return ChoiceData(x, tuple(shown_rows), tuple(answers))
 
 

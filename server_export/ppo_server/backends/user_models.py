@@ -24,7 +24,7 @@ import numpy as np
 
 from ppo_client import contract
 from ppo_client.errors import InvalidRequestError
-from ppo_client.piaa.head import HeadFormatError, PreferenceHead
+from ppo_client.head import HeadFormatError, PreferenceHead
 
 FIELD = contract.USER_MODEL_INPUT.name
 _PREFIX = contract.USER_MODEL_REF_PREFIX.encode()
