@@ -4,6 +4,7 @@
     ├── ExportError              a pipeline could not be loaded, exported or written as a repository
     │   └── CheckpointError         the checkpoint given is missing, damaged or incomplete (names the component)
     ├── EmbeddedServerError      the embedded Triton server could not start or stopped unexpectedly
+    ├── BalancerError            nginx in front of Triton replicas is missing, refused its config or stopped
     └── ComponentError           inside the server: a BLS call to a component model failed
 """
 
@@ -24,6 +25,10 @@ class CheckpointError(ExportError):
 
 
 class EmbeddedServerError(PPOError):
+    pass
+
+
+class BalancerError(PPOError):
     pass
 
 

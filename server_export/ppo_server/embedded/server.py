@@ -24,6 +24,9 @@ from ppo_server.cache import cache_dir
 from ppo_server.errors import EmbeddedServerError
 
 logger = logging.getLogger(__name__)
+# Read once, at import: sysconfig fills its cache on first use without a lock, so servers started
+# from several threads at once could read it half-filled (None) and load another libpython.
+_PYTHON_LIBRARY = (sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME"))
 
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_GRPC_PORT = 8001
@@ -131,7 +134,7 @@ class EmbeddedTritonServer:
         libraries = [str(install.libraries)]
         # The stub links libpython dynamically: make it find this interpreter's own, not another
         # patch release whose symbols this interpreter's stdlib extension modules do not match.
-        libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
+        libdir, soname = _PYTHON_LIBRARY
         if libdir and soname and (Path(libdir) / soname).exists():
             libraries.insert(0, libdir)
         if env.get("LD_LIBRARY_PATH"):

@@ -1,0 +1,5 @@
+import sys
+
+from ppo_server.balancer.cli import main
+
+sys.exit(main())
