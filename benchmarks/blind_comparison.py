@@ -15,12 +15,18 @@ half and come with Wilson 95% intervals over all pairs of an arm.
 
 Results: ``benchmarks/results/app/blind_comparison.{json,md}``. Run folders and the store are kept
 under ``--work``, so the same command again resumes a stopped benchmark.
+
+``--shard I/N`` runs shard I of N of the experiment's grid and answers the pairs of its runs only,
+then stops without writing results; the same command without ``--shard``, on a ``--work`` holding
+every shard's run folders, skips what the shards did and writes the results
+(docs/optimization.md#grids-across-machines).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import time
 from pathlib import Path
@@ -29,7 +35,9 @@ import numpy as np
 
 from ppo_client.app import compare
 from ppo_client.cli import main as cli
-from ppo_client.images import load_rgb
+from ppo_client.errors import InvalidRequestError
+from ppo_client.images import decode_rgb
+from ppo_client.optimize.shards import Shard, manifest_path
 from ppo_client.sac import read_sac
 from ppo_client.store import UserStore
 from ppo_demo.attributes import measure
@@ -48,6 +56,16 @@ def step(*argv: str) -> None:
 
 
 @contextlib.contextmanager
+def preparing(work: Path):
+    """One process at a time prepares a work folder (exports the models, makes and trains the users),
+    so that a benchmark's shards can share one ``--work``; the others wait here."""
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / ".prepare.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
 def triton(args):
     if args.url:
         yield args.url
@@ -57,8 +75,9 @@ def triton(args):
     from ppo_server.export.repository import export_pipeline
 
     repository = Path(args.work) / "repository"
-    if not (repository / "txt2img").exists():
-        export_pipeline(str(demo_pipeline_dir()), repository, clip=str(demo_clip_dir()))
+    with preparing(Path(args.work)):
+        if not (repository / "txt2img").exists():
+            export_pipeline(str(demo_pipeline_dir()), repository, clip=str(demo_clip_dir()))
     with EmbeddedTritonServer(ServerConfig(repository)) as server:
         yield server.grpc_url
 
@@ -102,7 +121,7 @@ def answer_pairs(folder: Path, client, store: Path, rng: np.random.Generator) ->
         if pair["choice"]:
             continue  # answered before a restart
         with UserStore(store, check=False) as users:
-            left, right = (rate(persona, measure(np.asarray(load_rgb(users.image_file(h)))), rng)
+            left, right = (rate(persona, measure(np.asarray(decode_rgb(users.image(h).data, h))), rng)
                            for h in (pair["left"], pair["right"]))
         choice = "left" if left > right else "right" if right > left else "same"
         result = compare.answer(folder, pair["k"], choice, store, user)
@@ -129,7 +148,35 @@ def world(args):
     work.mkdir(parents=True, exist_ok=True)
     store = work / "store.sqlite"
     with triton(args) as url:
-        yield work, store, url, prepare_users(args, url, store)
+        with preparing(work):
+            users = prepare_users(args, url, store)
+        yield work, store, url, users
+
+
+def shard_flags(args) -> list[str]:
+    """``--shard I/N`` for ``ppo-client experiment`` where the benchmark was given one."""
+    return ["--shard", args.shard] if args.shard else []
+
+
+def run_folders(experiment: Path, args) -> list[tuple[int, Path]]:
+    """The experiment's run folders in order, each with its position in the whole grid's (what seeds
+    the persona's answers to that run, so a shard answers as the unsharded benchmark would); with
+    ``--shard``, that shard's runs only (its manifest names them)."""
+    if not args.shard:
+        return list(enumerate(sorted((experiment / "runs").glob("*/*/*"))))
+    manifest = json.loads(manifest_path(experiment, Shard.parse(args.shard)).read_text())
+    order = sorted(manifest["grid"]["runs"], key=Path)  # as the unsharded glob sorts the folders
+    position = {key: i for i, key in enumerate(order)}
+    return [(position[key], experiment / "runs" / key) for key in sorted(manifest["runs"], key=position.get)]
+
+
+def stop_after_shard(args, what: str) -> bool:
+    """With ``--shard``: say what is left to do and return True (the caller writes no results)."""
+    if not args.shard:
+        return False
+    print(f"shard {args.shard} done ({what}); when every shard is, run the same command without --shard on a "
+          "--work that holds every shard's run folders: it skips what the shards did and writes the results", flush=True)
+    return True
 
 
 def run(args) -> dict:
@@ -141,20 +188,23 @@ def run(args) -> dict:
         argv = ["experiment", "--users", ",".join(users), "--optimizers", ",".join(arms), "--contexts", args.context,
                 "--iterations", str(args.iterations), "--n-prompts", "4", "--seeds", "2", "--steps", "20",
                 "--screens", str(args.screen), "--explore", str(args.explore), "--preview-steps", str(args.preview_steps),
-                "--out", str(work / "experiment"), "--parallel", str(args.parallel), "--store", str(store), "--url", url]
+                "--out", str(work / "experiment"), "--parallel", str(args.parallel), "--store", str(store), "--url", url,
+                *shard_flags(args)]
         for prompt in PROMPTS[: args.prompts]:
             argv += ["--prompt", prompt]
         step(*argv)
         rows = []
         with ScoringClient(url) as client:
-            for folder in sorted((work / "experiment" / "runs").glob("*/*/*")):
+            for position, folder in run_folders(work / "experiment", args):
                 arm = folder.name.rsplit("-r", 1)[0].replace("_", " ")
                 summary = json.loads((folder / "summary.json").read_text())
-                result = answer_pairs(folder, client, store, np.random.default_rng(len(rows)))
+                result = answer_pairs(folder, client, store, np.random.default_rng(position))
                 rows.append({"run": str(folder.relative_to(work)), "arm": arm, **result,
                              "true_max_minus_init": summary.get("true_max_minus_init"),
                              "best_rewrite": json.loads((folder / compare.COMPARE).read_text())["best_rewrite"]})
                 print(f"{rows[-1]['run']}: win rate {result['win_rate']:.2f} ({result['answered']} pairs)", flush=True)
+    if stop_after_shard(args, f"{len(rows)} runs optimized and their pairs answered"):
+        return {}
     by_arm = {arm: pooled([r for r in rows if r["arm"] == arm]) for arm in dict.fromkeys(r["arm"] for r in rows)}
     return {"sac": Path(args.sac).name, "users": len(users), "prompts": list(PROMPTS[: args.prompts]), "iterations": args.iterations,
             "pairs_per_run": compare.PAIRS, "by_arm": by_arm, "rows": rows, "seconds": time.perf_counter() - started}
@@ -185,6 +235,19 @@ def world_arguments(parser: argparse.ArgumentParser, *, work: str, out: Path) ->
     parser.add_argument("--out", default=str(out))
 
 
+def shard_argument(parser: argparse.ArgumentParser) -> None:
+    """``--shard I/N`` of a benchmark built on ``ppo-client experiment``, checked as the CLI checks it."""
+    def shard(text: str) -> str:
+        try:
+            return str(Shard.parse(text))
+        except InvalidRequestError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("--shard: ")) from None
+
+    parser.add_argument("--shard", metavar="I/N", type=shard, default=None,
+                        help="run shard I of N (counted from 1) of the experiment grid and stop without results; the same "
+                             "command without it, on a --work holding every shard's runs, finishes and reports")
+
+
 def write_results(out: Path, name: str, result: dict, text: str, **extra: str) -> None:
     """``NAME.json`` and ``NAME.md`` (and ``NAME.<suffix>`` for each extra), then the table on stdout."""
     out = Path(out)
@@ -199,6 +262,7 @@ def write_results(out: Path, name: str, result: dict, text: str, **extra: str) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     world_arguments(parser, work="build/blind", out=RESULTS)
+    shard_argument(parser)
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--optimizers", default="llm,random")
     parser.add_argument("--context", default="s+p", help="for the llm and mix optimizers")
@@ -207,7 +271,8 @@ def main() -> None:
     parser.add_argument("--preview-steps", type=int, default=0, help="preview steps (0: off)")
     args = parser.parse_args()
     result = run(args)
-    write_results(Path(args.out), "blind_comparison", result, markdown(result))
+    if result:
+        write_results(Path(args.out), "blind_comparison", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,13 @@ not have chosen, and the previews' rank correlation with the full renders.
 
 Results: ``benchmarks/results/optimize/efficiency.{json,md,svg}``. Run folders are kept under
 ``--work``; the same command again resumes a stopped benchmark.
+
+Across machines (docs/optimization.md#grids-across-machines): ``--shard I/N`` runs shard I of N of
+every group's grid and stops without writing results; then the same command without ``--shard`` (or
+with ``--report-only``), on a ``--work`` holding every shard's run folders, writes them.
+
+    python benchmarks/optimizer_efficiency.py --shard 1/4 --url triton:8001     # one per machine, 1/4 .. 4/4
+    python benchmarks/optimizer_efficiency.py --report-only                     # the --work folders gathered
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from blind_comparison import PROMPTS, run_personas, step, world, world_arguments, write_results
+from blind_comparison import (PROMPTS, run_personas, shard_argument, shard_flags, step, stop_after_shard, world,
+                              world_arguments, write_results)
 
 from ppo_client.optimize.config import RunConfig
 from ppo_client.optimize.cost import Cost, unet_evaluations
@@ -296,7 +304,7 @@ def _run_groups(args, groups: list[str], budget: int):
             common += ["--prompt", prompt]
         for group in groups:
             flags, _ = group_flags(group, args)
-            step("experiment", *flags, *common, "--out", str(work / f"experiment-{group}"))
+            step("experiment", *flags, *common, "--out", str(work / f"experiment-{group}"), *shard_flags(args))
     return work, users
 
 
@@ -309,6 +317,8 @@ def run(args) -> dict:
         users = sorted({f.name for g in groups for f in (work / f"experiment-{g}" / "runs").glob("*")})
     else:
         work, users = _run_groups(args, groups, budget)
+        if stop_after_shard(args, f"its runs of {', '.join(groups)}"):
+            return {}
     runs = []
     for group in groups:
         _, suffix = group_flags(group, args)
@@ -339,11 +349,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--reference", default="ga +screen4 greedy", help="the arm the others are paired against")
     parser.add_argument("--report-only", action="store_true", help="tabulate the run folders under --work; run nothing")
+    shard_argument(parser)
     parser.add_argument("--llm-timeout", type=float, default=300.0,
                         help="seconds per LLM call: parallel runs queue at the one local LLM (default %(default)s)")
     args = parser.parse_args()
+    if args.shard and args.report_only:
+        parser.error("--report-only tabulates every shard's runs: give it without --shard")
     result = run(args)
-    write_results(Path(args.out), "efficiency", result, markdown(result), svg=plot(result) + "\n")
+    if result:
+        write_results(Path(args.out), "efficiency", result, markdown(result), svg=plot(result) + "\n")
 
 
 if __name__ == "__main__":

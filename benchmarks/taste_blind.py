@@ -22,7 +22,8 @@ as ``benchmarks/taste_signals.py`` makes them: a taste the store has never seen)
     python benchmarks/taste_blind.py            # 8 + 8 personas x 2 prompts
 
 Results: ``benchmarks/results/taste/taste_blind.{json,md}``. The work folder (``--work``) keeps the
-store and the run folders, so the same command resumes.
+store and the run folders, so the same command resumes. ``--shard I/N`` runs shard I of N of the
+experiment and answers its runs' pairs, as ``blind_comparison.py`` does.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from blind_comparison import PROMPTS, answer_pairs, pooled, step, triton, world_arguments, write_results
+from blind_comparison import (PROMPTS, answer_pairs, pooled, preparing, run_folders, shard_argument, shard_flags, step,
+                              stop_after_shard, triton, world_arguments, write_results)
 from ppo_client.app.queue import PriorCache
 from ppo_client.app.slates import choose as choose_slate
-from ppo_client.images import load_rgb
+from ppo_client.images import decode_rgb
 from ppo_client.sac import read_sac
 from ppo_client.store import PoolEntry, UserStore
 from ppo_demo.answers import choose, describe
@@ -53,7 +55,7 @@ GROUPS = ("archetype", "off-archetype")
 
 
 def attributes(store: UserStore, image_hash: str) -> np.ndarray:
-    return measure_many([np.asarray(load_rgb(store.image_file(image_hash)))])[0]
+    return measure_many([np.asarray(decode_rgb(store.image(image_hash).data, image_hash))])[0]
 
 
 def prepare_store(args, url: str, store: Path) -> tuple[dict[str, Persona], dict[str, np.ndarray]]:
@@ -114,26 +116,30 @@ def run(args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     store = work / "store.sqlite"
     with triton(args) as url, ScoringClient(url) as client:
-        personas, attrs = prepare_store(args, url, store)
-        cache = PriorCache()
-        taught = {name: teach(store, client, url, name, persona, attrs, args.seed * 1000 + i, cache)
-                  for i, (name, persona) in enumerate(personas.items())}
+        with preparing(work):
+            personas, attrs = prepare_store(args, url, store)
+            cache = PriorCache()
+            taught = {name: teach(store, client, url, name, persona, attrs, args.seed * 1000 + i, cache)
+                      for i, (name, persona) in enumerate(personas.items())}
         with UserStore(store) as users:
             reading = {name: users.models(name)[-1].params.get("description", {}) for name in personas}
         argv = ["experiment", "--users", ",".join(personas), "--optimizers", args.optimizers, "--contexts", args.context,
                 "--iterations", str(args.iterations), "--n-prompts", "4", "--seeds", "2", "--steps", "20",
-                "--out", str(work / "experiment"), "--parallel", str(args.parallel), "--store", str(store), "--url", url]
+                "--out", str(work / "experiment"), "--parallel", str(args.parallel), "--store", str(store), "--url", url,
+                *shard_flags(args)]
         for prompt in PROMPTS[: args.prompts]:
             argv += ["--prompt", prompt]
         step(*argv)
         rows = []
-        for folder in sorted((work / "experiment" / "runs").glob("*/*/*")):
+        for position, folder in run_folders(work / "experiment", args):
             stored = json.loads((folder / "config.json").read_text())
             name = stored["config"]["user"]
-            result = answer_pairs(folder, client, store, np.random.default_rng(len(rows)))
+            result = answer_pairs(folder, client, store, np.random.default_rng(position))
             rows.append({"run": str(folder.relative_to(work)), "user": name,
                          "group": "archetype" if name.startswith("a") else "off-archetype", **result})
             print(f"{rows[-1]['run']}: win rate {result['win_rate']:.2f} ({result['answered']} pairs)", flush=True)
+    if stop_after_shard(args, f"{len(rows)} runs optimized and their pairs answered"):
+        return {}
     by_group = {g: pooled([r for r in rows if r["group"] == g]) for g in GROUPS if any(r["group"] == g for r in rows)}
     return {"sac": Path(args.sac).name, "users_per_group": args.users, "prompts": list(PROMPTS[: args.prompts]),
             "optimizers": args.optimizers, "iterations": args.iterations, "picks": PICKS, "taught": taught,
@@ -161,13 +167,15 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     world_arguments(parser, work="build/taste-blind", out=RESULTS)
+    shard_argument(parser)
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--optimizers", default="random")
     parser.add_argument("--context", default="s+p", help="for the llm optimizer")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     result = run(args)
-    write_results(Path(args.out), "taste_blind", result, markdown(result))
+    if result:
+        write_results(Path(args.out), "taste_blind", result, markdown(result))
 
 
 if __name__ == "__main__":

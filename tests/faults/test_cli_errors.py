@@ -96,7 +96,8 @@ def test_a_refused_optimize_flag_is_one_line_exit_2_and_leaves_no_run_folder(tmp
 
 
 @pytest.mark.parametrize("flags", [["--seed", "-1"], ["--steps", "0"], ["--iterations", "-5"], ["--screens", "0,9"],
-                                   ["--prompts-file", "{missing}"], ["--repeats", "0"]],
+                                   ["--prompts-file", "{missing}"], ["--repeats", "0"], ["--shard", "0/2"],
+                                   ["--shard", "3/2"], ["--shard", "a/b"], ["--shard", "1/0"], ["--shard=-1/2"]],
                          ids=lambda flags: " ".join(flags)[:30])
 def test_a_refused_experiment_flag_is_one_line_exit_2_and_leaves_no_folder(tmp_path, monkeypatch, capsys, flags):
     monkeypatch.chdir(tmp_path)

@@ -1,5 +1,5 @@
-"""``ppo-client optimize`` and ``ppo-client experiment``: flags in, the library's configs out; every
-default is read from those configs (``RunConfig``, ``ExperimentConfig``)."""
+"""``ppo-client optimize``, ``ppo-client experiment`` and ``ppo-client experiment merge``: flags in, the
+library's configs out; every default is read from those configs (``RunConfig``, ``ExperimentConfig``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from ppo_client.errors import InvalidRequestError, OptimizationError
 from ppo_client.llm.chat import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, TIMEOUT_ENV
 from ppo_client.optimize.config import Context, Optimizer, RunConfig, SubjectAnchor
 from ppo_client.optimize.experiment import ExperimentConfig
+from ppo_client.optimize.shards import Shard
 from ppo_client.store import GENERAL_USER
+from ppo_client.store.cli import STORE_HELP
 
 
 def chat_config(args):
@@ -151,6 +153,9 @@ def _split(text: str, flag: str, kind=str) -> tuple:
 def _experiment(args) -> int:
     from ppo_client.optimize.experiment import jobs, run_experiment
 
+    if not args.out:
+        raise InvalidRequestError("--out", "name the experiment's folder (--out DIR)")
+    shard = Shard.parse(args.shard) if args.shard is not None else Shard()
     prompts = list(args.prompt or [])
     if args.prompts_file:
         try:
@@ -171,12 +176,13 @@ def _experiment(args) -> int:
         out=Path(args.out), prompts=tuple(prompts), users=_split(args.users, "--users"), general=args.general,
         optimizers=tuple(map(Optimizer, optimizers)), contexts=tuple(map(Context, contexts)), screens=screens,
         repeats=args.repeats, parallel=args.parallel, run=_run_shape(args), text_fallback=args.text_fallback,
+        shard=shard,
     ).checked()
     llm = chat_config(args)
-    jobs(config, llm)  # every run's configuration is checked before anything is printed, read or started
-    runs = len(config.who) * len(prompts) * len(config.grid) * config.repeats
-    console.print(f"{runs} runs ({len(config.who)} users x {len(prompts)} prompts x {len(config.grid)} arms x "
-                  f"{config.repeats} repeats) in {config.out}")
+    grid = jobs(config, llm)  # every run's configuration is checked before anything is printed, read or started
+    share = "" if shard.whole else f"; shard {shard} runs {len(shard.share(job.key for job in grid))} of them"
+    console.print(f"{len(grid)} runs ({len(config.who)} users x {len(prompts)} prompts x {len(config.grid)} arms x "
+                  f"{config.repeats} repeats) in {config.out}{share}")
     with status("running ...") as spinner:
         result = run_experiment(config, url=args.url, store=args.store, chat_config=llm,
                                 on_run=lambda done, total: spinner.update(Text(f"{done}/{total} runs finished")))
@@ -184,6 +190,22 @@ def _experiment(args) -> int:
     if result.failures:
         console.print(f"{len(result.failures)} runs failed; run the same command again to resume them")
         return 1
+    if not shard.whole:
+        console.print(f"shard {shard} is done; when every shard is, the tables of the whole grid: "
+                      f"ppo-client experiment merge {config.out} [OTHER SHARDS' --out ...] --out DIR")
+    return 0
+
+
+def _merge(args) -> int:
+    from ppo_client.optimize.experiment import merge
+
+    out = Path(args.out)
+    result = merge([Path(f) for f in args.folders], out, partial=args.partial)
+    print((out / "experiment.md").read_text(), end="")
+    if result.missing:
+        console.print(f"partial tables: {len(result.missing)} runs of the grid are missing or unfinished "
+                      f"(listed in {out / 'experiment.json'})")
+    console.print(f"merged {result.runs} runs into {out / 'experiment.md'}")
     return 0
 
 
@@ -259,7 +281,7 @@ def add_optimize_commands(commands, add_url) -> None:
     where = optimize.add_mutually_exclusive_group()
     where.add_argument("--run-dir", help="new run folder (default runs/<time>-<user>)")
     where.add_argument("--resume", help="continue the run in this folder")
-    optimize.add_argument("--store", default=None, help="user store file (default: $PPO_STORE or the user data dir)")
+    optimize.add_argument("--store", default=None, help=STORE_HELP)
     add_llm_arguments(optimize)
     add_url(optimize)
     optimize.set_defaults(handler=_optimize)
@@ -275,9 +297,21 @@ def add_optimize_commands(commands, add_url) -> None:
     experiment.add_argument("--screens", default="", help="comma-separated --screen values, one more grid column each (e.g. 0,4)")
     experiment.add_argument("--repeats", type=int, default=grid.repeats)
     experiment.add_argument("--parallel", type=int, default=grid.parallel, help="runs at once (default %(default)s)")
-    experiment.add_argument("--out", required=True)
-    experiment.add_argument("--store", default=None)
+    experiment.add_argument("--out", help="the experiment's folder (required): run folders, tables, shard manifests")
+    experiment.add_argument(
+        "--shard", metavar="I/N",
+        help="run shard I of N of the grid (I counted from 1): a fixed share of its runs, the same split on every "
+             "machine; merge the shards' folders with `experiment merge`",
+    )
+    experiment.add_argument("--store", default=None, help=STORE_HELP)
     _add_run_shape(experiment)
     add_llm_arguments(experiment)
     add_url(experiment)
     experiment.set_defaults(handler=_experiment)
+    steps = experiment.add_subparsers(dest="experiment_command", metavar="{merge}",
+                                      description="without a subcommand: run the grid (or one shard of it)")
+    merge = steps.add_parser("merge", help="the tables of one grid from its shards' folders")
+    merge.add_argument("folders", nargs="+", metavar="DIR", help="the shards' --out folders (one folder that several shards shared is enough)")
+    merge.add_argument("--out", required=True, help="where experiment.json and experiment.md go (may be one of the DIRs)")
+    merge.add_argument("--partial", action="store_true", help="summarise the finished runs even if some of the grid's are missing")
+    merge.set_defaults(handler=_merge)

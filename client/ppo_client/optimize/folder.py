@@ -29,7 +29,7 @@ from ppo_client.optimize.cost import Cost
 from ppo_client.optimize.parsing import normalise
 from ppo_client.optimize.proposers import ScoredPrompt
 from ppo_client.optimize.records import IterationRecord
-from ppo_client.piaa.head import PreferenceHead
+from ppo_client.head import PreferenceHead
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +164,23 @@ def read_records(folder: Path) -> list[IterationRecord]:
             break
         records.append(record)
     return records
+
+
+def read_finished_summary(folder: Path) -> dict | None:
+    """The ``summary.json`` of a finished run, for readers that do not work in it (merging an
+    experiment's shards); None if the folder holds no run, the run has iterations left, or its summary
+    is not yet that of its last iteration. Changes nothing on disk."""
+    folder = Path(folder)
+    try:
+        stored = json.loads((folder / CONFIG).read_text())
+        summary = json.loads((folder / SUMMARY).read_text())
+        records = read_records(folder)
+        done = bool(records) and finished(stored["config"], records)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not done or not isinstance(summary, dict) or summary.get("iterations_done") != len(records) - 1:
+        return None
+    return summary
 
 
 def _read_iterations(path: Path) -> list[IterationRecord]:
