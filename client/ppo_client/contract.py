@@ -251,9 +251,21 @@ ALL_CONTRACTS = (*ALL_MODELS, UNET_XL, CLIP_TEXT_GRAPH)
 """Every contract, graphs inside models included: their tensor names are all the names there are."""
 
 
-def components(family: str) -> tuple[ModelContract, ...]:
-    """The component models of a pipeline family (``FAMILIES``)."""
-    return XL_COMPONENTS if family == "sdxl" else COMPONENTS
+class Family(str, enum.Enum):
+    """Pipeline families served, spelled in JSON files and model configs by their values."""
+
+    SD = "sd"
+    """Stable Diffusion 1.x and 2.x: one CLIP text encoder."""
+    SDXL = "sdxl"
+    """Two text encoders, pooled text embeddings and size conditioning."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def components(family: Family) -> tuple[ModelContract, ...]:
+    """The component models of a pipeline family."""
+    return XL_COMPONENTS if family == Family.SDXL else COMPONENTS
 
 
 def tensor_names() -> frozenset[str]:
@@ -279,9 +291,6 @@ SCHEDULERS = ("pndm", "ddim", "euler", "euler_a", "dpm_multistep", "dpm_multiste
 """Names a request may pass as ``SCHEDULER``; empty means the checkpoint's own scheduler. Each is
 built from the checkpoint's scheduler config; a served model offers those that build from it (its
 config's ``schedulers`` parameter)."""
-FAMILIES = ("sd", "sdxl")
-"""Pipeline families served: ``sd`` (Stable Diffusion 1.x and 2.x: one CLIP text encoder) and
-``sdxl`` (two text encoders, pooled text embeddings and size conditioning)."""
 
 
 # --- model-config parameters: written by the exporter, read by the server models and the SDK ---
@@ -323,7 +332,7 @@ class ServedPipeline:
     """What one exported ``txt2img`` (and ``txt2img_score``) serves: the exporter writes it, the server
     model and the SDK (which checks requests against it) read it."""
 
-    family: str
+    family: Family
     limits: SizeLimits
     schedulers: tuple[str, ...]
     """The contract's scheduler names this checkpoint's scheduler config builds."""
@@ -332,7 +341,7 @@ class ServedPipeline:
 
     def to_parameters(self) -> dict[str, str]:
         return {
-            "family": self.family,
+            "family": str(self.family),
             "size_multiple": str(self.limits.multiple),
             "min_side": str(self.limits.min_side),
             "max_side": str(self.limits.max_side),
@@ -349,7 +358,7 @@ class ServedPipeline:
             max_side=_required(params, "max_side", int), native_side=_required(params, "native_side", int),
         )
         return cls(
-            family=_required(params, "family", str),
+            family=_required(params, "family", Family),
             limits=limits,
             schedulers=_required(params, "schedulers", _names),
             default_scheduler=_required(params, "default_scheduler", str),

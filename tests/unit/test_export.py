@@ -6,6 +6,7 @@ import pytest
 
 from ppo_client import contract
 from ppo_client.contract import ServedPipeline
+from ppo_client.manifests import PIPELINE_MANIFEST
 from ppo_server.errors import ExportError
 from ppo_server.export.model_config import read_config
 from ppo_server.export.repository import export_pipeline
@@ -25,7 +26,7 @@ def test_export_writes_every_model_with_a_generated_config(tiny_repository):
         assert (tiny_repository / model.name / "1" / "model.py").read_text() == shim_source(model.name)
     pipeline = tiny_repository / contract.TXT2IMG.name / "1" / "pipeline"
     assert (pipeline / "scheduler" / "scheduler_config.json").exists()
-    assert json.loads((pipeline / "manifest.json").read_text())["vae_scale_factor"] == 8
+    assert json.loads((pipeline / PIPELINE_MANIFEST).read_text())["vae_scale_factor"] == 8
 
 
 def test_onnx_graphs_match_torch_and_use_the_contract_names(tiny_export, tiny_repository):

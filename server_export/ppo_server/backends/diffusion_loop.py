@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ppo_client import contract
-from ppo_client.contract import ModelContract
+from ppo_client.contract import Family, ModelContract
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import GenerationRequest
 from ppo_server.backends.schedulers import build_scheduler, steps_problem, takes_generator
@@ -63,9 +63,9 @@ def tokenize(tokenizer, prompts: Sequence[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PipelineShape:
-    """What the loop needs to know of the exported pipeline (its ``manifest.json``)."""
+    """What the loop needs to know of the exported pipeline (its ``manifests.PipelineManifest``)."""
 
-    family: str = "sd"
+    family: Family = Family.SD
     latent_channels: int = 4
     vae_scale_factor: int = 8
     force_zeros_for_empty_prompt: bool = True
@@ -74,13 +74,13 @@ class PipelineShape:
 
 class DiffusionLoop:
     def __init__(self, *, shape: PipelineShape, tokenizers: Sequence, scheduler_config: Mapping, call: Call) -> None:
-        if shape.family not in contract.FAMILIES:
+        if shape.family not in tuple(Family):
             raise ValueError(f"unknown pipeline family {shape.family!r}")
         self.shape = shape
         self.tokenizers = list(tokenizers)
         self.scheduler_config = dict(scheduler_config)
         self.call = call
-        self.unet: contract.UNetContract = contract.UNET_XL if shape.family == "sdxl" else contract.UNET
+        self.unet: contract.UNetContract = contract.UNET_XL if shape.family == Family.SDXL else contract.UNET
         self._pristine: dict[str, object] = {}
         self._steps_checked: dict[tuple[str, int], str] = {}
 
@@ -137,7 +137,7 @@ class DiffusionLoop:
         """The UNet's conditioning inputs for the loop's rows: the unconditional rows first (as
         diffusers orders them) when guidance is on."""
         prompts = [row.prompt for row in rows]
-        if self.shape.family == "sd":
+        if self.shape.family == Family.SD:
             texts = [row.negative_prompt for row in rows] + prompts if key.guided else prompts
             encoder = contract.TEXT_ENCODER
             hidden = self._encode(encoder, self.tokenizers[0], texts)[encoder.LAST_HIDDEN_STATE.name]
@@ -190,7 +190,7 @@ class DiffusionLoop:
         generators = [torch.Generator("cpu").manual_seed(row.seed) for row in rows]
         latents = self.initial_latents(generators, key, float(scheduler.init_noise_sigma))
         step_kwargs = {"generator": generators} if takes_generator(scheduler) else {}
-        if self.shape.family == "sdxl" and hasattr(scheduler, "set_begin_index"):
+        if self.shape.family == Family.SDXL and hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(0)  # as StableDiffusionXLPipeline does (StableDiffusionPipeline does not)
         guidance = torch.tensor([row.guidance_scale for row in rows], dtype=torch.float32).reshape(n, 1, 1, 1)
         rescale = torch.tensor([row.guidance_rescale for row in rows], dtype=torch.float32).reshape(n, 1, 1, 1)

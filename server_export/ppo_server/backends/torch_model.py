@@ -10,12 +10,12 @@ replays (``backends.cuda_graphs``).
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 
 import numpy as np
 
 from ppo_client.contract import CudaGraphParameters
+from ppo_client.manifests import TorchManifest
 from ppo_server import wrappers
 from ppo_server.backends.component import ModelArgs, run_grouped
 from ppo_server.backends.cuda_graphs import GraphRunner
@@ -35,10 +35,10 @@ WRAPPERS_BY_SPEC = {
 """Manifests written before they named their wrapper name the export spec (older ones the model)."""
 
 
-def _wrapper(manifest: dict):
-    if "wrapper" in manifest:
-        return getattr(wrappers, manifest["wrapper"])
-    return WRAPPERS_BY_SPEC[manifest.get("spec", manifest["model"])]
+def _wrapper(manifest: TorchManifest):
+    if manifest.wrapper is not None:
+        return getattr(wrappers, manifest.wrapper)
+    return WRAPPERS_BY_SPEC[manifest.spec if manifest.spec is not None else manifest.model]
 
 
 class TritonPythonModel:
@@ -47,16 +47,16 @@ class TritonPythonModel:
 
         install_triton_log_handler()
         self.model = ModelArgs.parse(args)
-        manifest = json.loads((self.model.folder / "torch_manifest.json").read_text())
-        module_path, class_name = manifest["module_class"].rsplit(".", 1)
+        manifest = TorchManifest.read(self.model.folder)
+        module_path, class_name = manifest.module_class.rsplit(".", 1)
         module = getattr(importlib.import_module(module_path), class_name).from_pretrained(self.model.folder / "weights")
         if torch.cuda.is_available():
             self.device = torch.device(f"cuda:{self.model.device_id}")
             torch.cuda.set_device(self.device)
-            self.dtype = torch.float16 if manifest["fp16_on_gpu"] else torch.float32
+            self.dtype = torch.float16 if manifest.fp16_on_gpu else torch.float32
         else:
             self.device, self.dtype = torch.device("cpu"), torch.float32
-        wrapped = _wrapper(manifest)(module.to(self.device, self.dtype), **manifest["wrapper_kwargs"])
+        wrapped = _wrapper(manifest)(module.to(self.device, self.dtype), **manifest.wrapper_kwargs)
         self.module = wrapped.to(self.device).eval()
         batches = CudaGraphParameters.from_parameters(self.model.params).cuda_graph_batches
         self.runner = GraphRunner(self.module, batches) if batches and self.device.type == "cuda" else self.module

@@ -16,7 +16,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ppo_client import contract
-from ppo_client.contract import ServedPipeline, SizeLimits, TensorSpec
+from ppo_client.contract import Family, ServedPipeline, SizeLimits, TensorSpec
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import (
     GenerationRequest,
@@ -29,6 +29,7 @@ from ppo_client.generation import (
     check_steps,
     check_text,
 )
+from ppo_client.manifests import PipelineManifest
 from ppo_server.backends import bls
 from ppo_server.backends.component import ModelArgs, error_response
 from ppo_server.backends.diffusion_loop import DiffusionLoop, PipelineShape
@@ -88,17 +89,17 @@ class TritonPythonModel:
         served = ServedPipeline.from_parameters(model.params)
         self.limits = served.limits
         assets = model.folder / "pipeline"
-        manifest = json.loads((assets / "manifest.json").read_text())
+        manifest = PipelineManifest.read(assets)
         from transformers import AutoTokenizer
 
         shape = PipelineShape(
-            family=manifest.get("family", "sd"),
-            latent_channels=int(manifest["latent_channels"]),
-            vae_scale_factor=int(manifest["vae_scale_factor"]),
-            force_zeros_for_empty_prompt=bool(manifest.get("force_zeros_for_empty_prompt", True)),
+            family=manifest.family,
+            latent_channels=manifest.latent_channels,
+            vae_scale_factor=manifest.vae_scale_factor,
+            force_zeros_for_empty_prompt=manifest.force_zeros_for_empty_prompt,
         )
         tokenizers = [AutoTokenizer.from_pretrained(assets / "tokenizer")]
-        if shape.family == "sdxl":
+        if shape.family == Family.SDXL:
             tokenizers.append(AutoTokenizer.from_pretrained(assets / "tokenizer_2"))
         self.loop = DiffusionLoop(
             shape=shape,
@@ -110,7 +111,7 @@ class TritonPythonModel:
             raise ComponentError(f"the model's own scheduler {served.default_scheduler} does not run; re-export it")
         self.schedulers = self.loop.warm_up(served.schedulers)
         logger.info("txt2img ready: %s, sides %s, schedulers %s (default %s), exported from %s", shape.family,
-                    self.limits, ",".join(self.schedulers), served.default_scheduler, manifest["source"])
+                    self.limits, ",".join(self.schedulers), served.default_scheduler, manifest.source)
 
     def _parse(self, request) -> list[GenerationRequest]:
         rows = parse_request(request, self.limits, self.schedulers)

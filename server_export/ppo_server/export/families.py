@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from ppo_client.contract import Family
 from ppo_server.errors import CheckpointError, ExportError
 from ppo_server.export import checkpoint
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_CLASSES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
+PIPELINE_CLASSES = {"StableDiffusionPipeline": Family.SD, "StableDiffusionXLPipeline": Family.SDXL}
 SUPPORTED = "Stable Diffusion 1.x/2.x (StableDiffusionPipeline) and SDXL (StableDiffusionXLPipeline, base or Turbo)"
 KNOWN_OTHERS = {
     "StableDiffusion3Pipeline": "Stable Diffusion 3 (a transformer-based family)",
@@ -43,8 +44,8 @@ EXTRAS = ("safety_checker", "feature_extractor", "image_encoder")
 
 
 COMPONENTS = {
-    "sd": ("text_encoder", "tokenizer", "unet", "vae", "scheduler"),
-    "sdxl": ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "vae", "scheduler"),
+    Family.SD: ("text_encoder", "tokenizer", "unet", "vae", "scheduler"),
+    Family.SDXL: ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "vae", "scheduler"),
 }
 """What each family's folder must hold (``checkpoint.check`` checks each before anything loads)."""
 SETTINGS = ("force_zeros_for_empty_prompt",)
@@ -53,7 +54,7 @@ SETTINGS = ("force_zeros_for_empty_prompt",)
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    family: str
+    family: Family
     pipeline_class: str
     dropped: tuple[str, ...]
     """Extra components listed in the folder that are not exported."""
@@ -146,10 +147,10 @@ def check(pipeline, info: CheckpointInfo, model: str) -> None:
             "model), which is not served; LCM-LoRA-style checkpoints with an LCMScheduler are"
         )
     addition = getattr(unet.config, "addition_embed_type", None)
-    expected = "text_time" if info.family == "sdxl" else None
+    expected = "text_time" if info.family == Family.SDXL else None
     if addition != expected:
         raise ExportError(f"{model}: a {info.pipeline_class} whose UNet has addition_embed_type={addition!r} is not served")
-    if info.family == "sdxl":
+    if info.family == Family.SDXL:
         if pipeline.text_encoder is None or pipeline.text_encoder_2 is None:
             raise ExportError(f"{model}: an SDXL pipeline without both text encoders (the SDXL refiner?) is not served")
         ids = 6 * int(unet.config.addition_time_embed_dim) + int(pipeline.text_encoder_2.config.projection_dim)

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ppo_client import contract
-from ppo_client.contract import ServedPipeline, SizeLimits
+from ppo_client.contract import Family, ServedPipeline, SizeLimits
+from ppo_client.manifests import PipelineManifest
 from ppo_server.errors import ExportError
 from ppo_server.export import families
 from ppo_server.export import specs as export_specs
@@ -29,8 +30,6 @@ from ppo_server.export.tensorrt import ProfileLimits
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-
 
 @dataclass(frozen=True)
 class ExportResult:
@@ -40,7 +39,7 @@ class ExportResult:
     size_multiple: int
     max_side: int
     reports: list[ExportReport] = field(default_factory=list)
-    family: str = "sd"
+    family: Family = Family.SD
     schedulers: list[str] = field(default_factory=list)
     """The contract's scheduler names this checkpoint offers."""
 
@@ -50,8 +49,8 @@ def load_pipeline(model: str, *, scheduler: str = ""):
     return families.load(model, families.detect(model, scheduler=scheduler), scheduler=scheduler)
 
 
-def _dims(pipeline, family: str) -> export_specs.ExportDims:
-    xl = family == "sdxl"
+def _dims(pipeline, family: Family) -> export_specs.ExportDims:
+    xl = family == Family.SDXL
     return export_specs.ExportDims(
         batch=2,
         sequence_length=int(pipeline.tokenizer.model_max_length),
@@ -108,19 +107,18 @@ def export_pipeline(
     txt2img_dir = out / contract.TXT2IMG.name
     assets = txt2img_dir / "1" / "pipeline"
     pipeline.tokenizer.save_pretrained(assets / "tokenizer")
-    if family == "sdxl":
+    if family == Family.SDXL:
         pipeline.tokenizer_2.save_pretrained(assets / "tokenizer_2")
     scheduler.save_pretrained(assets / "scheduler")
-    manifest = {
-        "source": str(model),
-        "family": family,
-        "latent_channels": dims.latent_channels,
-        "vae_scale_factor": vae_scale_factor,
-        "native_side": native_side,
-        "text_max_length": dims.sequence_length,
-        "force_zeros_for_empty_prompt": bool(pipeline.config.get("force_zeros_for_empty_prompt", True)),
-    }
-    (assets / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    PipelineManifest(
+        source=str(model),
+        family=family,
+        latent_channels=dims.latent_channels,
+        vae_scale_factor=vae_scale_factor,
+        native_side=native_side,
+        text_max_length=dims.sequence_length,
+        force_zeros_for_empty_prompt=bool(pipeline.config.get("force_zeros_for_empty_prompt", True)),
+    ).write(assets)
     served = ServedPipeline(
         family=family,
         limits=SizeLimits(multiple=size_multiple, min_side=size_multiple, max_side=max_side, native_side=native_side),

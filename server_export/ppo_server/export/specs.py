@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ppo_client import contract
-from ppo_client.contract import ModelContract, TensorSpec
+from ppo_client.contract import Family, ModelContract, TensorSpec
 from ppo_server import wrappers
 from ppo_server.errors import ExportError
 from ppo_server.export.tensorrt import Dims, ProfileLimits, ShapeRange
@@ -301,11 +301,11 @@ BACKEND_MODULES = {
 """Model name -> the python-backend module its versioned ``model.py`` imports."""
 
 
-def specs_for(family: str) -> tuple[ExportSpec, ...]:
-    return XL_SPECS if family == "sdxl" else SPECS
+def specs_for(family: Family) -> tuple[ExportSpec, ...]:
+    return XL_SPECS if family == Family.SDXL else SPECS
 
 
-def in_process(pipeline, family: str):
+def in_process(pipeline, family: Family):
     """A ``diffusion_loop.Call`` that runs the pipeline's own torch modules behind the export
     wrappers: the function every target serves, computed in this process (tests, baselines)."""
     modules = {spec.contract.name: spec.wrap(getattr(pipeline, spec.component)).eval() for spec in specs_for(family)}

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from ppo_client.contract import ComponentParameters, CudaGraphParameters, ModelContract
+from ppo_client.manifests import TorchManifest
 from ppo_server.export import specs as export_specs
 from ppo_server.export.model_config import Platform, ServingOptions, build_config, write_config
 from ppo_server.export.onnx_exporter import ExportReport, export_onnx
@@ -30,7 +30,6 @@ from ppo_server.export.tensorrt import ProfileLimits, build_engine
 
 ONNX_FILE = "model.onnx"
 TORCH_BACKEND = "ppo_server.backends.torch_model"
-TORCH_MANIFEST = "torch_manifest.json"
 TORCH_WEIGHTS = "weights"
 
 
@@ -142,15 +141,14 @@ class TorchCudaWriter(ComponentWriter):
             raise ValueError(f"the torch-cuda target needs the {spec.contract.name} module")
         module.save_pretrained(model_dir / "1" / TORCH_WEIGHTS, safe_serialization=True)
         cls = type(module)
-        manifest = {
-            "model": spec.contract.name,
-            "spec": spec.key,
-            "wrapper": spec.wrap.__name__,
-            "module_class": f"{cls.__module__}.{cls.__name__}",
-            "wrapper_kwargs": dict(wrapper_kwargs or {}),
-            "fp16_on_gpu": not spec.upcast,
-        }
-        (model_dir / "1" / TORCH_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        TorchManifest(
+            model=spec.contract.name,
+            spec=spec.key,
+            wrapper=spec.wrap.__name__,
+            module_class=f"{cls.__module__}.{cls.__name__}",
+            wrapper_kwargs=dict(wrapper_kwargs or {}),
+            fp16_on_gpu=not spec.upcast,
+        ).write(model_dir / "1")
         graphs = CudaGraphParameters(self.cuda_graph_batches if spec.graphed else ())
         config = build_config(spec.contract, _with_parameters(serving, graphs.to_parameters()))
         if torch.cuda.is_available():  # the export runs on the host that will serve
