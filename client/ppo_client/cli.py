@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ppo_client import contract
-from ppo_client.console import console, run_commands, status
+from ppo_client.console import console, print_json, print_table, results, run_commands, status
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import GenerationRequest
 from ppo_client.triton import DEFAULT_TIMEOUT_S, DEFAULT_URL, URL_ENV
@@ -48,28 +48,34 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from rich.table import Table
-    from rich.text import Text
-
     from ppo_client.txt2img import Txt2ImgClient
 
     with Txt2ImgClient(args.url) as client:
+        endpoint = str(client.endpoint)
         models = client.served_models()
-        table = Table("model", "state", title=Text(f"models on {client.endpoint}"))
-        for name, state in models:  # the server's names, printed as they are (no markup)
-            table.add_row(Text(name), Text(state or "-"))
-        console.print(table)
-        if (contract.TXT2IMG.name, "READY") not in models:
-            return 0
-        served = client.pipeline()
+        served = client.pipeline() if (contract.TXT2IMG.name, "READY") in models else None
+    if args.json:
+        print_json({"endpoint": endpoint, "models": [{"name": name, "state": state or None} for name, state in models],
+                    "txt2img": None if served is None else _pipeline_json(served)})
+        return 0
+    print_table(("model", "state"), [(name, state or "-") for name, state in models], title=f"models on {endpoint}")
+    if served is None:
+        return 0
     limits = served.limits
-    console.print(
+    results.print(
         f"txt2img: family {served.family}, native {limits.native_side}x{limits.native_side}, sides "
         f"{limits.min_side}..{limits.max_side} in steps of {limits.multiple}"
     )
-    console.print(f"schedulers: default {served.default_scheduler or '?'} (the checkpoint's own); "
+    results.print(f"schedulers: default {served.default_scheduler or '?'} (the checkpoint's own); "
                   f"by name: {', '.join(served.schedulers) or 'none'}")
     return 0
+
+
+def _pipeline_json(served: contract.ServedPipeline) -> dict:
+    limits = served.limits
+    return {"family": served.family, "native_side": limits.native_side, "min_side": limits.min_side,
+            "max_side": limits.max_side, "side_multiple": limits.multiple,
+            "default_scheduler": served.default_scheduler or None, "schedulers": list(served.schedulers)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(handler=_generate)
 
     models = commands.add_parser("models", help="what the server serves: models, pipeline family, sizes, schedulers")
+    models.add_argument("--json", action="store_true", help="the same as one JSON document on stdout")
     _add_url(models)
     models.set_defaults(handler=_models)
 

@@ -1,17 +1,21 @@
 """The one CLI boundary: logging set-up, the project's errors turned into a message and an exit code,
 and where output goes.
 
-Results (listings, tables, reports) go to stdout, through ``results`` and ``print_table``, so they can
-be piped (``ppo-client user list | grep alice``); messages, progress and logs go to stderr, through
-``console``. Neither interprets rich markup or emoji codes in what it prints: user names, prompts,
-paths and server messages come out as they were typed (``[red]eve`` stays ``[red]eve``). Styled
-output is built from ``rich.text.Text``; ``status`` and the ``progress`` columns take plain text.
+Results (what a command was asked for: listings, tables, summaries, the id of what it made) go to
+stdout, through ``results``, ``print_table``, ``print_document`` and ``print_json``, so they can be
+piped (``ppo-client user list | grep alice``); messages, progress and logs go to stderr, through
+``console``. With ``--json`` a command prints one JSON document on stdout and nothing else there.
+Neither console interprets rich markup or emoji codes in what it prints: user names, prompts, paths
+and server messages come out as they were typed (``[red]eve`` stays ``[red]eve``). Styled output is
+built from ``rich.text.Text``; ``status`` and the ``progress`` columns take plain text.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Callable, Iterable, Sequence
+import math
+from typing import Any, Callable, Iterable, Sequence
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -86,3 +90,25 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[object]], *, tit
     clean = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
     for row in (list(columns), *rows):  # written as they are: rich would expand the tabs
         results.file.write("\t".join(cell.translate(clean) for cell in row) + "\n")
+
+
+def print_document(text: str) -> None:
+    """A whole text result (a markdown table) on stdout, exactly as it is: not wrapped, tabs kept."""
+    results.file.write(text)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity in it replaced by None (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def print_json(payload: dict) -> None:
+    """A command's whole result as one JSON document on stdout (``--json``); a number that is not
+    finite becomes ``null``."""
+    results.file.write(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")

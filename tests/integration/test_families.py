@@ -17,8 +17,8 @@ from ppo_client import contract
 from ppo_client.cli import main as client_main
 from ppo_client.generation import GenerationRequest
 from ppo_client.triton import txt2img_inputs
+from ppo_server.export.builders import build_tiny_family
 from ppo_server.export.cli import main as export_main
-from ppo_server.export.presets import build_tiny_family
 from ppo_server.reference import render
 
 pytestmark = [pytest.mark.integration, pytest.mark.isa]
@@ -89,7 +89,7 @@ def test_served_images_match_diffusers_in_process_at_two_schedulers(family, tmp_
 def test_every_offered_scheduler_renders_or_refuses_each_step_count_and_serving_goes_on(family, capsys):
     name, case, server, _, _ = family
     assert client_main(["models", "--url", server.grpc_url]) == 0
-    listing = capsys.readouterr().err
+    listing = capsys.readouterr().out
     assert f"family {'sdxl' if name.startswith('sdxl') else 'sd'}" in listing and "schedulers: default" in listing
     rows = [GenerationRequest("a red cat", seed=s, steps=s, guidance_scale=case.guidance, height=64, width=64, scheduler=n)
             for n in ("", *contract.SCHEDULERS) for s in (1, 2, 4, 20)]

@@ -107,7 +107,7 @@ def test_the_mix_optimizer_runs_on_the_local_llm_and_names_every_prompts_propose
         assert all(p["proposer"] in record["pool"] for p in record["prompts"] if not p.get("initial"))
     assert {c["purpose"] for c in records[1]["llm_calls"]} <= {"propose", "evolve"}
     assert any(c["purpose"] == "evolve" for r in records for c in r["llm_calls"])
-    assert "rendered prompts by proposer" in capsys.readouterr().err
+    assert "rendered prompts by proposer" in capsys.readouterr().out
 
 
 def test_a_server_that_goes_away_mid_run_loses_no_finished_iteration(triton_server, tiny_repository, store, tmp_path):

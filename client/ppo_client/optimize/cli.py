@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from ppo_client.console import console, status
+from ppo_client.console import console, print_document, print_json, results, status
 from ppo_client.errors import InvalidRequestError, OptimizationError
 from ppo_client.llm.chat import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, TIMEOUT_ENV
 from ppo_client.optimize.config import Context, Optimizer, RunConfig, SubjectAnchor
@@ -96,28 +96,60 @@ def _optimize(args) -> int:
     finally:
         if state is not None:
             state.close()
+    if args.json:
+        print_json(_summary_json(state, summary))
+    else:
+        for line in _summary_lines(state, summary):
+            results.print(line)
+        results.print(str(state.folder / "report.html"))
+    return 0
+
+
+def _summary_lines(state, summary: dict) -> list[str]:
+    """What ``optimize`` prints at the end of a run, before the report's path."""
     line = f"init {summary['init']:.2f} -> max {summary['max']:.2f} (+{summary['max_minus_init']:.2f}, K* {summary['k_star']})"
     if "true_max" in summary:
         line += f"; true taste {summary['true_init']:.2f} -> {summary['true_max']:.2f} ({summary['true_max_minus_init']:+.2f})"
-    console.print(line)
+    lines = [line]
     if "proposers" in summary:
         shares = (summary.get("pool_shares") or [{}])[-1]
-        console.print("rendered prompts by proposer: " + ", ".join(
+        lines.append("rendered prompts by proposer: " + ", ".join(
             f"{name} {count}" + (f" (pool share now {shares[name]:.0%})" if name in shares else "")
             for name, count in sorted(summary["proposers"].items())))
-    console.print(f"cost: {summary.get('unet_evaluations', 0)} UNet evaluations ({summary.get('preview_unet', 0)} of them "
-                  f"previews), {summary.get('images', 0)} images, {summary.get('llm_tokens', 0)} LLM tokens")
+    lines.append(f"cost: {summary.get('unet_evaluations', 0)} UNet evaluations ({summary.get('preview_unet', 0)} of them "
+                 f"previews), {summary.get('images', 0)} images, {summary.get('llm_tokens', 0)} LLM tokens")
     if state.config.optimizer.uses_llm:
         proposed = sum(len(r.prompts) for r in state.records) - 1
         structured = {r.structured for r in state.records if r.structured}
-        console.print(
+        lines.append(
             f"of {proposed} prompts, {summary.get('llm_prompts', 0)} came from the LLM in the shape asked for, "
             f"{summary.get('repaired_prompts', 0)} were repaired out of its replies and {summary['fallback_prompts']} were "
             f"keyword edits of the best ones (structured output: {', '.join(sorted(structured)) or 'none'}; "
             "see llm_calls in iterations.jsonl)"
         )
-    print(str(state.folder / "report.html"))
-    return 0
+    return lines
+
+
+def _summary_json(state, summary: dict) -> dict:
+    """``optimize --json``: the same figures, every key always there (null where a run has none);
+    the run folder's summary.json holds the rest."""
+    c = state.config
+    return {
+        "run_folder": str(state.folder),
+        "report": str(state.folder / "report.html"),
+        "user": c.user,
+        "prompt": c.prompt,
+        "optimizer": c.optimizer.value,
+        "context": c.context.value,
+        "iterations_done": summary.get("iterations_done", 0),
+        **{key: summary.get(key) for key in ("init", "max", "max_minus_init", "k_star", "best_prompt")},
+        "best_image": str(state.folder / summary["best_image"]) if summary.get("best_image") else None,
+        **{key: summary.get(key) for key in ("true_init", "true_max", "true_max_minus_init")},
+        "proposers": summary.get("proposers", {}),
+        "pool_shares": (summary.get("pool_shares") or [{}])[-1],
+        **{key: summary.get(key, 0) for key in ("unet_evaluations", "preview_unet", "images", "llm_tokens",
+                                                "llm_prompts", "repaired_prompts", "fallback_prompts")},
+    }
 
 
 def _execute(state, client, llm) -> dict:
@@ -186,7 +218,7 @@ def _experiment(args) -> int:
     with status("running ...") as spinner:
         result = run_experiment(config, url=args.url, store=args.store, chat_config=llm,
                                 on_run=lambda done, total: spinner.update(Text(f"{done}/{total} runs finished")))
-    print(result.markdown(general=config.general), end="")
+    print_document(result.markdown(general=config.general))
     if result.failures:
         console.print(f"{len(result.failures)} runs failed; run the same command again to resume them")
         return 1
@@ -201,7 +233,7 @@ def _merge(args) -> int:
 
     out = Path(args.out)
     result = merge([Path(f) for f in args.folders], out, partial=args.partial)
-    print((out / "experiment.md").read_text(), end="")
+    print_document((out / "experiment.md").read_text())
     if result.missing:
         console.print(f"partial tables: {len(result.missing)} runs of the grid are missing or unfinished "
                       f"(listed in {out / 'experiment.json'})")
@@ -282,6 +314,8 @@ def add_optimize_commands(commands, add_url) -> None:
     where.add_argument("--run-dir", help="new run folder (default runs/<time>-<user>)")
     where.add_argument("--resume", help="continue the run in this folder")
     optimize.add_argument("--store", default=None, help=STORE_HELP)
+    optimize.add_argument("--json", action="store_true",
+                          help="the final summary as one JSON document on stdout (progress stays on stderr)")
     add_llm_arguments(optimize)
     add_url(optimize)
     optimize.set_defaults(handler=_optimize)

@@ -6,11 +6,13 @@ import argparse
 import csv
 import json
 import time
+from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.text import Text
 
-from ppo_client.console import console, print_table, progress, results, status
+from ppo_client.console import console, print_document, print_json, print_table, progress, results, status
 from ppo_client.errors import DataError, InvalidRequestError, StoreError
 from ppo_client.piaa.methods import METHODS
 from ppo_client.store.cli import add_store_argument
@@ -33,18 +35,62 @@ def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
 
 
+def _iso(timestamp: float) -> str:
+    """A store time for ``--json``: ISO 8601 in UTC, to the second."""
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+
+
+def _figure(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def _list(args) -> int:
     with _store(args) as store:
-        users = store.users()
+        users, where = store.users(), store.path
+    if args.json:
+        print_json({"store": where, "users": [
+            {"name": u.name, "created": _iso(u.created), "ratings": u.ratings, "choices": u.choices, "models": u.models,
+             "description_version": u.description_version or None}
+            for u in users
+        ]})
+        return 0
     print_table(("user", "ratings", "models", "created"),
                 [(u.name, u.ratings, u.models, _when(u.created)) for u in users])
     return 0
+
+
+def _counts(sources) -> dict[str, int]:
+    return dict(sorted(Counter(sources).items()))
+
+
+def _show_json(user, ratings, choices, description, models) -> dict:
+    values = [r.rating for r in ratings]
+    return {
+        "name": user.name,
+        "created": _iso(user.created),
+        "ratings": {"count": len(values), "mean": sum(values) / len(values) if values else None,
+                    "min": min(values, default=None), "max": max(values, default=None),
+                    "sources": _counts(r.source for r in ratings)},
+        "choices": {"count": len(choices), "picked": sum(c.outcome == "chosen" for c in choices),
+                    "sources": _counts(c.source for c in choices)},
+        "description": None if description is None else {
+            "version": description.version, "text": description.text, "created": _iso(description.created)},
+        "models": [
+            {"id": m.id, "method": m.method, "encoder": m.encoder, "created": _iso(m.created),
+             "ratings": m.params.get("ratings"), "signals": m.params.get("signals"),
+             "cv_srocc": m.metrics.get("cv_srocc"), "cv_mae": m.metrics.get("cv_mae"), "metrics": m.metrics}
+            for m in models
+        ],
+    }
 
 
 def _show(args) -> int:
     with _store(args) as store:
         user, ratings, models = store.user(args.name), store.ratings(args.name), store.models(args.name)
         choices, description = store.choices(args.name), store.description(args.name)
+    if args.json:
+        print_json(_show_json(user, ratings, choices, description, models))
+        return 0
     values = [r.rating for r in ratings]
     results.print(Text.assemble((user.name, "bold"), f": {len(ratings)} ratings" + (
         f", mean {sum(values) / len(values):.2f}, range {min(values):g}-{max(values):g}" if values else "")))
@@ -59,8 +105,8 @@ def _show(args) -> int:
         results.print(f"description (version {description.version}, {_when(description.created)}): {description.text}")
     if models:
         print_table(("id", "method", "encoder", "ratings", "CV SROCC", "CV MAE", "trained"), [
-            (m.id, m.method, m.encoder, m.params.get("ratings", ""), f"{m.metrics.get('cv_srocc', float('nan')):.3f}",
-             f"{m.metrics.get('cv_mae', float('nan')):.2f}", _when(m.created))
+            (m.id, m.method, m.encoder, m.params.get("ratings", ""), _figure(m.metrics.get("cv_srocc"), ".3f"),
+             _figure(m.metrics.get("cv_mae"), ".2f"), _when(m.created))
             for m in models
         ])
     return 0
@@ -172,6 +218,7 @@ def _train(args) -> int:
         checks.append(f"{m['cv_folds']}-fold CV SROCC {m['cv_srocc']:.3f}, MAE {m['cv_mae']:.2f}")
     if m.get("cv_choice_accuracy") is not None:
         checks.append(f"held-out choice accuracy {m['cv_choice_accuracy']:.3f}")
+    results.print(trained.model_id)  # the new model's id, for `user score --model`
     console.print(f"trained {args.method} for {args.name!r} (model {trained.model_id}, from {seen}): "
                   + ("; ".join(checks) or "too little to cross-validate"))
     return 0
@@ -222,7 +269,7 @@ def _piaa_eval(args) -> int:
     (out / "piaa_eval.json").write_text(json.dumps(payload, indent=2) + "\n")
     table = markdown_table(result)
     (out / "piaa_eval.md").write_text(table)
-    print(table, end="")
+    print_document(table)
     console.print(f"wrote {out / 'piaa_eval.json'} and {out / 'piaa_eval.md'}")
     return 0
 
@@ -231,14 +278,20 @@ def add_piaa_commands(commands, add_url) -> None:
     user = commands.add_parser("user", help="users, their ratings and their preference models")
     sub = user.add_subparsers(dest="user_command", required=True)
     for name, handler, text in (
-        ("create", _create, "create a user"), ("show", _show, "a user's ratings and models"),
+        ("create", _create, "create a user"),
         ("delete", _delete, "delete a user with their ratings, choices, description and models"),
     ):
         parser = sub.add_parser(name, help=text)
         parser.add_argument("name")
         add_store_argument(parser)
         parser.set_defaults(handler=handler)
+    show = sub.add_parser("show", help="a user's ratings and models")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true", help="the same as one JSON document on stdout")
+    add_store_argument(show)
+    show.set_defaults(handler=_show)
     listing = sub.add_parser("list", help="all users")
+    listing.add_argument("--json", action="store_true", help="the users as one JSON document on stdout")
     add_store_argument(listing)
     listing.set_defaults(handler=_list)
 

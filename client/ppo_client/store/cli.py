@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from ppo_client.console import console, progress, results
+from ppo_client.console import console, print_json, progress, results
 
 STORE_HELP = "user store: a file path (SQLite) or postgresql://user@host:port/db (default: $PPO_STORE or the user data dir)"
 
@@ -14,7 +12,8 @@ def add_store_argument(parser) -> None:
 
 
 def _check(args) -> int:
-    """Exit 0: nothing wrong (or all repaired); 1: a problem, one line each on stdout."""
+    """Exit 0: nothing wrong (or all repaired); 1: a problem, one line each on stdout (how to repair
+    what can be repaired goes to stderr)."""
     from ppo_client.store import UserStore
 
     with UserStore(args.store) as store:
@@ -24,7 +23,7 @@ def _check(args) -> int:
                    "integrity": list(found.integrity), "missing": list(found.missing), "damaged": list(found.damaged),
                    "unreferenced": list(found.unreferenced), "unreferenced_bytes": found.unreferenced_bytes,
                    "repaired": found.repaired, "problems": found.problems}
-        results.print(json.dumps(payload, indent=2))
+        print_json(payload)
         return 0 if found.clean else 1
     results.print(f"{found.location}: schema version {found.schema_version}")
     for line in found.problems:
@@ -34,7 +33,7 @@ def _check(args) -> int:
     if found.clean:
         results.print("no problems found")
     elif found.unreferenced and not found.repaired:
-        results.print(f"remove what nothing refers to with: ppo-client store check --repair --store {found.location}")
+        console.print(f"remove what nothing refers to with: ppo-client store check --repair --store {found.location}")
     return 0 if found.clean else 1
 
 
@@ -53,8 +52,8 @@ def _copy(args) -> int:
 
             report = copy_store(source, destination, replace=args.replace, progress=advance)
     console.print(f"copied and verified {report.source} -> {report.destination}")
-    results.print("\t".join(f"{table}={count}" for table, count in report.rows.items())
-                  + f"\timage_bytes={report.image_bytes}")
+    counts = [f"{table}={count}" for table, count in report.rows.items()] + [f"image_bytes={report.image_bytes}"]
+    results.file.write("\t".join(counts) + "\n")  # written as it is: rich would expand the tabs
     return 0
 
 
