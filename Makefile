@@ -40,6 +40,7 @@ demo: venv
 	$(BIN)/ppo-demo run --repository build/demo_repository --work build/demo
 
 test: venv
+	$(BIN)/ruff check client server_export demo tests benchmarks
 	$(BIN)/python -m pytest -q -ra
 	$(AVX2_ONLY) $(BIN)/python -m pytest -q -ra -m isa
 

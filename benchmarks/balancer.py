@@ -243,10 +243,11 @@ def main() -> None:
             sys.exit("--quick needs --results DIR (its numbers must not replace the committed ones)")
         args.steps, args.concurrency, args.requests, args.rounds, args.latency_repeats, args.round_trip_repeats = 2, 4, 8, 1, 3, 10
 
+    from ppo_demo.preset import demo_clip_dir, demo_pipeline_dir
     from ppo_server.balancer.config import BalancerConfig, Replica
     from ppo_server.balancer.nginx import NginxBalancer
     from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
-    from ppo_server.export.presets import build_tiny_clip, build_tiny_pipeline, demo_clip_dir, demo_pipeline_dir
+    from ppo_server.export.builders import build_tiny_clip, build_tiny_pipeline
     from ppo_server.export.repository import export_pipeline
 
     out = Path(args.results or RESULTS / device_name())

@@ -70,8 +70,8 @@ def triton(args):
     if args.url:
         yield args.url
         return
+    from ppo_demo.preset import demo_clip_dir, demo_pipeline_dir
     from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
-    from ppo_server.export.presets import demo_clip_dir, demo_pipeline_dir
     from ppo_server.export.repository import export_pipeline
 
     repository = Path(args.work) / "repository"

@@ -41,8 +41,8 @@ def in_process(folder: Path):
 def measure(family: str, target: str, work: Path) -> dict:
     from ppo_client.txt2img import Txt2ImgClient
     from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
+    from ppo_server.export.builders import build_tiny_family
     from ppo_server.export.options import ExportOptions, Target
-    from ppo_server.export.presets import build_tiny_family
     from ppo_server.export.repository import export_pipeline
 
     folder = build_tiny_family(work / family / "pipeline", family)
@@ -85,7 +85,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    from ppo_server.export.presets import TINY_FAMILIES
+    from ppo_server.export.builders import TINY_FAMILIES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", default=",".join(TINY_FAMILIES))

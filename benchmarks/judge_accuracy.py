@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
+from ppo_demo.preset import demo_pipeline_dir
 from ppo_demo.scenes import example
 from ppo_demo.training import judge as current
 from ppo_demo.training.evaluate import HELD_OUT_FIRST
 from ppo_demo.training.vae import vae_round_trip
-from ppo_server.export.presets import demo_pipeline_dir
 
 FIRST = HELD_OUT_FIRST + 10_000
 """Beyond the 200-500 held-out scenes the evaluate stage uses, so these were never looked at."""

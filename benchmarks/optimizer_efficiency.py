@@ -51,8 +51,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from blind_comparison import (PROMPTS, run_personas, shard_argument, shard_flags, step, stop_after_shard, world,
-                              world_arguments, write_results)
+from blind_comparison import (
+    PROMPTS,
+    run_personas,
+    shard_argument,
+    shard_flags,
+    step,
+    stop_after_shard,
+    world,
+    world_arguments,
+    write_results,
+)
 
 from ppo_client.optimize.config import RunConfig
 from ppo_client.optimize.cost import Cost, unet_evaluations

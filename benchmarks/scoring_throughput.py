@@ -25,11 +25,11 @@ import numpy as np
 
 from ppo_client.head import PreferenceHead
 from ppo_client.scoring import AsyncScoringClient
+from ppo_demo.preset import demo_clip_dir
 from ppo_demo.scenes import example
 from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
 from ppo_server.export.model_config import ServingOptions
 from ppo_server.export.options import ExportOptions
-from ppo_server.export.presets import demo_clip_dir
 from ppo_server.export.scoring import export_scoring
 
 

@@ -511,8 +511,9 @@ def main() -> None:
     import tritonclient.grpc as grpc
 
     from ppo_client.head import PreferenceHead
+    from ppo_demo.preset import demo_clip_dir, demo_pipeline_dir
     from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
-    from ppo_server.export.presets import build_tiny_clip, build_tiny_pipeline, demo_clip_dir, demo_pipeline_dir
+    from ppo_server.export.builders import build_tiny_clip, build_tiny_pipeline
     from ppo_server.export.repository import export_pipeline
 
     out = Path(args.results or RESULTS / device_name())

@@ -46,7 +46,7 @@ def log(message: str) -> None:
 
 
 def build(preset: str, folder: Path, device: str) -> Path:
-    from ppo_server.export.presets import (
+    from ppo_server.export.builders import (
         build_sd15_pipeline,
         build_sdxl_pipeline,
         build_tiny_family,

@@ -34,9 +34,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+from blind_comparison import (
+    PROMPTS,
+    answer_pairs,
+    pooled,
+    preparing,
+    run_folders,
+    shard_argument,
+    shard_flags,
+    step,
+    stop_after_shard,
+    triton,
+    world_arguments,
+    write_results,
+)
+from taste_signals import off_archetype_personas
 
-from blind_comparison import (PROMPTS, answer_pairs, pooled, preparing, run_folders, shard_argument, shard_flags, step,
-                              stop_after_shard, triton, world_arguments, write_results)
 from ppo_client.app.queue import PriorCache
 from ppo_client.app.slates import choose as choose_slate
 from ppo_client.images import decode_rgb
@@ -47,7 +60,6 @@ from ppo_demo.attributes import measure_many
 from ppo_demo.personas import Persona
 from ppo_demo.sac import read_personas
 from ppo_demo.truth import link_persona
-from taste_signals import off_archetype_personas
 
 RESULTS = Path(__file__).parent / "results" / "taste"
 PICKS = 10

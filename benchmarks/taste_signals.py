@@ -38,15 +38,24 @@ from typing import Callable
 
 import numpy as np
 
+from ppo_client.app.queue import most_informative
 from ppo_client.piaa.active import most_informative_slate
 from ppo_client.piaa.choices import ChoiceData
 from ppo_client.piaa.description import read_description, split_description
 from ppo_client.piaa.methods import BayesPosterior, Priors, Task, bayes_posterior, design, fit_priors
 from ppo_client.piaa.metrics import spearman
-from ppo_client.app.queue import most_informative
 from ppo_demo.answers import choose, describe
 from ppo_demo.attributes import ATTRIBUTES, measure_many
-from ppo_demo.personas import ARCHETYPES, LOGIT_SPREAD, Persona, make_persona, population, rate_many, true_scores, utility
+from ppo_demo.personas import (
+    ARCHETYPES,
+    LOGIT_SPREAD,
+    Persona,
+    make_persona,
+    population,
+    rate_many,
+    true_scores,
+    utility,
+)
 from ppo_demo.scenes import example
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,10 +27,10 @@ from ppo_client import contract
 from ppo_client.contract import ComponentParameters
 from ppo_client.generation import GenerationRequest
 from ppo_client.txt2img import AsyncTxt2ImgClient
+from ppo_demo.preset import demo_pipeline_dir
 from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
 from ppo_server.export.model_config import read_config, write_config
 from ppo_server.export.options import ExportOptions
-from ppo_server.export.presets import demo_pipeline_dir
 from ppo_server.export.repository import export_pipeline
 
 COMPONENTS = tuple(model.name for model in contract.COMPONENTS)

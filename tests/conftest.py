@@ -31,14 +31,14 @@ def _fresh_structured_output_cache():
 
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory) -> Path:
-    from ppo_server.export.presets import build_tiny_pipeline
+    from ppo_server.export.builders import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("pipelines") / "tiny")
 
 
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tiny_pipeline_dir) -> Path:
-    from ppo_server.export.presets import build_tiny_clip
+    from ppo_server.export.builders import build_tiny_clip
 
     return build_tiny_clip(tiny_pipeline_dir.parent / "tiny_clip")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 
-
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f")
 
 

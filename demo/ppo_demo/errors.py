@@ -2,7 +2,8 @@
 
     PPOError
     ├── PersonaError     a virtual user's spec is malformed (the message names the field)
-    └── DemoStepError    a step of the walkthrough failed (the step's own message says why)
+    ├── DemoStepError    a step of the walkthrough failed (the step's own message says why)
+    └── DemoModelsError  the trained demo models are missing (the message says how to rebuild them)
 """
 
 from __future__ import annotations
@@ -22,3 +23,7 @@ class PersonaError(PPOError, ValueError):
 
 class DemoStepError(PPOError):
     """A walkthrough step (``ppo-demo run``) failed."""
+
+
+class DemoModelsError(PPOError):
+    """The demo world's trained pipeline or CLIP is not where ``$PPO_DEMO_MODELS`` (or the package) says."""

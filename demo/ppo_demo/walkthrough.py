@@ -39,8 +39,9 @@ def _cli(server, *argv: str) -> None:
 
 
 def _export(preset: str, repository: Path) -> None:
+    from ppo_demo.preset import demo_clip_dir, demo_pipeline_dir
+    from ppo_server.export.builders import build_tiny_clip, build_tiny_pipeline
     from ppo_server.export.cli import default_pipeline_dir
-    from ppo_server.export.presets import build_tiny_clip, build_tiny_pipeline, demo_clip_dir, demo_pipeline_dir
     from ppo_server.export.repository import export_pipeline
 
     with status(f"exporting the {preset} pipeline and CLIP to ONNX ..."):

@@ -21,6 +21,7 @@ import pytest
 from ppo_client import text
 from ppo_client.cli import main
 from ppo_client.errors import ConfigurationError, LLMRequestError, LLMResponseError, LLMUnavailableError
+from ppo_client.head import PreferenceHead
 from ppo_client.llm.chat import DEFAULT_TIMEOUT_S, ChatClient, ChatConfig, user_message
 from ppo_client.optimize import metrics, templates
 from ppo_client.optimize.config import RunConfig
@@ -29,7 +30,6 @@ from ppo_client.optimize.loop import run_iterations
 from ppo_client.optimize.proposers import LLMProposer
 from ppo_client.optimize.records import RenderedPrompt
 from ppo_client.optimize.report import write_report
-from ppo_client.head import PreferenceHead
 from ppo_client.processes import check_alive
 
 pytestmark = pytest.mark.faults

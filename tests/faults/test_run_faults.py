@@ -14,10 +14,10 @@ import pytest
 
 from ppo_client.cli import main
 from ppo_client.errors import OptimizationError
+from ppo_client.head import PreferenceHead
 from ppo_client.optimize.config import RunConfig
 from ppo_client.optimize.folder import ITERATIONS, RunInfo, create_run, load_run
 from ppo_client.optimize.records import IterationRecord, RenderedPrompt
-from ppo_client.head import PreferenceHead
 
 pytestmark = pytest.mark.faults
 

@@ -8,8 +8,8 @@ import pytest
 
 from ppo_client import Txt2ImgClient
 from ppo_demo import models_dir
+from ppo_demo.preset import demo_pipeline_dir
 from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
-from ppo_server.export.presets import demo_pipeline_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.isa]
 

@@ -45,7 +45,7 @@ def test_the_torch_target_serves_the_same_images_and_embeddings(tiny_pipeline_di
 def test_the_torch_target_serves_sdxl_as_diffusers_draws_it(tmp_path):
     from diffusers import StableDiffusionXLPipeline
 
-    from ppo_server.export.presets import build_tiny_family
+    from ppo_server.export.builders import build_tiny_family
     from ppo_server.reference import render
 
     folder = build_tiny_family(tmp_path / "sdxl", "sdxl")

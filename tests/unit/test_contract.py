@@ -54,7 +54,7 @@ def test_ddim_asked_for_by_a_request_does_not_clamp_the_latents(config):
     # DDIM's default clip_sample=True clamps predicted latents to [-1, 1]: the demo model then draws noise
     from diffusers import PNDMScheduler
 
-    from ppo_server.export.presets import demo_pipeline_dir
+    from ppo_demo.preset import demo_pipeline_dir
 
     if config == "sd_scheduler":
         scheduler = sd_scheduler()

@@ -80,8 +80,8 @@ class _Blind(_BagOfWords):
 def test_text_encoder_probe_tells_an_encoder_that_keeps_words_from_one_that_keeps_nothing():
     from transformers import CLIPTokenizer
 
+    from ppo_demo.preset import demo_pipeline_dir
     from ppo_demo.training.evaluate import text_encoder_probe
-    from ppo_server.export.presets import demo_pipeline_dir
 
     tokenizer = CLIPTokenizer.from_pretrained(demo_pipeline_dir() / "tokenizer")
     keeps = text_encoder_probe(_BagOfWords(tokenizer.vocab_size), tokenizer, train=400, test=100)

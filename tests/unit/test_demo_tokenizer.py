@@ -3,7 +3,7 @@ import json
 import pytest
 
 from ppo_demo.training.tokenizer import PROMPT_WORDS, build_demo_tokenizer, scene_captions
-from ppo_server.export.presets import _byte_level_alphabet
+from ppo_server.export.builders import _byte_level_alphabet
 
 SEEDS = range(2000)
 VOCAB_SIZE = 2048

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from ppo_client.piaa import methods as m
-from ppo_client.piaa.description import DescribedTaste, Phrases, description_direction, read_description, split_description
+from ppo_client.piaa.description import (
+    DescribedTaste,
+    Phrases,
+    description_direction,
+    read_description,
+    split_description,
+)
 from ppo_client.piaa.metrics import spearman
 
 
@@ -23,7 +29,10 @@ def test_a_description_splits_into_liked_and_disliked_phrases(text, likes, disli
 
 def test_the_direction_points_from_disliked_to_liked_and_a_missing_side_is_neutral():
     table = {"blue": [1.0, 0.0, 1.0], "yellow": [0.0, 1.0, 1.0], "an image": [0.0, 0.0, 1.0]}
-    embed = lambda texts: np.array([table[t] for t in texts])
+
+    def embed(texts):
+        return np.array([table[t] for t in texts])
+
     np.testing.assert_allclose(description_direction(Phrases(("blue",), ("yellow",)), embed), [0.7071068, -0.7071068, 0], atol=1e-6)
     only_likes = description_direction(Phrases(("blue",), ()), embed)
     assert only_likes[0] > 0.9 and only_likes[1] == 0.0  # what every text shares ([0, 0, 1]) mostly gone

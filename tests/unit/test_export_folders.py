@@ -37,7 +37,7 @@ NOT_OBJECTS = {  # file content -> what the message says
 
 @pytest.fixture(scope="module")
 def tiny_sdxl_dir(tmp_path_factory) -> Path:
-    from ppo_server.export.presets import build_tiny_family
+    from ppo_server.export.builders import build_tiny_family
 
     return build_tiny_family(tmp_path_factory.mktemp("pipelines") / "tiny_sdxl", "sdxl")
 

@@ -51,7 +51,7 @@ def test_a_safety_checker_and_feature_extractor_are_left_out_with_one_warning(ti
 def _tiny_sd(tmp_path, **unet_changes):
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
-    from ppo_server.export.presets import build_tiny_pipeline
+    from ppo_server.export.builders import build_tiny_pipeline
 
     folder = build_tiny_pipeline(tmp_path / "base")
     pipe = StableDiffusionPipeline.from_pretrained(folder)

@@ -140,7 +140,23 @@ def test_backends_never_import_the_exporter(graph):
     assert reaching == []
 
 
-def test_the_server_uses_the_demo_world_only_for_its_models_folder(graph):
-    """``ppo-export --preset demo`` finds the demo models through ``ppo_demo.models_dir``; nothing else."""
+def test_the_server_never_imports_the_demo_world(graph):
+    """The demo registers its preset (``ppo_t2i.presets``) as it registers its true taste: the arrow
+    runs from the demo to the server only."""
     reaching = sorted((m, t) for m, ts in graph.items() if m.startswith("ppo_server") for t in ts if t.startswith("ppo_demo"))
-    assert reaching in ([], [("ppo_server.export.presets", "ppo_demo")])
+    assert reaching == []
+
+
+def test_the_sdk_core_imports_no_sdk_folder(graph):
+    """The SDK's top-level modules (contract, head format, errors, request checks, clients) are the
+    core both sides import; the folders (``store``, ``piaa``, ``optimize``, ``llm``, ``app``) build on
+    it, never the other way. Only ``ppo_client.cli`` assembles the folders' commands."""
+    modules = _modules()
+
+    def in_folder(name: str) -> bool:
+        return name.count(".") >= 2 or (name.count(".") == 1 and modules[name].name == "__init__.py")
+
+    reaching = sorted((m, t) for m, ts in graph.items()
+                      if m.startswith("ppo_client.") and not in_folder(m) and m != "ppo_client.cli"
+                      for t in ts if t.startswith("ppo_client.") and in_folder(t))
+    assert reaching == []

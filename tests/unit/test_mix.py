@@ -8,6 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
+from ppo_client.head import PreferenceHead
 from ppo_client.llm.chat import ChatClient, ChatConfig
 from ppo_client.optimize import metrics, mix, screen
 from ppo_client.optimize.config import RunConfig
@@ -15,7 +16,6 @@ from ppo_client.optimize.cost import unet_evaluations
 from ppo_client.optimize.folder import ITERATIONS, RunInfo, create_run, load_run
 from ppo_client.optimize.loop import run_iterations
 from ppo_client.optimize.proposers import Proposal, ScoredPrompt
-from ppo_client.head import PreferenceHead
 from tests.unit.test_optimizer import INITIAL, FakeRenderer, keep_all
 from tests.unit.test_screen import WordClient
 

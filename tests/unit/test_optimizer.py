@@ -14,6 +14,7 @@ from PIL import Image
 
 from ppo_client import text
 from ppo_client.errors import InvalidRequestError, OptimizationError
+from ppo_client.head import PreferenceHead
 from ppo_client.llm.chat import ChatClient, ChatConfig
 from ppo_client.optimize import metrics
 from ppo_client.optimize.config import Context, Optimizer, RunConfig
@@ -21,7 +22,6 @@ from ppo_client.optimize.folder import ITERATIONS, RunInfo, create_run, load_run
 from ppo_client.optimize.loop import run_iterations
 from ppo_client.optimize.proposers import GA_MAX_KEYWORDS, GeneticProposer, LLMProposer, RandomProposer, ScoredPrompt
 from ppo_client.optimize.records import IterationRecord, RenderedPrompt, Timings
-from ppo_client.head import PreferenceHead
 
 INITIAL = "a red circle on a blue background"
 

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from ppo_client.head import PreferenceHead
 from ppo_client.optimize import metrics, screen
 from ppo_client.optimize.config import RunConfig
 from ppo_client.optimize.folder import RunInfo, create_run
 from ppo_client.optimize.loop import run_iterations
 from ppo_client.optimize.proposers import Proposal
-from ppo_client.head import PreferenceHead
 from ppo_client.piaa.metrics import spearman
 from tests.unit.test_optimizer import INITIAL, FakeRenderer, keep_all
 

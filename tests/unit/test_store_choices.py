@@ -14,8 +14,8 @@ from PIL import Image
 
 from ppo_client.errors import DataError, StoreError
 from ppo_client.head import PreferenceHead
-from ppo_client.piaa.imports import choices_rows, csv_rows
-from ppo_client.store import SCHEMA_VERSION, Choice, ChoiceRow, PoolEntry, UserStore
+from ppo_client.piaa.imports import choices_rows
+from ppo_client.store import Choice, ChoiceRow, PoolEntry, UserStore
 from tests.unit.test_user_store import picture, png_bytes
 
 

@@ -45,7 +45,15 @@ from ppo_client.errors import (
     StoreError,
 )
 from ppo_client.optimize.config import MAX_PROMPT_CHARS, Context, Optimizer
-from ppo_client.store import CHOICE_OUTCOMES, MAX_DESCRIPTION_CHARS, MAX_NAME_LENGTH, MAX_SHOWN, MIN_SHOWN, PoolEntry, UserStore
+from ppo_client.store import (
+    CHOICE_OUTCOMES,
+    MAX_DESCRIPTION_CHARS,
+    MAX_NAME_LENGTH,
+    MAX_SHOWN,
+    MIN_SHOWN,
+    PoolEntry,
+    UserStore,
+)
 
 logger = logging.getLogger(__name__)
 HERE = Path(__file__).parent

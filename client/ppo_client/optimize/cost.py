@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Iterable
 
-
-
 EXTRA_CALLS = {"pndm": 1, "PNDMScheduler": 1}
 """Denoising calls a scheduler makes beyond one per step (from 2 steps on), by its name in the
 contract or its class (what a served pipeline reports as its own)."""

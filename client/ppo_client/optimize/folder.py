@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from ppo_client.errors import InvalidRequestError, OptimizationError
+from ppo_client.head import PreferenceHead
 from ppo_client.locking import FolderLock
 from ppo_client.optimize.config import RunConfig
 from ppo_client.optimize.cost import Cost
 from ppo_client.optimize.parsing import normalise
 from ppo_client.optimize.proposers import ScoredPrompt
 from ppo_client.optimize.records import IterationRecord
-from ppo_client.head import PreferenceHead
 
 logger = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from ppo_client.generation import GenerationRequest
+from ppo_client.head import PreferenceHead
 from ppo_client.optimize.config import RunConfig
 from ppo_client.optimize.records import RenderedPrompt
 from ppo_client.optimize.truth import Judge
 from ppo_client.optimize.vocabulary import DESCRIPTORS
-from ppo_client.head import PreferenceHead
 
 
 class Renderer:

@@ -16,9 +16,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ppo_client.errors import InvalidRequestError, OptimizationError, StoreError
+from ppo_client.head import PreferenceHead
 from ppo_client.llm.chat import ChatClient, ChatConfig
 from ppo_client.optimize import metrics, report, truth
-from ppo_client.optimize.config import Context, Optimizer, RunConfig, SubjectAnchor
+from ppo_client.optimize.config import Context, RunConfig, SubjectAnchor
 from ppo_client.optimize.folder import SUMMARY, RunInfo, RunState, create_run, load_run, write_json
 from ppo_client.optimize.guard import prompt_filter
 from ppo_client.optimize.loop import run_iterations
@@ -26,7 +27,6 @@ from ppo_client.optimize.mix import make_proposer
 from ppo_client.optimize.records import IterationRecord
 from ppo_client.optimize.renderer import Renderer
 from ppo_client.optimize.screen import Screener
-from ppo_client.head import PreferenceHead
 from ppo_client.store import GENERAL_USER, UserStore
 
 logger = logging.getLogger(__name__)

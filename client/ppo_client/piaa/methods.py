@@ -39,9 +39,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ppo_client.head import PreferenceHead
 from ppo_client.piaa.choices import ChoiceData, ChoiceModel, default_temperature, log_likelihood
 from ppo_client.piaa.description import DescribedTaste
-from ppo_client.head import PreferenceHead
 from ppo_client.piaa.metrics import spearman
 
 METHODS = ("general", "knn", "finetune", "maml", "bayes")

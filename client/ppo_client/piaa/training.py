@@ -14,13 +14,22 @@ from pathlib import Path
 import numpy as np
 
 from ppo_client.errors import ConfigurationError, StoreError
+from ppo_client.head import PreferenceHead
 from ppo_client.piaa import choices as choice_model
 from ppo_client.piaa.choices import ChoiceData
 from ppo_client.piaa.description import DescribedTaste, read_description, split_description
 from ppo_client.piaa.embeddings import embed_stored, sac_users
-from ppo_client.head import PreferenceHead
-from ppo_client.piaa.methods import (MULTI_SIGNAL, NEEDS_PRIOR, MethodConfig, Priors, Task, adapt, adapt_bayes,
-                                     fit_priors, lone_bayes_priors)
+from ppo_client.piaa.methods import (
+    MULTI_SIGNAL,
+    NEEDS_PRIOR,
+    MethodConfig,
+    Priors,
+    Task,
+    adapt,
+    adapt_bayes,
+    fit_priors,
+    lone_bayes_priors,
+)
 from ppo_client.piaa.metrics import mae, spearman
 from ppo_client.sac import read_sac
 from ppo_client.store import UserStore

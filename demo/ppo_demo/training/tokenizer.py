@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ppo_demo.scenes import caption, sample_scene
-from ppo_server.export.presets import _byte_level_alphabet
+from ppo_server.export.builders import _byte_level_alphabet
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer

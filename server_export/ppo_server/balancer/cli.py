@@ -7,15 +7,14 @@ SIGINT or SIGTERM, or (``--print-config``) only its configuration, for a system 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from pathlib import Path
 
-from ppo_client.console import console, run_cli, setup_logging, status
+from ppo_client.console import run_cli, setup_logging
 from ppo_server.balancer.config import BalancerConfig, Method, Replica, render
 from ppo_server.balancer.nginx import STARTUP_TIMEOUT_S, NginxBalancer
 from ppo_server.errors import BalancerError
+from ppo_server.foreground import serve_until_stopped
 
 
 def _config(args: argparse.Namespace) -> BalancerConfig:
@@ -35,22 +34,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.print_config:
         sys.stdout.write(render(config))
         return 0
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     balancer = NginxBalancer(config, prefix=Path(args.prefix) if args.prefix else None, binary=args.nginx,
                              startup_timeout_s=args.startup_timeout)
-    with status(f"starting nginx in front of {len(config.replicas)} replicas ..."):
-        balancer.start()
-    try:
-        print(f"grpc: {balancer.grpc_url}", flush=True)
-        print(f"http: {balancer.http_url}", flush=True)
-        console.print(f"nginx is ready (configuration and logs in {balancer.prefix}); Ctrl-C stops it")
-        while not stop.wait(1.0):
-            balancer.check()
-    finally:
-        balancer.stop()
-    return 0
+    return serve_until_stopped(balancer, starting=f"starting nginx in front of {len(config.replicas)} replicas ...",
+                               ready=lambda: f"nginx is ready (configuration and logs in {balancer.prefix}); Ctrl-C stops it")
 
 
 def build_parser() -> argparse.ArgumentParser:

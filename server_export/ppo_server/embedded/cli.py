@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from pathlib import Path
 
-from ppo_client.console import console, run_cli, setup_logging, status
+from ppo_client.console import run_cli, setup_logging
 from ppo_server.embedded.server import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, EmbeddedTritonServer, ServerConfig
+from ppo_server.foreground import serve_until_stopped
 
 
 def _serve(args: argparse.Namespace) -> int:
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     config = ServerConfig(
         repository=Path(args.repository),
         http_port=args.http_port,
@@ -25,17 +21,8 @@ def _serve(args: argparse.Namespace) -> int:
         startup_timeout_s=args.startup_timeout,
     )
     server = EmbeddedTritonServer(config)
-    with status(f"starting Triton on {args.repository} (log: {server.log_file}) ..."):
-        server.start()
-    try:
-        print(f"grpc: {server.grpc_url}", flush=True)
-        print(f"http: {server.http_url}", flush=True)
-        console.print(f"Triton is ready (log: {server.log_file}); Ctrl-C stops it")
-        while not stop.wait(1.0):
-            server.check()
-    finally:
-        server.stop()
-    return 0
+    return serve_until_stopped(server, starting=f"starting Triton on {args.repository} (log: {server.log_file}) ...",
+                               ready=lambda: f"Triton is ready (log: {server.log_file}); Ctrl-C stops it")
 
 
 def build_parser() -> argparse.ArgumentParser:

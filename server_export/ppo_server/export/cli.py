@@ -11,9 +11,9 @@ from ppo_client.console import console, run_cli, setup_logging, status
 from ppo_client.contract import CudaGraphParameters
 from ppo_server.cache import cache_dir
 from ppo_server.errors import ExportError
+from ppo_server.export import presets
 from ppo_server.export.model_config import ServingOptions
 from ppo_server.export.options import ExportOptions, Precision, Target
-from ppo_server.export.presets import PRESETS
 
 
 def default_pipeline_dir(preset: str) -> Path:
@@ -28,14 +28,12 @@ def _has_cuda() -> bool:
 
 def _export(args: argparse.Namespace) -> int:
     from ppo_server.export import checkpoint
-    from ppo_server.export.presets import (
+    from ppo_server.export.builders import (
         build_sd15_pipeline,
         build_sdxl_pipeline,
         build_tiny_clip,
         build_tiny_family,
         build_tiny_pipeline,
-        demo_clip_dir,
-        demo_pipeline_dir,
     )
 
     if args.model:  # a missing folder or an unreachable hub id is refused before torch loads
@@ -51,8 +49,9 @@ def _export(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ExportError(f"--cuda-graph-batches: {exc}") from None
     model, clip = args.model, args.clip
-    if args.preset == "demo":
-        model, clip = str(demo_pipeline_dir()), clip or str(demo_clip_dir())
+    trained = presets.registered().get(args.preset) if args.preset not in (None, *presets.BUILT) else None
+    if trained is not None:  # a preset another package registers (the demo world's)
+        model, clip = str(trained.pipeline_dir()), clip or str(trained.clip_dir())
     elif args.preset in ("sd15-random", "sdxl-random"):  # no scoring models unless --clip names a CLIP
         folder = Path(args.pipeline_dir or default_pipeline_dir(args.preset))
         build = build_sd15_pipeline if args.preset == "sd15-random" else build_sdxl_pipeline
@@ -98,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="diffusers pipeline folder or hub id (Stable Diffusion family)")
     source.add_argument(
-        "--preset", choices=PRESETS,
+        "--preset", choices=presets.names(),
         help="demo: the trained demo-world pipeline; tiny: random weights, built here; tiny-<family>: a tiny random "
         "pipeline shaped like a checkpoint family (sd15-dpm-karras, sd15-euler-a, sd2-v, sdxl, sdxl-turbo); "
         "sd15-random / sdxl-random: SD 1.5's / SDXL's architecture with random weights (for GPU benchmarks)"
