@@ -213,15 +213,20 @@ def run(args) -> dict:
 def markdown(result: dict) -> str:
     lines = [f"{result['users']} demo users x {len(result['prompts'])} prompts, {result['iterations']} iterations each; "
              f"{result['pairs_per_run']} blind pairs per run at fresh seeds, answered by the persona's noisy ratings "
-             "(a tie is \"same\", counted half).", "",
-             "| arm | runs | pairs | optimized / same / initial | win rate | 95% interval | per-run mean ± sd | runs won |",
+             "(a tie is \"same\", counted half).", ""]
+    return "\n".join(lines + win_table("arm", result["by_arm"])) + "\n"
+
+
+def win_table(label: str, groups: dict) -> list[str]:
+    """The markdown rows of pooled blind pairs (``pooled``) per arm or group of personas."""
+    lines = [f"| {label} | runs | pairs | optimized / same / initial | win rate | 95% interval | per-run mean ± sd | runs won |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for arm, s in result["by_arm"].items():
+    for name, s in groups.items():
         lo, hi = s["interval"]
-        lines.append(f"| {arm} | {s['runs']} | {s['pairs']} | {s['optimized_preferred']} / {s['same']} / {s['initial_preferred']} "
+        lines.append(f"| {name} | {s['runs']} | {s['pairs']} | {s['optimized_preferred']} / {s['same']} / {s['initial_preferred']} "
                      f"| {s['win_rate']:.1%} | {lo:.1%}-{hi:.1%} | {s['per_run_mean']:.2f} ± {s['per_run_sd']:.2f} "
                      f"| {s['runs_won']}/{s['runs']} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def world_arguments(parser: argparse.ArgumentParser, *, work: str, out: Path) -> None:

@@ -45,6 +45,7 @@ from blind_comparison import (
     step,
     stop_after_shard,
     triton,
+    win_table,
     world_arguments,
     write_results,
 )
@@ -165,15 +166,8 @@ def markdown(result: dict) -> str:
              f"description and {result['picks']} active picks of four (no rating), trained with `bayes` from the store "
              f"(descriptions read as learnt from other users for {learnt} of {len(readings)} personas); "
              f"`{result['optimizers']}`, {result['iterations']} iterations; blind pairs answered by the persona's noisy "
-             "ratings (a tie is \"same\", counted half).", "",
-             "| personas | runs | pairs | optimized / same / initial | win rate | 95% interval | per-run mean ± sd | runs won |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for group, s in result["by_group"].items():
-        lo, hi = s["interval"]
-        lines.append(f"| {group} | {s['runs']} | {s['pairs']} | {s['optimized_preferred']} / {s['same']} / "
-                     f"{s['initial_preferred']} | {s['win_rate']:.1%} | {lo:.1%}-{hi:.1%} | "
-                     f"{s['per_run_mean']:.2f} ± {s['per_run_sd']:.2f} | {s['runs_won']}/{s['runs']} |")
-    return "\n".join(lines) + "\n"
+             "ratings (a tie is \"same\", counted half).", ""]
+    return "\n".join(lines + win_table("personas", result["by_group"])) + "\n"
 
 
 def main() -> None:

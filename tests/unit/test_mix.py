@@ -15,36 +15,9 @@ from ppo_client.optimize.config import RunConfig
 from ppo_client.optimize.cost import unet_evaluations
 from ppo_client.optimize.folder import ITERATIONS, RunInfo, create_run, load_run
 from ppo_client.optimize.loop import run_iterations
-from ppo_client.optimize.proposers import Proposal, ScoredPrompt
+from ppo_client.optimize.proposers import ScoredPrompt
 from tests.unit.test_optimizer import INITIAL, FakeRenderer, keep_all
-from tests.unit.test_screen import WordClient
-
-
-class WordsProposer:
-    """Prompts of the subject plus 1-2 of its own words."""
-
-    needs_images = False
-
-    def __init__(self, words):
-        self.words = words
-
-    def _draw(self, n, rng, seen):
-        out = []
-        for _ in range(200 * n):
-            if len(out) == n:
-                break
-            prompt = ", ".join([INITIAL, *rng.choice(self.words, int(rng.integers(1, 3)), replace=False)])
-            if prompt.lower() not in seen:
-                seen.add(prompt.lower())
-                out.append(prompt)
-        return Proposal(out)
-
-    def initial(self, prompt, n, rng, seen, keep):
-        return self._draw(n, rng, seen)
-
-    def propose(self, initial, history, n, rng, seen, keep):
-        return self._draw(n, rng, seen)
-
+from tests.unit.test_screen import WordClient, WordProposer
 
 GOOD = ("bright", "pastel", "bright pastel", "pastel light", "bright glow", "pastel sky", "bright day", "pastel tones")
 PLAIN = ("matte", "grainy", "retro", "misty", "calm", "bold", "neon", "bokeh")
@@ -71,7 +44,7 @@ def make_state(folder, **fields):
 
 def test_the_bandit_moves_the_pool_towards_the_proposer_whose_prompts_score_higher(tmp_path):
     state = make_state(tmp_path / "run", iterations=8, n_prompts=4)
-    proposer = mix.MixProposer({"good": WordsProposer(GOOD), "plain": WordsProposer(PLAIN)})
+    proposer = mix.MixProposer({"good": WordProposer(GOOD), "plain": WordProposer(PLAIN)})
     run_iterations(state, proposer, FakeRenderer(), keep_all)  # no screen: the whole pool is rendered
     state.close()
     good = [r.pool["good"]["share"] for r in state.records]
@@ -138,7 +111,7 @@ def test_previews_cost_fewer_unet_evaluations_and_choose_what_is_rendered(tmp_pa
     head = PreferenceHead.linear(np.zeros(client.d, np.float32), 0.0)
     state = make_state(tmp_path / "run", iterations=3, screen=4, preview_steps=5, preview=2, guidance_scale=7.5, steps=20)
     renderer = PreviewRenderer()
-    run_iterations(state, WordsProposer(GOOD + PLAIN), renderer, keep_all, screener=screen.Screener(client, head, 4, 1.0))
+    run_iterations(state, WordProposer(GOOD + PLAIN), renderer, keep_all, screener=screen.Screener(client, head, 4, 1.0))
     state.close()
     for record, (previewed, steps) in zip(state.records, renderer.previewed):
         assert steps == 5 and len(previewed) == 6  # preview x N of the K x N candidates
@@ -162,7 +135,7 @@ def test_a_unet_budget_stops_the_run_before_it_would_be_overspent(tmp_path):
     budget = shape.planned_unet(0) + 3 * shape.planned_unet(1) + 10
     client = WordClient()
     state = make_state(tmp_path / "run", unet_budget=budget, **config)
-    run_iterations(state, WordsProposer(GOOD + PLAIN), PreviewRenderer(), keep_all,
+    run_iterations(state, WordProposer(GOOD + PLAIN), PreviewRenderer(), keep_all,
                    screener=screen.Screener(client, PreferenceHead.linear(np.zeros(client.d, np.float32), 0.0), 4, 1.0))
     state.close()
     assert len(state.records) == 4 and sum(r.cost["total_unet"] for r in state.records) <= budget
@@ -180,11 +153,11 @@ def test_a_mix_run_killed_mid_way_resumes_with_its_proposer_shares_and_archive(t
                     raise KeyboardInterrupt
 
             with pytest.raises(KeyboardInterrupt):
-                run_iterations(state, mix.MixProposer({"good": WordsProposer(GOOD), "plain": WordsProposer(PLAIN)}),
+                run_iterations(state, mix.MixProposer({"good": WordProposer(GOOD), "plain": WordProposer(PLAIN)}),
                                FakeRenderer(), keep_all, on_iteration=stop)
             state.close()
             state = load_run(folder)  # a new process: nothing of the old proposer is left
-        run_iterations(state, mix.MixProposer({"good": WordsProposer(GOOD), "plain": WordsProposer(PLAIN)}),
+        run_iterations(state, mix.MixProposer({"good": WordProposer(GOOD), "plain": WordProposer(PLAIN)}),
                        FakeRenderer(), keep_all)
         state.close()
         return state

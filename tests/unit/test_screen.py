@@ -80,10 +80,15 @@ class WordProposer:
     needs_images = False
     WORDS = ("bright", "pastel", "dark", "matte", "glossy", "bokeh", "grainy", "neon", "misty", "bold", "calm", "retro")
 
+    def __init__(self, words=WORDS):
+        self.words = words
+
     def _draw(self, n, rng, seen):
         out = []
-        while len(out) < n:
-            prompt = ", ".join([INITIAL, *rng.choice(self.WORDS, int(rng.integers(1, 3)), replace=False)])
+        for _ in range(200 * n):  # a short list can run out of new prompts
+            if len(out) == n:
+                break
+            prompt = ", ".join([INITIAL, *rng.choice(self.words, int(rng.integers(1, 3)), replace=False)])
             if prompt.lower() not in seen:
                 seen.add(prompt.lower())
                 out.append(prompt)
