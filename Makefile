@@ -41,6 +41,7 @@ demo: venv
 
 test: venv
 	$(BIN)/ruff check client server_export demo tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -ra
 	$(AVX2_ONLY) $(BIN)/python -m pytest -q -ra -m isa
 

@@ -111,7 +111,7 @@ class PreferenceHead:
             "arrays": [{"name": n, "shape": list(self.arrays[n].shape)} for n in names],
         }
         head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-        return [MAGIC, struct.pack("<I", len(head)), head, *(memoryview(self.arrays[n]).cast("B") for n in names)]
+        return [MAGIC, struct.pack("<I", len(head)), head, *(memoryview(self.arrays[n]).cast("B") for n in names)]  # type: ignore[arg-type]  # ndarray is a buffer; numpy<2 stubs do not say so
 
     def to_bytes(self) -> bytes:
         return b"".join(self._parts())

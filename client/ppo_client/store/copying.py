@@ -81,7 +81,7 @@ def _copy(source: UserStore, destination: UserStore, replace: bool, progress) ->
 def _verify(destination: UserStore, counts: dict[str, int], expected: tuple[list[str], int]) -> None:
     """Row counts and image hashes of the copy, read back after its commit."""
     with destination._read() as dst:
-        found = {name: int(dst.execute(sa.select(sa.func.count()).select_from(schema.METADATA.tables[name])).scalar())
+        found = {name: int(dst.execute(sa.select(sa.func.count()).select_from(schema.METADATA.tables[name])).scalar_one())
                  for name in schema.USER_TABLES}
         hashes = [h for (h,) in dst.execute(sa.text("SELECT hash FROM images ORDER BY hash"))]
         missing, damaged = destination._verify_images(dst)

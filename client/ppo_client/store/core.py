@@ -14,7 +14,6 @@ from sqlalchemy.engine import Connection
 from ppo_client.errors import StoreError
 from ppo_client.store import backends, schema
 from ppo_client.store.backends import BUSY_TIMEOUT_S, retrying
-from ppo_client.store.images import Images
 from ppo_client.store.models import Models
 from ppo_client.store.records import StoreCheck
 from ppo_client.store.taste import Taste
@@ -23,7 +22,7 @@ from ppo_client.store.users import Users
 logger = logging.getLogger(__name__)
 
 
-class UserStore(Users, Images, Taste, Models):
+class UserStore(Users, Taste, Models):
     def __init__(self, store: Path | str | None = None, *, busy_timeout_s: float = BUSY_TIMEOUT_S,
                  check: bool = True) -> None:
         """``store``: an SQLite file's path or a ``postgresql://`` URL (None: ``$PPO_STORE`` or the
@@ -67,23 +66,12 @@ class UserStore(Users, Images, Taste, Models):
         return None if path is None else path.parent / (path.stem + "_images")
 
     @property
-    def path(self) -> str:
-        """The store as people name it: the SQLite file, or the URL without its password."""
-        return self.location.shown
-
-    @property
     def address(self) -> str:
         """What opens this store again (``UserStore(store.address)``), password included: for
         processes and threads that reopen it, never for messages."""
         if self.location.path is not None:
             return str(self.location.path)
         return self.location.url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-    def _read(self):
-        return backends.reading(self._engine)
-
-    def _write(self):
-        return backends.writing(self._engine, self.busy_timeout_s)
 
     def close(self) -> None:
         """Close an SQLite store's connections (a database server's stay in the process's pool)."""

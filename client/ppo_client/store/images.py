@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from ppo_client.images import decode_image
 from ppo_client.store.backends import retrying
+from ppo_client.store.base import StoreBase
 from ppo_client.store.records import IMAGE_HASH, PoolEntry, PoolImage, StoredImage
 
 _REFERENCED = (
@@ -22,7 +23,7 @@ _REFERENCED = (
 _CHUNK = 500
 
 
-class Images:
+class Images(StoreBase):
     def _add_images(self, db: Connection, items: Sequence[tuple[str, str, bytes, tuple[int, int]]]) -> None:
         """Keep images (hash, format, bytes, size) inside a write transaction; one already there
         keeps its row (and gets its bytes back if a migration found them lost)."""
@@ -45,7 +46,7 @@ class Images:
             hashes.append(digest)
         with self._write() as db:
             self._add_images(db, [item[:4] for item in items.values()])
-            first = int(db.execute(sa.text("SELECT COALESCE(MAX(seq), 0) FROM pool")).scalar()) + 1
+            first = int(db.execute(sa.text("SELECT COALESCE(MAX(seq), 0) FROM pool")).scalar_one()) + 1
             now = time.time()
             db.execute(
                 sa.text("INSERT INTO pool (image_hash, origin, label, created, seq) VALUES (:h, :o, :l, :t, :s)"
@@ -83,7 +84,7 @@ class Images:
         """Which of these images the store holds, bytes and all."""
         query = sa.text("SELECT hash FROM images WHERE data IS NOT NULL AND hash IN :h").bindparams(
             sa.bindparam("h", expanding=True))
-        hashes, found = list(hashes), set()
+        hashes, found = list(hashes), set[str]()
         with self._read() as db:
             for start in range(0, len(hashes), _CHUNK):
                 found.update(h for (h,) in db.execute(query, {"h": hashes[start : start + _CHUNK]}))
@@ -103,7 +104,8 @@ class Images:
     def _verify_images(self, db: Connection) -> tuple[list[str], list[str]]:
         """Images with no bytes, and images whose bytes do not hash to their name, read a chunk at a time."""
         missing = [h for (h,) in db.execute(sa.text("SELECT hash FROM images WHERE data IS NULL ORDER BY hash"))]
-        damaged, after = [], ""
+        damaged: list[str] = []
+        after = ""
         while True:
             rows = db.execute(sa.text("SELECT hash, data FROM images WHERE data IS NOT NULL AND hash > :a"
                                       " ORDER BY hash LIMIT 64"), {"a": after}).fetchall()

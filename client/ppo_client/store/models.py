@@ -13,12 +13,13 @@ from ppo_client.errors import HeadFormatError, StoreError
 from ppo_client.head import PreferenceHead
 from ppo_client.store import schema
 from ppo_client.store.backends import retrying
+from ppo_client.store.base import StoreBase, new_id
 from ppo_client.store.records import StoredModel, checked_covariance, stored_covariance
 
 _CHUNK = 500
 
 
-class Models:
+class Models(StoreBase):
     @retrying
     def embeddings(self, hashes: Iterable[str], encoder: str) -> dict[str, np.ndarray]:
         hashes = list(hashes)
@@ -51,7 +52,7 @@ class Models:
             made = db.execute(schema.models.insert().values(
                 user_id=self._user_id(db, name), method=method, encoder=encoder, head=head.to_bytes(),
                 params=json.dumps(params), metrics=json.dumps(metrics), created=time.time(), covariance=blob))
-        return int(made.inserted_primary_key[0])
+        return new_id(made)
 
     _MODELS = "SELECT id, method, encoder, head, params, metrics, created, covariance FROM models WHERE user_id = :u"
 

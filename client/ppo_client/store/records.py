@@ -214,7 +214,7 @@ def checked_description(description: str) -> str:
 
 def checked_rating(row: RatingRow) -> float:
     try:
-        value = float(row.rating)
+        value = float(row.rating)  # type: ignore[arg-type]  # whatever a row holds is tried; errors are caught
     except (TypeError, ValueError, OverflowError):
         raise DataError(f"{row.where}: rating {str(row.rating)[:40]!r} is not a number from 1 to 10") from None
     if not np.isfinite(value) or not 1 <= value <= 10:

@@ -23,7 +23,6 @@ REVISIONS = {1: "0001", 2: "0002", 3: "0003", 4: "0004", 5: "0005"}
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 METADATA = sa.MetaData()
-_CASCADE = {"ondelete": "CASCADE"}
 
 meta = sa.Table("meta", METADATA, sa.Column("key", sa.Text, primary_key=True), sa.Column("value", sa.Text, nullable=False))
 users = sa.Table(
@@ -44,7 +43,7 @@ images = sa.Table(
 ratings = sa.Table(
     "ratings", METADATA,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", **_CASCADE), nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("image_hash", sa.Text, sa.ForeignKey("images.hash"), nullable=False),
     sa.Column("rating", sa.Float, sa.CheckConstraint("rating >= 1 AND rating <= 10"), nullable=False),
     sa.Column("source", sa.Text, nullable=False),
@@ -60,7 +59,7 @@ embeddings = sa.Table(
 models = sa.Table(
     "models", METADATA,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", **_CASCADE), nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("method", sa.Text, nullable=False),
     sa.Column("encoder", sa.Text, nullable=False),
     sa.Column("head", sa.LargeBinary, nullable=False),
@@ -80,7 +79,7 @@ pool = sa.Table(
 comparisons = sa.Table(
     "comparisons", METADATA,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", **_CASCADE), nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("left_hash", sa.Text, sa.ForeignKey("images.hash"), nullable=False),
     sa.Column("right_hash", sa.Text, sa.ForeignKey("images.hash"), nullable=False),
     sa.Column("choice", sa.Text, sa.CheckConstraint("choice IN ('left', 'right', 'same')"), nullable=False),
@@ -90,7 +89,7 @@ comparisons = sa.Table(
 choices = sa.Table(
     "choices", METADATA,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", **_CASCADE), nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("chosen", sa.Text, sa.ForeignKey("images.hash")),
     sa.Column("outcome", sa.Text, sa.CheckConstraint("outcome IN ('chosen', 'none', 'same')"), nullable=False),
     sa.Column("source", sa.Text, nullable=False),
@@ -100,7 +99,7 @@ choices = sa.Table(
 )
 choice_images = sa.Table(
     "choice_images", METADATA,
-    sa.Column("choice_id", sa.Integer, sa.ForeignKey("choices.id", **_CASCADE), primary_key=True),
+    sa.Column("choice_id", sa.Integer, sa.ForeignKey("choices.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("position", sa.Integer, primary_key=True),
     sa.Column("image_hash", sa.Text, sa.ForeignKey("images.hash"), nullable=False),
     sa.Index("choice_images_hash", "image_hash"),
@@ -108,7 +107,7 @@ choice_images = sa.Table(
 descriptions = sa.Table(
     "descriptions", METADATA,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", **_CASCADE), nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("version", sa.Integer, sa.CheckConstraint("version >= 1"), nullable=False),
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("created", sa.Float, nullable=False),
@@ -133,8 +132,8 @@ def version(connection: Connection, shown: str) -> int | None:
         )
     found = connection.execute(sa.text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar()
     try:
-        return int(found)
-    except (TypeError, ValueError):
+        return int(str(found))
+    except ValueError:
         raise StoreError(f"{shown} has no readable schema version") from None
 
 

@@ -16,6 +16,8 @@ from ppo_client.errors import DataError
 from ppo_client.images import read_image
 from ppo_client.store import schema
 from ppo_client.store.backends import retrying
+from ppo_client.store.base import new_id
+from ppo_client.store.images import Images
 from ppo_client.store.records import Choice, ChoiceRow, Comparison, Description, checked_choice, checked_description
 
 logger = logging.getLogger(__name__)
@@ -25,13 +27,13 @@ def insert_choice(db: Connection, user_id: int, shown: Sequence[str], chosen: st
                   created: float) -> int:
     made = db.execute(schema.choices.insert().values(user_id=user_id, chosen=chosen, outcome=outcome, source=source,
                                                      created=created))
-    choice_id = int(made.inserted_primary_key[0])
+    choice_id = new_id(made)
     db.execute(schema.choice_images.insert(), [{"choice_id": choice_id, "position": i, "image_hash": h}
                                                for i, h in enumerate(shown)])
     return choice_id
 
 
-class Taste:
+class Taste(Images):
     @retrying
     def add_comparison(self, name: str, left_hash: str, right_hash: str, choice: str, *, context: str) -> None:
         """A blind pairwise choice (``left``, ``right`` or ``same``), kept as training data."""
@@ -102,13 +104,15 @@ class Taste:
         """Add ``rows`` to the user's choices, all or nothing, keeping their images in the store as
         ``import_ratings`` does; returns how many were added. Rows are checked in order as they come,
         so the first bad one is the one named."""
-        self.user_id(name)
+        with self._read() as db:
+            self._user_id(db, name)
         images: dict[str, tuple[str, str, bytes, tuple[int, int]]] = {}
         read: dict[Path, str] = {}  # an image shown in many rows is read once
         checked = []
         for row in rows:  # read and decode every image before taking the write lock
             checked_choice(row.where, row.shown, row.chosen, None, by_index=True)
-            hashes, first = [], {}
+            hashes: list[str] = []
+            first: dict[str, Path] = {}
             for path in row.shown:
                 digest = read.get(path)
                 if digest is None:
@@ -142,7 +146,7 @@ class Taste:
         with self._write() as db:
             user_id = self._user_id(db, name)
             latest = int(db.execute(sa.text("SELECT COALESCE(MAX(version), 0) FROM descriptions WHERE user_id = :u"),
-                                    {"u": user_id}).scalar())
+                                    {"u": user_id}).scalar_one())
             db.execute(sa.text("INSERT INTO descriptions (user_id, version, text, created) VALUES (:u, :v, :x, :t)"),
                        {"u": user_id, "v": latest + 1, "x": description, "t": time.time()})
         return latest + 1

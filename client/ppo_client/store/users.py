@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from pathlib import Path
 from typing import Iterable
 
 import sqlalchemy as sa
@@ -13,6 +14,7 @@ from sqlalchemy.engine import Connection
 from ppo_client.errors import DataError, StoreError
 from ppo_client.images import read_image
 from ppo_client.store.backends import retrying
+from ppo_client.store.images import Images
 from ppo_client.store.records import GENERAL_USER, Rating, RatingRow, UserSummary, check_name, checked_rating
 
 logger = logging.getLogger(__name__)
@@ -25,7 +27,7 @@ _SUMMARY = (
 )
 
 
-class Users:
+class Users(Images):
     @retrying
     def create_user(self, name: str) -> None:
         check_name(name)
@@ -35,12 +37,6 @@ class Users:
             if db.execute(sa.text("SELECT 1 FROM users WHERE name = :n"), {"n": name}).first() is not None:
                 raise StoreError(f"user {name!r} already exists")
             db.execute(sa.text("INSERT INTO users (name, created) VALUES (:n, :t)"), {"n": name, "t": time.time()})
-
-    def _user_id(self, db: Connection, name: str) -> int:
-        found = db.execute(sa.text("SELECT id FROM users WHERE name = :n"), {"n": check_name(name)}).scalar()
-        if found is None:
-            raise StoreError(f"unknown user {name!r}; create it with `ppo-client user create {name}`")
-        return int(found)
 
     @retrying
     def user_id(self, name: str) -> int:
@@ -84,7 +80,8 @@ class Users:
         with self._read() as db:
             user_id = self._user_id(db, name)
             rated = self._rated(db, user_id)
-        checked, seen = [], {}
+        checked: list[tuple] = []
+        seen: dict[str, tuple] = {}
         for row in rows:  # read and decode every image before taking the write lock
             rating = checked_rating(row)
             data, image = read_image(row.path, row.where)
@@ -121,7 +118,7 @@ class Users:
     @retrying
     def rate(self, name: str, image_hash: str, rating: float, *, source: str) -> None:
         """One rating of a stored image, in its own transaction; rating it again replaces it."""
-        value = checked_rating(RatingRow(f"image {str(image_hash)[:12]}", None, rating))
+        value = checked_rating(RatingRow(f"image {str(image_hash)[:12]}", Path(), rating))
         with self._write() as db:
             user_id = self._user_id(db, name)
             if db.execute(sa.text("SELECT 1 FROM images WHERE hash = :h"), {"h": image_hash}).first() is None:

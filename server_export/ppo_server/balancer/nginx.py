@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ppo_client.processes import check_alive, free_port, stop_process_group, wait_http_ready
 from ppo_server.balancer.config import CONFIG_NAME, ERROR_LOG_NAME, BalancerConfig, render
@@ -73,9 +74,9 @@ class NginxBalancer:
     def command(self) -> list[str]:
         return [str(self.binary), "-p", f"{self.prefix}/", "-c", CONFIG_NAME, "-e", ERROR_LOG_NAME]
 
-    def write_config(self) -> None:
+    def write_config(self) -> Path:
         """Pick free ports, make the prefix folder and write the configuration into it."""
-        ports = {}
+        ports: dict[str, Any] = {}
         for name in ("grpc_port", "http_port"):
             if getattr(self.config, name) == 0:
                 ports[name] = free_port(self.config.host)
@@ -90,18 +91,19 @@ class NginxBalancer:
             # temporary folders inside the prefix (nginx makes those and hands them to that user).
             self.prefix.chmod(0o755)
         (self.prefix / CONFIG_NAME).write_text(render(self.config))
+        return self.prefix
 
     def check_config(self) -> None:
         """``nginx -t``: raise ``BalancerError`` with nginx's own words if it refuses the configuration."""
         done = subprocess.run([*self.command(), "-t", "-q"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
-            raise BalancerError(f"nginx refused {self.prefix / CONFIG_NAME}:\n{(done.stderr or done.stdout).strip()}")
+            raise BalancerError(f"nginx refused {Path(self.prefix or '.') / CONFIG_NAME}:\n{(done.stderr or done.stdout).strip()}")
 
     def start(self) -> NginxBalancer:
-        self.write_config()
+        prefix = self.write_config()
         try:
             self.check_config()
-            log = open(self.prefix / "nginx.stderr", "wb")
+            log = open(prefix / "nginx.stderr", "wb")
             with log:
                 self.process = subprocess.Popen(
                     self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -56,7 +56,7 @@ def upgrade() -> None:
         chosen = {"left": left, "right": right}.get(choice)
         made = bind.execute(choices.insert().values(user_id=user_id, chosen=chosen, outcome="chosen" if chosen else "same",
                                                     source=f"compare:{context}", created=created))
-        choice_id = made.inserted_primary_key[0]
+        choice_id = made.inserted_primary_key[0]  # type: ignore[index]  # an insert of one row has its key
         bind.execute(sa.text("INSERT INTO choice_images VALUES (:c, :p, :h)"),
                      [{"c": choice_id, "p": 0, "h": left}, {"c": choice_id, "p": 1, "h": right}])
     op.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")

@@ -33,7 +33,8 @@ def upgrade() -> None:
         op.execute("UPDATE pool SET seq = ordered.n FROM (SELECT image_hash, ROW_NUMBER() OVER (ORDER BY created, "
                    "image_hash) AS n FROM pool) AS ordered WHERE pool.image_hash = ordered.image_hash")
     op.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
-    folder = op.get_context().config.attributes.get("images_dir")
+    config = op.get_context().config
+    folder = config.attributes.get("images_dir") if config is not None else None
     if folder is None or not folder.is_dir():
         return
     moved, lost = 0, []
