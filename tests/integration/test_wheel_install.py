@@ -62,7 +62,9 @@ def test_the_wheel_carries_the_demo_models(wheel_env):
     names = set(zipfile.ZipFile(wheel).namelist())
     for part in ("ppo_demo/models/pipeline/model_index.json", "ppo_demo/models/pipeline/unet/diffusion_pytorch_model.safetensors",
                  "ppo_demo/models/clip/model.safetensors", "ppo_demo/models/judge.pt",
-                 "ppo_client/app/templates/base.html"):
+                 "ppo_client/app/templates/base.html", "ppo_client/store/migrations/env.py",
+                 "ppo_client/store/migrations/versions/0001_schema_1.py",
+                 "ppo_client/store/migrations/versions/0005_images_in_the_database.py"):
         assert part in names, part
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
 
@@ -95,3 +97,23 @@ def test_a_wheel_install_exports_and_serves_the_demo_preset(wheel_env, tmp_path)
     assert all(Path(f).is_relative_to(env) for f in result["packages"]), result["packages"]
     assert Path(result["models"]).is_relative_to(env)
     assert result["size"] == [64, 64] and result["norm"] == pytest.approx(1.0, abs=1e-3) and result["std"] > 5
+
+
+def test_a_wheel_install_upgrades_an_old_store_through_its_migrations(wheel_env, tmp_path):
+    """Alembic reads the migrations as files: they must travel in the wheel and be found there."""
+    from tests.unit.test_store_migrations import legacy_store
+
+    env, _ = wheel_env
+    store = tmp_path / "old.sqlite"
+    hashes = legacy_store(store, 2)
+    done = subprocess.run([str(env / "bin" / "ppo-client"), "store", "check", "--json", "--store", str(store)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout)
+    assert found["schema_version"] >= 5 and found["clean"], found
+    import sqlite3
+
+    with sqlite3.connect(store) as db:
+        kept = {h for (h,) in db.execute("SELECT hash FROM images WHERE data IS NOT NULL")}
+    assert kept == set(hashes), "the old store's image folder moved into the file"
+
