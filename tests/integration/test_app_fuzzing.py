@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from ppo_client.app.cli import listening_socket  # noqa: E402
+from ppo_client.app.launch import listening_socket  # noqa: E402
 from ppo_client.app.openapi import DOCUMENT  # noqa: E402
 from ppo_client.app.runs import RunManager  # noqa: E402
 from ppo_client.app.web import AppState, create_app  # noqa: E402

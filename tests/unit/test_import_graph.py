@@ -160,3 +160,41 @@ def test_the_sdk_core_imports_no_sdk_folder(graph):
                       if m.startswith("ppo_client.") and not in_folder(m) and m != "ppo_client.cli"
                       for t in ts if t.startswith("ppo_client.") and in_folder(t))
     assert reaching == []
+
+
+def test_the_commands_are_the_sdks_top_layer(graph):
+    """``ppo_client.commands`` (one module per ``ppo-client`` command) builds on the SDK; nothing in
+    the SDK below it imports it back. The demo's own CLI may share its flags."""
+    reaching = sorted((m, t) for m, ts in graph.items()
+                      if m.startswith("ppo_client.") and not m.startswith("ppo_client.commands") and m != "ppo_client.cli"
+                      for t in ts if t.startswith("ppo_client.commands"))
+    assert reaching == []
+
+
+def _function_local_imports() -> list[tuple[str, int, str]]:
+    """Imports of the project's own modules inside functions, without a ``# deferred:`` reason on the
+    line above: (file, line, module)."""
+    found = []
+    for path in _modules().values():
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom) and not inner.level:
+                    names = [inner.module or ""]
+                elif isinstance(inner, ast.Import):
+                    names = [a.name for a in inner.names]
+                else:
+                    continue
+                ours = [n for n in names if n.split(".")[0] in PACKAGES]
+                if ours and not lines[inner.lineno - 2].strip().startswith("# deferred:"):
+                    found.append((str(path.relative_to(ROOT)), inner.lineno, ours[0]))
+    return sorted(set(found))
+
+
+def test_the_project_imports_its_own_modules_at_the_top():
+    """Where a module's dependencies are can be read from its head. An import inside a function stays
+    only where it must (an optional dependency such as torch or the app extra, or the package's own
+    lazy attributes), and says why on the line above, starting ``# deferred:``."""
+    assert _function_local_imports() == []

@@ -1,26 +1,90 @@
-"""``ppo-client user ...`` and ``ppo-client piaa-eval``: the user store and the PIAA evaluation."""
+"""``ppo-client user ...``: the user store's people, their ratings, choices, descriptions and
+preference models."""
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import time
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 from rich.text import Text
 
-from ppo_client.console import console, print_document, print_json, print_table, progress, results, status
+from ppo_client.commands.options import add_store, add_url
+from ppo_client.console import console, print_json, print_table, results, status
 from ppo_client.errors import DataError, InvalidRequestError, StoreError
-from ppo_client.piaa.methods import METHODS
-from ppo_client.store.cli import add_store_argument
+from ppo_client.images import read_image
+from ppo_client.piaa.imports import choices_rows, csv_rows, sac_rows
+from ppo_client.piaa.methods import METHODS, design
+from ppo_client.piaa.training import train_user
+from ppo_client.scoring import ScoringClient
+from ppo_client.store import RatingRow, UserStore
 
 
-def _store(args):
-    from ppo_client.store import UserStore
+def register(commands) -> None:
+    user = commands.add_parser("user", help="users, their ratings and their preference models")
+    sub = user.add_subparsers(dest="user_command", required=True)
+    for name, handler, text in (
+        ("create", _create, "create a user"),
+        ("delete", _delete, "delete a user with their ratings, choices, description and models"),
+    ):
+        parser = sub.add_parser(name, help=text)
+        parser.add_argument("name")
+        add_store(parser)
+        parser.set_defaults(handler=handler)
+    show = sub.add_parser("show", help="a user's ratings and models")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true", help="the same as one JSON document on stdout")
+    add_store(show)
+    show.set_defaults(handler=_show)
+    listing = sub.add_parser("list", help="all users")
+    listing.add_argument("--json", action="store_true", help="the users as one JSON document on stdout")
+    add_store(listing)
+    listing.set_defaults(handler=_list)
 
+    imports = sub.add_parser("import", help="import ratings or choices (all or nothing)")
+    imports.add_argument("name")
+    source = imports.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", help="CSV of image,rating rows (paths relative to the CSV)")
+    source.add_argument("--sac", help="SAC-format sqlite file")
+    source.add_argument("--choices", help="CSV of shown1|shown2|...,chosen rows: 2-4 images shown and the one chosen "
+                                          "(one of those paths, or none); paths relative to the CSV")
+    imports.add_argument("--sid", type=int, help="with --sac: the rater to import")
+    imports.add_argument("--images-root", help="with --sac: the folder its paths are relative to")
+    add_store(imports)
+    imports.set_defaults(handler=_import)
+
+    describe = sub.add_parser("describe", help="keep a new version of the user's description of their taste")
+    describe.add_argument("name")
+    describe.add_argument("text", help='one or a few sentences, e.g. "dark, moody blue scenes; no yellow, no clutter"')
+    add_store(describe)
+    describe.set_defaults(handler=_describe)
+
+    score = sub.add_parser("score", help="score image files with the user's model, best first (embedded by the server)")
+    score.add_argument("name")
+    score.add_argument("images", nargs="+", metavar="IMAGE")
+    score.add_argument("--model", type=int, help="the model id (default: the user's latest; `user show` lists them)")
+    score.add_argument("--csv", help="also write image,score,sd rows to this file (sd empty where the model has none)")
+    add_store(score)
+    add_url(score)
+    score.set_defaults(handler=_score)
+
+    train = sub.add_parser("train", help="train the user's preference model on served embeddings")
+    train.add_argument("name")
+    train.add_argument("--method", choices=METHODS, default="bayes")
+    train.add_argument("--prior-sac", help="learn the prior from this SAC-format set (default: the store's other users)")
+    train.add_argument("--images-root", help="with --prior-sac: its images folder (default: beside the file)")
+    train.add_argument("--signals", help="what to learn from, some of ratings,choices,description (default: all the user has)")
+    add_store(train)
+    add_url(train)
+    train.set_defaults(handler=_train)
+
+
+def _store(args: argparse.Namespace) -> UserStore:
     return UserStore(args.store)
 
 
@@ -120,8 +184,6 @@ def _delete(args) -> int:
 
 
 def _import(args) -> int:
-    from ppo_client.piaa.imports import choices_rows, csv_rows, sac_rows
-
     if args.choices:
         source = f"csv:{Path(args.choices).name}"
         with _store(args) as store:
@@ -129,6 +191,7 @@ def _import(args) -> int:
                 count = store.import_choices(args.name, choices_rows(Path(args.choices)), source=source)
         console.print(f"imported {count} choices for {args.name!r}")
         return 0
+    rows: Iterable[RatingRow]
     if args.csv:
         rows, source = csv_rows(Path(args.csv)), f"csv:{Path(args.csv).name}"
     else:
@@ -163,11 +226,6 @@ def _chosen_model(store, name: str, model_id: int | None):
 def _score(args) -> int:
     """Each image's predicted score under the user's model and, where the model keeps a posterior
     covariance, its predictive standard deviation; best first."""
-    import numpy as np
-
-    from ppo_client.images import read_image
-    from ppo_client.piaa.methods import design
-    from ppo_client.scoring import ScoringClient
 
     images = [read_image(Path(path))[1].convert("RGB") for path in args.images]  # every file checked before the server
     with _store(args) as store:
@@ -184,7 +242,7 @@ def _score(args) -> int:
     else:
         a = design(embeddings)
         sds = np.sqrt(np.maximum(np.einsum("nd,de,ne->n", a, model.covariance.astype(np.float64), a), 0)).tolist()
-    ranked = sorted(zip(args.images, scores.tolist(), sds), key=lambda row: -row[1])
+    ranked = sorted(zip(args.images, scores.tolist(), sds, strict=True), key=lambda row: -row[1])
     print_table(("image", "score", "sd"), [(p, f"{s:.3f}", "-" if sd is None else f"{sd:.3f}") for p, s, sd in ranked],
                 title=f"{args.name}'s model {model.id} ({model.method})")
     if args.csv:
@@ -200,9 +258,6 @@ def _score(args) -> int:
 
 
 def _train(args) -> int:
-    from ppo_client.piaa.training import train_user
-    from ppo_client.scoring import ScoringClient
-
     signals = frozenset(s.strip() for s in args.signals.split(",") if s.strip()) if args.signals else None
     with _store(args) as store, ScoringClient(args.url) as client:
         trained = train_user(
@@ -222,130 +277,3 @@ def _train(args) -> int:
     console.print(f"trained {args.method} for {args.name!r} (model {trained.model_id}, from {seen}): "
                   + ("; ".join(checks) or "too little to cross-validate"))
     return 0
-
-
-def _shots(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("shot counts must be positive")
-    return values
-
-
-def _methods(text: str) -> tuple[str, ...]:
-    values = tuple(v.strip() for v in text.split(",") if v.strip())
-    unknown = [v for v in values if v not in METHODS]
-    if unknown or not values:
-        raise argparse.ArgumentTypeError(f"unknown method {unknown[0] if unknown else ''!r}; choose from {','.join(METHODS)}")
-    return values
-
-
-def _piaa_eval(args) -> int:
-    from ppo_client.piaa.embeddings import sac_users
-    from ppo_client.piaa.evaluation import EvalConfig, evaluate, markdown_table
-    from ppo_client.piaa.methods import MethodConfig
-    from ppo_client.sac import read_sac
-    from ppo_client.scoring import ScoringClient
-
-    config = EvalConfig(shots=args.shots, splits=args.splits, methods=args.methods,
-                        train_fraction=args.train_fraction, seed=args.seed)
-    try:
-        config.checked()
-    except ValueError as exc:
-        raise InvalidRequestError("piaa-eval", str(exc)) from None
-    sac = read_sac(Path(args.sac))
-    with _store(args) as store, ScoringClient(args.url) as client:
-        users, embeddings = sac_users(sac, Path(args.images_root), client, store)
-        encoder = client.encoder_info().encoder_id
-    started = time.perf_counter()
-    with progress() as bar:
-        task = bar.add_task(f"evaluating {len(args.methods)} methods on {len(users)} users", total=args.splits)
-        result = evaluate(users, embeddings, config, MethodConfig(seed=args.seed), on_split=lambda: bar.advance(task))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    payload = {**result.to_json(), "sac": str(args.sac), "encoder": encoder, "seconds": time.perf_counter() - started}
-    (out / "piaa_eval.json").write_text(json.dumps(payload, indent=2) + "\n")
-    table = markdown_table(result)
-    (out / "piaa_eval.md").write_text(table)
-    print_document(table)
-    console.print(f"wrote {out / 'piaa_eval.json'} and {out / 'piaa_eval.md'}")
-    return 0
-
-
-def add_piaa_commands(commands, add_url) -> None:
-    user = commands.add_parser("user", help="users, their ratings and their preference models")
-    sub = user.add_subparsers(dest="user_command", required=True)
-    for name, handler, text in (
-        ("create", _create, "create a user"),
-        ("delete", _delete, "delete a user with their ratings, choices, description and models"),
-    ):
-        parser = sub.add_parser(name, help=text)
-        parser.add_argument("name")
-        add_store_argument(parser)
-        parser.set_defaults(handler=handler)
-    show = sub.add_parser("show", help="a user's ratings and models")
-    show.add_argument("name")
-    show.add_argument("--json", action="store_true", help="the same as one JSON document on stdout")
-    add_store_argument(show)
-    show.set_defaults(handler=_show)
-    listing = sub.add_parser("list", help="all users")
-    listing.add_argument("--json", action="store_true", help="the users as one JSON document on stdout")
-    add_store_argument(listing)
-    listing.set_defaults(handler=_list)
-
-    imports = sub.add_parser("import", help="import ratings or choices (all or nothing)")
-    imports.add_argument("name")
-    source = imports.add_mutually_exclusive_group(required=True)
-    source.add_argument("--csv", help="CSV of image,rating rows (paths relative to the CSV)")
-    source.add_argument("--sac", help="SAC-format sqlite file")
-    source.add_argument("--choices", help="CSV of shown1|shown2|...,chosen rows: 2-4 images shown and the one chosen "
-                                          "(one of those paths, or none); paths relative to the CSV")
-    imports.add_argument("--sid", type=int, help="with --sac: the rater to import")
-    imports.add_argument("--images-root", help="with --sac: the folder its paths are relative to")
-    add_store_argument(imports)
-    imports.set_defaults(handler=_import)
-
-    describe = sub.add_parser("describe", help="keep a new version of the user's description of their taste")
-    describe.add_argument("name")
-    describe.add_argument("text", help='one or a few sentences, e.g. "dark, moody blue scenes; no yellow, no clutter"')
-    add_store_argument(describe)
-    describe.set_defaults(handler=_describe)
-
-    score = sub.add_parser("score", help="score image files with the user's model, best first (embedded by the server)")
-    score.add_argument("name")
-    score.add_argument("images", nargs="+", metavar="IMAGE")
-    score.add_argument("--model", type=int, help="the model id (default: the user's latest; `user show` lists them)")
-    score.add_argument("--csv", help="also write image,score,sd rows to this file (sd empty where the model has none)")
-    add_store_argument(score)
-    add_url(score)
-    score.set_defaults(handler=_score)
-
-    train = sub.add_parser("train", help="train the user's preference model on served embeddings")
-    train.add_argument("name")
-    train.add_argument("--method", choices=METHODS, default="bayes")
-    train.add_argument("--prior-sac", help="learn the prior from this SAC-format set (default: the store's other users)")
-    train.add_argument("--images-root", help="with --prior-sac: its images folder (default: beside the file)")
-    train.add_argument("--signals", help="what to learn from, some of ratings,choices,description (default: all the user has)")
-    add_store_argument(train)
-    add_url(train)
-    train.set_defaults(handler=_train)
-
-    from ppo_client.piaa.evaluation import EvalConfig
-
-    default = EvalConfig()  # the defaults live in one place: the evaluation's configuration
-    evaluate = commands.add_parser("piaa-eval", help="few-shot PIAA evaluation on a SAC-format rating set")
-    evaluate.add_argument("--sac", required=True)
-    evaluate.add_argument("--images-root", required=True)
-    evaluate.add_argument("--shots", type=_shots, default=default.shots,
-                          help=f"comma-separated (default: {','.join(map(str, default.shots))})")
-    evaluate.add_argument("--splits", type=int, default=default.splits, help="(default %(default)s)")
-    evaluate.add_argument("--methods", type=_methods, default=default.methods, help=f"comma-separated from {','.join(METHODS)}")
-    evaluate.add_argument("--train-fraction", type=float, default=default.train_fraction,
-                          help="share of users in training per split (default %(default)s)")
-    evaluate.add_argument("--seed", type=int, default=default.seed)
-    evaluate.add_argument("--out", required=True, help="folder for piaa_eval.json and piaa_eval.md")
-    add_store_argument(evaluate)
-    add_url(evaluate)
-    evaluate.set_defaults(handler=_piaa_eval)

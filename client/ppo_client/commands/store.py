@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+from ppo_client.commands.options import add_store
 from ppo_client.console import console, print_json, progress, results
+from ppo_client.store import UserStore
+from ppo_client.store.copying import copy_store
 
-STORE_HELP = "user store: a file path (SQLite) or postgresql://user@host:port/db (default: $PPO_STORE or the user data dir)"
 
+def register(commands) -> None:
 
-def add_store_argument(parser) -> None:
-    parser.add_argument("--store", default=None, help=STORE_HELP)
+    store = commands.add_parser("store", help="the user store itself")
+    sub = store.add_subparsers(dest="store_command", required=True)
+    check = sub.add_parser("check", help="schema version, integrity, images referred to but missing or damaged, "
+                                         "images nothing refers to; one line per problem")
+    check.add_argument("--repair", action="store_true", help="remove the images nothing refers to")
+    check.add_argument("--json", action="store_true", help="the findings as JSON on stdout")
+    add_store(check)
+    check.set_defaults(handler=_check)
+    copy = sub.add_parser("copy", help="copy a whole store to another (SQLite <-> PostgreSQL), then verify it")
+    copy.add_argument("source", help="a file path or postgresql:// URL")
+    copy.add_argument("destination", help="a file path or postgresql:// URL (empty, unless --replace)")
+    copy.add_argument("--replace", action="store_true", help="delete what the destination holds first")
+    copy.set_defaults(handler=_copy)
 
 
 def _check(args) -> int:
     """Exit 0: nothing wrong (or all repaired); 1: a problem, one line each on stdout (how to repair
     what can be repaired goes to stderr)."""
-    from ppo_client.store import UserStore
-
     with UserStore(args.store) as store:
         found = store.check(repair=args.repair)
     if args.json:
@@ -38,9 +50,6 @@ def _check(args) -> int:
 
 
 def _copy(args) -> int:
-    from ppo_client.store import UserStore
-    from ppo_client.store.copying import copy_store
-
     with UserStore(args.source) as source, UserStore(args.destination) as destination:
         with progress() as bar:
             tasks: dict[str, object] = {}
@@ -55,19 +64,3 @@ def _copy(args) -> int:
     counts = [f"{table}={count}" for table, count in report.rows.items()] + [f"image_bytes={report.image_bytes}"]
     results.file.write("\t".join(counts) + "\n")  # written as it is: rich would expand the tabs
     return 0
-
-
-def add_store_commands(commands) -> None:
-    store = commands.add_parser("store", help="the user store itself")
-    sub = store.add_subparsers(dest="store_command", required=True)
-    check = sub.add_parser("check", help="schema version, integrity, images referred to but missing or damaged, "
-                                         "images nothing refers to; one line per problem")
-    check.add_argument("--repair", action="store_true", help="remove the images nothing refers to")
-    check.add_argument("--json", action="store_true", help="the findings as JSON on stdout")
-    add_store_argument(check)
-    check.set_defaults(handler=_check)
-    copy = sub.add_parser("copy", help="copy a whole store to another (SQLite <-> PostgreSQL), then verify it")
-    copy.add_argument("source", help="a file path or postgresql:// URL")
-    copy.add_argument("destination", help="a file path or postgresql:// URL (empty, unless --replace)")
-    copy.add_argument("--replace", action="store_true", help="delete what the destination holds first")
-    copy.set_defaults(handler=_copy)
