@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,13 @@ def bucket(shots: int) -> int:
     return 1 << max(2, int(np.ceil(np.log2(max(shots, 1)))))
 
 
+def held_out_quality(priors: dict, x_pool: np.ndarray, y_pool: np.ndarray, x_held: np.ndarray, truth: np.ndarray,
+                     chosen: list[int]) -> float:
+    """SROCC against true taste on the held-out images of the model fitted to the pool images ``chosen``."""
+    posterior = bayes_posterior(priors[bucket(len(chosen))], x_pool[chosen], y_pool[chosen])
+    return spearman(design(x_held) @ posterior.mean, truth)
+
+
 def run(args) -> dict:
     from ppo_client.scoring import ScoringClient
 
@@ -48,7 +56,7 @@ def run(args) -> dict:
         embeddings = {}
         for start in range(0, len(iids), 64):
             chunk = iids[start : start + 64]
-            for iid, vector in zip(chunk, client.embed([load_rgb(root / sac.paths[i]) for i in chunk])):
+            for iid, vector in zip(chunk, client.embed([load_rgb(root / sac.paths[i]) for i in chunk]), strict=True):
                 embeddings[iid] = vector
     users = sorted(u for u in sac.ratings if u in sac.true_scores)[: args.personas]
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -69,10 +77,7 @@ def run(args) -> dict:
                        np.array([sac.ratings[v][i] for i in sorted(sac.ratings[v])], dtype=np.float64))
                   for v in sac.ratings if v != u]
         priors = {b: fit_priors(others, b, ["bayes"]) for b in BUCKETS if b >= 4 and b // 2 < max(budgets)}
-
-        def quality(chosen: list[int]) -> float:
-            posterior = bayes_posterior(priors[bucket(len(chosen))], x_pool[chosen], y_pool[chosen])
-            return spearman(design(x_held) @ posterior.mean, truth)
+        quality = partial(held_out_quality, priors, x_pool, y_pool, x_held, truth)
 
         active, chosen = {}, []
         for t in range(max(budgets)):

@@ -108,7 +108,7 @@ class Row:
     def run(self, requests: Requests, concurrency: int, count: int) -> None:
         before = [txt2img_count(s.http_url) for s in self.servers]
         seconds, latencies = asyncio.run(_timed_run(self.url, requests, concurrency, count))
-        self.served = [total + txt2img_count(s.http_url) - b for total, s, b in zip(self.served, self.servers, before)]
+        self.served = [total + txt2img_count(s.http_url) - b for total, s, b in zip(self.served, self.servers, before, strict=True)]
         self.seconds.append(seconds)
         self.latencies += latencies
         self.requests += count
@@ -234,7 +234,8 @@ def main() -> None:
     parser.add_argument("--latency-repeats", type=int, default=60, help="batch-1 pairs per protocol (default %(default)s)")
     parser.add_argument("--round-trip-repeats", type=int, default=300, help="readiness-call pairs per protocol (default %(default)s)")
     parser.add_argument("--quick", action="store_true",
-                        help="the tiny pipeline, 2 steps, few requests: checks that every stage runs (numbers mean nothing); needs --results")
+                        help="the tiny pipeline, 2 steps, few requests: checks that every stage runs (numbers mean nothing); "
+                        "needs --results")
     parser.add_argument("--repository", help="serve this exported repository instead of exporting the pipeline")
     parser.add_argument("--results", default=None)
     args = parser.parse_args()

@@ -3,8 +3,8 @@ training or evaluation set holds, rendered and after a round trip through the de
 
 Generated images are decoded by that VAE, so the round-trip figure is the one that bounds how well
 prompt-following can be measured. ``WEIGHTS=MODULE`` loads a judge written for another version of
-the judge's code (e.g. ``git show REV:server_export/ppo_server/demo_training/judge.py > old.py``, the path before the demo world had a package of its own), so
-two judges can be compared on the same scenes.
+the judge's code (e.g. ``git show REV:server_export/ppo_server/demo_training/judge.py > old.py``, the
+path before the demo world had a package of its own), so two judges can be compared on the same scenes.
 
     python benchmarks/judge_accuracy.py demo/ppo_demo/models/judge.pt [old.pt=old.py ...] [--scenes 1000] [--first 0]
 """

@@ -31,6 +31,7 @@ not have chosen, and the previews' rank correlation with the full renders.
     make demo                                                  # the demo rating set, reused here
     python benchmarks/optimizer_efficiency.py                  # 8 users x 2 prompts, every group (hours)
     python benchmarks/optimizer_efficiency.py --users 2 --prompts 1 --groups greedy,ucb,preview   # a quick look
+    python benchmarks/optimizer_efficiency.py --prompts 1 --groups greedy:ga,preview:mix         # two arms, 8 users
 
 Results: ``benchmarks/results/optimize/efficiency.{json,md,svg}``. Run folders are kept under
 ``--work``; the same command again resumes a stopped benchmark.
@@ -80,8 +81,28 @@ def default_budget(iterations: int = 10) -> int:
     return SHAPE.planned_unet(0) + iterations * SHAPE.planned_unet(1)
 
 
-def group_flags(group: str, args) -> tuple[list[str], str]:
-    """The experiment flags of an arm group, and the suffix its arms' labels get."""
+def group_flags(spec: str, args) -> tuple[list[str], str]:
+    """The experiment flags of an arm group, and the suffix its arms' labels get.
+
+    ``GROUP:OPT+OPT`` keeps only those optimizers of the group (``preview:mix``), so a larger grid can
+    be spent on the arms that matter."""
+    group, _, only = spec.partition(":")
+    flags, suffix = _group_flags(group, args)
+    if only:
+        offered = flags[flags.index("--optimizers") + 1].split(",")
+        kept = only.split("+")
+        if not set(kept) <= set(offered):
+            raise SystemExit(f"group {group!r} has the optimizers {', '.join(offered)}; {only!r} is not among them")
+        flags[flags.index("--optimizers") + 1] = ",".join(kept)
+    return flags, suffix
+
+
+def group_folder(spec: str) -> str:
+    """A group's experiment folder: one per group, whichever of its optimizers a command keeps."""
+    return f"experiment-{spec.partition(':')[0]}"
+
+
+def _group_flags(group: str, args) -> tuple[list[str], str]:
     screen = str(args.screen)
     if group == "plain":
         return ["--optimizers", "llm,ga,random", "--contexts", "s+p"], ""
@@ -142,7 +163,7 @@ def at_budget(run: dict, grid: list[int]) -> list[float]:
     """The run's true gain after its last iteration within each budget of the grid (0 before any)."""
     out = []
     for x in grid:
-        done = [g for u, g in zip(run["unet"], run["true_gain"]) if u <= x]
+        done = [g for u, g in zip(run["unet"], run["true_gain"], strict=True) if u <= x]
         out.append(done[-1] if done else 0.0)
     return out
 
@@ -180,12 +201,13 @@ def by_arm(runs: list[dict], grid: list[int]) -> dict:
         out[arm] = {
             "runs": len(mine), "unet": grid,
             "true_gain_mean": true.mean(0).tolist(), "true_gain_sd": true.std(0).tolist(),
-            "final_true_gain": {f"{r['user']}|{r['prompt']}|{r['repeat']}": float(g) for r, g in zip(mine, true[:, -1])},
+            "final_true_gain": {f"{r['user']}|{r['prompt']}|{r['repeat']}": float(g) for r, g in zip(mine, true[:, -1], strict=True)},
             "images": mine[0]["images"][:length], "true_gain_by_images": by_images.mean(0).tolist(),
             "true_gain_by_images_sd": by_images.std(0).tolist(),
             "iterations": [len(r["true_gain"]) - 1 for r in mine],
             "learned_gain_final_mean": float(learned.mean()), "learned_gain_final_sd": float(learned.std()),
-            "llm_share": (sum(r["llm_prompts"] + r["repaired_prompts"] for r in mine) / prompts) if arm.startswith(("llm", "mix")) else None,
+            "llm_share": (sum(r["llm_prompts"] + r["repaired_prompts"] for r in mine) / prompts)
+            if arm.startswith(("llm", "mix")) else None,
             "fallback_prompts": sum(r["fallback_prompts"] for r in mine),
             "proposers": proposers, "pool_shares": shares,
             "pool_errors": sum(len(e) for r in mine for e in r["pool_errors"]),
@@ -203,7 +225,7 @@ def by_arm(runs: list[dict], grid: list[int]) -> dict:
 
 
 def unet_to_reach(arm: dict, target: float) -> int | None:
-    for unet, gain in zip(arm["unet"], arm["true_gain_mean"]):
+    for unet, gain in zip(arm["unet"], arm["true_gain_mean"], strict=True):
         if gain >= target:
             return unet
     return None
@@ -251,14 +273,16 @@ def markdown(result: dict) -> str:
             at.append(f"{s['true_gain_mean'][i]:+.2f} ± {s['true_gain_sd'][i]:.2f}")
         fmt = lambda v, f="{:.2f}": "-" if v is None else f.format(v)  # noqa: E731
         calibration = f"{fmt(s['calibration_mean'])} / {fmt(s['calibration_pooled_mean'])}" if s["calibration_mean"] is not None else "-"
-        iterations = f"{min(s['iterations'])}-{max(s['iterations'])}" if min(s["iterations"]) != max(s["iterations"]) else str(s["iterations"][0])
+        low, high = min(s["iterations"]), max(s["iterations"])
+        iterations = f"{low}-{high}" if low != high else str(low)
         lines.append(f"| {arm} | {s['runs']} | {iterations} | {' / '.join(at)} | {s['learned_gain_final_mean']:+.2f} ± "
                      f"{s['learned_gain_final_sd']:.2f} | {fmt(s['llm_share'], '{:.0%}')} | {calibration} | "
-                     f"{fmt(s['best_ranked_low'], '{:.0%}')} | {fmt(s['preview_calibration'])} | {s['unclean_prompts']} of {s['rendered_prompts']} |")
+                     f"{fmt(s['best_ranked_low'], '{:.0%}')} | {fmt(s['preview_calibration'])} | "
+                     f"{s['unclean_prompts']} of {s['rendered_prompts']} |")
     lines += ["", "By images rendered (the second view; previews are not images):", "",
               "| arm | true gain at 26 / 50 / final images | final images |", "|---|---:|---:|"]
     for arm, s in arms.items():
-        at = {i: (m, d) for i, m, d in zip(s["images"], s["true_gain_by_images"], s["true_gain_by_images_sd"])}
+        at = {i: (m, d) for i, m, d in zip(s["images"], s["true_gain_by_images"], s["true_gain_by_images_sd"], strict=True)}
         cells = " / ".join(f"{at[i][0]:+.2f} ± {at[i][1]:.2f}" if i in at else "-" for i in (26, 50, s["images"][-1]))
         lines.append(f"| {arm} | {cells} | {s['images'][-1]} |")
     p = result.get("paired") or {}
@@ -267,13 +291,16 @@ def markdown(result: dict) -> str:
                   "| arm | runs | final difference, mean ± sd | wins | UNet evals to reach the reference's final gain |",
                   "|---|---:|---:|---:|---:|"]
         for arm, d in p["arms"].items():
-            reach = f"{d['unet_to_reach_reference']} ({d['fraction_of_budget']:.0%})" if d["unet_to_reach_reference"] else "not within the budget"
-            lines.append(f"| {arm} | {d['runs']} | {d['difference_mean']:+.2f} ± {d['difference_sd']:.2f} | {d['wins']} of {d['runs']} | {reach} |")
+            reach = (f"{d['unet_to_reach_reference']} ({d['fraction_of_budget']:.0%})" if d["unet_to_reach_reference"]
+                     else "not within the budget")
+            lines.append(f"| {arm} | {d['runs']} | {d['difference_mean']:+.2f} ± {d['difference_sd']:.2f} | "
+                         f"{d['wins']} of {d['runs']} | {reach} |")
     mixed = {a: s for a, s in arms.items() if s["pool_shares"]}
     for arm, s in mixed.items():
         names = list(s["pool_shares"])
         lines += ["", f"`{arm}`: mean pool share per iteration (rendered prompts by proposer: "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(s["proposers"].items())) + f"; proposer errors recorded: {s['pool_errors']})", "",
+                  + ", ".join(f"{k} {v}" for k, v in sorted(s["proposers"].items()))
+                  + f"; proposer errors recorded: {s['pool_errors']})", "",
                   "| iteration | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
         for k in range(len(s["pool_shares"][names[0]])):
             lines.append(f"| {k} | " + " | ".join(f"{s['pool_shares'][n][k]:.0%}" for n in names) + " |")
@@ -296,8 +323,8 @@ def markdown(result: dict) -> str:
 def plot(result: dict) -> str:
     arms = result["arms"]
     series = {a: s["true_gain_mean"] for a, s in arms.items()}
-    spread = {a: ([m - d for m, d in zip(s["true_gain_mean"], s["true_gain_sd"])],
-                  [m + d for m, d in zip(s["true_gain_mean"], s["true_gain_sd"])]) for a, s in arms.items()}
+    spread = {a: ([m - d for m, d in zip(s["true_gain_mean"], s["true_gain_sd"], strict=True)],
+                  [m + d for m, d in zip(s["true_gain_mean"], s["true_gain_sd"], strict=True)]) for a, s in arms.items()}
     return line_chart(series, x_label="UNet evaluations (true-taste gain, mean ± sd)", x_values=result["grid"], width=720,
                       height=320, spread=spread)
 
@@ -313,7 +340,7 @@ def _run_groups(args, groups: list[str], budget: int):
             common += ["--prompt", prompt]
         for group in groups:
             flags, _ = group_flags(group, args)
-            step("experiment", *flags, *common, "--out", str(work / f"experiment-{group}"), *shard_flags(args))
+            step("experiment", *flags, *common, "--out", str(work / group_folder(group)), *shard_flags(args))
     return work, users
 
 
@@ -323,7 +350,7 @@ def run(args) -> dict:
     groups = [g for g in args.groups.split(",") if g]
     if args.report_only:
         work = Path(args.work)
-        users = sorted({f.name for g in groups for f in (work / f"experiment-{g}" / "runs").glob("*")})
+        users = sorted({f.name for g in groups for f in (work / group_folder(g) / "runs").glob("*")})
     else:
         work, users = _run_groups(args, groups, budget)
         if stop_after_shard(args, f"its runs of {', '.join(groups)}"):
@@ -331,8 +358,9 @@ def run(args) -> dict:
     runs = []
     for group in groups:
         _, suffix = group_flags(group, args)
-        for folder in sorted((work / f"experiment-{group}" / "runs").glob("*/*/*")):
-            if (folder / "summary.json").exists():
+        kept = group.partition(":")[2].split("+") if ":" in group else None
+        for folder in sorted((work / group_folder(group) / "runs").glob("*/*/*")):
+            if (folder / "summary.json").exists() and (kept is None or folder.name.split("_")[0] in kept):
                 runs.append({"arm": folder.name.rsplit("-r", 1)[0].replace("_", " ") + suffix, **run_curves(folder)})
     first = min(r["unet"][0] for r in runs)
     grid = sorted({*range(first, budget + 1, SHAPE.planned_unet(1)), budget})

@@ -78,7 +78,7 @@ def write_grid(path: Path, rendered: np.ndarray, images: np.ndarray, pairs: int 
     from PIL import Image
 
     pairs = min(pairs, len(images)) // per_row * per_row
-    tiles = [np.concatenate([scene, image], 1) for scene, image in zip(rendered[:pairs], images[:pairs])]
+    tiles = [np.concatenate([scene, image], 1) for scene, image in zip(rendered[:pairs], images[:pairs], strict=True)]
     rows = [np.concatenate(tiles[start:start + per_row], 1) for start in range(0, pairs, per_row)]
     Image.fromarray(np.concatenate(rows, 0)).save(path)
 

@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -224,11 +225,11 @@ def component_runtimes(repository: Path, shapes: Shapes, repeats: int = 10) -> d
         for rows in row_counts:
             inputs = feed(model, rows)
             expected = session.run(None, inputs)[0]
-            row = {"rows": rows, "onnxruntime_ms": median_ms(lambda: session.run(None, inputs))}
+            row = {"rows": rows, "onnxruntime_ms": median_ms(partial(session.run, None, inputs))}
             for precision, model_ov in compiled.items():
                 request = model_ov.create_infer_request()
                 got = request.infer(inputs)[0]
-                row[f"openvino_{precision}_ms"] = median_ms(lambda: request.infer(inputs))
+                row[f"openvino_{precision}_ms"] = median_ms(partial(request.infer, inputs))
                 row[f"openvino_{precision}_max_abs_diff"] = float(np.abs(got - expected).max())
             rows_out.append(row)
             print(f"  {model:<12} rows {rows:<3} onnxruntime {row['onnxruntime_ms']:7.1f} ms  " + "  ".join(
@@ -358,7 +359,8 @@ def sweep(server, model: str, make, levels: list[int], per_level: int) -> list[d
         row["server_compute_ms"] = (after["compute_ns"] - before["compute_ns"]) / count / 1e6
         row["rows_per_execution"] = count / max(after["executions"] - before["executions"], 1)
         rows.append(row)
-        print(f"  {model:<14} c={c:<3} {row['throughput_per_s']:7.1f}/s  p50 {row['p50_ms']:8.1f} ms  p99 {row['p99_ms']:8.1f} ms", flush=True)
+        print(f"  {model:<14} c={c:<3} {row['throughput_per_s']:7.1f}/s  p50 {row['p50_ms']:8.1f} ms  "
+              f"p99 {row['p99_ms']:8.1f} ms", flush=True)
     return rows
 
 
@@ -459,7 +461,8 @@ def peer_table(results: dict, best_served: dict, batch1_served: dict, steps: int
         return f"{machine.fraction_of_peak(machine.rows_rate(images_per_s, steps) * per_row, gemm)[dtype]:.1%} of {dtype}"
 
     lines = ["| pipeline | precision | best batch | images/s at best | batch-1 latency s | served throughput ratio | "
-             "served batch-1 latency ratio | UNet FLOP/s as share of the GEMM peak at its precision | largest pixel difference from diffusers |",
+             "served batch-1 latency ratio | UNet FLOP/s as share of the GEMM peak at its precision | "
+             "largest pixel difference from diffusers |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     served = best_served["throughput_per_s"]
     lines.append(f"| served (Triton, ONNX Runtime) | fp32 | concurrency {best_served['concurrency']} | {served:.2f} | "
@@ -482,7 +485,8 @@ def machine_line(limit: dict, summary: dict) -> str:
                       for d in ("fp32", "bf16") if d in gemm)
     return (f"GEMM peak on {gemm['threads']} threads: {peaks}. The UNet: {limit['unet']['flops_per_row'] / 1e9:.3f} GFLOP per "
             f"row (Conv, MatMul, Gemm of its ONNX graph). The served UNet model alone at concurrency "
-            f"{summary['served_unet_best_concurrency']} ({summary['served_unet_requests_per_execution']:.1f} two-row requests per execution) "
+            f"{summary['served_unet_best_concurrency']} "
+            f"({summary['served_unet_requests_per_execution']:.1f} two-row requests per execution) "
             f"reaches {summary['served_unet_fraction_of_fp32_peak']:.1%} of the fp32 peak.")
 
 
@@ -583,7 +587,8 @@ def main() -> None:
         for model in components:
             results["models"][model] = sweep(server, model, _requests(model, grpc, None, args.steps, shapes), levels, args.per_level)
         for model in E2E_MODELS:
-            results["models"][model] = sweep(server, model, _requests(model, grpc, head.to_bytes(), args.steps, shapes), levels, args.per_level)
+            requests = _requests(model, grpc, head.to_bytes(), args.steps, shapes)
+            results["models"][model] = sweep(server, model, requests, levels, args.per_level)
         if not args.quick:
             results["optimization_loop"] = optimization_overhead(server.grpc_url, head, args.steps)
 
@@ -636,7 +641,8 @@ def main() -> None:
     for model, rows in results["models"].items():
         for r in rows:
             lines.append(f"| {model} | {r['concurrency']} | {r['throughput_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
-                         f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['server_queue_ms']:.1f} | {r['server_compute_ms']:.1f} | {r['rows_per_execution']:.1f} |")
+                         f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['server_queue_ms']:.1f} | {r['server_compute_ms']:.1f} | "
+                         f"{r['rows_per_execution']:.1f} |")
     lines += ["", "Peers in process, same weights, size, steps, scheduler and guidance (ratios: served / peer; "
               "the share of peak counts the UNet's FLOPs per image over the whole pipeline's wall time):", "",
               *peer_table(results, best, batch1, args.steps), "",

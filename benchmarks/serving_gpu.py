@@ -184,14 +184,16 @@ def write_results(out: Path, results: dict, args) -> dict:
         if "error" in variant:
             lines += [f"Served ({name}): failed: {variant['error']}", ""]
             continue
-        lines += [f"Served ({name}), UNet call latency: " + ", ".join(f"{r['rows']} rows {r['median_ms']:.1f} ms" for r in variant["unet"]), "",
+        latencies = ", ".join(f"{r['rows']} rows {r['median_ms']:.1f} ms" for r in variant["unet"])
+        lines += [f"Served ({name}), UNet call latency: {latencies}", "",
                   "| concurrency | images/s | p50 ms | p90 ms | p95 ms | p99 ms | queue ms | compute ms | rows/execution |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['concurrency']} | {r['throughput_per_s']:.2f} | {r['p50_ms']:.0f} | {r['p90_ms']:.0f} | {r['p95_ms']:.0f} | "
                   f"{r['p99_ms']:.0f} | {r['server_queue_ms']:.0f} | {r['server_compute_ms']:.0f} | {r['rows_per_execution']:.1f} |"
                   for r in variant["txt2img"]]
         lines.append("")
-    lines += ["| summary | value |", "|---|---:|", *(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in summary.items())]
+    lines += ["| summary | value |", "|---|---:|",
+              *(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in summary.items())]
     (out / "serving_gpu.md").write_text("\n".join(lines) + "\n")
     return summary
 

@@ -146,7 +146,7 @@ def off_archetype_personas(count: int, seed: int, attrs: np.ndarray) -> list[Per
     people = []
     for i in range(count):
         rng = np.random.default_rng([seed, 77, i])
-        weights = {a: round(float(w), 3) for a, w in zip(ATTRIBUTES, rng.normal(0.0, 1.0, len(ATTRIBUTES)))}
+        weights = {a: round(float(w), 3) for a, w in zip(ATTRIBUTES, rng.normal(0.0, 1.0, len(ATTRIBUTES)), strict=True)}
         persona = Persona(f"off-{i:03d}", "off-archetype", weights, round(float(np.clip(rng.normal(0, 0.4), -1, 1)), 3),
                           1.0, OFF_ARCHETYPE_NOISE)
         spread = float(np.std(utility(persona, attrs)))
@@ -463,7 +463,7 @@ def plot(result: dict, path: Path) -> str:
         _plot_pillow(summary, budgets, path)
         return "pillow"
     fig, axes = plt.subplots(1, len(summary), figsize=(6 * len(summary), 4.5), sharey=True, squeeze=False)
-    for ax, (group, cells) in zip(axes[0], summary.items()):
+    for ax, (group, cells) in zip(axes[0], summary.items(), strict=True):
         for arm, row in cells.items():
             ax.errorbar(budgets, [row[b]["mean"] for b in budgets], yerr=[row[b]["sd"] for b in budgets],
                         label=arm, marker="o", capsize=2)
@@ -490,7 +490,7 @@ def _plot_pillow(summary: dict, budgets: list[int], path: Path) -> None:
     for p, (group, cells) in enumerate(summary.items()):
         left, right, top, bottom = p * panel_w + margin, (p + 1) * panel_w - 20, 30, panel_h - 40
 
-        def at(b, v):
+        def at(b, v, left=left, right=right, top=top, bottom=bottom):  # this panel's box
             return (left + (b - min(budgets)) / span * (right - left), bottom - (v - low) / (high - low) * (bottom - top))
 
         draw.text((left, 8), f"{group}: SROCC vs true taste", fill="black")
@@ -503,7 +503,7 @@ def _plot_pillow(summary: dict, budgets: list[int], path: Path) -> None:
             x = at(b, low)[0]
             draw.text((x - 6, bottom + 6), str(b), fill="black")
         draw.text(((left + right) / 2 - 60, bottom + 22), "actions (ratings or picks)", fill="black")
-        for a, (arm, row) in enumerate(cells.items()):
+        for arm, row in cells.items():
             colour = COLOURS[ARMS.index(arm) % len(COLOURS)]
             points = [at(b, row[b]["mean"]) for b in budgets]
             draw.line(points, fill=colour, width=2)

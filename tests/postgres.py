@@ -17,7 +17,8 @@ INSTALL_HINT = "no PostgreSQL server binaries found (initdb, pg_ctl); install th
 
 
 def binaries() -> Path | None:
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
     if candidates:  # Debian keeps the server binaries here, off the PATH
         return Path(candidates[-1]).parent
     found = shutil.which("initdb")

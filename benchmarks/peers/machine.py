@@ -92,7 +92,7 @@ def onnx_flops(model_path: Path, inputs: dict[str, tuple[int, ...]]) -> dict:
         dtype = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32"}[value.type]
         feed[value.name] = np.ones(inputs[value.name], dtype=dtype)
     names = [o.name for o in session.get_outputs()]
-    shapes = {**weights, **{n: a.shape for n, a in zip(names, session.run(names, feed))}}
+    shapes = {**weights, **{n: a.shape for n, a in zip(names, session.run(names, feed), strict=True)}}
 
     by_op: dict[str, int] = {}
     for node in counted:

@@ -26,12 +26,13 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # The clients pull in tritonclient; load it only when asked for.
     if name in ("Txt2ImgClient", "AsyncTxt2ImgClient"):
+        # deferred: the clients pull in tritonclient and gRPC; `import ppo_client` loads them only when asked
         from ppo_client import txt2img
 
         return getattr(txt2img, name)
     if name in ("ScoringClient", "AsyncScoringClient"):
+        # deferred: as above
         from ppo_client import scoring
 
         return getattr(scoring, name)

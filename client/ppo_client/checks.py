@@ -23,18 +23,26 @@ def shown(value: object, limit: int = 40) -> str:
 
 def integer(value: object, field: str, low: int, high: int) -> int:
     """An integer from ``low`` to ``high``; an integral float (``6.0``) counts, a boolean does not."""
-    number = value if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
-    if number is not None and not isinstance(number, numbers.Integral):
-        number = int(number) if math.isfinite(number) and number == int(number) else None
-    if number is None or not low <= int(number) <= high:
+    number: int | None = None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        number = int(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+        whole = int(value)  # type: ignore[call-overload]  # int() takes any real; typeshed's numbers.Real does not say so
+        number = whole if value == whole else None
+    if number is None or not low <= number <= high:
         raise InvalidRequestError(field, f"must be an integer from {low} to {high}, got {shown(value)}")
-    return int(number)
+    return number
+
+
+def _within(value: numbers.Real, low: float, high: float) -> bool:
+    """``low <= value <= high``, written with ``value`` on the left of both comparisons: typeshed's
+    ``numbers.Real`` declares ``<`` and ``<=`` only (a NaN fails ``value <= high``)."""
+    return value <= high and not value < low
 
 
 def number(value: object, field: str, low: float, high: float) -> float:
     """A finite number from ``low`` to ``high`` (compared before any conversion, so ``10**400`` is
     simply out of range)."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and low <= value <= high
-    if not ok or not math.isfinite(float(value)):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not _within(value, low, high) or not math.isfinite(value):
         raise InvalidRequestError(field, f"must be a number from {low:g} to {high:g}, got {shown(value)}")
     return float(value)

@@ -80,16 +80,16 @@ def status(text: str) -> Status:
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[object]], *, title: str = "") -> None:
     """A result table on stdout: drawn on a terminal; piped, one tab-separated line per row after a
     header line, so that ``grep``, ``cut`` and ``sort`` see whole values, however long."""
-    rows = [[str(cell) for cell in row] for row in rows]
+    cells = [[str(cell) for cell in row] for row in rows]
     if results.is_terminal:
         table = Table(*columns, title=Text(title) if title else None)
-        for row in rows:
-            table.add_row(*(Text(cell) for cell in row))
+        for line in cells:
+            table.add_row(*(Text(cell) for cell in line))
         results.print(table)
         return
     clean = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
-    for row in (list(columns), *rows):  # written as they are: rich would expand the tabs
-        results.file.write("\t".join(cell.translate(clean) for cell in row) + "\n")
+    for line in (list(columns), *cells):  # written as they are: rich would expand the tabs
+        results.file.write("\t".join(cell.translate(clean) for cell in line) + "\n")
 
 
 def print_document(text: str) -> None:

@@ -13,6 +13,9 @@ from ppo_client import checks, contract
 from ppo_client.contract import SizeLimits
 from ppo_client.errors import InvalidRequestError
 
+DEFAULT_LIMITS = SizeLimits()
+"""The contract's own side limits, for checks made without a served pipeline's."""
+
 
 def check_steps(value: int, field: str = "steps") -> int:
     return checks.integer(value, field, contract.MIN_STEPS, contract.MAX_STEPS)
@@ -22,7 +25,7 @@ def check_guidance(value: float, field: str = "guidance_scale") -> float:
     return checks.number(value, field, 0.0, contract.MAX_GUIDANCE_SCALE)
 
 
-def check_side(value: int, field: str, limits: SizeLimits = SizeLimits()) -> int:
+def check_side(value: int, field: str, limits: SizeLimits = DEFAULT_LIMITS) -> int:
     value = checks.integer(value, field, limits.min_side, limits.max_side)
     if value % limits.multiple:
         raise InvalidRequestError(field, f"must be a multiple of {limits.multiple}, got {value}")
@@ -51,11 +54,6 @@ def check_text(value: str | bytes, field: str = "prompt") -> str:
     """Text of a prompt-like field: at most ``contract.MAX_TEXT_BYTES`` of UTF-8."""
     if isinstance(value, bytes):
         data = value
-        if len(data) <= contract.MAX_TEXT_BYTES:
-            try:
-                value = data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InvalidRequestError(field, f"is not valid UTF-8 text ({exc})") from None
     elif isinstance(value, str):
         data = value.encode("utf-8", "surrogatepass")
     else:
@@ -65,7 +63,12 @@ def check_text(value: str | bytes, field: str = "prompt") -> str:
             field, f"is {len(data)} bytes long; the limit is {contract.MAX_TEXT_BYTES} (the text encoder reads only "
             "its first 77 tokens, a few hundred characters)"
         )
-    return value
+    if isinstance(value, str):
+        return value
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequestError(field, f"is not valid UTF-8 text ({exc})") from None
 
 
 def check_prompt_count(count: int, field: str = "prompt") -> int:
@@ -99,7 +102,7 @@ class GenerationRequest:
         """Fill a height or width left at 0 with the model's native side."""
         return dataclasses.replace(self, height=self.height or limits.native_side, width=self.width or limits.native_side)
 
-    def checked(self, limits: SizeLimits = SizeLimits(), schedulers: tuple[str, ...] = contract.SCHEDULERS) -> GenerationRequest:
+    def checked(self, limits: SizeLimits = DEFAULT_LIMITS, schedulers: tuple[str, ...] = contract.SCHEDULERS) -> GenerationRequest:
         """Return ``self`` if every field is valid, else raise ``InvalidRequestError``."""
         check_text(self.prompt, "prompt")
         check_text(self.negative_prompt, "negative_prompt")

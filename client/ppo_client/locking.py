@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
+fcntl: ModuleType | None
 try:
     import fcntl
 except ImportError:  # not a POSIX system: folders are not locked there
@@ -50,7 +52,7 @@ class FolderLock:
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
-        if fd is not None:
+        if fd is not None and fcntl is not None:  # a lock is only taken where fcntl exists
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 

@@ -39,7 +39,8 @@ def line_chart(
             lo, hi = spread[label]
             outline = [point(i, v) for i, v in enumerate(hi)] + [point(i, v) for i, v in reversed(list(enumerate(lo)))]
             parts.append(f'<polygon fill="{colour}" fill-opacity="0.12" stroke="none" points="{" ".join(outline)}"/>')
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{" ".join(point(i, v) for i, v in enumerate(data))}"/>')
+        points = " ".join(point(i, v) for i, v in enumerate(data))
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>')
         parts.append(f'<text x="{width - 200}" y="{20 + 14 * n}" fill="{colour}">{html.escape(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)

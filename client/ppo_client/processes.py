@@ -65,7 +65,7 @@ def check_alive(process: subprocess.Popen | None, *, name: str, log_file: Path, 
 
 
 def wait_http_ready(
-    process: subprocess.Popen, url: str, *, timeout_s: float, log_file: Path, name: str,
+    process: subprocess.Popen | None, url: str, *, timeout_s: float, log_file: Path, name: str,
     error: Callable[[str], Exception],
 ) -> None:
     """Poll ``url`` until it answers 200; raise ``error(message)`` with the log's tail if the

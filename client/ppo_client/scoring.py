@@ -22,7 +22,7 @@ from ppo_client.contract import ClipTextParameters, ImageEncoderParameters
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import GenerationRequest
 from ppo_client.head import PreferenceHead
-from ppo_client.triton import served_parameters, txt2img_inputs
+from ppo_client.triton import ClientBase, served_parameters, txt2img_inputs
 from ppo_client.txt2img import AsyncTxt2ImgClient, Txt2ImgClient, _as_request, _check_batch
 
 ENCODER = contract.IMAGE_ENCODER
@@ -99,7 +99,7 @@ def _scored(rows: Sequence[GenerationRequest], result) -> list[ScoredImage]:
     ]
 
 
-class _ScoringCalls:
+class _ScoringCalls(ClientBase):
     """Request building shared by the sync and asyncio clients."""
 
     _encoder: EncoderInfo | None = None
@@ -160,7 +160,7 @@ class ScoringClient(_ScoringCalls, Txt2ImgClient):
         out: dict[int, np.ndarray] = {}
         for rows, pixels in _embed_batches(images):
             result = self._infer(**self._embed_kwargs(pixels))
-            out.update(zip(rows, result.as_numpy(ENCODER.EMBEDDING.name)))
+            out.update(zip(rows, result.as_numpy(ENCODER.EMBEDDING.name), strict=True))
         return np.stack([out[i] for i in range(len(images))]) if images else np.zeros((0, 0), np.float32)
 
     def score(self, embeddings: np.ndarray, head: PreferenceHead) -> np.ndarray:
@@ -193,7 +193,11 @@ class AsyncScoringClient(_ScoringCalls, AsyncTxt2ImgClient):
     async def embed(self, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
         batches = _embed_batches(images)
         results = await asyncio.gather(*(self._infer(**self._embed_kwargs(p)) for _, p in batches))
-        out = {i: v for (rows, _), r in zip(batches, results) for i, v in zip(rows, r.as_numpy(ENCODER.EMBEDDING.name))}
+        out = {
+            i: v
+            for (rows, _), r in zip(batches, results, strict=True)
+            for i, v in zip(rows, r.as_numpy(ENCODER.EMBEDDING.name), strict=True)
+        }
         return np.stack([out[i] for i in range(len(images))]) if images else np.zeros((0, 0), np.float32)
 
     async def score(self, embeddings: np.ndarray, head: PreferenceHead) -> np.ndarray:

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Awaitable, Callable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -182,6 +182,7 @@ class ClientBase:
         self._module = protocol_module(self.endpoint.protocol, aio=self._aio)
         self._server_errors = server_errors()
         self._grpc = self.endpoint.protocol == "grpc"
+        timeouts: dict[str, Any]
         if self._grpc:
             timeouts = {"channel_args": grpc_channel_args()}
         elif self._aio:
@@ -288,7 +289,7 @@ class ClientBase:
             raise self._error(exc, model) from exc
 
     def _infer_kwargs(self, model: contract.ModelContract, inputs: list) -> dict:
-        kwargs = {"model_name": model.name, "inputs": inputs, "outputs": requested_outputs(self._module, model)}
+        kwargs: dict[str, Any] = {"model_name": model.name, "inputs": inputs, "outputs": requested_outputs(self._module, model)}
         if self._grpc:
             kwargs["client_timeout"] = self.timeout_s
         return kwargs

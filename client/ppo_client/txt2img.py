@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 from PIL import Image
 
@@ -16,6 +16,9 @@ from ppo_client.contract import ServedPipeline, SizeLimits
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import GenerationRequest, check_prompt_count
 from ppo_client.triton import CONNECT_RETRY_S, DEFAULT_TIMEOUT_S, ClientBase, served_parameters, txt2img_inputs
+
+_Client = TypeVar("_Client", bound="Txt2ImgClient")  # a subclass's `with` gives the subclass (ScoringClient)
+_AsyncClient = TypeVar("_AsyncClient", bound="AsyncTxt2ImgClient")
 
 MODEL = contract.TXT2IMG.name
 
@@ -76,7 +79,7 @@ class Txt2ImgClient(_Txt2ImgBase):
         for client in self._clients:
             client.close()
 
-    def __enter__(self) -> Txt2ImgClient:
+    def __enter__(self: _Client) -> _Client:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -107,7 +110,7 @@ class AsyncTxt2ImgClient(_Txt2ImgBase):
         for client in self._clients:
             await client.close()
 
-    async def __aenter__(self) -> AsyncTxt2ImgClient:
+    async def __aenter__(self: _AsyncClient) -> _AsyncClient:
         return self
 
     async def __aexit__(self, *exc_info) -> None:

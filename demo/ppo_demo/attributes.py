@@ -123,7 +123,7 @@ def _canonical(image: np.ndarray | Image.Image) -> np.ndarray:
             return array
         picture = Image.fromarray(array)
     if picture.size != (SIDE, SIDE):
-        picture = picture.resize((SIDE, SIDE), Image.LANCZOS)
+        picture = picture.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
     return np.asarray(picture)
 
 
@@ -234,7 +234,7 @@ def _blobs(mask: np.ndarray) -> list[tuple[int, list[tuple[int, int, int]]]]:
             else:
                 j += 1
     groups: dict[int, list[tuple[int, int, int]]] = {}
-    for i, run in enumerate(zip(rows, starts, stops)):
+    for i, run in enumerate(zip(rows, starts, stops, strict=True)):
         groups.setdefault(root(i), []).append(run)
     return [(sum(stop - start for _, start, stop in runs), runs) for runs in groups.values()]
 
@@ -333,7 +333,7 @@ def _vector(image: np.ndarray | Image.Image) -> np.ndarray:
 
 def measure(image: np.ndarray | Image.Image) -> dict[str, float]:
     """All attributes of one RGB image (uint8 HxWx3 array or PIL image), keyed and ordered as ``ATTRIBUTES``."""
-    return dict(zip(ATTRIBUTES, _vector(image).tolist()))
+    return dict(zip(ATTRIBUTES, _vector(image).tolist(), strict=True))
 
 
 def measure_many(images: Iterable[np.ndarray | Image.Image]) -> np.ndarray:

@@ -8,14 +8,22 @@ import csv
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from ppo_client.commands.options import STORE_HELP
 from ppo_client.console import console, run_commands
-from ppo_client.store.cli import STORE_HELP
+from ppo_client.images import load_rgb
+from ppo_client.store import UserStore
 from ppo_client.triton import DEFAULT_URL, URL_ENV
+from ppo_demo import walkthrough
+from ppo_demo.attributes import measure_many
+from ppo_demo.personas import load_persona, make_persona, rate_many, save_persona, true_scores
+from ppo_demo.ratings import RatingSetConfig, build_with_progress
+from ppo_demo.training import __main__ as training
+from ppo_demo.truth import link_from_sac
 
 
 def _persona(args: argparse.Namespace) -> int:
-    from ppo_demo.personas import make_persona, save_persona
-
     persona = make_persona(args.archetype, args.seed, args.name)
     save_persona(persona, args.out)
     console.print(f"wrote {args.out} ({persona.archetype}, seed {args.seed})")
@@ -23,12 +31,6 @@ def _persona(args: argparse.Namespace) -> int:
 
 
 def _rate(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from ppo_client.images import load_rgb
-    from ppo_demo.attributes import measure_many
-    from ppo_demo.personas import load_persona, rate_many, true_scores
-
     persona = load_persona(args.persona)
     pixels = [load_rgb(name) for name in args.images]
     attributes = measure_many(pixels)
@@ -40,23 +42,18 @@ def _rate(args: argparse.Namespace) -> int:
     with open(args.csv, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image", "rating"])
-        writer.writerows(zip(args.images, scores))
+        writer.writerows(zip(args.images, scores, strict=True))
     console.print(f"wrote {len(scores)} {'true scores' if args.true else 'ratings'} to {args.csv}")
     return 0
 
 
 def _ratings(args: argparse.Namespace) -> int:
-    from ppo_demo.ratings import RatingSetConfig, build_with_progress
-
     config = RatingSetConfig(users=args.users, images=args.images, seed=args.seed, steps=args.steps)
     build_with_progress(Path(args.out), config, url=args.url)
     return 0
 
 
 def _link(args: argparse.Namespace) -> int:
-    from ppo_client.store import UserStore
-    from ppo_demo.truth import link_from_sac
-
     with UserStore(args.store) as store:
         spec = link_from_sac(store, args.name, Path(args.sac), args.sid)
     if spec is None:
@@ -68,14 +65,11 @@ def _link(args: argparse.Namespace) -> int:
 
 
 def _add_url(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=None, help=f"Triton server: host:port (gRPC) or http://host:port; default ${URL_ENV} or {DEFAULT_URL}")
+    parser.add_argument("--url", default=None,
+                        help=f"Triton server: host:port (gRPC) or http://host:port; default ${URL_ENV} or {DEFAULT_URL}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ppo_demo import walkthrough
-    from ppo_demo.ratings import RatingSetConfig
-    from ppo_demo.training import __main__ as training
-
     parser = argparse.ArgumentParser(prog="ppo-demo", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True)

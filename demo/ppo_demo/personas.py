@@ -288,15 +288,17 @@ def test_retest(persona: Persona, images_attrs: np.ndarray | Sequence[Mapping[st
     Real raters reach about 0.6-0.8; ``DEFAULT_NOISE`` is calibrated to 0.7 on procedural scenes.
     """
     if isinstance(images_attrs, Sequence) and images_attrs and isinstance(images_attrs[0], Mapping):
-        images_attrs = np.concatenate([_matrix(row) for row in images_attrs])
+        matrix = np.concatenate([_matrix(row) for row in images_attrs])
+    else:
+        matrix = np.asarray(images_attrs)
     rng = np.random.default_rng(seed)
-    first, second = rate_many(persona, images_attrs, rng), rate_many(persona, images_attrs, rng)
+    first, second = rate_many(persona, matrix, rng), rate_many(persona, matrix, rng)
     if first.std() == 0 or second.std() == 0:
         return float("nan")
     return float(np.corrcoef(first, second)[0, 1])
 
 
-test_retest.__test__ = False  # a library function, not a pytest test, when imported into a test module
+test_retest.__test__ = False  # type: ignore[attr-defined]  # pytest reads it: a library function, not a test
 
 
 def calibrate_noise(
@@ -381,4 +383,4 @@ def population(n: int, seed: int) -> list[Persona]:
     order = [names[i % len(names)] for i in range(n)]
     rng.shuffle(order)
     seeds = rng.integers(0, 2**31 - 1, n)
-    return [make_persona(a, int(s), name=f"user-{i:03d}-{a}") for i, (a, s) in enumerate(zip(order, seeds))]
+    return [make_persona(a, int(s), name=f"user-{i:03d}-{a}") for i, (a, s) in enumerate(zip(order, seeds, strict=True))]

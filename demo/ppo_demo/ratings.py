@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ppo_client.console import console
 from ppo_client.errors import InvalidRequestError
 from ppo_client.generation import GenerationRequest
+from ppo_client.txt2img import AsyncTxt2ImgClient
 from ppo_demo.attributes import measure_many
 from ppo_demo.personas import population, rate_many, true_scores
 from ppo_demo.sac import SURVEY_QUESTIONS, RatedImage, UserRatings, write_sac
@@ -53,8 +55,6 @@ def prompts(config: RatingSetConfig) -> list[str]:
 
 
 async def _generate(url: str | None, requests: list[GenerationRequest], concurrency: int, progress) -> list:
-    from ppo_client.txt2img import AsyncTxt2ImgClient
-
     limit = asyncio.Semaphore(concurrency)
     async with AsyncTxt2ImgClient(url) as client:
 
@@ -85,7 +85,7 @@ def build_rating_set(out: Path, config: RatingSetConfig, *, url: str | None = No
     images = asyncio.run(_generate(url, requests, config.concurrency, progress))
     (out / "images").mkdir(parents=True, exist_ok=True)
     rated = []
-    for i, (text, image) in enumerate(zip(texts, images)):
+    for i, (text, image) in enumerate(zip(texts, images, strict=True)):
         relative = f"images/{i:06d}.png"
         image.save(out / relative)
         rated.append(RatedImage(iid=i + 1, gid=i + 1, prompt=text, path=relative))
@@ -93,7 +93,7 @@ def build_rating_set(out: Path, config: RatingSetConfig, *, url: str | None = No
 
     rng = np.random.default_rng([config.seed, 7])
     users = []
-    for sid, (persona, count) in enumerate(zip(population(config.users, config.seed), participation(config, rng)), 1):
+    for sid, (persona, count) in enumerate(zip(population(config.users, config.seed), participation(config, rng), strict=True), 1):
         chosen = np.sort(rng.choice(config.images, size=count, replace=False))
         noisy = rate_many(persona, attributes[chosen], rng)
         truth = true_scores(persona, attributes[chosen])
@@ -103,8 +103,8 @@ def build_rating_set(out: Path, config: RatingSetConfig, *, url: str | None = No
                 sid=sid,
                 persona_spec=persona.to_dict(),
                 survey=[int(r) for r in survey],
-                ratings=[(int(i) + 1, int(r)) for i, r in zip(chosen, noisy)],
-                true_scores=[(int(i) + 1, float(s)) for i, s in zip(chosen, truth)],
+                ratings=[(int(i) + 1, int(r)) for i, r in zip(chosen, noisy, strict=True)],
+                true_scores=[(int(i) + 1, float(s)) for i, s in zip(chosen, truth, strict=True)],
             )
         )
     path = write_sac(out / SAC_FILE, rated, users, method="ppo-demo")
@@ -115,8 +115,6 @@ def build_rating_set(out: Path, config: RatingSetConfig, *, url: str | None = No
 def build_with_progress(out: Path, config: RatingSetConfig, *, url: str | None = None) -> Path:
     """``build_rating_set`` with a progress bar on the console (the rendering takes minutes)."""
     from rich.progress import Progress
-
-    from ppo_client.console import console
 
     with Progress(console=console) as bar:
         task = bar.add_task("generating images", total=config.checked().images)

@@ -93,7 +93,7 @@ def _pick(rng: np.random.Generator, options: Sequence, p: Sequence[float] | None
 def sample_scene(rng: np.random.Generator) -> Scene:
     background = _pick(rng, list(COLOURS))
     count = _pick(rng, (1, 2, 3), p=(0.5, 0.3, 0.2))
-    objects = []
+    objects: list[SceneObject] = []
     for i in range(count):
         size = "large" if i == 0 and count == 1 and rng.random() < 0.5 else _pick(rng, list(SIZES))
         if i > 0 and SIZES[size] >= SIZES[objects[0].size]:
@@ -124,7 +124,12 @@ def sample_scene(rng: np.random.Generator) -> Scene:
 def _shade(rgb: tuple[int, int, int], amount: float) -> tuple[int, int, int]:
     """Lighter (amount > 0) or darker (< 0) version of a colour, for patterns."""
     target = 255 if amount > 0 else 0
-    return tuple(int(round(c + (target - c) * abs(amount))) for c in rgb)
+
+    def towards_target(c: int) -> int:
+        return int(round(c + (target - c) * abs(amount)))
+
+    red, green, blue = rgb
+    return towards_target(red), towards_target(green), towards_target(blue)
 
 
 def _draw_background(draw: ImageDraw.ImageDraw, scene: Scene, side: int) -> None:
@@ -148,7 +153,7 @@ def _draw_background(draw: ImageDraw.ImageDraw, scene: Scene, side: int) -> None
     elif scene.pattern == "gradient":
         for y in range(side):
             t = y / (side - 1)
-            draw.line([0, y, side, y], fill=tuple(int(round(a + (b - a) * t)) for a, b in zip(base, second)))
+            draw.line([0, y, side, y], fill=tuple(int(round(a + (b - a) * t)) for a, b in zip(base, second, strict=True)))
 
 
 def _draw_object(draw: ImageDraw.ImageDraw, obj: SceneObject, side: int) -> None:
@@ -185,7 +190,7 @@ def render(scene: Scene, *, seed: int = 0, side: int = SIDE) -> np.ndarray:
     _draw_background(draw, scene, big)
     for obj in scene.objects:
         _draw_object(draw, obj, big)
-    image = image.resize((side, side), Image.LANCZOS)
+    image = image.resize((side, side), Image.Resampling.LANCZOS)
     if scene.blur == "blurry":
         image = image.filter(ImageFilter.GaussianBlur(radius=side / 40))
     pixels = np.asarray(image, dtype=np.float32)

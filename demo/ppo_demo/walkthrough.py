@@ -20,9 +20,18 @@ import asyncio
 import time
 from pathlib import Path
 
+from ppo_client.cli import main as client_main
 from ppo_client.console import console, status
 from ppo_client.generation import GenerationRequest
+from ppo_client.store import UserStore
+from ppo_client.txt2img import AsyncTxt2ImgClient
 from ppo_demo.errors import DemoStepError
+from ppo_demo.preset import demo_clip_dir, demo_pipeline_dir
+from ppo_demo.ratings import RatingSetConfig, build_with_progress
+from ppo_demo.truth import link_from_sac
+from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
+from ppo_server.export.builders import build_tiny_clip, build_tiny_pipeline
+from ppo_server.export.cli import default_pipeline_dir
 
 DEMO_USER = "demo-user"
 DEMO_SID = 1
@@ -30,18 +39,14 @@ DEMO_PROMPT = "a red circle on a blue background"
 
 
 def _cli(server, *argv: str) -> None:
-    from ppo_client.cli import main
-
-    code = main(list(argv))
+    code = client_main(list(argv))
     if code:
         server.check()  # a step that failed because the server died says so, with the server's own log
         raise DemoStepError(f"`ppo-client {' '.join(argv[:2])}` failed (exit code {code}); see the message above")
 
 
 def _export(preset: str, repository: Path) -> None:
-    from ppo_demo.preset import demo_clip_dir, demo_pipeline_dir
-    from ppo_server.export.builders import build_tiny_clip, build_tiny_pipeline
-    from ppo_server.export.cli import default_pipeline_dir
+    # deferred: the exporter needs torch (server extra); ppo-demo builds its parser from this module
     from ppo_server.export.repository import export_pipeline
 
     with status(f"exporting the {preset} pipeline and CLIP to ONNX ..."):
@@ -55,8 +60,6 @@ def _export(preset: str, repository: Path) -> None:
 
 
 def _tiny(url: str, out: Path) -> None:
-    from ppo_client.txt2img import AsyncTxt2ImgClient
-
     async def generate():
         async with AsyncTxt2ImgClient(url) as client:
             return await asyncio.gather(*(client.generate(GenerationRequest(DEMO_PROMPT, seed=i)) for i in range(4)))
@@ -69,11 +72,6 @@ def _tiny(url: str, out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ppo_client.store import UserStore
-    from ppo_demo.ratings import RatingSetConfig, build_with_progress
-    from ppo_demo.truth import link_from_sac
-    from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
-
     work, repository = Path(args.work), Path(args.repository)
     started = time.perf_counter()
     _export(args.preset, repository)

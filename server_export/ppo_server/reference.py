@@ -11,13 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from ppo_client.generation import GenerationRequest
+from ppo_server.backends.schedulers import build_scheduler
 
 
 def render(pipeline, request: GenerationRequest) -> np.ndarray:
     """One image, HxWx3 uint8, from a ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline``."""
     import torch
-
-    from ppo_server.backends.schedulers import build_scheduler
 
     own = pipeline.scheduler
     if request.scheduler:

@@ -7,7 +7,13 @@ The ONNX export traces them (``export.specs``), the ``torch-cuda`` target's mode
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:  # the classes these wrap; imported for annotations only
+    from diffusers.models import AutoencoderKL
+    from transformers import CLIPModel
 
 
 class TextEncoder(torch.nn.Module):
@@ -67,11 +73,14 @@ class VaeDecoder(torch.nn.Module):
     """Scaled latents in, images in [-1, 1] out: the scaling factor (and, where the VAE has them,
     the latents' mean and spread) live in the graph."""
 
-    def __init__(self, vae: torch.nn.Module) -> None:
+    latents_mean: torch.Tensor
+    latents_std: torch.Tensor
+
+    def __init__(self, vae: AutoencoderKL) -> None:
         super().__init__()
         self.vae = vae
-        self.scaling_factor = float(vae.config.scaling_factor)
-        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+        self.scaling_factor = float(vae.config["scaling_factor"])  # diffusers' config: a FrozenDict
+        mean, std = vae.config.get("latents_mean"), vae.config.get("latents_std")
         self.normalised = mean is not None and std is not None
         if self.normalised:
             self.register_buffer("latents_mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
@@ -89,11 +98,14 @@ class ImageEncoder(torch.nn.Module):
     """uint8 RGB [B, H, W, 3] in, unit-length CLIP embeddings out: resizing and CLIP's pixel
     normalisation live in the graph, so clients send plain images."""
 
-    def __init__(self, clip: torch.nn.Module, *, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, clip: CLIPModel, *, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.vision_model = clip.vision_model
         self.projection = clip.visual_projection
-        self.side = int(clip.config.vision_config.image_size)
+        self.side = int(clip.config.vision_config.image_size)  # type: ignore[union-attr, arg-type]  # transformers' loose config types
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
@@ -109,7 +121,7 @@ class ImageEncoder(torch.nn.Module):
 class ClipText(torch.nn.Module):
     """Token ids in, unit-length CLIP text embeddings out (the text tower's pooled output, projected)."""
 
-    def __init__(self, clip: torch.nn.Module) -> None:
+    def __init__(self, clip: CLIPModel) -> None:
         super().__init__()
         self.text_model = clip.text_model
         self.projection = clip.text_projection

@@ -65,7 +65,8 @@ def test_an_import_killed_anywhere_leaves_all_or_nothing(ratings_csv, store_loca
     store = fresh(0)
     started = time.monotonic()
     process = start_import(ratings_csv, store)
-    assert process.wait(120) == 0, process.stderr.read().decode()
+    _, err = process.communicate(timeout=120)  # communicate closes the pipe
+    assert process.returncode == 0, err.decode()
     whole_s = time.monotonic() - started
     assert state(store) == (IMAGES, IMAGES)
 

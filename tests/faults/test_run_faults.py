@@ -66,7 +66,8 @@ def test_a_second_resume_from_the_cli_exits_with_the_holders_pid(holder, capsys)
 
 def test_the_lock_goes_with_a_killed_process(tmp_path):
     folder = a_run(tmp_path / "run")
-    code = f"from ppo_client.optimize.folder import load_run; import os, signal; load_run({str(folder)!r}); os.kill(os.getpid(), signal.SIGKILL)"
+    code = (f"from ppo_client.optimize.folder import load_run; import os, signal; load_run({str(folder)!r}); "
+            "os.kill(os.getpid(), signal.SIGKILL)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == -9
     state = load_run(folder)
     state.close()

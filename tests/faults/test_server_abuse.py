@@ -92,14 +92,14 @@ def test_hostile_heads_fail_alone_and_innocent_preference_requests_in_flight_all
 
     results = asyncio.run(run())
     bad_positions = [10 + 15 * k for k in range(len(HOSTILE_HEADS))]
-    for position, name in zip(bad_positions, HOSTILE_HEADS):
+    for position, name in zip(bad_positions, HOSTILE_HEADS, strict=True):
         error = results[position]
         assert isinstance(error, Exception), f"{name} was accepted"
         assert error.status() == "StatusCode.INVALID_ARGUMENT" and "USER_MODEL" in error.message(), (name, str(error))
     good = [r for i, r in enumerate(results) if i not in bad_positions]
     failed = [str(r) for r in good if isinstance(r, Exception)]
     assert failed == [], f"{len(failed)} innocent requests failed: {failed[:3]}"
-    for (head, e), result in zip(innocent, good):
+    for (head, e), result in zip(innocent, good, strict=True):
         np.testing.assert_allclose(result.as_numpy("SCORE")[:, 0], head.score(e), rtol=1e-4, atol=1e-4)
 
 

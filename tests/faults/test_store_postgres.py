@@ -160,13 +160,13 @@ def test_two_users_importing_the_same_images_at_once_keep_each_image_once(postgr
 
     assert added == [150, 150]
 
-    expected = {h: rating_of(int(p.stem)) for p, h in zip(paths, hashes_of(paths))}
+    expected = {h: rating_of(int(p.stem)) for p, h in zip(paths, hashes_of(paths), strict=True)}
     with UserStore(postgres_url) as store:
         for user in ("alice", "bob"):
             assert {r.image_hash: r.rating for r in store.ratings(user)} == expected
         assert image_rows(store) == (150, 150)
         assert sorted(h for (h,) in store.read("SELECT hash FROM images")) == sorted(expected)
-        assert all(store.image(h).data == p.read_bytes() for p, h in zip(paths, hashes_of(paths)))
+        assert all(store.image(h).data == p.read_bytes() for p, h in zip(paths, hashes_of(paths), strict=True))
         assert_clean(store)
 
 
@@ -216,7 +216,7 @@ def test_an_import_beside_a_delete_of_a_user_sharing_its_images_orphans_and_lose
         assert [u.name for u in store.users()] == [f"alice{r}" for r in range(ROUNDS)]
         for r, paths in enumerate(alice_rounds):
             assert {x.image_hash: x.rating for x in store.ratings(f"alice{r}")} == {
-                h: rating_of(int(p.stem)) for p, h in zip(paths, hashes_of(paths))}
+                h: rating_of(int(p.stem)) for p, h in zip(paths, hashes_of(paths), strict=True)}
         present = {h for (h,) in store.read("SELECT hash FROM images")}
         assert present == kept and not present & gone
         assert store.present(sorted(kept)) == kept, "every image a rating names has its bytes"

@@ -268,7 +268,8 @@ def test_training_then_a_run_then_its_blind_comparison(app):
     pairs = pairs.json()["pairs"]
     assert len(pairs) == 8 and all(set(p) == {"k", "left", "right", "choice"} for p in pairs), "origins stay hidden"
     for pair in pairs:
-        result = http.post(f"/api/runs/{run}/pairs/{pair['k']}", json={"choice": ("left", "right", "same")[pair["k"] % 3]}, headers=AUTH).json()
+        choice = ("left", "right", "same")[pair["k"] % 3]
+        result = http.post(f"/api/runs/{run}/pairs/{pair['k']}", json={"choice": choice}, headers=AUTH).json()
     assert result["answered"] == 8 and result["optimized_preferred"] + result["initial_preferred"] + result["same"] == 8
     low, high = result["interval"]
     assert 0 <= low <= result["win_rate"] <= high <= 1
@@ -359,7 +360,7 @@ def test_an_app_killed_mid_rating_keeps_every_rating_choice_and_description_give
         assert httpx.put(f"{base}/api/users/kim/description", json={"text": "I like noise"}, headers=AUTH).status_code == 200
     finally:
         os.kill(process.pid, signal.SIGKILL)
-        process.wait(10)
+        process.communicate(timeout=10)  # and close its pipes
     process, base = start()
     try:
         assert httpx.get(f"{base}/api/users/kim/next", headers=AUTH).json()["rated"] == 4
@@ -369,4 +370,4 @@ def test_an_app_killed_mid_rating_keeps_every_rating_choice_and_description_give
         assert forgotten.status_code == 409 and "no such slate" in forgotten.json()["error"]
     finally:
         process.send_signal(signal.SIGINT)
-        process.wait(15)
+        process.communicate(timeout=15)  # and close its pipes

@@ -78,9 +78,10 @@ def app_link(triton_server, tmp_path):
     yield link
     process.send_signal(signal.SIGINT)
     try:
-        process.wait(15)
+        process.communicate(timeout=15)  # and close its pipes
     except subprocess.TimeoutExpired:
         process.kill()
+        process.communicate()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found (Debian: apt-get install chromium; or set PPO_CHROMIUM)")

@@ -83,10 +83,10 @@ def test_requests_through_one_url_are_served_by_both_replicas(balancer, replicas
     url = balancer.grpc_url if protocol == "grpc" else balancer.http_url
     before = [txt2img_count(s) for s in replicas]
     images = generate_concurrently(url)
-    served = [txt2img_count(s) - b for s, b in zip(replicas, before)]
+    served = [txt2img_count(s) - b for s, b in zip(replicas, before, strict=True)]
     assert sum(served) == len(REQUESTS)
     assert min(served) > 0, f"both replicas should serve through nginx, served {served}"
-    for seed, (through, direct) in enumerate(zip(images, direct_images)):
+    for seed, (through, direct) in enumerate(zip(images, direct_images, strict=True)):
         difference = int(np.abs(through - direct).max())
         assert difference <= MAX_PIXEL_DIFFERENCE, f"seed {seed}: {difference}/255 from the replica's own answer"
 

@@ -80,5 +80,6 @@ def test_ppo_serve_prints_its_urls_and_stops_cleanly_on_sigterm(tiny_repository,
     finally:
         if process.poll() is None:
             process.kill()
+        process.communicate()  # closes its pipes
     grpc_port = grpc_line.rsplit(":", 1)[1]
     assert processes_mentioning(f"--grpc-port={grpc_port} ") == []

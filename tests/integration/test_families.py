@@ -103,7 +103,7 @@ def test_every_offered_scheduler_renders_or_refuses_each_step_count_and_serving_
 
     results = asyncio.run(run())
     refused = []
-    for row, result in zip(rows, results):
+    for row, result in zip(rows, results, strict=True):
         if isinstance(result, Exception):
             assert result.status() == "StatusCode.INVALID_ARGUMENT", f"{row.scheduler} x {row.steps}: {result}"
             assert "STEPS: scheduler" in result.message() and f"cannot run {row.steps} steps" in result.message()

@@ -36,7 +36,8 @@ def sac_set(tmp_path_factory):
         sign = 1 if sid % 2 else -1
         truth = np.clip(5.5 + sign * taste, 1, 10)
         noisy = np.clip(np.round(truth + rng.normal(0, 0.7, 40)), 1, 10)
-        users.append(UserRatings(sid, {}, [5] * 20, list(zip(range(40), noisy.astype(int).tolist())), list(zip(range(40), truth.tolist()))))
+        users.append(UserRatings(sid, {}, [5] * 20, list(zip(range(40), noisy.astype(int).tolist(), strict=True)),
+                                 list(zip(range(40), truth.tolist(), strict=True))))
     return write_sac(root / "sac.sqlite", images, users, method="test")
 
 
@@ -66,7 +67,8 @@ def test_user_train_saves_a_model_the_server_applies(triton_server, sac_set, tmp
     url = ["--url", triton_server.grpc_url]
     for sid in range(4):
         assert main(["user", "create", f"u{sid}", *store]) == 0
-        assert main(["user", "import", f"u{sid}", "--sac", str(sac_set), "--sid", str(sid), "--images-root", str(sac_set.parent), *store]) == 0
+        assert main(["user", "import", f"u{sid}", "--sac", str(sac_set), "--sid", str(sid),
+                     "--images-root", str(sac_set.parent), *store]) == 0
     assert main(["user", "train", "u0", "--method", "bayes", *store, *url]) == 0
     assert main(["user", "train", "u1", "--method", "knn", *store, *url]) == 0
     assert main(["user", "train", "u2", "--method", "maml", "--prior-sac", str(sac_set), *store, *url]) == 0

@@ -53,7 +53,7 @@ def test_served_scores_equal_the_head_in_process_for_mixed_users(client, triton_
         async with AsyncScoringClient(triton_server.grpc_url) as aclient:
             return await asyncio.gather(*(aclient.score(embeddings, h) for h in [*heads, knn]))
 
-    for head, served in zip([*heads, knn], asyncio.run(run())):
+    for head, served in zip([*heads, knn], asyncio.run(run()), strict=True):
         np.testing.assert_allclose(served, head.score(embeddings), rtol=1e-5, atol=1e-5)
 
 
@@ -63,7 +63,7 @@ def test_generate_and_score_returns_image_embedding_and_the_users_score(client):
     scored = client.generate_and_score(rows, head)
     assert [s.request.seed for s in scored] == [0, 1, 2]
     again = client.embed([s.image for s in scored])
-    for item, embedding in zip(scored, again):
+    for item, embedding in zip(scored, again, strict=True):
         assert item.image.size == (64, 64)
         np.testing.assert_allclose(item.embedding, embedding, atol=1e-5)
         assert item.score == pytest.approx(float(head.score(embedding[None])[0]), abs=1e-4)

@@ -122,7 +122,8 @@ def test_a_body_nested_20000_deep_is_refused_as_the_body(app):
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read_whole(app):
     http, _, _ = app
-    refused(http.post("/api/users", content=iter([b"x" * 40_000] * 100), headers=AUTH), 400, "body: is over the size limit; the limit is 65536 bytes")
+    refused(http.post("/api/users", content=iter([b"x" * 40_000] * 100), headers=AUTH), 400,
+            "body: is over the size limit; the limit is 65536 bytes")
 
 
 def test_a_lone_surrogate_in_a_user_name_is_refused_in_the_body_and_in_the_path(app):
@@ -194,7 +195,8 @@ def test_a_run_with_a_seed_out_of_range_is_refused_before_anything_starts(app, s
     http, state, _ = app
     started = []
     state.runs.start = lambda config: started.append(config) or "started"
-    refused(http.post("/api/users/ana/runs", json={"prompt": "a cat", "seed": seed}, headers=AUTH), 400, "seed: must be an integer from 0 to")
+    refused(http.post("/api/users/ana/runs", json={"prompt": "a cat", "seed": seed}, headers=AUTH), 400,
+            "seed: must be an integer from 0 to")
     assert started == []
     created = http.post("/api/users/ana/runs", json={"prompt": "a cat", "seed": 7}, headers=AUTH)
     assert created.status_code == 201 and [c.seed for c in started] == [7], "a valid seed does reach the run manager"
@@ -274,4 +276,5 @@ def test_a_busy_port_fails_in_one_line_and_prints_no_link(tmp_path):
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == "", "no link for an address the app does not hold"
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert lines == [f"error: cannot listen on 127.0.0.1:{port}: the port is in use; pass another --port, or --port 0 for a free one"], done.stderr
+    expected = f"error: cannot listen on 127.0.0.1:{port}: the port is in use; pass another --port, or --port 0 for a free one"
+    assert lines == [expected], done.stderr

@@ -34,7 +34,7 @@ def test_transient_failures_are_retried_with_growing_capped_delays():
     client, requests = client_for(responses, sleeps, backoff_s=1.0, backoff_cap_s=3.0, max_retries=4)
     result = client.complete([user_message("hi")])
     assert result.text == "ok" and result.attempts == 5
-    assert [0.5 <= s / c <= 1.0 for s, c in zip(sleeps, [1, 2, 3, 3])] == [True] * 4
+    assert [0.5 <= s / c <= 1.0 for s, c in zip(sleeps, [1, 2, 3, 3], strict=True)] == [True] * 4
     body = json.loads(requests[0].content)
     assert body["model"] == "m" and body["messages"] == [{"role": "user", "content": "hi"}]
     assert requests[0].headers["authorization"] == "Bearer k"

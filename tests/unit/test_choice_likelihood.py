@@ -87,7 +87,7 @@ def _conjugate_posterior(priors, x, y):
     marginal_inv = np.linalg.inv(marginal)
     _, logdet = np.linalg.slogdet(marginal)
     log_weights, heads = [], []
-    for mean, weight in zip(priors.bayes_means, priors.bayes_weights):
+    for mean, weight in zip(priors.bayes_means, priors.bayes_weights, strict=True):
         residual = y - a @ mean
         log_weights.append(np.log(weight + 1e-12) - 0.5 * residual @ marginal_inv @ residual - 0.5 * logdet)
         heads.append(posterior_cov @ (precision @ mean + a.T @ y / noise))

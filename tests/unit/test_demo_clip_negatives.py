@@ -53,10 +53,10 @@ def test_caption_pairs_share_wording_but_name_the_changed_attribute():
     indices = data.indices(step=3, batch=16)
     captions, negatives, altered_scenes = caption_pairs(data, indices, step=3, seed=1)
     assert (captions, negatives, altered_scenes) == caption_pairs(data, indices, step=3, seed=1)
-    assert all(c != n for c, n in zip(captions, negatives))
-    assert all(len(_differences(data.scenes[i], a)) == 1 for i, a in zip(indices, altered_scenes))
+    assert all(c != n for c, n in zip(captions, negatives, strict=True))
+    assert all(len(_differences(data.scenes[i], a)) == 1 for i, a in zip(indices, altered_scenes, strict=True))
     # the same words apart from the changed attribute's: most words are shared
-    shared = [len(set(c.split()) & set(n.split())) / len(set(c.split())) for c, n in zip(captions, negatives)]
+    shared = [len(set(c.split()) & set(n.split())) / len(set(c.split())) for c, n in zip(captions, negatives, strict=True)]
     assert np.mean(shared) > 0.7
 
 

@@ -43,10 +43,10 @@ def test_demo_persona_and_rate_commands_write_a_spec_and_ratings(tmp_path):
     noisy, true = tmp_path / "noisy.csv", tmp_path / "true.csv"
     assert main(["rate", "--persona", str(spec), "--csv", str(noisy), *files]) == 0
     assert main(["rate", "--persona", str(spec), "--true", "--csv", str(true), *files]) == 0
-    rows = list(csv.DictReader(noisy.open()))
+    rows = list(csv.DictReader(noisy.read_text().splitlines()))
     assert [r["image"] for r in rows] == files
     assert all(1 <= int(r["rating"]) <= 10 for r in rows)
-    true_scores = [float(r["rating"]) for r in csv.DictReader(true.open())]
+    true_scores = [float(r["rating"]) for r in csv.DictReader(true.read_text().splitlines())]
     assert all(1.0 <= s <= 10.0 for s in true_scores) and np.std(true_scores) > 0
 
 

@@ -42,7 +42,7 @@ def test_a_batched_loop_reproduces_diffusers_image_for_every_row(pipeline, loop,
         ),
     ]
     images = loop.run(rows)
-    for row, image in zip(rows, images):
+    for row, image in zip(rows, images, strict=True):
         diff = np.abs(image.astype(int) - render(pipeline, row).astype(int)).max()
         assert diff <= 1, f"{scheduler}: {diff}/255"
 

@@ -84,7 +84,7 @@ def test_baselines_never_propose_a_contradiction_or_an_overlong_prompt():
     ga = GeneticProposer()
     generation = ga.initial(INITIAL, 16, rng, seen, keep_all).prompts
     prompts += generation
-    for k in range(10):
+    for _ in range(10):
         scored = [[ScoredPrompt(p, float(rng.random())) for p in generation]]
         generation = ga.propose(INITIAL, scored, 8, rng, seen, keep_all).prompts
         prompts += generation

@@ -113,7 +113,7 @@ def test_previews_cost_fewer_unet_evaluations_and_choose_what_is_rendered(tmp_pa
     renderer = PreviewRenderer()
     run_iterations(state, WordProposer(GOOD + PLAIN), renderer, keep_all, screener=screen.Screener(client, head, 4, 1.0))
     state.close()
-    for record, (previewed, steps) in zip(state.records, renderer.previewed):
+    for record, (previewed, steps) in zip(state.records, renderer.previewed, strict=True):
         assert steps == 5 and len(previewed) == 6  # preview x N of the K x N candidates
         rendered = record.prompts[1:] if record.iteration == 0 else record.prompts
         # the N rendered are the previews' best, and carry their preview scores

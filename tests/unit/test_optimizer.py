@@ -46,7 +46,8 @@ class ScriptedLLM:
 
 
 def history():
-    return [[ScoredPrompt(INITIAL, 4.0, "blue"), ScoredPrompt(f"{INITIAL}, bright", 6.5, "bright"), ScoredPrompt(f"{INITIAL}, dark", 2.0, "dark")]]
+    return [[ScoredPrompt(INITIAL, 4.0, "blue"), ScoredPrompt(f"{INITIAL}, bright", 6.5, "bright"),
+             ScoredPrompt(f"{INITIAL}, dark", 2.0, "dark")]]
 
 
 def test_the_none_context_shows_prompts_but_no_scores():

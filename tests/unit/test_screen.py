@@ -153,7 +153,8 @@ def test_the_experiment_grid_takes_screens_as_one_more_column():
     assert [a.label for a in grid] == ["llm s+p", "llm s+p+f", "llm s+p +screen4", "llm s+p+f +screen4", "ga", "ga +screen4"]
     assert {a.screen for a in grid if "screen" in a.label} == {4}
     row = {"runs": 2, "llm_s": 1.0, "render_s": 2.0, "screen_calibration": {"mean": 0.41, "std": 0.1}}
-    assert "screen_calibration" in markdown({"ga +screen4": row}, general=False) and "0.41 ± 0.10" in markdown({"ga +screen4": row}, general=False)
+    table = markdown({"ga +screen4": row}, general=False)
+    assert "screen_calibration" in table and "0.41 ± 0.10" in table
 
 
 def test_the_acquisition_prefers_the_uncertain_candidate_when_means_tie():

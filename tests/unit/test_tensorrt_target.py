@@ -92,7 +92,8 @@ def test_fp16_is_a_tensorrt_option(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="needs the tensorrt package")
 def test_tensorrt_engines_build_for_the_tiny_pipeline(tiny_pipeline_dir, tiny_clip_dir, tmp_path):
     out = tmp_path / "repo"
-    export_pipeline(str(tiny_pipeline_dir), out, ExportOptions(target=Target.TENSORRT, precision=Precision.FP16, max_images=2), clip=str(tiny_clip_dir))
+    options = ExportOptions(target=Target.TENSORRT, precision=Precision.FP16, max_images=2)
+    export_pipeline(str(tiny_pipeline_dir), out, options, clip=str(tiny_clip_dir))
     for name in ("text_encoder", "unet", "vae_decoder", "image_encoder"):
         assert (out / name / "1" / "model.plan").stat().st_size > 0
         assert read_config(out / name).platform == "tensorrt_plan"

@@ -23,6 +23,8 @@ import numpy as np
 
 from ppo_client.errors import InvalidRequestError, OptimizationError
 from ppo_client.generation import GenerationRequest
+from ppo_client.optimize.folder import CONFIG, finished, read_records
+from ppo_client.optimize.report import refresh_report
 from ppo_client.store import PoolEntry, UserStore
 
 COMPARE = "compare.json"
@@ -54,8 +56,6 @@ def wilson(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def best_prompt(folder: Path) -> tuple[dict, str]:
-    from ppo_client.optimize.folder import CONFIG, finished, read_records
-
     config = json.loads((folder / CONFIG).read_text())["config"]
     records = read_records(folder)
     if not finished(config, records):
@@ -66,7 +66,7 @@ def best_prompt(folder: Path) -> tuple[dict, str]:
     return config, max(rewrites, key=lambda p: p.score).prompt
 
 
-def prepare(folder: Path, client, store_path: Path) -> list[dict]:
+def prepare(folder: Path, client, store_path: str | Path) -> list[dict]:
     """The run's pairs, rendered and shuffled on first use and kept in ``compare.json`` thereafter."""
     path = folder / COMPARE
     with _lock:
@@ -97,7 +97,7 @@ def prepare(folder: Path, client, store_path: Path) -> list[dict]:
         return pairs
 
 
-def answer(folder: Path, k: int, choice: str, store_path: Path, user: str) -> dict:
+def answer(folder: Path, k: int, choice: str, store_path: str | Path, user: str) -> dict:
     if choice not in CHOICES:
         raise InvalidRequestError("choice", f"must be one of {', '.join(CHOICES)}, got {choice!r}")
     path = folder / COMPARE
@@ -113,7 +113,6 @@ def answer(folder: Path, k: int, choice: str, store_path: Path, user: str) -> di
         _save(path, data)
     with UserStore(store_path) as store:
         store.add_comparison(user, pair["left"], pair["right"], choice, context=f"run:{folder.name}:pair:{k}")
-    from ppo_client.optimize.report import refresh_report
 
     refresh_report(folder)
     return data["result"]

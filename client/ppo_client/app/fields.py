@@ -38,7 +38,8 @@ def _kind(value: object) -> str:
         return str(value) if abs(value) < 10**15 else f"an integer of {len(str(abs(value)))} digits"
     if isinstance(value, float):
         return f"{value:g}"
-    return {str: "text", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {str: "text", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _integer_literal(text: str) -> int:

@@ -53,7 +53,7 @@ def render(store_path, client, progress: GalleryProgress, *, steps: int = 20, gu
             requests = [GenerationRequest(p, seed=PROMPTS.index(p), steps=steps, guidance_scale=guidance) for p in chunk]
             images = client.generate_batch(requests)
             entries = []
-            for prompt, image in zip(chunk, images):
+            for prompt, image in zip(chunk, images, strict=True):
                 buffer = io.BytesIO()
                 image.save(buffer, format="PNG")
                 entries.append(PoolEntry(buffer.getvalue(), ORIGIN, prompt))

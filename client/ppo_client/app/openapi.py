@@ -187,7 +187,8 @@ PATHS = {
         "post": _operation(
             "Create a user.", {"201": _json(_object({"name": TEXT}), "the user as created (name trimmed)")}, _errors("403"),
             body=_body(_object({"name": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS,
-                                         "description": f"1 to {MAX_NAME_LENGTH} characters once trimmed; no / \\ or control characters"}})),
+                                         "description": f"1 to {MAX_NAME_LENGTH} characters once trimmed; "
+                                                        "no / \\ or control characters"}})),
             changes_state=True),
     },
     "/api/users/{name}/next": {"get": _operation(
@@ -251,7 +252,8 @@ PATHS = {
             changes_state=True),
     },
     "/api/users/{name}/train": {"post": _operation(
-        "Train a taste model on every signal the user has given (ratings, choices, description).", {"201": _json(_ref("schemas", "Trained"), "the new model")},
+        "Train a taste model on every signal the user has given (ratings, choices, description).",
+        {"201": _json(_ref("schemas", "Trained"), "the new model")},
         _errors("403", "404", "502", "503"), parameters=USER,
         body=_body(_object({"method": {"type": "string", "enum": list(METHODS), "default": "bayes"}}, required=()),
                    required=False),

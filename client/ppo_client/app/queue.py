@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from ppo_client.piaa.embeddings import embed_stored
-from ppo_client.piaa.methods import MethodConfig, Priors, bayes_posterior, lone_bayes_priors
+from ppo_client.piaa.methods import MethodConfig, Priors, bayes_posterior, design
+from ppo_client.piaa.training import MIN_RATINGS, bayes_priors, prior_tasks
 from ppo_client.store import PoolImage, UserStore
 
 logger = logging.getLogger(__name__)
@@ -42,15 +43,13 @@ class PriorCache:
         self._cache: dict[tuple, Priors] = {}
 
     def get(self, client, store: UserStore, user: str, dim: int, shots: int) -> Priors:
-        from ppo_client.piaa.training import MIN_RATINGS, prior_tasks, priors_for
-
         others = tuple(sorted((u.name, u.ratings) for u in store.users() if u.name != user and u.ratings >= MIN_RATINGS))
         bucket = 1 << max(2, int(np.ceil(np.log2(max(shots, 1)))))  # 4, 8, 16 ...: priors are tuned per shot count
         key = (others, bucket, dim)
         with self._lock:
             if key not in self._cache:
                 tasks = prior_tasks(client, store, user, None, None) if len(others) >= 2 else []
-                self._cache[key] = priors_for("bayes", tasks, bucket, dim, MethodConfig()) if tasks else lone_bayes_priors(dim)
+                self._cache[key] = bayes_priors(tasks, bucket, dim, MethodConfig())  # a weak prior with fewer than two others
             return self._cache[key]
 
 
@@ -107,6 +106,4 @@ def most_informative(prior: Priors, x_rated: np.ndarray | None, y_rated: Sequenc
 
 
 def _design(x: np.ndarray) -> np.ndarray:
-    from ppo_client.piaa.methods import design
-
     return design(x)

@@ -11,10 +11,15 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from ppo_client.checks import shown
 from ppo_client.errors import InvalidRequestError, OptimizationError, PPOError
+from ppo_client.optimize import session
 from ppo_client.optimize.config import Optimizer, RunConfig
+from ppo_client.optimize.folder import CONFIG, SUMMARY, finished, read_records
+from ppo_client.scoring import ScoringClient
+from ppo_client.store import UserStore
 
 logger = logging.getLogger(__name__)
 RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,120}")
@@ -24,7 +29,7 @@ to wait for unless asked."""
 
 
 class RunManager:
-    def __init__(self, store_path: Path, url: str | None, runs_dir: Path, chat_config) -> None:
+    def __init__(self, store_path: str | Path, url: str | None, runs_dir: Path, chat_config) -> None:
         self.store_path, self.url, self.runs_dir, self.chat_config = store_path, url, Path(runs_dir), chat_config
         self._threads: dict[str, threading.Thread] = {}
         self._errors: dict[str, str] = {}
@@ -41,10 +46,6 @@ class RunManager:
 
     def start(self, config: RunConfig) -> str:
         """Check and create the run now (errors reach the caller), then work on it in the background."""
-        from ppo_client.optimize import session
-        from ppo_client.scoring import ScoringClient
-        from ppo_client.store import UserStore
-
         config = config.checked()
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", config.user)[:40]
         run_id = f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"
@@ -66,9 +67,6 @@ class RunManager:
         return run_id
 
     def resume(self, run_id: str) -> None:
-        from ppo_client.optimize import session
-        from ppo_client.scoring import ScoringClient
-
         folder = self.folder(run_id)
         if self.running(run_id):
             return
@@ -80,8 +78,6 @@ class RunManager:
         thread.start()
 
     def _work(self, run_id: str, state, client) -> None:
-        from ppo_client.optimize import session
-
         try:
             with session.chat_endpoint(self.chat_config, needed=session.needs_llm(state)) as chat:
                 session.execute(state, client, chat)
@@ -100,12 +96,10 @@ class RunManager:
 
     def status(self, run_id: str) -> dict:
         """What the run folder holds so far, with whether this app is working on it."""
-        from ppo_client.optimize.folder import CONFIG, SUMMARY, finished, read_records
-
         folder = self.folder(run_id)
         config = json.loads((folder / CONFIG).read_text())["config"]
         records = read_records(folder)
-        iterations = []
+        iterations: list[dict[str, Any]] = []
         for record in records:
             best = record.best
             iterations.append({"iteration": record.iteration, "best_prompt": best.prompt, "best_score": best.score,
@@ -113,12 +107,12 @@ class RunManager:
         summary = json.loads((folder / SUMMARY).read_text()) if (folder / SUMMARY).exists() else {}
         done = finished(config, records)
         state = "running" if self.running(run_id) else "finished" if done else "failed" if run_id in self._errors else "stopped"
-        best = max(iterations, key=lambda i: i["best_score"]) if iterations else None
+        top = max(iterations, key=lambda i: i["best_score"]) if iterations else None
         return {
             "id": run_id, "user": config["user"], "prompt": config["prompt"], "optimizer": config["optimizer"],
             "status": state, "error": self._errors.get(run_id, ""), "iterations_total": config["iterations"] + 1,
-            "iterations": iterations, "best_prompt": best["best_prompt"] if best else None,
-            "best_score": best["best_score"] if best else None, "init_score": summary.get("init"),
+            "iterations": iterations, "best_prompt": top["best_prompt"] if top else None,
+            "best_score": top["best_score"] if top else None, "init_score": summary.get("init"),
         }
 
     def list(self, user: str) -> list[str]:

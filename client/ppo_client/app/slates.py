@@ -19,6 +19,10 @@ import numpy as np
 
 from ppo_client.app.queue import PriorCache
 from ppo_client.errors import PPOError
+from ppo_client.piaa.active import most_informative_slate
+from ppo_client.piaa.embeddings import embed_stored
+from ppo_client.piaa.methods import bayes_posterior
+from ppo_client.piaa.training import user_signals
 from ppo_client.store import MAX_SHOWN, MIN_SHOWN, PoolImage, UserStore
 
 MAX_SLATES = 1000
@@ -33,11 +37,6 @@ def choose(store: UserStore, client, user: str, k: int, *, priors: PriorCache,
            rng: np.random.Generator | None = None) -> tuple[tuple[PoolImage, ...], str, float]:
     """The ``k`` pool images whose pick would teach the user's model most, why, and the expected
     information in nats (no images: the pool has fewer than ``k``)."""
-    from ppo_client.piaa.active import most_informative_slate
-    from ppo_client.piaa.embeddings import embed_stored
-    from ppo_client.piaa.methods import bayes_posterior
-    from ppo_client.piaa.training import user_signals
-
     if not MIN_SHOWN <= k <= MAX_SHOWN:
         raise ValueError(f"a slate shows {MIN_SHOWN} to {MAX_SHOWN} images, not {k}")
     pool = store.pool()

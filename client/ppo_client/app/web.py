@@ -17,7 +17,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote, urlsplit
 
 import numpy as np
@@ -45,6 +45,9 @@ from ppo_client.errors import (
     StoreError,
 )
 from ppo_client.optimize.config import MAX_PROMPT_CHARS, Context, Optimizer
+from ppo_client.piaa.embeddings import embed_stored
+from ppo_client.piaa.methods import METHODS
+from ppo_client.piaa.training import train_user
 from ppo_client.store import (
     CHOICE_OUTCOMES,
     MAX_DESCRIPTION_CHARS,
@@ -66,7 +69,8 @@ RUN_NUMBERS = ("iterations", "n_prompts", "seeds", "steps", "guidance_scale", "s
 
 @dataclass
 class AppState:
-    store_path: Path
+    store_path: str | Path
+    """The store's address: a file path or a database URL."""
     token: str
     client: object
     """A ``ScoringClient`` shared by the request threads."""
@@ -254,9 +258,6 @@ async def remove_rating(request: Request) -> Response:
 
 
 async def train(request: Request) -> Response:
-    from ppo_client.piaa.methods import METHODS
-    from ppo_client.piaa.training import train_user
-
     state, name = _state(request), _name(request)
     method = fields.choice(await _body(request), "method", METHODS, "bayes")
 
@@ -379,8 +380,6 @@ async def put_description(request: Request) -> Response:
 
 async def models(request: Request) -> Response:
     """The user's trained models, and the images the latest one likes most and least."""
-    from ppo_client.piaa.embeddings import embed_stored
-
     state, name = _state(request), _name(request)
 
     def work():
@@ -419,8 +418,8 @@ async def start_run(request: Request) -> Response:
     d = APP_RUN
     run = dataclasses.replace(
         d, user=name, prompt=fields.text(body, "prompt", max_chars=MAX_PROMPT_CHARS, min_chars=0),
-        optimizer=fields.choice(body, "optimizer", [o.value for o in Optimizer], d.optimizer.value),
-        context=fields.choice(body, "context", [c.value for c in Context], d.context.value),
+        optimizer=Optimizer(fields.choice(body, "optimizer", [o.value for o in Optimizer], d.optimizer.value)),
+        context=Context(fields.choice(body, "context", [c.value for c in Context], d.context.value)),
         **{key: fields.raw(body, key, getattr(d, key)) for key in RUN_NUMBERS},
     ).checked()  # every number and its range, here: a run that would fail is a 400, and nothing is created or started
     run_id = await run_in_threadpool(state.runs.start, run)
@@ -585,6 +584,7 @@ def _same_origin(request: Request) -> bool:
 
 
 async def _refuse(scope, receive, send, status: int, message: str) -> None:
+    response: Response
     if scope["path"].startswith("/api/"):
         response = ApiResponse({"error": message}, status_code=status)
     else:
@@ -628,7 +628,7 @@ def create_app(state: AppState) -> Starlette:
         *API_ROUTES,
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    handlers = {PPOError: ppo_error, HTTPException: http_error, Exception: server_error}
+    handlers: dict[Any, Callable[..., Any]] = {PPOError: ppo_error, HTTPException: http_error, Exception: server_error}
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.ppo = state
     app.add_middleware(Gate, token=state.token)

@@ -140,32 +140,35 @@ class RunConfig:
             raise InvalidRequestError("prompt", "contains control or format characters (escape codes, NUL, bidi overrides ...)")
         if len(self.prompt) > MAX_PROMPT_CHARS:
             raise InvalidRequestError("prompt", f"has {len(self.prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
-        values = {name: checks.integer(getattr(self, name), name, low, high) for name, low, high in (
-            ("iterations", 1, MAX_ITERATIONS),
-            ("n_prompts", 1, MAX_PROMPTS),
-            ("seeds", 1, contract.MAX_PROMPTS_PER_REQUEST),
-            ("screen", 0, MAX_SCREEN),
-            ("seed", 0, MAX_SEED),
-            ("top_k", 1, 10_000),
-            ("preview_steps", 0, contract.MAX_STEPS),
-            ("preview", 1, MAX_PREVIEW),
-            ("unet_budget", 0, 10**9),
-        )}
-        values["exploration"] = checks.number(self.exploration, "exploration", 0.0, MAX_EXPLORATION)
-        if self.optimizer is Optimizer.MIX and values["screen"] < 2:
+        iterations = checks.integer(self.iterations, "iterations", 1, MAX_ITERATIONS)
+        n_prompts = checks.integer(self.n_prompts, "n_prompts", 1, MAX_PROMPTS)
+        seeds = checks.integer(self.seeds, "seeds", 1, contract.MAX_PROMPTS_PER_REQUEST)
+        screen = checks.integer(self.screen, "screen", 0, MAX_SCREEN)
+        seed = checks.integer(self.seed, "seed", 0, MAX_SEED)
+        top_k = checks.integer(self.top_k, "top_k", 1, 10_000)
+        preview_steps = checks.integer(self.preview_steps, "preview_steps", 0, contract.MAX_STEPS)
+        preview = checks.integer(self.preview, "preview", 1, MAX_PREVIEW)
+        unet_budget = checks.integer(self.unet_budget, "unet_budget", 0, 10**9)
+        exploration = checks.number(self.exploration, "exploration", 0.0, MAX_EXPLORATION)
+        if self.optimizer is Optimizer.MIX and screen < 2:
             raise InvalidRequestError("screen", "the mix optimizer renders the best of a pool of candidates: give a screen of 2 or more")
-        if values["preview_steps"] and values["screen"] < 2:
+        if preview_steps and screen < 2:
             raise InvalidRequestError("preview_steps", "previews choose among screened candidates: give a screen of 2 or more")
-        values["subject_guard"] = checks.number(self.subject_guard, "subject_guard", 0.0, 0.99)
-        values["high_rating_quantile"] = checks.number(self.high_rating_quantile, "high_rating_quantile", 0.0, 1.0)
-        values["steps"] = check_steps(self.steps, "steps")
-        values["guidance_scale"] = check_guidance(self.guidance_scale, "guidance_scale")
-        values["preview_scheduler"] = check_scheduler(self.preview_scheduler, "preview_scheduler")
-        if values["preview_steps"] >= values["steps"]:
-            raise InvalidRequestError("preview_steps", f"must be fewer than the full render's {values['steps']} steps")
+        subject_guard = checks.number(self.subject_guard, "subject_guard", 0.0, 0.99)
+        high_rating_quantile = checks.number(self.high_rating_quantile, "high_rating_quantile", 0.0, 1.0)
+        steps = check_steps(self.steps, "steps")
+        guidance_scale = check_guidance(self.guidance_scale, "guidance_scale")
+        preview_scheduler = check_scheduler(self.preview_scheduler, "preview_scheduler")
+        if preview_steps >= steps:
+            raise InvalidRequestError("preview_steps", f"must be fewer than the full render's {steps} steps")
         if not isinstance(self.structured_output, bool):
             raise InvalidRequestError("structured_output", "must be true or false")
-        checked = dataclasses.replace(self, **values)
+        checked = dataclasses.replace(
+            self, iterations=iterations, n_prompts=n_prompts, seeds=seeds, screen=screen, seed=seed, top_k=top_k,
+            preview_steps=preview_steps, preview=preview, unet_budget=unet_budget, exploration=exploration,
+            subject_guard=subject_guard, high_rating_quantile=high_rating_quantile, steps=steps,
+            guidance_scale=guidance_scale, preview_scheduler=preview_scheduler,
+        )
         if checked.unet_budget and checked.unet_budget < checked.planned_unet(0):
             raise InvalidRequestError("unet_budget", f"{checked.unet_budget} UNet evaluations do not pay for iteration 0, "
                                                      f"which needs {checked.planned_unet(0)}")

@@ -55,8 +55,8 @@ class Cost:
     @classmethod
     def from_dict(cls, data: dict | None) -> Cost:
         data = data or {}
-        return cls(**{f.name: (str(data.get(f.name, "")) if f.name == "scheduler" else int(data.get(f.name, 0)))
-                      for f in fields(cls)})
+        counts = {f.name: int(data.get(f.name, 0)) for f in fields(cls) if f.name != "scheduler"}
+        return cls(scheduler=str(data.get("scheduler", "")), **counts)
 
 
 def llm_tokens(calls: Iterable[dict]) -> tuple[int, int]:

@@ -19,16 +19,19 @@ import re
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from ppo_client.errors import DataError, InvalidRequestError, OptimizationError, PPOError
 from ppo_client.llm.chat import ChatConfig
-from ppo_client.optimize import shards
+from ppo_client.optimize import session, shards
 from ppo_client.optimize.config import Context, Optimizer, RunConfig
+from ppo_client.optimize.folder import CONFIG, read_finished_summary
+from ppo_client.optimize.session import check_context
 from ppo_client.optimize.shards import Shard
-from ppo_client.store import GENERAL_USER
+from ppo_client.scoring import ScoringClient
+from ppo_client.store import GENERAL_USER, UserStore
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ class Arm:
 
 def arms(optimizers, contexts, screens=(0,)) -> list[Arm]:
     """The grid's columns: each LLM context, each baseline (which reads no context) once, per screen."""
-    out = []
+    out: list[Arm] = []
     for optimizer in map(Optimizer, optimizers):
         for screen in screens:
             if optimizer is Optimizer.MIX and screen < 2:
@@ -136,8 +139,6 @@ def _slug(text: str) -> str:
 
 def jobs(config: ExperimentConfig, chat_config: ChatConfig) -> list[Job]:
     """Every run of the grid with its folder and checked configuration."""
-    from ppo_client.optimize.session import check_context
-
     out = []
     for user in config.who:
         for p, prompt in enumerate(config.prompts):
@@ -168,11 +169,6 @@ def run_experiment(config: ExperimentConfig, *, url=None, store=None, chat_confi
     ``experiment.json`` and ``experiment.md`` to ``config.out`` (a shard writes its share's table to
     its manifest, ``OUT/shards/I-of-N.json``, instead). ``on_run(done, total)`` follows progress; a
     failed run is listed, not raised, so the others finish (the same call again resumes it)."""
-    from ppo_client.optimize import session
-    from ppo_client.optimize.folder import CONFIG
-    from ppo_client.scoring import ScoringClient
-    from ppo_client.store import UserStore
-
     config = config.checked()
     chat_config = chat_config or ChatConfig.from_env()
     grid = jobs(config, chat_config)
@@ -223,8 +219,6 @@ def merge(folders: list[Path], out: Path, *, partial: bool = False) -> Experimen
     Refused (``DataError``) when the shards' manifests disagree on the grid or a run folder was run
     with another configuration; when runs are missing or unfinished, an ``OptimizationError`` names
     them, unless ``partial``, which summarises the finished ones."""
-    from ppo_client.optimize.folder import CONFIG, read_finished_summary
-
     folders = list(dict.fromkeys(Path(f).resolve() for f in folders))
     manifests = []
     for folder in folders:
@@ -307,7 +301,7 @@ def _check_other_shards(out: Path, spec: dict, mine: Path) -> None:
 def aggregate(summaries: dict[str, list[dict]]) -> dict:
     table = {}
     for label, items in summaries.items():
-        row = {"runs": len(items)}
+        row: dict[str, Any] = {"runs": len(items)}
         for column in COLUMNS:
             values = [s[column] for s in items if column in s]
             if values:
@@ -328,7 +322,8 @@ def markdown(table: dict, *, general: bool, note: str = "") -> str:
              "|---|---:|" + "---:|" * (len(shown) + 3)]
     for label, row in table.items():
         cells = [f"{row[c]['mean']:.2f} ± {row[c]['std']:.2f}" if c in row else "" for c in shown]
-        lines.append(f"| {label} | {row['runs']} | " + " | ".join(cells) + f" | {row['llm_s']:.0f} | {row['render_s']:.0f} | {_sources(row)} |")
+        lines.append(f"| {label} | {row['runs']} | " + " | ".join(cells)
+                     + f" | {row['llm_s']:.0f} | {row['render_s']:.0f} | {_sources(row)} |")
     return "\n".join(lines) + "\n"
 
 

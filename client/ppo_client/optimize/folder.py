@@ -157,7 +157,7 @@ def read_records(folder: Path) -> list[IterationRecord]:
     path = Path(folder) / ITERATIONS
     if not path.exists():
         return []
-    records = []
+    records: list[IterationRecord] = []
     for line in path.read_text(errors="replace").splitlines():
         record = _parse_record(line)
         if record is None or record.iteration != len(records):
@@ -189,7 +189,7 @@ def _read_iterations(path: Path) -> list[IterationRecord]:
     if not path.exists():
         return []
     lines = path.read_text(errors="replace").splitlines()
-    records = []
+    records: list[IterationRecord] = []
     for number, line in enumerate(lines, 1):
         record = _parse_record(line)
         if record is None or record.iteration != len(records):

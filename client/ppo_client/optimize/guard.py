@@ -20,7 +20,7 @@ def prompt_filter(client, initial: str, max_tokens: int, guard: float) -> Filter
             return []
         texts = client.embed_texts(prompts)
         kept = []
-        for prompt, embedding, tokens in zip(prompts, texts.embeddings, texts.tokens):
+        for prompt, embedding, tokens in zip(prompts, texts.embeddings, texts.tokens, strict=True):
             similarity = float(embedding @ reference)
             if tokens > max_tokens:
                 logger.info("dropped a prompt of %d tokens (limit %d): %s", tokens, max_tokens, prompt[:80])

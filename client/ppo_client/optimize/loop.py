@@ -64,16 +64,16 @@ def run_iterations(
         if k == 0:
             rendered[0].initial = True
         mine = rendered[1:] if k == 0 else rendered  # the user's own prompt is not proposed, screened or previewed
-        for entry, name in zip(mine, proposal.proposers):
+        for entry, name in zip(mine, proposal.proposers, strict=True):
             entry.proposer = name
         if screening:
-            for entry, predicted in zip(mine, screening["predicted"]):
+            for entry, predicted in zip(mine, screening["predicted"], strict=True):
                 entry.predicted = predicted
             screening["calibration"] = calibration(screening["predicted"], [e.score for e in mine])
             best = int(np.argmax([e.score for e in mine]))
             screening["best_mean_rank"] = screening["mean_rank"][best]
         if previewing:
-            for entry, score in zip(mine, previewing["chosen_scores"]):
+            for entry, score in zip(mine, previewing["chosen_scores"], strict=True):
                 entry.preview_score = score
             previewing["calibration"] = calibration(previewing["chosen_scores"], [e.score for e in mine])
         if pool:
@@ -139,4 +139,4 @@ def _with_best_images(state: RunState, history: list[list[ScoredPrompt]]) -> lis
 
     latest = state.records[-1].prompts
     images = [Image.open(state.folder / p.best_image).convert("RGB") for p in latest]
-    return [*history[:-1], [dataclasses.replace(sp, best_image=im) for sp, im in zip(history[-1], images)]]
+    return [*history[:-1], [dataclasses.replace(sp, best_image=im) for sp, im in zip(history[-1], images, strict=True)]]

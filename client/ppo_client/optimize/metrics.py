@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ppo_client.errors import DataError
 from ppo_client.optimize.cost import Cost
 from ppo_client.optimize.records import IterationRecord, RenderedPrompt, all_prompts
 from ppo_client.piaa.metrics import spearman
@@ -78,9 +79,9 @@ def summarize(records: list[IterationRecord], reference_embeddings: np.ndarray, 
     if initial.true_score is not None:
         summary.update({
             "true_init": initial.true_score,
-            "true_max": best.true_score,
-            "true_max_minus_init": best.true_score - initial.true_score,
-            "true_best": max(p.true_score for _, p in prompts),
+            "true_max": _true(best),
+            "true_max_minus_init": _true(best) - initial.true_score,
+            "true_best": max(_true(p) for _, p in prompts),
             "true_best_so_far": [_true_of_best(prompts, i) for i in range(len(records))],
         })
     timings = [r.timings for r in records]
@@ -123,4 +124,11 @@ def _screening(records: list[IterationRecord]) -> dict:
 
 def _true_of_best(prompts: list[tuple[int, RenderedPrompt]], iteration: int) -> float:
     """The true score of the prompt the learned scorer ranked best up to ``iteration``."""
-    return max((p for k, p in prompts if k <= iteration), key=lambda p: p.score).true_score
+    return _true(max((p for k, p in prompts if k <= iteration), key=lambda p: p.score))
+
+
+def _true(prompt: RenderedPrompt) -> float:
+    """A prompt's true score, in a run whose first prompt has one (the demo world's: every prompt does)."""
+    if prompt.true_score is None:
+        raise DataError(f"the run's first prompt has a true score but {prompt.prompt!r} has none")
+    return prompt.true_score

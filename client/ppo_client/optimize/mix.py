@@ -84,7 +84,7 @@ def shares(history: Sequence[Sequence[ScoredPrompt]], names: Sequence[str]) -> d
     values = np.array([estimates(history, names)[name] for name in names]) / TEMPERATURE
     soft = np.exp(values - values.max())
     soft /= soft.sum()
-    return {name: float((1 - FLOOR) * p + FLOOR / len(names)) for name, p in zip(names, soft)}
+    return {name: float((1 - FLOOR) * p + FLOOR / len(names)) for name, p in zip(names, soft, strict=True)}
 
 
 def allocate(share: dict[str, float], total: int) -> dict[str, int]:
@@ -104,10 +104,10 @@ def allocate(share: dict[str, float], total: int) -> dict[str, int]:
 class MixProposer:
     """The pool of several proposers (see the module's docstring)."""
 
-    optimizer = "mix"
+    optimizer = Optimizer.MIX
     needs_images = False
 
-    def __init__(self, proposers: dict[str, object]) -> None:
+    def __init__(self, proposers: dict[str, Proposer]) -> None:
         self.proposers = proposers
         self.needs_images = any(getattr(p, "needs_images", False) for p in proposers.values())
         self._failures: dict[str, int] = {name: 0 for name in proposers}
@@ -116,7 +116,7 @@ class MixProposer:
     def standard(cls, chat, context: Context | str, **llm_options) -> MixProposer:
         """The LLM, its evolutionary operators, the GA and random keywords; without a chat endpoint
         the last two only."""
-        proposers: dict[str, object] = {}
+        proposers: dict[str, Proposer] = {}
         if chat is not None:
             proposers["llm"] = LLMProposer(chat, context, fill=False, **llm_options)
             proposers["evo"] = EvoProposer(chat, **{k: v for k, v in llm_options.items() if k != "top_k"})
@@ -171,7 +171,7 @@ class MixProposer:
         if got.structured:
             pool.structured = got.structured
         sources = got.sources or [name] * len(got.prompts)
-        for prompt, source in zip(got.prompts, sources):
+        for prompt, source in zip(got.prompts, sources, strict=True):  # a proposer's sources: none or one per prompt
             pool.add(prompt, source, name)
         stats[name]["candidates"] += len(got.prompts)
 

@@ -85,8 +85,8 @@ def parse_prompts(reply: str, *, seen: Iterable[str] = (), limit: int | None = N
     """Usable, new, distinct prompts in the reply's order (possibly none; at most ``limit``)."""
     candidates = _json_candidates(reply)
     if not candidates:
-        candidates = re.findall(r'"([^"\n]{3,})"|“([^”\n]{3,})”', reply)
-        candidates = [a or b for a, b in candidates]
+        quoted = re.findall(r'"([^"\n]{3,})"|“([^”\n]{3,})”', reply)
+        candidates = [a or b for a, b in quoted]
     if not candidates:
         candidates = [line for line in reply.splitlines() if line.strip()]
     return usable(candidates, seen=seen, limit=limit)

@@ -229,7 +229,7 @@ class GeneticProposer:
         self.keywords = list(keywords)
 
     def prompt(self, initial: str, mask: np.ndarray) -> str:
-        return with_keywords(initial, [k for k, on in zip(self.keywords, mask) if on])
+        return with_keywords(initial, [k for k, on in zip(self.keywords, mask, strict=True) if on])
 
     def mask(self, initial: str, prompt: str) -> np.ndarray:
         rest = prompt[len(initial) :].split(", ") if prompt.startswith(initial) else []
@@ -351,7 +351,7 @@ class LLMProposer:
             self._record(calls, purpose, answer.reply, started, structured=answer.dialect, fits_schema=fits)
             proposal.structured = answer.dialect
             # a reply with thousands of prompts costs no more than one asked for
-            if fits:
+            if answer.value is not None:
                 candidates = usable(answer.value, seen=seen, limit=2 * asked)
             else:
                 candidates = parse_prompts(answer.reply.text, seen=seen, limit=2 * asked)
@@ -383,7 +383,8 @@ class LLMProposer:
             ]
             feedback = self._ask("feedback", messages, calls, temperature=0.7)
         if self.context is Context.NONE:
-            request = templates.propose(initial, self.asked(n), current=[sp.prompt for sp in latest], history=None, feedback=None, with_images=False)
+            current = [sp.prompt for sp in latest]
+            request = templates.propose(initial, self.asked(n), current=current, history=None, feedback=None, with_images=False)
         else:
             best = {}
             for it in history:
@@ -399,7 +400,9 @@ class LLMProposer:
             proposal.add(edit, "fallback")
         proposal.feedback = feedback
         if proposal.fallback:
-            logger.info("the LLM gave %d usable prompts of %d; %d filled in by keyword mutation", n - proposal.fallback, n, proposal.fallback)
+            logger.info(
+                "the LLM gave %d usable prompts of %d; %d filled in by keyword mutation", n - proposal.fallback, n, proposal.fallback
+            )
         return proposal
 
 

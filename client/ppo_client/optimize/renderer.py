@@ -68,7 +68,7 @@ class Renderer:
         images_dir = folder / "images" / f"it{iteration:02d}"
         images_dir.mkdir(parents=True, exist_ok=True)
         rendered = []
-        for i, (prompt, scored) in enumerate(zip(prompts, results)):
+        for i, (prompt, scored) in enumerate(zip(prompts, results, strict=True)):
             names = []
             for j, item in enumerate(scored):
                 name = f"images/it{iteration:02d}/p{i:02d}_s{j}.png"

@@ -11,6 +11,7 @@ import html
 import json
 from pathlib import Path
 
+from ppo_client.optimize.folder import CONFIG, SUMMARY, read_records
 from ppo_client.optimize.records import IterationRecord, RenderedPrompt
 from ppo_client.plots import line_chart
 from ppo_client.text import clean
@@ -67,7 +68,8 @@ def write_report(folder: Path, config: dict, records: list[IterationRecord], sum
     side_by_side = _side_by_side(records, summary)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>optimization run: {_e(c['prompt'])}</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:auto}} td{{vertical-align:top;padding:4px}}
-img{{image-rendering:pixelated;border:1px solid #ccc}} .pair{{display:flex;gap:24px}} .pair figure{{margin:0;flex:1}} .f{{color:#555}} th{{text-align:left;padding-right:12px}}</style></head><body>
+img{{image-rendering:pixelated;border:1px solid #ccc}} .pair{{display:flex;gap:24px}} .pair figure{{margin:0;flex:1}}
+.f{{color:#555}} th{{text-align:left;padding-right:12px}}</style></head><body>
 <h1>{_e(c['prompt'])}</h1>
 <p>user <b>{_e(c['user'])}</b>, optimizer <b>{_e(c['optimizer'])}</b>, context <b>{_e(c['context'])}</b>,
 {_e(c['n_prompts'])} prompts x {_e(c['seeds'])} seeds per iteration, {_e(c['iterations'])} iterations after iteration 0.</p>
@@ -111,8 +113,6 @@ def _comparison(folder: Path) -> str:
 
 def refresh_report(folder: Path) -> Path:
     """Rewrite a run's report from what its folder holds."""
-    from ppo_client.optimize.folder import CONFIG, SUMMARY, read_records
-
     folder = Path(folder)
     summary = json.loads((folder / SUMMARY).read_text(encoding="utf-8")) if (folder / SUMMARY).exists() else {}
     return write_report(folder, json.loads((folder / CONFIG).read_text(encoding="utf-8"))["config"], read_records(folder), summary)

@@ -37,6 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ppo_client.head import PreferenceHead
 from ppo_client.optimize.records import IterationRecord
 from ppo_client.piaa import metrics
 
@@ -56,7 +57,7 @@ class Predictor:
     alpha: np.ndarray
     """Dual ridge weights of the residual."""
     ridge: float
-    head: object
+    head: PreferenceHead
     tau2: float = 0.0
     """Signal variance of the residual's Gaussian process (0: none fitted yet, see ``posterior``)."""
 
@@ -88,7 +89,7 @@ class Predictor:
         return mean, (cov + cov.T) / 2, float(max(noise, 1e-12))
 
 
-def fit(head, texts: np.ndarray, scores: np.ndarray) -> Predictor:
+def fit(head: PreferenceHead, texts: np.ndarray, scores: np.ndarray) -> Predictor:
     """The calibrated map from text embeddings [n, d] to scores [n] (see the module's docstring)."""
     texts = np.asarray(texts, np.float64)
     scores = np.asarray(scores, np.float64)
@@ -104,17 +105,15 @@ def fit(head, texts: np.ndarray, scores: np.ndarray) -> Predictor:
     if len(scores) < 3:
         return Predictor(float(a), b, mean, centred[:0], np.zeros(0), 0.0, head)
     gram = centred @ centred.T
-    best = None
+    fits = []
     for ridge in RIDGE_GRID:
         inverse = np.linalg.inv(gram + ridge * np.eye(len(gram)))
         alpha = inverse @ residual
         loo = alpha / np.diag(inverse)  # exact leave-one-out residuals of kernel ridge
-        error = float(np.mean(loo**2))
-        if best is None or error < best[0]:
-            best = (error, ridge, alpha)
-    _, ridge, alpha = best
+        fits.append((float(np.mean(loo**2)), ridge, alpha))
+    error, ridge, alpha = min(fits, key=lambda fitted: fitted[0])  # the first of equal errors
     tau2 = max(float(residual @ alpha) / len(residual), 1e-12)  # maximum likelihood given the ridge
-    if best[0] >= float(np.mean(residual**2)):  # the residual model does worse than none out of sample
+    if error >= float(np.mean(residual**2)):  # the residual model does worse than none out of sample
         alpha = np.zeros_like(alpha)
     return Predictor(float(a), b, mean, centred, alpha, ridge, head, tau2)
 
@@ -170,10 +169,10 @@ def acquire(mean: np.ndarray, cov: np.ndarray, noise: float, texts: np.ndarray, 
 def calibration(predicted: Sequence[float], measured: Sequence[float]) -> float | None:
     """Rank correlation of predicted and measured scores; None where it says nothing (under 3 pairs,
     or one side constant)."""
-    predicted, measured = np.asarray(predicted, np.float64), np.asarray(measured, np.float64)
-    if len(predicted) < 3 or np.ptp(predicted) == 0 or np.ptp(measured) == 0:
+    x, y = np.asarray(predicted, np.float64), np.asarray(measured, np.float64)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
-    return metrics.spearman(predicted, measured)
+    return metrics.spearman(x, y)
 
 
 class Screener:
@@ -182,14 +181,15 @@ class Screener:
     Text embeddings come from the served CLIP, one request per iteration for what it has not
     embedded yet."""
 
-    def __init__(self, client, head, factor: int, exploration: float = 0.0) -> None:
+    def __init__(self, client, head: PreferenceHead, factor: int, exploration: float = 0.0) -> None:
         self.client, self.head, self.factor, self.exploration = client, head, factor, exploration
         self._texts: dict[str, np.ndarray] = {}
 
     def _embed(self, prompts: Sequence[str]) -> np.ndarray:
         missing = [p for p in dict.fromkeys(prompts) if p not in self._texts]
         if missing:
-            self._texts.update(zip(missing, np.asarray(self.client.embed_texts(missing).embeddings, np.float32)))
+            embeddings = np.asarray(self.client.embed_texts(missing).embeddings, np.float32)
+            self._texts.update(zip(missing, embeddings, strict=True))
         return np.stack([self._texts[p] for p in prompts])
 
     def choose(self, records: Sequence[IterationRecord], prompts: Sequence[str], n: int) -> tuple[list[int], dict]:

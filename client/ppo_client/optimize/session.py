@@ -18,6 +18,7 @@ import numpy as np
 from ppo_client.errors import InvalidRequestError, OptimizationError, StoreError
 from ppo_client.head import PreferenceHead
 from ppo_client.llm.chat import ChatClient, ChatConfig
+from ppo_client.llm.embedded import MODEL_NAME, EmbeddedLLMServer
 from ppo_client.optimize import metrics, report, truth
 from ppo_client.optimize.config import Context, RunConfig, SubjectAnchor
 from ppo_client.optimize.folder import SUMMARY, RunInfo, RunState, create_run, load_run, write_json
@@ -27,6 +28,9 @@ from ppo_client.optimize.mix import make_proposer
 from ppo_client.optimize.records import IterationRecord
 from ppo_client.optimize.renderer import Renderer
 from ppo_client.optimize.screen import Screener
+from ppo_client.optimize.truth import Judge
+from ppo_client.piaa.methods import MethodConfig, fit_general
+from ppo_client.piaa.training import user_task
 from ppo_client.store import GENERAL_USER, UserStore
 
 logger = logging.getLogger(__name__)
@@ -43,13 +47,11 @@ class Scorer:
     reference_ratings: np.ndarray
 
     @property
-    def judge(self) -> truth.Judge | None:
+    def judge(self) -> Judge | None:
         return truth.judge(self.truth)
 
 
 def user_scorer(store: UserStore, client, user: str, *, method: str | None = None) -> Scorer:
-    from ppo_client.piaa.training import user_task
-
     if user == GENERAL_USER:
         return general_scorer(store, client)
     model = store.latest_model(user, method)
@@ -66,9 +68,6 @@ def user_scorer(store: UserStore, client, user: str, *, method: str | None = Non
 
 def general_scorer(store: UserStore, client) -> Scorer:
     """A general head fitted on every stored user's ratings; its judge is the crowd's mean true taste."""
-    from ppo_client.piaa.methods import MethodConfig, fit_general
-    from ppo_client.piaa.training import user_task
-
     users = [u.name for u in store.users() if u.ratings]
     if len(users) < 2:
         raise StoreError("the general scorer is fitted on every user in the store; it holds fewer than two with ratings")
@@ -91,7 +90,6 @@ def chat_endpoint(config: ChatConfig, *, needed: bool = True) -> Iterator[ChatCl
         with ChatClient(config) as chat:
             yield chat
         return
-    from ppo_client.llm.embedded import MODEL_NAME, EmbeddedLLMServer
 
     with EmbeddedLLMServer() as server:
         local = dataclasses.replace(config, base_url=server.base_url, model=MODEL_NAME)

@@ -23,6 +23,7 @@ from typing import Iterable
 
 from ppo_client.errors import DataError, InvalidRequestError
 from ppo_client.optimize.config import RunConfig, SubjectAnchor
+from ppo_client.optimize.folder import write_json
 
 SHARDS = "shards"
 """The folder, in an experiment's ``OUT``, of its processes' manifests."""
@@ -84,8 +85,6 @@ def manifest_path(out: Path, shard: Shard) -> Path:
 def write_manifest(out: Path, shard: Shard, grid: dict, runs: Iterable[str], *, table: dict | None = None,
                    failures: list[str] | None = None) -> Path:
     """``OUT/shards/I-of-N.json``: the grid, this shard's runs and, once its share is done, its table."""
-    from ppo_client.optimize.folder import write_json
-
     path = manifest_path(out, shard)
     path.parent.mkdir(parents=True, exist_ok=True)
     content = {"shard": str(shard), "grid": grid, "runs": sorted(runs), "done": table is not None}

@@ -107,7 +107,9 @@ def evolve(initial: str, parents: Sequence[tuple[str, float | None]], n: int) ->
         )
     else:
         parts.append(f'Parent prompt: "{parents[0][0]}"')
-        parts.append(f"Make {n} child prompts. For each child, mutate the parent: keep its subject, change, add or drop one or two phrases.")
+        parts.append(
+            f"Make {n} child prompts. For each child, mutate the parent: keep its subject, change, add or drop one or two phrases."
+        )
     parts.append(f'Answer with a JSON object {{"prompts": [...]}} holding {n} prompts, nothing else.')
     return "\n\n".join(parts)
 

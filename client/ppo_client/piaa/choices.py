@@ -59,7 +59,7 @@ class ChoiceData:
     def __post_init__(self) -> None:
         if len(self.shown) != len(self.answers):
             raise ValueError(f"{len(self.shown)} events but {len(self.answers)} answers")
-        for shown, answer in zip(self.shown, self.answers):
+        for shown, answer in zip(self.shown, self.answers, strict=True):
             if not 2 <= len(shown) <= 4:
                 raise ValueError(f"a choice shows 2 to 4 images, got {len(shown)}")
             if answer not in (NONE, SAME) and not 0 <= answer < len(shown):
@@ -73,7 +73,7 @@ class ChoiceData:
         none, same = self.answers.count(NONE), self.answers.count(SAME)
         return {"chosen": len(self) - none - same, "none": none, "same": same}
 
-    def subset(self, events: Sequence[int]) -> ChoiceData:
+    def subset(self, events: Sequence[int] | np.ndarray) -> ChoiceData:
         return ChoiceData(self.x, tuple(self.shown[e] for e in events), tuple(self.answers[e] for e in events))
 
 
@@ -88,7 +88,7 @@ def _alternatives(data: ChoiceData, model: ChoiceModel) -> tuple[np.ndarray, np.
     mask = np.zeros((len(data), slots), dtype=bool)
     answer = np.zeros(len(data), dtype=int)
     tie = model.temperature * np.log(model.tie_weight)
-    for e, (shown, chosen) in enumerate(zip(data.shown, data.answers)):
+    for e, (shown, chosen) in enumerate(zip(data.shown, data.answers, strict=True)):
         k = len(shown)
         rows[e, :k] = a[list(shown)]
         rows[e, k] = rows[e, :k].mean(axis=0)
@@ -147,7 +147,7 @@ def accuracy(utilities_of, data: ChoiceData) -> float | None:
     there is no "chosen" event."""
     scores = np.asarray(utilities_of(data.x), dtype=np.float64)
     hits = [int(np.argmax(scores[list(shown)]) == answer)
-            for shown, answer in zip(data.shown, data.answers) if answer >= 0]
+            for shown, answer in zip(data.shown, data.answers, strict=True) if answer >= 0]
     return float(np.mean(hits)) if hits else None
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from ppo_client.console import progress
 from ppo_client.errors import DataError
 from ppo_client.images import decode_rgb, load_rgb
+from ppo_client.piaa.evaluation import UserData
 from ppo_client.store import UserStore
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def file_hash(path: Path) -> str:
 def embed_files(client, store: UserStore, paths: Sequence[Path], hashes: Sequence[str] | None = None) -> np.ndarray:
     """Embeddings [N, D] of image files; only those not cached for this encoder go to the server."""
     hashes = list(hashes) if hashes is not None else [file_hash(p) for p in paths]
-    files = dict(zip(hashes, paths))
+    files = dict(zip(hashes, paths, strict=True))
     return _embed(client, store, hashes, lambda h: load_rgb(files[h]))
 
 
@@ -57,7 +58,7 @@ def _embed(client, store: UserStore, hashes: list[str], load) -> np.ndarray:
             for start in range(0, len(missing), CHUNK):
                 chunk = missing[start : start + CHUNK]
                 vectors = client.embed([load(h) for h in chunk])
-                fresh = dict(zip(chunk, vectors))
+                fresh = dict(zip(chunk, vectors, strict=True))
                 store.put_embeddings(fresh, encoder)
                 cached.update(fresh)
                 bar.advance(task, len(chunk))
@@ -66,8 +67,6 @@ def _embed(client, store: UserStore, hashes: list[str], load) -> np.ndarray:
 
 def sac_users(sac, images_root: Path, client, store: UserStore):
     """A SAC set's raters as evaluation users, with served embeddings of every rated image."""
-    from ppo_client.piaa.evaluation import UserData
-
     iids = sorted({iid for items in sac.ratings.values() for iid in items})
     paths = []
     for iid in iids:

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ppo_client.piaa.methods import METHODS, MethodConfig, Task, adapt, fit_priors
+from ppo_client.piaa.methods import DEFAULT_CONFIG, METHODS, MethodConfig, Task, adapt, fit_priors
 from ppo_client.piaa.metrics import mae, mse, spearman
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def evaluate(
     users: Sequence[UserData],
     embeddings: np.ndarray,
     config: EvalConfig = EvalConfig(),
-    method_config: MethodConfig = MethodConfig(),
+    method_config: MethodConfig = DEFAULT_CONFIG,
     on_split: Callable[[], None] | None = None,
 ) -> EvalResult:
     config = config.checked()
@@ -125,7 +125,7 @@ def evaluate(
         if on_split:
             on_split()
 
-    ceiling = float(np.mean([spearman(u.truth, u.ratings) for u in users])) if has_truth else None
+    ceiling = float(np.mean([spearman(u.truth, u.ratings) for u in users if u.truth is not None])) if has_truth else None
     result = EvalResult(config, len(users), len(embeddings), int(embeddings.shape[1]), has_truth, ceiling)
     for (method, shots, metric), by_user in values.items():
         entry = result.results.setdefault(method, {}).setdefault(str(shots), {"users": len(by_user)})

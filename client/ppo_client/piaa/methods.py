@@ -35,7 +35,7 @@ chosen on the training users at the same shot count, never on test users.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -43,6 +43,8 @@ from ppo_client.head import PreferenceHead
 from ppo_client.piaa.choices import ChoiceData, ChoiceModel, default_temperature, log_likelihood
 from ppo_client.piaa.description import DescribedTaste
 from ppo_client.piaa.metrics import spearman
+
+T = TypeVar("T")
 
 METHODS = ("general", "knn", "finetune", "maml", "bayes")
 NEEDS_PRIOR = ("general", "finetune", "maml", "bayes")
@@ -94,6 +96,10 @@ class MethodConfig:
     bayes_newton_steps: int = 50
     tuning_tasks: int = 60
     """Simulated few-shot tasks drawn from training users to choose hyperparameters."""
+
+
+DEFAULT_CONFIG = MethodConfig()
+"""The hyperparameters every method uses unless given others."""
 
 
 @dataclass(frozen=True)
@@ -243,11 +249,13 @@ def _laplace(mean: np.ndarray, precision: np.ndarray, prior_logdet: float, a: np
     theta = np.linalg.solve(quadratic, linear)
     hessian = quadratic
     choice_value = 0.0
-
-    def objective(t):
-        return -0.5 * t @ quadratic @ t + linear @ t + log_likelihood(t, choices, model)[0]
-
     if choices is not None and len(choices):
+        if model is None:
+            raise ValueError("choices need a choice model (a positive choice temperature)")
+
+        def objective(t: np.ndarray) -> float:
+            return float(-0.5 * t @ quadratic @ t + linear @ t + log_likelihood(t, choices, model)[0])
+
         for _ in range(steps):
             choice_value, gradient, choice_hessian = log_likelihood(theta, choices, model)
             hessian = quadratic - choice_hessian
@@ -260,7 +268,7 @@ def _laplace(mean: np.ndarray, precision: np.ndarray, prior_logdet: float, a: np
                 break
         choice_value, _, choice_hessian = log_likelihood(theta, choices, model)
         hessian = quadratic - choice_hessian
-    residual = y - a @ theta
+    residual: np.ndarray = y - a @ theta
     rating_value = -0.5 * residual @ residual / noise - 0.5 * len(y) * np.log(2 * np.pi * noise)
     offset = theta - mean
     _, hessian_logdet = np.linalg.slogdet(hessian)
@@ -293,7 +301,10 @@ def _measured(mixture: _Mixture, target: np.ndarray, kappa: float) -> _Mixture:
 
 
 def _prior_mixture(priors: Priors, description: DescribedTaste | None, config: MethodConfig) -> _Mixture:
-    mixture = _Mixture(priors.bayes_means, priors.bayes_covariance, np.log(priors.bayes_weights + 1e-12))
+    means, covariance, weights = priors.bayes_means, priors.bayes_covariance, priors.bayes_weights
+    if means is None or covariance is None or weights is None:
+        raise ValueError("these priors hold no bayes prior: learn them with 'bayes' among the methods")
+    mixture = _Mixture(means, covariance, np.log(weights + 1e-12))
     if description is None:
         return mixture
     learnt = priors.bayes_description
@@ -304,7 +315,7 @@ def _prior_mixture(priors: Priors, description: DescribedTaste | None, config: M
 
 
 def bayes_posterior(priors: Priors, x: np.ndarray, y: np.ndarray, *, choices: ChoiceData | None = None,
-                    description: DescribedTaste | None = None, config: MethodConfig = MethodConfig()) -> BayesPosterior:
+                    description: DescribedTaste | None = None, config: MethodConfig = DEFAULT_CONFIG) -> BayesPosterior:
     """The user's posterior from ratings (``x``, ``y``), choices and a description (any of them may
     be empty); with ratings only it is the exact conjugate posterior."""
     return _mixture_posterior(_prior_mixture(priors, description, config), priors.bayes_noise, x, y, choices, config)
@@ -321,7 +332,7 @@ def _mixture_posterior(mixture: _Mixture, noise: float, x: np.ndarray, y: np.nda
     has_choices = choices is not None and len(choices) > 0
     temperatures = ([f * default_temperature(noise) for f in config.bayes_temperature_factors]
                     if has_choices else [None])
-    best = None
+    best: tuple[float, float | None, list[_Laplace], np.ndarray] | None = None
     for temperature in temperatures:
         model = ChoiceModel(temperature, config.bayes_tie_weight, reference=float(means[:, -1] @ prior_weights)) \
             if temperature else None
@@ -331,10 +342,12 @@ def _mixture_posterior(mixture: _Mixture, noise: float, x: np.ndarray, y: np.nda
         total = float(log_weights.max() + np.log(np.exp(log_weights - log_weights.max()).sum()))
         if best is None or total > best[0] + 1e-9:
             best = (total, temperature, fits, log_weights)
+    if best is None:
+        raise ValueError("config.bayes_temperature_factors is empty: give at least one choice temperature factor")
     _, temperature, fits, log_weights = best
     weights = np.exp(log_weights - log_weights.max())
     weights /= weights.sum()
-    within = sum(w * f.covariance for w, f in zip(weights, fits))
+    within = sum(w * f.covariance for w, f in zip(weights, fits, strict=True))
     return BayesPosterior(np.stack([f.head for f in fits]), weights, within, float(noise), temperature)
 
 
@@ -355,7 +368,7 @@ def lone_bayes_priors(dim: int, *, rating_mean: float = 5.5, weight_sd: float = 
                   bayes_noise=noise_sd**2)
 
 
-def adapt(method: str, priors: Priors | None, x: np.ndarray, y: np.ndarray, config: MethodConfig = MethodConfig(),
+def adapt(method: str, priors: Priors | None, x: np.ndarray, y: np.ndarray, config: MethodConfig = DEFAULT_CONFIG,
           *, choices: ChoiceData | None = None, description: DescribedTaste | None = None) -> PreferenceHead:
     """The user's head from their ratings (``x`` embeddings, ``y`` ratings) and the priors; ``bayes``
     also from choices and a description (``piaa.description``)."""
@@ -368,7 +381,7 @@ def adapt(method: str, priors: Priors | None, x: np.ndarray, y: np.ndarray, conf
         if given and method not in MULTI_SIGNAL:
             raise ValueError(f"method {method!r} cannot learn from {signal}; only {', '.join(MULTI_SIGNAL)} can")
     meta = {"shots": int(len(y))}
-    if method == "knn":
+    if method == "knn" or priors is None:  # knn is the one method that goes without priors (checked above)
         k = priors.knn_k if priors else 5
         return PreferenceHead.knn(x, y, k=min(k, len(y)), method="knn", **meta)
     if method == "general":
@@ -376,12 +389,14 @@ def adapt(method: str, priors: Priors | None, x: np.ndarray, y: np.ndarray, conf
     if method == "finetune":
         return _linear_head(_finetune(priors.general, x, y, priors.finetune_steps, config.finetune_lr), "finetune", **meta)
     if method == "maml":
+        if priors.maml is None:
+            raise ValueError("these priors hold no maml initialisation: learn them with 'maml' among the methods")
         theta, _ = _inner(priors.maml, design(x), y, config.maml_inner_steps, config.maml_inner_lr)
         return _linear_head(theta, "maml", **meta)
     return adapt_bayes(priors, x, y, config, choices=choices, description=description)[0]
 
 
-def adapt_bayes(priors: Priors, x: np.ndarray, y: np.ndarray, config: MethodConfig = MethodConfig(), *,
+def adapt_bayes(priors: Priors, x: np.ndarray, y: np.ndarray, config: MethodConfig = DEFAULT_CONFIG, *,
                 choices: ChoiceData | None = None, description: DescribedTaste | None = None) -> tuple[PreferenceHead, BayesPosterior]:
     """``bayes``' head (the posterior mean) and the posterior it comes from."""
     posterior = bayes_posterior(priors, x, y, choices=choices, description=description, config=config)
@@ -394,7 +409,7 @@ def adapt_bayes(priors: Priors, x: np.ndarray, y: np.ndarray, config: MethodConf
 # --- learning the priors from training users ---
 
 
-def _episodes(tasks: Sequence[Task], shots: int, count: int, rng: np.random.Generator):
+def _episodes(tasks: Sequence[Task], shots: int, count: int, rng: np.random.Generator) -> list[tuple[Task, np.ndarray, np.ndarray]]:
     """Simulated few-shot tasks: (task, support indices, query indices)."""
     usable = [t for t in tasks if len(t.y) >= shots + 5]
     episodes = []
@@ -405,7 +420,8 @@ def _episodes(tasks: Sequence[Task], shots: int, count: int, rng: np.random.Gene
     return episodes
 
 
-def _choose(grid, episodes, predict: Callable) -> object:
+def _choose(grid: Sequence[T], episodes: list[tuple[Task, np.ndarray, np.ndarray]],
+            predict: Callable[[T, np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> T:
     """The grid value with the best mean query SROCC over the episodes."""
     best, best_score = grid[0], -np.inf
     for value in grid:
@@ -453,17 +469,21 @@ def _user_heads(tasks: Sequence[Task], ridge: float) -> tuple[np.ndarray, float]
     return np.stack(heads), float(np.mean(residuals))
 
 
-def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator, restarts: int = 5, iterations: int = 50):
-    best = None
-    for _ in range(restarts):
-        centres = points[rng.choice(len(points), k, replace=False)]
-        for _ in range(iterations):
-            labels = np.argmin(((points[:, None] - centres[None]) ** 2).sum(-1), axis=1)
-            centres = np.stack([points[labels == j].mean(0) if np.any(labels == j) else centres[j] for j in range(k)])
-        inertia = float(((points - centres[labels]) ** 2).sum())
-        if best is None or inertia < best[0]:
-            best = (inertia, centres, labels)
-    return best[1], best[2]
+def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator, restarts: int = 5,
+            iterations: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Centres [k, D] and each point's label [n] of the best of ``restarts`` runs (the first of equal inertia)."""
+    runs = (_kmeans_run(points, k, rng, iterations) for _ in range(restarts))
+    _, centres, labels = min(runs, key=lambda run: run[0])
+    return centres, labels
+
+
+def _kmeans_run(points: np.ndarray, k: int, rng: np.random.Generator, iterations: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """One k-means run from random centres: its inertia, centres and labels."""
+    centres = points[rng.choice(len(points), k, replace=False)]
+    for _ in range(iterations):
+        labels = np.argmin(((points[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+        centres = np.stack([points[labels == j].mean(0) if np.any(labels == j) else centres[j] for j in range(k)])
+    return float(((points - centres[labels]) ** 2).sum()), centres, labels
 
 
 def _bayes_prior(heads: np.ndarray, clusters: int, shrinkage: float, seed: int) -> dict:
@@ -539,11 +559,11 @@ def _fit_description_map(tasks: Sequence[Task], heads: np.ndarray, covariance: n
     each divided by that description's own novelty scale (so nobody's own head helps predict them,
     and the noise does not depend on how many answers come after, unlike a choice made on
     few-shot episodes, which swung from 0.1 to 10 between shot counts)."""
-    features = np.stack([t.description for t in tasks]).astype(np.float64)
+    features = np.stack([t.description for t in tasks if t.description is not None]).astype(np.float64)  # all are described
 
     def loo_quality(ridge):
         _, predicted = _loo_heads(features, heads, ridge)
-        return float(np.mean([spearman(design(t.x) @ h, t.y) for t, h in zip(tasks, predicted)]))
+        return float(np.mean([spearman(design(t.x) @ h, t.y) for t, h in zip(tasks, predicted, strict=True)]))
 
     ridge = max(config.bayes_description_ridge_grid, key=loo_quality)
     coefficients, predicted = _loo_heads(features, heads, ridge)
@@ -560,7 +580,7 @@ def _fit_description_map(tasks: Sequence[Task], heads: np.ndarray, covariance: n
     return DescriptionMap(features, coefficients, float(ridge), kappa, gram_inverse, typical)
 
 
-def fit_priors(tasks: Sequence[Task], shots: int, methods: Sequence[str], config: MethodConfig = MethodConfig()) -> Priors:
+def fit_priors(tasks: Sequence[Task], shots: int, methods: Sequence[str], config: MethodConfig = DEFAULT_CONFIG) -> Priors:
     """Learn what ``methods`` need from training users, for adapting on ``shots`` ratings."""
     if not tasks:
         raise ValueError("learning priors needs at least one training user with ratings")

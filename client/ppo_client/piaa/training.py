@@ -20,6 +20,7 @@ from ppo_client.piaa.choices import ChoiceData
 from ppo_client.piaa.description import DescribedTaste, read_description, split_description
 from ppo_client.piaa.embeddings import embed_stored, sac_users
 from ppo_client.piaa.methods import (
+    DEFAULT_CONFIG,
     MULTI_SIGNAL,
     NEEDS_PRIOR,
     MethodConfig,
@@ -151,14 +152,21 @@ def prior_tasks(client, store: UserStore, name: str, prior_sac: Path | None, ima
     return tasks
 
 
-def priors_for(method: str, tasks: list[Task], shots: int, dim: int, config: MethodConfig = MethodConfig()) -> Priors | None:
+def priors_for(method: str, tasks: list[Task], shots: int, dim: int, config: MethodConfig = DEFAULT_CONFIG) -> Priors | None:
     """What ``method`` adapts from: priors learned from ``tasks`` (other users); ``bayes`` with fewer
     than two of them falls back to a weak prior, so a person alone in a store can still train it."""
     if method not in NEEDS_PRIOR:
         return None
-    if method == "bayes" and len(tasks) < 2:
-        return lone_bayes_priors(dim)
+    if method == "bayes":
+        return bayes_priors(tasks, shots, dim, config)
     return fit_priors(tasks, shots, [method], config)
+
+
+def bayes_priors(tasks: list[Task], shots: int, dim: int, config: MethodConfig = DEFAULT_CONFIG) -> Priors:
+    """``bayes``' priors (``priors_for``): learned from ``tasks``, or a weak prior with fewer than two."""
+    if len(tasks) < 2:
+        return lone_bayes_priors(dim)
+    return fit_priors(tasks, shots, ["bayes"], config)
 
 
 def _cross_validated(method: str, task: Task, tasks: list[Task], config: MethodConfig,
@@ -168,13 +176,15 @@ def _cross_validated(method: str, task: Task, tasks: list[Task], config: MethodC
     n = len(task.y)
     if n < MIN_RATINGS:
         return {"cv_srocc": None, "cv_mae": None, "cv_folds": 0}
-    extra = {} if user is None else {"choices": user.choices, "description": user.description}
+    choices = user.choices if user is not None else None
+    description = user.description if user is not None else None
     order = np.random.default_rng(config.seed).permutation(n)
     predicted = np.zeros(n)
     for fold in np.array_split(order, min(CV_FOLDS, n)):
         train = np.setdiff1d(order, fold)
         priors = priors_for(method, tasks, len(train), task.x.shape[1], config)
-        predicted[fold] = adapt(method, priors, task.x[train], task.y[train], config, **extra).score(task.x[fold])
+        head = adapt(method, priors, task.x[train], task.y[train], config, choices=choices, description=description)
+        predicted[fold] = head.score(task.x[fold])
     return {"cv_srocc": spearman(predicted, task.y), "cv_mae": mae(predicted, task.y), "cv_folds": min(CV_FOLDS, n)}
 
 
@@ -203,7 +213,7 @@ def _cross_validated_choices(priors: Priors, user: UserSignals, config: MethodCo
 
 def train_user(
     client, store: UserStore, name: str, method: str, *, signals: frozenset[str] | None = None,
-    prior_sac: Path | None = None, images_root: Path | None = None, config: MethodConfig = MethodConfig(),
+    prior_sac: Path | None = None, images_root: Path | None = None, config: MethodConfig = DEFAULT_CONFIG,
 ) -> TrainedModel:
     """Train ``method`` for user ``name`` from ``signals`` (None: every signal the user has that the
     method can use) and save it with cross-validated metrics."""
@@ -229,12 +239,13 @@ def train_user(
     # the priors' hyperparameters are chosen for the user's number of answers (ratings and choices)
     shots = max(len(task.y) + choice_count, 1) if method in MULTI_SIGNAL else len(task.y)
     metrics = _cross_validated(method, task, tasks, config, user if method in MULTI_SIGNAL else None)
-    priors = priors_for(method, tasks, shots, task.x.shape[1], config)
+    dim = task.x.shape[1]
     encoder = client.encoder_info().encoder_id
     covariance, used = None, ["ratings"] if len(task.y) else []
     params = {"seed": config.seed, "ratings": int(len(task.y)), "prior_users": len(tasks),
               "prior": str(prior_sac) if prior_sac else ("store" if len(tasks) >= 2 or method not in NEEDS_PRIOR else "weak")}
     if method in MULTI_SIGNAL:
+        priors = bayes_priors(tasks, shots, dim, config)
         head, posterior = adapt_bayes(priors, task.x, task.y, config, choices=user.choices, description=user.description)
         covariance = posterior.total_covariance
         metrics.update(_cross_validated_choices(priors, user, config))
@@ -252,7 +263,7 @@ def train_user(
             params["description"] = {"version": user.description_version, "likes": list(phrases.likes),
                                      "dislikes": list(phrases.dislikes), **reading}
     else:
-        head = adapt(method, priors, task.x, task.y, config)
+        head = adapt(method, priors_for(method, tasks, shots, dim, config), task.x, task.y, config)
     params["signals"] = used
     head = PreferenceHead(head.kind, head.arrays, k=head.k, meta={**head.meta, "encoder": encoder, "user": name})
     model_id = store.save_model(name, method, encoder, head, params, metrics, covariance=covariance)

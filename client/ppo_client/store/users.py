@@ -32,7 +32,8 @@ class Users(Images):
     def create_user(self, name: str) -> None:
         check_name(name)
         if name == GENERAL_USER:
-            raise StoreError(f"{GENERAL_USER!r} is reserved (`optimize --user {GENERAL_USER}` means the crowd's taste); choose another name")
+            raise StoreError(f"{GENERAL_USER!r} is reserved (`optimize --user {GENERAL_USER}` means the crowd's taste); "
+                             "choose another name")
         with self._write() as db:
             if db.execute(sa.text("SELECT 1 FROM users WHERE name = :n"), {"n": name}).first() is not None:
                 raise StoreError(f"user {name!r} already exists")

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from ppo_client.console import setup_logging
 from ppo_demo import models_dir
+from ppo_demo.training.data import SceneSet
+from ppo_demo.training.tokenizer import build_demo_tokenizer
 
 logger = logging.getLogger("ppo_demo.training")
 STAGES = ("tokenizer", "vae", "clip", "unet", "judge", "pipeline", "evaluate")
@@ -40,12 +42,11 @@ def run_stage(stage: str, out: Path, models: Path, data, smoke: bool, device: st
         return config.smoke() if smoke else config
 
     if stage == "tokenizer":
-        from ppo_demo.training.tokenizer import build_demo_tokenizer
-
         seeds = range(200) if smoke else range(20000)
         tokenizer = build_demo_tokenizer(out / "tokenizer", caption_seeds=seeds, vocab_size=1024 if smoke else 4096)
         return {"vocab_size": len(tokenizer)}
     if stage == "vae":
+        # deferred: needs torch (server extra); ppo-demo builds its parser from this module
         from ppo_demo.training.vae import CONFIG, LatentShape, train_vae
 
         shape = LatentShape(*latents)
@@ -53,11 +54,13 @@ def run_stage(stage: str, out: Path, models: Path, data, smoke: bool, device: st
         side = 64 // shape.downsample
         result = {"reconstruction_error_per_255": error, "latents": f"{side}x{side}x{shape.channels}"}
         if (models / "judge.pt").exists():  # how much of each attribute survives the round trip
+            # deferred: needs torch (server extra); ppo-demo builds its parser from this module
             from ppo_demo.training.evaluate import vae_ceiling
 
             result["judge_accuracy_on_round_trip"] = vae_ceiling(vae, models / "judge.pt", 16 if smoke else 200)
         return result
     if stage == "clip":
+        # deferred: needs torch (server extra); ppo-demo builds its parser from this module
         from ppo_demo.training.clip import CONFIG, train_clip
 
         train_clip(data, CLIPTokenizer.from_pretrained(out / "tokenizer"), out, cfg(CONFIG), device)
@@ -66,7 +69,10 @@ def run_stage(stage: str, out: Path, models: Path, data, smoke: bool, device: st
         from diffusers import AutoencoderKL
         from transformers import CLIPModel
 
+        # deferred: needs torch (server extra); ppo-demo builds its parser from this module
         from ppo_demo.training.pipeline import text_encoder_of
+
+        # deferred: needs torch (server extra); ppo-demo builds its parser from this module
         from ppo_demo.training.unet import CONFIG, train_unet
 
         vae = AutoencoderKL.from_pretrained(out / "vae")
@@ -78,18 +84,21 @@ def run_stage(stage: str, out: Path, models: Path, data, smoke: bool, device: st
     if stage == "judge":
         from diffusers import AutoencoderKL
 
+        # deferred: needs torch (server extra); ppo-demo builds its parser from this module
         from ppo_demo.training.judge import CONFIG, train_judge
 
         vae = AutoencoderKL.from_pretrained(out / "vae") if (out / "vae").exists() else None
         train_judge(data, out, cfg(CONFIG), device, vae)
         return {"trained_on_vae_round_trips": vae is not None}
     if stage == "pipeline":
+        # deferred: needs torch (server extra); ppo-demo builds its parser from this module
         from ppo_demo.training.pipeline import assemble
 
         assemble(out, models)
         files = [p for p in models.rglob("*") if p.is_file()]
         return {"megabytes": round(sum(p.stat().st_size for p in files) / 2**20, 2)}
     if stage == "evaluate":
+        # deferred: needs torch (server extra); ppo-demo builds its parser from this module
         from ppo_demo.training.evaluate import evaluate
 
         report = evaluate(models, count=8 if smoke else 200, steps=2 if smoke else 20)
@@ -118,8 +127,6 @@ def train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out, models = Path(args.out), Path(args.models)
     stages = STAGES if "all" in args.stages else [s for s in STAGES if s in args.stages]
-    from ppo_demo.training.data import SceneSet
-
     data = SceneSet(64 if args.smoke else args.images, cache=out / "data")
     report_path = out / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}

@@ -114,7 +114,8 @@ class _WithAttributeHeads(nn.Module):
 
 def _attribute_loss(heads: nn.ModuleDict, features: torch.Tensor, scenes: list[Scene]) -> torch.Tensor:
     targets = labels(scenes)
-    return sum(nn.functional.cross_entropy(heads[k](features), targets[k].to(features.device)) for k in heads)
+    losses = (nn.functional.cross_entropy(heads[k](features), targets[k].to(features.device)) for k in heads)
+    return sum(losses, start=torch.zeros((), device=features.device))
 
 
 def train_clip(data: SceneSet, tokenizer, folder: Path, config: TrainConfig = CONFIG, device: str = "cpu"):

@@ -9,7 +9,9 @@ import numpy as np
 import torch
 
 from ppo_demo.scenes import example
+from ppo_demo.training.clip import attribute_top1, retrieval_top1
 from ppo_demo.training.data import SceneSet
+from ppo_demo.training.judge import HEADS, agreement, labels, load_judge
 from ppo_demo.training.vae import vae_round_trip
 
 logger = logging.getLogger(__name__)
@@ -48,8 +50,6 @@ batches of different sizes. Kernels differ with batch shape on every CPU (one me
 
 def vae_ceiling(vae, judge_path: Path, count: int = 200) -> dict[str, float]:
     """The judge's agreement on held-out scenes after a round trip through ``vae``."""
-    from ppo_demo.training.judge import agreement, load_judge
-
     examples = [example(s) for s in range(HELD_OUT_FIRST, HELD_OUT_FIRST + count)]
     rendered = np.stack([e[0] for e in examples])
     return agreement(load_judge(judge_path).float(), vae_round_trip(vae, rendered), [e[2] for e in examples])
@@ -68,8 +68,6 @@ def text_encoder_probe(text_encoder, tokenizer, *, train: int = 3000, test: int 
 
     The UNet sees the prompt only through this encoder's hidden states, so an attribute these probes
     cannot read is one no amount of UNet training can make the images follow."""
-    from ppo_demo.training.judge import HEADS, labels
-
     text_encoder = text_encoder.float().cpu().eval()
     fit = [example(s) for s in range(train)]
     held = [example(s) for s in range(HELD_OUT_FIRST, HELD_OUT_FIRST + test)]
@@ -80,29 +78,31 @@ def text_encoder_probe(text_encoder, tokenizer, *, train: int = 3000, test: int 
     y_fit, y_held = labels([e[2] for e in fit]), labels([e[2] for e in held])
     result = {}
     for name, classes in HEADS.items():
-        torch.manual_seed(0)
-        probe = torch.nn.Linear(x_fit.shape[1], classes)
-        optimizer = torch.optim.LBFGS(probe.parameters(), max_iter=300)
-
-        def closure():
-            optimizer.zero_grad()
-            with torch.enable_grad():
-                loss = (torch.nn.functional.cross_entropy(probe(x_fit), y_fit[name])
-                        + 1e-3 * probe.weight.pow(2).sum())
-                loss.backward()
-            return loss
-
-        optimizer.step(closure)
+        probe = _linear_probe(x_fit, y_fit[name], classes)
         result[name] = float((probe(x_held).argmax(1) == y_held[name]).float().mean())
     return result
+
+
+def _linear_probe(x: torch.Tensor, y: torch.Tensor, classes: int) -> torch.nn.Linear:
+    """A linear classifier of ``x`` into ``y``'s classes, fitted by L-BFGS with a little weight decay."""
+    torch.manual_seed(0)
+    probe = torch.nn.Linear(x.shape[1], classes)
+    optimizer = torch.optim.LBFGS(probe.parameters(), max_iter=300)
+
+    def closure():
+        optimizer.zero_grad()
+        with torch.enable_grad():
+            loss = torch.nn.functional.cross_entropy(probe(x), y) + 1e-3 * probe.weight.pow(2).sum()
+            loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return probe
 
 
 def evaluate(models: Path, *, count: int = 200, steps: int = 20, guidance: float = 7.5,
              guidance_sweep: tuple[float, ...] = GUIDANCE_SWEEP) -> dict:
     from transformers import CLIPModel, CLIPTokenizer
-
-    from ppo_demo.training.clip import attribute_top1, retrieval_top1
-    from ppo_demo.training.judge import agreement, load_judge
 
     seeds = list(range(HELD_OUT_FIRST, HELD_OUT_FIRST + count))
     examples = [example(s) for s in seeds]

@@ -68,7 +68,7 @@ def soften(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     kernels = torch.exp(-(offsets[None] ** 2) / (2 * sigmas[:, None] ** 2))
     kernels = kernels / kernels.sum(1, keepdim=True)
     out = []
-    for image, kernel, unchanged in zip(pixels, kernels, keep):
+    for image, kernel, unchanged in zip(pixels, kernels, keep, strict=True):
         if unchanged:
             out.append(image)
             continue
@@ -93,7 +93,8 @@ def train_judge(data: SceneSet, folder: Path, config: TrainConfig = CONFIG, devi
         pixels = soften(pixels, torch.Generator().manual_seed(step)).to(device)
         outputs = judge(pixels)
         targets = labels(scenes + [data.scenes[i] for i in indices])
-        return sum(nn.functional.cross_entropy(outputs[k], targets[k].to(device)) for k in HEADS)
+        losses = (nn.functional.cross_entropy(outputs[k], targets[k].to(device)) for k in HEADS)
+        return sum(losses, start=torch.zeros((), device=device))
 
     ema = trainer.run(loss_fn).to("cpu")
     torch.save(ema.state_dict(), folder / "judge.pt")

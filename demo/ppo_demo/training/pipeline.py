@@ -13,6 +13,9 @@ from pathlib import Path
 
 import torch
 
+from ppo_demo.training.clip import image_processor
+from ppo_server.backends.schedulers import sd_scheduler
+
 logger = logging.getLogger(__name__)
 
 
@@ -30,9 +33,6 @@ def assemble(trained: Path, out: Path) -> Path:
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPModel, CLIPTokenizer
 
-    from ppo_demo.training.clip import image_processor
-    from ppo_server.backends.schedulers import sd_scheduler
-
     clip = CLIPModel.from_pretrained(trained / "clip")
     tokenizer = CLIPTokenizer.from_pretrained(trained / "clip")
     pipeline = StableDiffusionPipeline(
@@ -47,7 +47,8 @@ def assemble(trained: Path, out: Path) -> Path:
     )
     for name in ("pipeline", "clip"):
         shutil.rmtree(out / name, ignore_errors=True)
-    pipeline.to(torch.float16).save_pretrained(out / "pipeline", safe_serialization=True)
+    half = pipeline.to(torch.float16)  # type: ignore[attr-defined]  # mypy sees diffusers' dummy placeholder class
+    half.save_pretrained(out / "pipeline", safe_serialization=True)
     clip.half().save_pretrained(out / "clip", safe_serialization=True)
     tokenizer.save_pretrained(out / "clip")
     image_processor().save_pretrained(out / "clip")

@@ -145,7 +145,8 @@ def _learn_merges(corpus: Iterable[str], vocab_size: int) -> list[tuple[str, str
     )
     model.train_from_iterator(corpus, trainer)
     merges = json.loads(model.to_str())["model"]["merges"]
-    return [tuple(m.split(" ")) if isinstance(m, str) else (m[0], m[1]) for m in merges]
+    pairs = [m.split(" ") if isinstance(m, str) else m for m in merges]  # "a b" (older tokenizers) or ["a", "b"]
+    return [(pair[0], pair[1]) for pair in pairs]
 
 
 def build_demo_tokenizer(

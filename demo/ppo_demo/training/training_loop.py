@@ -9,11 +9,12 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Generic, TypeVar
 
 import torch
 
 logger = logging.getLogger(__name__)
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,13 @@ class TrainConfig:
         return self.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-class Trainer:
+class Trainer(Generic[ModelT]):
     """Runs ``loss_fn(step) -> loss`` for ``config.steps`` steps; resumes from ``folder/checkpoint.pt``.
 
     The model moves to ``device``; a run is deterministic for a given device (checkpoints carry the
     random number generators' states) and a checkpoint resumes on any device."""
 
-    def __init__(self, name: str, model: torch.nn.Module, config: TrainConfig, folder: Path,
+    def __init__(self, name: str, model: ModelT, config: TrainConfig, folder: Path,
                  device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
         self.name, self.model, self.config, self.folder = name, model.to(self.device), config, Path(folder)
@@ -84,7 +85,7 @@ class Trainer:
         torch.save(state, tmp)
         tmp.replace(self.checkpoint)  # a kill mid-save leaves the previous checkpoint intact
 
-    def run(self, loss_fn: Callable[[int], torch.Tensor]) -> torch.nn.Module:
+    def run(self, loss_fn: Callable[[int], torch.Tensor]) -> ModelT:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         if self.step == 0:
@@ -108,10 +109,10 @@ class Trainer:
                 self.optimizer.step()
                 decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
                 with torch.no_grad():
-                    for e, p in zip(self.ema.parameters(), self.model.parameters()):
+                    for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
                         e.lerp_(p, 1 - decay)
-                    for e, b in zip(self.ema.buffers(), self.model.buffers()):
-                        e.copy_(b)
+                    for ema_buffer, buffer in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+                        ema_buffer.copy_(buffer)
                 self.step += 1
                 self.seconds += time.perf_counter() - started
                 value = float(loss.detach())

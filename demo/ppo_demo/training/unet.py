@@ -15,6 +15,7 @@ import torch
 
 from ppo_demo.training.data import SceneSet
 from ppo_demo.training.training_loop import TrainConfig, Trainer
+from ppo_server.backends.schedulers import sd_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +27,6 @@ MIN_SNR_GAMMA = 5.0
 def noise_scheduler(prediction: str = "epsilon"):
     """The training-time noise schedule: the shipped pipeline's own (one definition of the betas)."""
     from diffusers import DDPMScheduler
-
-    from ppo_server.backends.schedulers import sd_scheduler
 
     return DDPMScheduler.from_config(sd_scheduler(prediction).config)
 

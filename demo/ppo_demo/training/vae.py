@@ -11,6 +11,7 @@ import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -105,7 +106,7 @@ def vae_round_trip(vae, images: np.ndarray, batch: int = 256, progress: str | No
 
     In batches of ``batch`` images (memory), with a progress bar titled ``progress`` if given."""
     vae = vae.float().cpu().eval()
-    starts = range(0, len(images), batch)
+    starts: Iterable[int] = range(0, len(images), batch)
     if progress is not None:
         from rich.progress import track
 

@@ -37,7 +37,7 @@ class ModelArgs:
         )
 
 
-def error_response(error: Exception | str, *, invalid: bool | None = None):
+def error_response(error: BaseException | str, *, invalid: bool | None = None):
     """A failed response: ``INVALID_ARG`` for a refused request (an ``InvalidRequestError``, or
     ``invalid=True``), ``INTERNAL`` otherwise; clients see the message unchanged."""
     if invalid is None:
@@ -69,7 +69,7 @@ def run_grouped(
             rows = arrays[i][0].shape[0]
             tensors = [
                 pb_utils.Tensor(name, np.ascontiguousarray(out[offset : offset + rows]))
-                for name, out in zip(model.output_names, outputs)
+                for name, out in zip(model.output_names, outputs, strict=True)
             ]
             responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
             offset += rows

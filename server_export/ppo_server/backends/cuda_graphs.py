@@ -61,7 +61,7 @@ class GraphRunner:
             return self.module(*tensors)
         key = (bucket, *((tuple(t.shape[1:]), t.dtype) for t in tensors))
         graph, static, output = self.graphs.get(key) or self._capture(key, list(tensors))
-        for target, tensor in zip(static, tensors):
+        for target, tensor in zip(static, tensors, strict=True):
             target[:rows].copy_(tensor)
         graph.replay()
         return output[:rows]

@@ -39,7 +39,7 @@ class TritonPythonModel:
         logger.info("%s: onnxruntime session ready (%s)", self.model.name, path)
 
     def _run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(self.model.output_names, dict(zip(self.model.input_names, inputs)))
+        return self.session.run(self.model.output_names, dict(zip(self.model.input_names, inputs, strict=True)))
 
     def execute(self, requests):
         return run_grouped(requests, self.model, self._run)

@@ -32,7 +32,7 @@ class TritonPythonModel:
         resolved = self.heads.resolve_batch(values)
         del values
         responses = []
-        for request, heads in zip(requests, resolved):
+        for request, heads in zip(requests, resolved, strict=True):
             if isinstance(heads, InvalidRequestError):
                 responses.append(error_response(heads))
                 continue

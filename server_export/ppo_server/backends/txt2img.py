@@ -48,8 +48,11 @@ def _texts(request, spec: TensorSpec, count: int) -> list[str]:
 
 
 def _numbers(request, spec: TensorSpec, count: int | None = None, default: float = 0.0) -> list:
+    """The input's values; an optional input (``count`` given) the request left out is ``count`` defaults."""
     tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
     if tensor is None:
+        if count is None:  # a required input: Triton refuses requests without one before they get here
+            raise InvalidRequestError(spec.name, "missing; every request must give it")
         return [default] * count
     return tensor.as_numpy().reshape(-1).tolist()
 
@@ -64,7 +67,7 @@ def parse_request(request, limits: SizeLimits, schedulers: tuple[str, ...]) -> l
     guidance = _numbers(request, MODEL.GUIDANCE_SCALE)
     rescale = _numbers(request, MODEL.GUIDANCE_RESCALE, count)
     heights, widths = _numbers(request, MODEL.HEIGHT), _numbers(request, MODEL.WIDTH)
-    if len({(h, w) for h, w in zip(heights, widths)}) > 1:
+    if len({(h, w) for h, w in zip(heights, widths, strict=True)}) > 1:
         raise InvalidRequestError(MODEL.HEIGHT.name, "all prompts of one request must share height and width")
     return [
         GenerationRequest(
@@ -119,7 +122,7 @@ class TritonPythonModel:
             self.loop.check_steps(row.scheduler, row.steps)
         return rows
 
-    def execute(self, requests):
+    def execute(self, requests: list) -> list:
         errors: dict[int, Exception] = {}
         rows: dict[int, list[GenerationRequest]] = {}
         for i, request in enumerate(requests):
@@ -145,7 +148,7 @@ class TritonPythonModel:
                 for i, _, _ in members:
                     errors[i] = RuntimeError(f"generation failed: {exc}")
                 continue
-            for (i, j, _), image in zip(members, outputs):
+            for (i, j, _), image in zip(members, outputs, strict=True):
                 images[(i, j)] = image
 
         responses = []

@@ -46,8 +46,8 @@ class TritonPythonModel:
         install_triton_log_handler()
         self.heads = HeadCache(HeadCacheParameters.from_parameters(ModelArgs.parse(args).params).head_cache_bytes)
 
-    async def execute(self, requests):
-        errors: dict[int, Exception] = {}
+    async def execute(self, requests: list) -> list:
+        errors: dict[int, BaseException] = {}
         heads = {}
         resolved = self.heads.resolve_batch([pb_utils.get_input_tensor_by_name(r, MODEL.USER_MODEL.name).as_numpy() for r in requests])
         for i, result in enumerate(resolved):
@@ -58,8 +58,8 @@ class TritonPythonModel:
         live = [i for i in range(len(requests)) if i not in errors]
         results = await asyncio.gather(*(_generate(requests[i]) for i in live), return_exceptions=True)
         images = {}
-        for i, result in zip(live, results):
-            if isinstance(result, Exception):
+        for i, result in zip(live, results, strict=True):
+            if isinstance(result, BaseException):  # a cancelled forward (CancelledError) fails its request too
                 errors[i] = result
             else:
                 images[i] = result

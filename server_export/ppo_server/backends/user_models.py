@@ -82,19 +82,20 @@ class HeadCache:
         rows: list[list[PreferenceHead | str | InvalidRequestError]] = []
         for array in values:
             rows.append([self._decode(bytes(value), decoded) for value in array.reshape(-1)])
-        results = []
+        results: list[list[PreferenceHead] | InvalidRequestError] = []
         for request in rows:
-            heads = []
+            heads: list[PreferenceHead] = []
+            refusal: InvalidRequestError | None = None
             for row in request:
                 if isinstance(row, str):  # a reference by digest
                     row = decoded.get(row) or self.get(row) or InvalidRequestError(
                         FIELD, f"names an unknown preference model sha256:{row[:12]}...; send the model in full"
                     )
                 if isinstance(row, InvalidRequestError):
-                    heads = row
+                    refusal = row
                     break
                 heads.append(row)
-            results.append(heads)
+            results.append(heads if refusal is None else refusal)
         return results
 
     def _decode(self, data: bytes, decoded: dict[str, PreferenceHead]) -> PreferenceHead | str | InvalidRequestError:

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how a replica is picked (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=default.request_timeout_s,
                         help="seconds a request may wait on a replica between two reads (default %(default)g)")
-    parser.add_argument("--max-body-mb", type=int, default=default.max_body_mb, help="largest request body (default %(default)s; 0: no limit)")
+    parser.add_argument("--max-body-mb", type=int, default=default.max_body_mb,
+                        help="largest request body (default %(default)s; 0: no limit)")
     parser.add_argument("--workers", type=int, default=default.worker_processes, help="nginx worker processes (default %(default)s)")
     parser.add_argument("--prefix", help="folder for nginx's configuration, pid, logs and temporary files (default: a temporary one)")
     parser.add_argument("--nginx", help="the nginx binary (default: nginx on PATH or in /usr/sbin)")

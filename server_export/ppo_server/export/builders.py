@@ -8,6 +8,8 @@ import json
 import logging
 from pathlib import Path
 
+from ppo_server.backends.schedulers import sd_scheduler
+
 logger = logging.getLogger(__name__)
 
 TINY_FAMILIES = ("sd15-dpm-karras", "sd15-euler-a", "sd2-v", "sdxl", "sdxl-turbo")
@@ -59,8 +61,6 @@ def _save_pipeline(folder: Path, *, vae, text_encoder, tokenizer, unet, dtype=No
     """Save an SD-format pipeline (with SD-1.x's PNDM scheduler settings unless told otherwise)."""
     from diffusers import StableDiffusionPipeline
 
-    from ppo_server.backends.schedulers import sd_scheduler
-
     scheduler = scheduler or sd_scheduler()
     pipeline = StableDiffusionPipeline(
         vae=vae,
@@ -73,8 +73,8 @@ def _save_pipeline(folder: Path, *, vae, text_encoder, tokenizer, unet, dtype=No
         requires_safety_checker=False,
     )
     if dtype is not None:
-        pipeline.to(dtype=dtype)
-    pipeline.save_pretrained(folder, safe_serialization=True)
+        pipeline.to(dtype=dtype)  # type: ignore[attr-defined]  # mypy sees diffusers' dummy placeholder class
+    pipeline.save_pretrained(folder, safe_serialization=True)  # type: ignore[attr-defined]  # mypy sees diffusers' dummy placeholder class
     logger.info("saved a pipeline to %s", folder)
     return Path(folder)
 
@@ -253,7 +253,7 @@ def _build_tiny_xl(folder: Path, tokenizer, scheduler, *, seed: int) -> Path:
         vae=_tiny_vae(seed + 1), text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
         tokenizer_2=tokenizer, unet=unet, scheduler=scheduler, force_zeros_for_empty_prompt=True, add_watermarker=False,
     )
-    pipeline.save_pretrained(folder, safe_serialization=True)
+    pipeline.save_pretrained(folder, safe_serialization=True)  # type: ignore[attr-defined]  # mypy sees diffusers' dummy placeholder class
     logger.info("saved a tiny SDXL-shaped pipeline to %s", folder)
     return folder
 
@@ -294,6 +294,6 @@ def build_sdxl_pipeline(folder: Path, *, seed: int = 0, device: str = "cpu") -> 
         vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer, tokenizer_2=tokenizer,
         unet=unet, scheduler=family_scheduler("sdxl"), add_watermarker=False,
     )
-    pipeline.to(dtype=torch.float16)
-    pipeline.save_pretrained(folder, safe_serialization=True)
+    pipeline.to(dtype=torch.float16)  # type: ignore[attr-defined]  # mypy sees diffusers' dummy placeholder class
+    pipeline.save_pretrained(folder, safe_serialization=True)  # type: ignore[attr-defined]  # mypy sees diffusers' dummy placeholder class
     return folder

@@ -19,8 +19,10 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Literal, Mapping, overload
 
+from ppo_client import contract
+from ppo_server.backends.schedulers import SPECS, build_scheduler, scheduler_class
 from ppo_server.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -121,6 +123,10 @@ def _local_folder(model: str, wanted: str) -> Path | None:
     return None
 
 
+@overload
+def _hub_snapshot(repo_id: str, wanted: str, *, fetch: Literal[True]) -> Path: ...
+@overload
+def _hub_snapshot(repo_id: str, wanted: str, *, fetch: Literal[False]) -> Path | None: ...
 def _hub_snapshot(repo_id: str, wanted: str, *, fetch: bool) -> Path | None:
     """The snapshot of a hub checkpoint: downloaded (``fetch``) when the hub answers one quick look-up,
     else the one in the local cache; else a refusal that says neither is there."""
@@ -310,9 +316,6 @@ def _noise_schedule_problem(config: Mapping) -> str:
 def _check_scheduler_class(class_name: object, where: str) -> None:
     import diffusers
 
-    from ppo_client import contract
-    from ppo_server.backends.schedulers import SPECS, scheduler_class
-
     try:
         known = isinstance(class_name, str) and issubclass(scheduler_class(class_name), diffusers.SchedulerMixin)
     except (ValueError, TypeError):  # scheduler_class refuses unknown names; issubclass a non-class
@@ -340,6 +343,7 @@ def load_component(folder: Path, name: str, library: str, class_name: str, *, la
     module = importlib.import_module(library)
     base_library, _, base_name = layout.base.partition(".")
     base = getattr(importlib.import_module(base_library), base_name)
+    cls: type[Any] | None  # what the module holds under that name is checked below
     try:
         cls = getattr(module, class_name)
     except (AttributeError, ImportError):  # transformers' lazy module raises either
@@ -399,8 +403,6 @@ def _mismatch_line(mismatches) -> str:
 def load_scheduler(folder: Path, indexed: str, name: str, *, label: str):
     """The checkpoint's own scheduler (the class ``model_index.json`` lists, with its config), or the
     one ``name`` builds from that config (from the saved settings alone when the own class is unknown)."""
-    from ppo_server.backends.schedulers import build_scheduler, scheduler_class
-
     config = read_json_object(folder / "scheduler" / SCHEDULER.config, label=label, component="scheduler")
     what = f"{label}: cannot build the scheduler from scheduler/{SCHEDULER.config}"
     try:

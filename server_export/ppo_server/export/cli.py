@@ -11,7 +11,14 @@ from ppo_client.console import console, run_cli, setup_logging, status
 from ppo_client.contract import CudaGraphParameters
 from ppo_server.cache import cache_dir
 from ppo_server.errors import ExportError
-from ppo_server.export import presets
+from ppo_server.export import checkpoint, presets
+from ppo_server.export.builders import (
+    build_sd15_pipeline,
+    build_sdxl_pipeline,
+    build_tiny_clip,
+    build_tiny_family,
+    build_tiny_pipeline,
+)
 from ppo_server.export.model_config import ServingOptions
 from ppo_server.export.options import ExportOptions, Precision, Target
 
@@ -27,19 +34,11 @@ def _has_cuda() -> bool:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ppo_server.export import checkpoint
-    from ppo_server.export.builders import (
-        build_sd15_pipeline,
-        build_sdxl_pipeline,
-        build_tiny_clip,
-        build_tiny_family,
-        build_tiny_pipeline,
-    )
-
     if args.model:  # a missing folder or an unreachable hub id is refused before torch loads
         checkpoint.precheck(args.model)
     if args.clip:
         checkpoint.precheck(args.clip, wanted=checkpoint.CLIP_FOLDER)
+    # deferred: the exporter needs torch (the server extra); a missing folder is refused before torch loads
     from ppo_server.export.repository import export_pipeline
 
     if args.head_cache_mb < 0:

@@ -69,7 +69,10 @@ class CheckpointInfo:
 def detect(model: str, *, scheduler: str = "") -> CheckpointInfo:
     """The family of ``model`` (a folder or hub id) from its files alone, once ``checkpoint.check``
     found every component the family needs; ``scheduler`` (``--scheduler``) replaces the checkpoint's own."""
-    folder = checkpoint.locate(model)
+    return _detect_in(checkpoint.locate(model), model, scheduler=scheduler)
+
+
+def _detect_in(folder: Path, model: str, *, scheduler: str) -> CheckpointInfo:
     index = checkpoint.read_index(folder, label=model)
     found = index.get("_class_name")
     if not isinstance(found, str):
@@ -108,16 +111,18 @@ def load(model: str, info: CheckpointInfo, *, scheduler: str = ""):
     transformers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()  # its hint to install accelerate is noise here
     transformers.utils.logging.set_verbosity_error()  # load reports: mismatches are refused below instead
-    if info.folder is None or not info.components:  # made by hand: the folder is checked first
-        info = detect(model, scheduler=scheduler)
+    folder = info.folder
+    if folder is None or not info.components:  # made by hand: the folder is checked first
+        folder = checkpoint.locate(model)
+        info = _detect_in(folder, model, scheduler=scheduler)
     if info.dropped:
         logger.warning("%s: not exported (not used to generate images): %s", model, ", ".join(info.dropped))
     loaded = {
-        name: checkpoint.load_component(info.folder, name, library, class_name, label=model)
+        name: checkpoint.load_component(folder, name, library, class_name, label=model)
         for name, (library, class_name) in info.components.items() if name != "scheduler"
     }
     own_scheduler = info.components["scheduler"][1]
-    loaded["scheduler"] = checkpoint.load_scheduler(info.folder, own_scheduler, scheduler, label=model)
+    loaded["scheduler"] = checkpoint.load_scheduler(folder, own_scheduler, scheduler, label=model)
     cls = getattr(diffusers, info.pipeline_class)
     accepted = inspect.signature(cls.__init__).parameters
     unused = {name: None for name in EXTRAS if name in accepted}

@@ -70,10 +70,10 @@ def _check_against_torch(spec: ExportSpec, wrapper: torch.nn.Module, dims: Expor
         expected = wrapper(*inputs)
     expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feed = {name: t.numpy() for name, t in zip(spec.input_names, inputs)}
+    feed = {name: t.numpy() for name, t in zip(spec.input_names, inputs, strict=True)}
     actual = session.run(spec.output_names, feed)
     worst = 0.0
-    for name, a, e in zip(spec.output_names, actual, expected):
+    for name, a, e in zip(spec.output_names, actual, expected, strict=True):
         if a.shape != e.shape:
             raise ExportError(
                 f"{spec.contract.name}: onnxruntime gave {name} shape {a.shape}, torch {e.shape}; "

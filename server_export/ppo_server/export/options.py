@@ -13,6 +13,7 @@ from ppo_client import contract
 from ppo_client.contract import CudaGraphParameters
 from ppo_server.errors import ExportError
 from ppo_server.export.model_config import ServingOptions
+from ppo_server.export.tensorrt import require_tensorrt
 
 
 class Target(enum.Enum):
@@ -75,6 +76,8 @@ class ExportOptions:
         if self.head_cache_bytes < 0:
             raise ExportError(f"the head cache must be 0 bytes or more, got {self.head_cache_bytes}")
         if self.target is Target.TENSORRT:
-            from ppo_server.export.tensorrt import require_tensorrt
-
             require_tensorrt()
+
+
+DEFAULT_OPTIONS = ExportOptions()
+"""What an export is asked for when nothing is said (frozen: one instance serves every default argument)."""

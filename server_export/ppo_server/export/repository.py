@@ -19,11 +19,12 @@ from pathlib import Path
 from ppo_client import contract
 from ppo_client.contract import Family, ServedPipeline, SizeLimits
 from ppo_client.manifests import PipelineManifest
+from ppo_server.backends.schedulers import probe, steps_problem
 from ppo_server.errors import ExportError
 from ppo_server.export import families
 from ppo_server.export import specs as export_specs
 from ppo_server.export.onnx_exporter import ExportReport
-from ppo_server.export.options import ExportOptions
+from ppo_server.export.options import DEFAULT_OPTIONS, ExportOptions
 from ppo_server.export.scoring import export_scoring
 from ppo_server.export.targets import write_python_model, writer_for
 from ppo_server.export.tensorrt import ProfileLimits
@@ -65,11 +66,9 @@ def _dims(pipeline, family: Family) -> export_specs.ExportDims:
 
 
 def export_pipeline(
-    model: str, out: Path, options: ExportOptions = ExportOptions(), *, clip: str | None = None
+    model: str, out: Path, options: ExportOptions = DEFAULT_OPTIONS, *, clip: str | None = None
 ) -> ExportResult:
     """Export the pipeline; with ``clip`` (a ``CLIPModel`` folder) also the scoring models."""
-    from ppo_server.backends.schedulers import probe, steps_problem
-
     options.check()
     info = families.detect(model, scheduler=options.scheduler)  # the folder holds what the family needs
     pipeline = families.load(model, info, scheduler=options.scheduler)

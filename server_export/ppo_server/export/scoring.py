@@ -27,7 +27,7 @@ from ppo_server.export import specs as export_specs
 from ppo_server.export.checkpoint import first_line
 from ppo_server.export.model_config import ServingOptions
 from ppo_server.export.onnx_exporter import ExportReport, export_onnx
-from ppo_server.export.options import ExportOptions
+from ppo_server.export.options import DEFAULT_OPTIONS, ExportOptions
 from ppo_server.export.targets import ONNX_FILE, ComponentWriter, write_python_model, writer_for
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def load_clip(path: str):
 def export_scoring(
     clip: str,
     out: Path,
-    options: ExportOptions = ExportOptions(),
+    options: ExportOptions = DEFAULT_OPTIONS,
     *,
     served: ServedPipeline | None = None,
     writer: ComponentWriter | None = None,

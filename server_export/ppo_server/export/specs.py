@@ -314,6 +314,6 @@ def in_process(pipeline, family: Family):
     def call(model: ModelContract, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = modules[model.name](*(torch.from_numpy(np.ascontiguousarray(inputs[t.name])) for t in model.inputs))
         out = out if isinstance(out, tuple) else (out,)
-        return {t.name: o.float().numpy() for t, o in zip(model.outputs, out)}
+        return {t.name: o.float().numpy() for t, o in zip(model.outputs, out, strict=True)}
 
     return call

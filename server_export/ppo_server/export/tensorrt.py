@@ -62,8 +62,9 @@ class ProfileLimits:
             sides = (size_multiple, native_side, max_side)
         else:
             sides = (native_side, native_side, native_side)
+        low, opt, high = (s // vae_scale_factor for s in sides)
         return cls(max_images=max_images, sequence_length=sequence_length, hidden_size=hidden_size,
-                   latent_channels=latent_channels, latent_sides=tuple(s // vae_scale_factor for s in sides),
+                   latent_channels=latent_channels, latent_sides=(low, opt, high),
                    image_sides=sides, text_embeds_dim=text_embeds_dim or cls.text_embeds_dim)
 
 
