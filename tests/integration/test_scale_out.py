@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 
 from ppo_client import AsyncTxt2ImgClient, GenerationRequest, Txt2ImgClient
 from ppo_client.errors import ServerUnavailableError
 from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
+from tests.triton_stats import settled, successes
 
 pytestmark = pytest.mark.integration
 
 
-def txt2img_count(server) -> int:
-    stats = httpx.get(f"{server.http_url}/v2/models/txt2img/stats", timeout=10).json()["model_stats"][0]
-    return int(stats["inference_stats"]["success"]["count"])
-
-
 def test_concurrent_requests_are_spread_over_both_servers(triton_server, tiny_repository):
     with EmbeddedTritonServer(ServerConfig(tiny_repository)) as second:
-        before = (txt2img_count(triton_server), txt2img_count(second))
+        before = [successes(triton_server), successes(second)]
 
         async def run():
             async with AsyncTxt2ImgClient(f"{triton_server.grpc_url},{second.grpc_url}") as client:
@@ -31,7 +26,7 @@ def test_concurrent_requests_are_spread_over_both_servers(triton_server, tiny_re
                 return images, list(client.requests_sent)
 
         images, sent = asyncio.run(run())
-        served = (txt2img_count(triton_server) - before[0], txt2img_count(second) - before[1])
+        served = tuple(settled(lambda: [successes(triton_server), successes(second)], before, 12))
     assert len(images) == 12 and sum(sent) == 12
     assert min(sent) > 0, f"both servers should be used, sent {sent}"
     assert served == tuple(sent)

@@ -17,12 +17,9 @@ from ppo_client import AsyncTxt2ImgClient, GenerationRequest, InvalidRequestErro
 from ppo_client.contract import SizeLimits
 from ppo_client.errors import InferenceError
 from ppo_server.backends.schedulers import scheduler_class
+from tests.triton_stats import model_stats, settled
 
 pytestmark = [pytest.mark.integration, pytest.mark.isa]
-
-
-def model_stats(server, model: str) -> dict:
-    return httpx.get(f"{server.http_url}/v2/models/{model}/stats", timeout=10).json()["model_stats"][0]
 
 
 def raw_inputs(rows: int = 1, **overrides) -> list:
@@ -94,6 +91,7 @@ def test_sixteen_concurrent_requests_succeed_and_share_unet_batches(triton_serve
     requests = [GenerationRequest(f"prompt {i}", seed=i, steps=4, height=64, width=64) for i in range(16)]
     images = asyncio.run(run(requests))
     unet_batches = unet_executions() - before
+    settled(lambda: [model_stats(triton_server, "txt2img")["inference_count"]], [before_txt2img["inference_count"]], 16)
     after_txt2img = model_stats(triton_server, "txt2img")
 
     assert len(images) == 16 and all(im.size == (64, 64) for im in images)
@@ -148,6 +146,7 @@ def test_a_bad_request_fails_alone_and_its_batch_mates_succeed(triton_server):
 
     before = model_stats(triton_server, "txt2img")
     results = asyncio.run(run())
+    settled(lambda: [model_stats(triton_server, "txt2img")["inference_count"]], [before["inference_count"]], 7)
     after = model_stats(triton_server, "txt2img")
     assert "STEPS" in str(results[1])
     for i in (0, 2, 3):
