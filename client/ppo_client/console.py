@@ -12,10 +12,13 @@ built from ``rich.text.Text``; ``status`` and the ``progress`` columns take plai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
-from typing import Any, Callable, Iterable, Sequence
+import signal
+import threading
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -31,6 +34,8 @@ results = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
 """Results, on stdout."""
 
 INTERRUPTED_EXIT_CODE = 130
+TERMINATED_EXIT_CODE = 143
+"""128 + SIGTERM, what a shell reports for a process that SIGTERM ended."""
 
 
 def setup_logging(verbose: int = 0) -> None:
@@ -41,16 +46,44 @@ def setup_logging(verbose: int = 0) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run_cli(command: Callable[[], int | None]) -> int:
-    """Run ``command``; a ``PPOError`` becomes ``error: <message>`` and its exit code."""
+@contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """While inside, SIGTERM raises ``SystemExit(143)`` instead of ending the process on the spot, so
+    every ``finally`` and ``with`` on the way out runs: the servers a command started (each in a
+    session of its own, out of reach of a signal to our group) are stopped, not orphaned, when
+    ``kill``, ``timeout`` or a service manager ends the command. A no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it without the clean-up
+        raise SystemExit(TERMINATED_EXIT_CODE)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        return command() or 0
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_cli(command: Callable[[], int | None]) -> int:
+    """Run ``command``; a ``PPOError`` becomes ``error: <message>`` and its exit code; SIGINT and
+    SIGTERM stop it with its clean-up done (130, 143)."""
+    try:
+        with sigterm_as_exit():
+            return command() or 0
     except PPOError as exc:
         console.print(Text.assemble(("error: ", "bold red"), str(exc)))
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("interrupted")
         return INTERRUPTED_EXIT_CODE
+    except SystemExit as exc:
+        if exc.code != TERMINATED_EXIT_CODE:
+            raise
+        console.print("terminated")
+        return TERMINATED_EXIT_CODE
 
 
 def run_commands(parser, argv: list[str] | None = None) -> int:

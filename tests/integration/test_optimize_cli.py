@@ -207,3 +207,41 @@ def test_previews_cost_fewer_unet_evaluations_and_a_chosen_prompt_renders_as_it_
             alone = np.asarray(client.generate(GenerationRequest(chosen["prompt"], seed=seed, steps=3, guidance_scale=3)), np.int16)
             saved = np.asarray(Image.open(run / chosen["images"][j]).convert("RGB"), np.int16)
             assert np.abs(alone - saved).max() <= 1  # batch shapes may move a value by 1/255 on a CPU
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_sigterm_stops_an_experiment_after_its_iterations_in_flight_and_stops_the_local_llm(triton_server, store, tmp_path):
+    """`kill`, `timeout` or a service manager ends a command with SIGTERM: runs not started never start,
+    running ones stop after the iteration they are in, and the local LLM the command started goes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    llm_servers_before = set(processes_mentioning("llama_cpp.server"))
+    out = tmp_path / "exp"
+    command = [sys.executable, "-m", "ppo_client.cli", "experiment", "--users", "ana", "--prompt", "a red cat", "--optimizers", "llm",
+               "--contexts", "s+p", "--repeats", "4", "--iterations", "40", "--n-prompts", "2", "--seeds", "1", "--steps", "2",
+               "--subject-guard", "0", "--parallel", "2", "--store", store, "--url", triton_server.grpc_url, "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_BASE_URL", "PPO_LLM_MODEL")}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and process.poll() is None:
+                if any(len(p.read_text().splitlines()) >= 2 for p in out.glob("runs/*/*/*/iterations.jsonl")):
+                    break
+                time.sleep(0.2)
+            started = set(processes_mentioning("llama_cpp.server")) - llm_servers_before
+            assert started, "the experiment started no local LLM"
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 143, err
+    assert "terminated" in err
+    runs = list(out.glob("runs/*/*/*/iterations.jsonl"))
+    assert 1 <= len(runs) <= 2, "runs not started when it was stopped must not start"
+    assert all(len(p.read_text().splitlines()) < 41 for p in runs)
+    assert not started & set(processes_mentioning("llama_cpp.server"))

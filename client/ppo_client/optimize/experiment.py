@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,10 @@ logger = logging.getLogger(__name__)
 COLUMNS = ("max", "max_minus_init", "k_star", "max_sim", "score_of_most_sim",
            "true_init", "true_max", "true_max_minus_init", "true_best", "screen_calibration")
 SOURCES = ("llm_prompts", "repaired_prompts", "fallback_prompts")
+
+
+class _Stopped(Exception):
+    """Raised in a run's thread, after an iteration, once the experiment is interrupted."""
 
 
 @dataclass(frozen=True)
@@ -184,24 +189,38 @@ def run_experiment(config: ExperimentConfig, *, url=None, store=None, chat_confi
         needs_llm = any(job.arm.optimizer.uses_llm for job in share)
         with session.chat_endpoint(chat_config, needed=needs_llm) as chat:
 
+            stopping = threading.Event()
+
+            def stop_if_asked(record=None) -> None:
+                if stopping.is_set():
+                    raise _Stopped
+
             def one(job: Job) -> dict:
+                stop_if_asked()
                 if (job.folder / CONFIG).exists():
                     state = session.resume_run(job.folder)
                 else:
                     state = session.new_run(job.folder, job.config, scorers[job.config.user], client, chat_config)
-                return session.execute(state, client, chat if job.arm.optimizer.uses_llm else None)
+                return session.execute(state, client, chat if job.arm.optimizer.uses_llm else None, on_iteration=stop_if_asked)
 
             _check_other_shards(config.out, spec, manifest)
             shards.write_manifest(config.out, config.shard, spec, mine)
             with ThreadPoolExecutor(max_workers=config.parallel) as pool:
                 futures = {pool.submit(one, job): job for job in share}
-                for done, future in enumerate(as_completed(futures), 1):
-                    try:
-                        done_summaries[futures[future].key] = future.result()  # collected on this thread only
-                    except PPOError as exc:
-                        failures.append(str(exc))
-                        logger.error("a run failed: %s", exc)
-                    on_run(done, len(share))
+                try:
+                    for done, future in enumerate(as_completed(futures), 1):
+                        try:
+                            done_summaries[futures[future].key] = future.result()  # collected on this thread only
+                        except PPOError as exc:
+                            failures.append(str(exc))
+                            logger.error("a run failed: %s", exc)
+                        on_run(done, len(share))
+                except BaseException:
+                    # Ctrl-C or SIGTERM: runs not started never start, running ones stop after the
+                    # iteration they are in (it is saved; the same command resumes the grid)
+                    stopping.set()
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
     table = aggregate(_by_arm(spec, done_summaries))
     result = ExperimentResult(table, len(share), failures, config.shard)
     shards.write_manifest(config.out, config.shard, spec, mine, table=table, failures=failures)
