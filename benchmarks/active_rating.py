@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ppo_client.app.queue import most_informative
+from ppo_client.console import sigterm_as_exit
 from ppo_client.images import load_rgb
 from ppo_client.piaa.methods import Task, bayes_posterior, design, fit_priors
 from ppo_client.piaa.metrics import spearman
@@ -139,4 +140,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        main()

@@ -41,6 +41,7 @@ import httpx
 import numpy as np
 
 from ppo_client import AsyncTxt2ImgClient, GenerationRequest, Txt2ImgClient
+from ppo_client.console import sigterm_as_exit
 from ppo_client.triton import Endpoint, protocol_module
 
 RESULTS = Path(__file__).parent / "results"
@@ -321,4 +322,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        main()

@@ -35,6 +35,7 @@ import numpy as np
 
 from ppo_client.app import compare
 from ppo_client.cli import main as cli
+from ppo_client.console import sigterm_as_exit
 from ppo_client.errors import InvalidRequestError
 from ppo_client.images import decode_rgb
 from ppo_client.optimize.shards import Shard, manifest_path
@@ -281,4 +282,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        main()

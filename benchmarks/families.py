@@ -20,6 +20,7 @@ import numpy as np
 from serving import RESULTS, device_name
 
 from ppo_client import contract
+from ppo_client.console import sigterm_as_exit
 from ppo_client.errors import RequestRejectedError
 from ppo_client.generation import GenerationRequest
 
@@ -105,4 +106,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        main()

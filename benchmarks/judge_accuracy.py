@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
+from ppo_client.console import sigterm_as_exit
 from ppo_demo.preset import demo_pipeline_dir
 from ppo_demo.scenes import example
 from ppo_demo.training import judge as current
@@ -65,4 +66,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        main()

@@ -64,6 +64,7 @@ from blind_comparison import (
     write_results,
 )
 
+from ppo_client.console import sigterm_as_exit
 from ppo_client.optimize.config import RunConfig
 from ppo_client.optimize.cost import Cost, unet_evaluations
 from ppo_client.optimize.folder import read_records
@@ -398,4 +399,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        main()

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from blind_comparison import PROMPTS, world, world_arguments, write_results
 
+from ppo_client.console import sigterm_as_exit
 from ppo_client.generation import GenerationRequest
 from ppo_client.optimize.cost import unet_evaluations
 from ppo_client.optimize.proposers import RandomProposer
@@ -128,4 +129,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        main()

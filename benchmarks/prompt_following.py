@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ppo_client.console import sigterm_as_exit
 from ppo_demo import models_dir
 from ppo_demo.scenes import SIZES, example
 from ppo_demo.training.evaluate import HELD_OUT_FIRST, generate, load_pipeline
@@ -115,4 +116,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        main()

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from ppo_client.console import sigterm_as_exit
 from ppo_client.head import PreferenceHead
 from ppo_client.scoring import AsyncScoringClient
 from ppo_demo.preset import demo_clip_dir
@@ -115,4 +116,5 @@ async def _dim(url: str) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        main()

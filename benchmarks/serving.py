@@ -51,6 +51,7 @@ from peers import environments as peer_environments
 from peers import machine
 
 from ppo_client import contract
+from ppo_client.console import sigterm_as_exit
 from ppo_client.contract import TensorSpec
 from ppo_client.generation import GenerationRequest
 from ppo_client.plots import line_chart
@@ -665,4 +666,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        main()

@@ -35,6 +35,7 @@ import numpy as np
 from serving import RESULTS, Shapes, _requests, inprocess, missing_models, sweep
 
 from ppo_client import contract
+from ppo_client.console import sigterm_as_exit
 from ppo_client.triton import input_tensor
 
 UNET_ROWS = (2, 4, 8, 16, 32, 64)
@@ -265,4 +266,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        main()

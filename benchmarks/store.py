@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ppo_client.console import sigterm_as_exit
+
 RESULTS = Path(__file__).parent / "results" / "store"
 CONCURRENCY = (1, 8, 32)
 OPERATIONS = ("rate", "training_read", "latest_model")
@@ -421,4 +423,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        main()

@@ -27,6 +27,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "client"))
 
+from ppo_client.console import sigterm_as_exit  # noqa: E402
 from ppo_client.store import RatingRow, UserStore  # noqa: E402
 
 
@@ -124,4 +125,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        raise SystemExit(main())

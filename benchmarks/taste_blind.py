@@ -53,6 +53,7 @@ from taste_signals import off_archetype_personas
 
 from ppo_client.app.queue import PriorCache
 from ppo_client.app.slates import choose as choose_slate
+from ppo_client.console import sigterm_as_exit
 from ppo_client.images import decode_rgb
 from ppo_client.sac import read_sac
 from ppo_client.store import PoolEntry, UserStore
@@ -185,4 +186,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        main()

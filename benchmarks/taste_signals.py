@@ -39,6 +39,7 @@ from typing import Callable
 import numpy as np
 
 from ppo_client.app.queue import most_informative
+from ppo_client.console import sigterm_as_exit
 from ppo_client.piaa.active import most_informative_slate
 from ppo_client.piaa.choices import ChoiceData
 from ppo_client.piaa.description import read_description, split_description
@@ -576,4 +577,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        main()

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from ppo_client import contract
+from ppo_client.console import sigterm_as_exit
 from ppo_client.contract import ComponentParameters
 from ppo_client.generation import GenerationRequest
 from ppo_client.txt2img import AsyncTxt2ImgClient
@@ -146,4 +147,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        main()

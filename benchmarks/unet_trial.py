@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ppo_client.console import setup_logging
+from ppo_client.console import setup_logging, sigterm_as_exit
 from ppo_demo import models_dir
 from ppo_demo.training.data import SceneSet
 from ppo_demo.training.unet import CONFIG, WIDTHS, train_unet
@@ -73,4 +73,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_exit():  # the servers it started stop on `kill` too
+        main()
