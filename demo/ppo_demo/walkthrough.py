@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             _cli(server, "user", "train", DEMO_USER, "--method", "bayes", "--prior-sac", str(sac), *store, "--url", url)
         run = work / "runs" / time.strftime("%Y%m%d-%H%M%S")
         _cli(server, "optimize", "--user", DEMO_USER, "--prompt", args.prompt, "--iterations", str(args.iterations),
-             "--n-prompts", "4", "--seeds", "2", "--context", "s+p+f", "--run-dir", str(run), *store, "--url", url)
+             "--n-prompts", "4", "--seeds", "2", "--run-dir", str(run), *store, "--url", url)
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s; open the report: {run / 'report.html'}")
     console.print(
         "to rate images, train and compare blind in the browser as the demo user, serve the models and start the app:\n"

@@ -180,12 +180,16 @@ def test_the_mix_and_previews_need_a_screen_and_previews_fewer_steps():
     from ppo_client.optimize.experiment import arms
 
     with pytest.raises(InvalidRequestError, match="screen"):
-        RunConfig("u", INITIAL, optimizer="mix").checked()
+        RunConfig("u", INITIAL, optimizer="mix", screen=0).checked()
     with pytest.raises(InvalidRequestError, match="preview_steps"):
-        RunConfig("u", INITIAL, preview_steps=4).checked()
+        RunConfig("u", INITIAL, optimizer="ga", screen=0, preview_steps=4).checked()
     with pytest.raises(InvalidRequestError, match="preview_steps"):
         RunConfig("u", INITIAL, screen=4, preview_steps=20, steps=20).checked()
-    assert RunConfig("u", INITIAL, optimizer="mix", screen=4, preview_steps=5).checked().exploration == 0.0
-    # a run folder written before the screen explored resumes with the greedy screen
-    assert RunConfig.from_dict({"user": "u", "prompt": INITIAL}).exploration == 0.0
+    default = RunConfig("u", INITIAL, preview_steps=5).checked()  # the default arm, with previews
+    assert (default.optimizer, default.context, default.screen, default.exploration) == ("mix", "s+p", 4, 1.0)
+    # a run folder written before these fields existed or their defaults moved resumes as it was run:
+    # the LLM with feedback, no screen (so no exploration)
+    old = RunConfig.from_dict({"user": "u", "prompt": INITIAL}).checked()
+    assert (old.optimizer, old.context, old.screen, old.exploration) == ("llm", "s+p+f", 0, 0.0)
+    assert RunConfig.from_dict(default.to_dict()) == default
     assert [a.label for a in arms(["mix", "ga"], ["s+p"], [0, 4])] == ["mix s+p +screen4", "ga", "ga +screen4"]

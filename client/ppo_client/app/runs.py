@@ -16,16 +16,16 @@ from typing import Any
 from ppo_client.checks import shown
 from ppo_client.errors import InvalidRequestError, OptimizationError, PPOError
 from ppo_client.optimize import session
-from ppo_client.optimize.config import Optimizer, RunConfig
+from ppo_client.optimize.config import RunConfig
 from ppo_client.optimize.folder import CONFIG, SUMMARY, finished, read_records
 from ppo_client.scoring import ScoringClient
 from ppo_client.store import UserStore
 
 logger = logging.getLogger(__name__)
 RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,120}")
-APP_RUN = RunConfig(iterations=6, optimizer=Optimizer.RANDOM)
-"""What a run started from the app gets for the fields its request leaves out: short, and no LLM
-to wait for unless asked."""
+APP_RUN = RunConfig(iterations=6)
+"""What a run started from the app gets for the fields its request leaves out: the CLI's default
+arm (``RunConfig``), in fewer iterations, so a person watching it sees it finish."""
 
 
 class RunManager:

@@ -74,6 +74,11 @@ class SubjectAnchor(str, enum.Enum):
         return self.value
 
 
+BEFORE_THE_FIELD = {"optimizer": "llm", "context": "s+p+f", "screen": 0, "exploration": 0.0}
+"""What a run folder whose config lacks one of these fields was run with: the defaults before the
+field was added or its default moved."""
+
+
 def _choice(kind: type[enum.Enum], name: str, value) -> enum.Enum:
     try:
         return kind(value)
@@ -88,8 +93,12 @@ class RunConfig:
     iterations: int = 10
     n_prompts: int = 4
     seeds: int = 2
-    context: Context = Context.FEEDBACK
-    optimizer: Optimizer = Optimizer.LLM
+    context: Context = Context.SCORES_PROMPTS
+    optimizer: Optimizer = Optimizer.MIX
+    """The default arm, the mix with the uncertainty-aware screen (``screen`` 4, ``exploration`` 1),
+    matched or beat every other arm of the efficiency benchmark per UNet evaluation, with the best
+    calibrated screen, and moves its pool to the LLM where the LLM's prompts score
+    (docs/optimization.md#defaults-and-why)."""
     steps: int = GenerationRequest.steps
     guidance_scale: float = GenerationRequest.guidance_scale
     seed: int = 0
@@ -100,15 +109,15 @@ class RunConfig:
     """The user's 'high-rated' images (for max sim) are those rated at or above this quantile."""
     structured_output: bool = True
     """Ask the LLM for replies constrained to a JSON schema, in the dialect its endpoint honours."""
-    screen: int = 0
+    screen: int = 4
     """K: ask for K x N candidates and render the N whose calibrated text-embedding prediction is
     best (``screen.py``); 0 renders what is proposed, as the paper does."""
     subject_anchor: SubjectAnchor = SubjectAnchor.AUTO
-    exploration: float = 0.0
+    exploration: float = 1.0
     """The screen's UCB weight: it renders the candidates with the best ``mean + exploration * sd``
     of the predicted score, a batch at a time, each pick lowering the uncertainty of (and penalising)
-    candidates like it; 0 (the default until the full efficiency grid measures UCB against it) is the
-    greedy best-predicted choice that the committed results used."""
+    candidates like it; 0 is the greedy best-predicted choice (that of runs written before the screen
+    explored)."""
     preview_steps: int = 0
     """With a screen: preview ``preview x N`` of the screened candidates at this many denoising steps
     (same pipeline, same seeds), score them with the user's head and render the N best in full; 0: off."""
@@ -197,5 +206,5 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
         """Raises ``TypeError`` on an unknown field, ``InvalidRequestError`` on an unknown choice. A run
-        written before the screen explored keeps its greedy screen when resumed."""
-        return cls(**{"exploration": 0.0, **data})
+        written before a field existed resumes with what it was run with, not today's default."""
+        return cls(**{**BEFORE_THE_FIELD, **data})
