@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ppo_client.app.runs import RunManager
 from ppo_client.cli import main
+from ppo_client.llm.chat import ChatConfig
+from ppo_client.optimize.config import RunConfig
 from tests.processes import processes_mentioning
 
 pytestmark = pytest.mark.integration
@@ -244,4 +247,29 @@ def test_sigterm_stops_an_experiment_after_its_iterations_in_flight_and_stops_th
     runs = list(out.glob("runs/*/*/*/iterations.jsonl"))
     assert 1 <= len(runs) <= 2, "runs not started when it was stopped must not start"
     assert all(len(p.read_text().splitlines()) < 41 for p in runs)
+    assert not started & set(processes_mentioning("llama_cpp.server"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_stopping_the_app_stops_its_runs_after_their_iteration_and_the_local_llm_they_started(triton_server, store, tmp_path,
+                                                                                              monkeypatch):
+    """The app's runs work in threads that die with the process; stopping the app first stops them at
+    an iteration's end, so a run's local LLM server is stopped, not orphaned, and the run resumes."""
+    import time
+    llm_servers_before = set(processes_mentioning("llama_cpp.server"))
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    runs = RunManager(store, triton_server.grpc_url, tmp_path / "runs", ChatConfig.from_env())
+    run_id = runs.start(RunConfig(user="ana", prompt="a red cat", iterations=40, n_prompts=2, seeds=1, steps=2, subject_guard=0))
+    records = tmp_path / "runs" / run_id / "iterations.jsonl"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and runs.running(run_id):
+        if records.exists() and len(records.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    started = set(processes_mentioning("llama_cpp.server")) - llm_servers_before
+    assert started, "the default arm (the mix) started no local LLM"
+    assert runs.active() == [run_id]
+    assert runs.stop(timeout_s=120) == []
+    assert runs.active() == [] and runs.status(run_id)["status"] == "stopped"
+    assert 2 <= len(records.read_text().splitlines()) < 41
     assert not started & set(processes_mentioning("llama_cpp.server"))

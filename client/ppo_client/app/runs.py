@@ -28,12 +28,39 @@ APP_RUN = RunConfig(iterations=6)
 arm (``RunConfig``), in fewer iterations, so a person watching it sees it finish."""
 
 
+class _Stopped(Exception):
+    """Raised in a run's thread after an iteration, once the app is stopping."""
+
+
 class RunManager:
     def __init__(self, store_path: str | Path, url: str | None, runs_dir: Path, chat_config) -> None:
         self.store_path, self.url, self.runs_dir, self.chat_config = store_path, url, Path(runs_dir), chat_config
         self._threads: dict[str, threading.Thread] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def stop(self, timeout_s: float = 180.0) -> list[str]:
+        """Stop every run this app works on after the iteration it is in (saved, so the run resumes),
+        and wait for their threads, which stop the local LLM servers they started: a run thread
+        killed with the process would leave its LLM server behind. The ids still running after
+        ``timeout_s``."""
+        self._stopping.set()
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            threads = dict(self._threads)
+        for thread in threads.values():
+            thread.join(max(deadline - time.monotonic(), 0.0))
+        return [run_id for run_id, thread in threads.items() if thread.is_alive()]
+
+    def active(self) -> list[str]:
+        """The ids of the runs this app is working on now."""
+        with self._lock:
+            return [run_id for run_id, thread in self._threads.items() if thread.is_alive()]
+
+    def _stop_if_asked(self, record=None) -> None:
+        if self._stopping.is_set():
+            raise _Stopped
 
     def folder(self, run_id: str) -> Path:
         """The run's folder; an id that is not a plain folder name (no path) is refused."""
@@ -79,8 +106,11 @@ class RunManager:
 
     def _work(self, run_id: str, state, client) -> None:
         try:
+            self._stop_if_asked()
             with session.chat_endpoint(self.chat_config, needed=session.needs_llm(state)) as chat:
-                session.execute(state, client, chat)
+                session.execute(state, client, chat, on_iteration=self._stop_if_asked)
+        except _Stopped:
+            logger.info("run %s stopped with the app; it resumes from its folder", run_id)
         except PPOError as exc:
             self._errors[run_id] = str(exc)
         except Exception as exc:  # a background thread: whatever stopped it is shown with the run

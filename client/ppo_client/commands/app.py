@@ -46,24 +46,28 @@ def run(args: argparse.Namespace) -> int:
         store_path, shown, beside = store.address, store.path, store.location.path
     sock = listening_socket(args.host, args.port)  # a taken port fails here, before anything else starts
     client = ScoringClient(args.url)
+    runs = RunManager(store_path, args.url, Path(args.runs) if args.runs else default_runs_dir(beside), chat_config(args))
     try:
         served = client.pipeline()  # fails now, with the server named, if it cannot be reached
         if args.images:
             kept, skipped = import_folder(store_path, Path(args.images))
             console.print(f"{kept} images from {args.images} can be rated" + (f" ({skipped} unreadable, skipped)" if skipped else ""))
-        runs_dir = Path(args.runs) if args.runs else default_runs_dir(beside)
-        state = AppState(store_path, args.token or secrets.token_urlsafe(18), client,
-                         RunManager(store_path, args.url, runs_dir, chat_config(args)))
+        state = AppState(store_path, args.token or secrets.token_urlsafe(18), client, runs)
         if not args.no_gallery:
             state.gallery = gallery.start(store_path, client, steps=args.gallery_steps, guidance=args.gallery_guidance)
         port = sock.getsockname()[1]
         host = f"[{args.host}]" if ":" in args.host else args.host
-        console.print(f"serving {served.family} images from {client.endpoint}; user store {shown}; runs in {runs_dir}")
+        console.print(f"serving {served.family} images from {client.endpoint}; user store {shown}; runs in {runs.runs_dir}")
         console.print("open this link (it holds the access token); Ctrl-C stops the app:")
         results.print(f"http://{host}:{port}/?token={state.token}")  # the command's one result, on stdout
         server = uvicorn.Server(uvicorn.Config(create_app(state), log_level="warning"))
         server.run(sockets=[sock])
     finally:
+        if runs.active():
+            console.print("stopping the runs in progress after their current iteration (they resume from their folders) ...")
+        left = runs.stop()
+        if left:
+            console.print(f"runs still working when the app gave up waiting: {', '.join(left)}")
         client.close()
         sock.close()
     return 0
