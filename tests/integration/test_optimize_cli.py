@@ -150,6 +150,18 @@ def test_an_unreachable_llm_endpoint_is_reported(triton_server, store, tmp_path,
     assert "the chat endpoint http://127.0.0.1:9/v1 failed 4 times" in capsys.readouterr().err
 
 
+def test_the_default_arm_needs_no_llm_and_says_when_a_given_endpoint_goes_unused(triton_server, store, tmp_path, capsys):
+    run = tmp_path / "r"
+    args = ["--user", "ana", "--prompt", "a red cat", "--iterations", "1", "--n-prompts", "2", "--seeds", "1",
+            "--run-dir", str(run), "--subject-guard", "0", "--llm-url", "http://127.0.0.1:9/v1"]  # nothing listens there
+    assert optimize(triton_server, store, *args) == 0
+    assert "does not use the LLM endpoint http://127.0.0.1:9/v1" in capsys.readouterr().err
+    config = json.loads((run / "config.json").read_text())["config"]
+    assert (config["optimizer"], config["screen"], config["exploration"]) == ("ga", 4, 0.0)
+    records = [json.loads(line) for line in (run / "iterations.jsonl").read_text().splitlines()]
+    assert records[1]["screen"]["candidates"] == 8 and not any(r["llm_calls"] for r in records)
+
+
 def test_a_user_linked_to_a_virtual_user_gets_the_true_taste_of_every_image(triton_server, store, tmp_path):
     from ppo_client.store import UserStore
     from ppo_demo.personas import make_persona, score_image
@@ -259,7 +271,8 @@ def test_stopping_the_app_stops_its_runs_after_their_iteration_and_the_local_llm
     llm_servers_before = set(processes_mentioning("llama_cpp.server"))
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     runs = RunManager(store, triton_server.grpc_url, tmp_path / "runs", ChatConfig.from_env())
-    run_id = runs.start(RunConfig(user="ana", prompt="a red cat", iterations=40, n_prompts=2, seeds=1, steps=2, subject_guard=0))
+    run_id = runs.start(RunConfig(user="ana", prompt="a red cat", iterations=40, n_prompts=2, seeds=1, steps=2, subject_guard=0,
+                                  optimizer="mix", exploration=1.0))
     records = tmp_path / "runs" / run_id / "iterations.jsonl"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and runs.running(run_id):
@@ -267,7 +280,7 @@ def test_stopping_the_app_stops_its_runs_after_their_iteration_and_the_local_llm
             break
         time.sleep(0.2)
     started = set(processes_mentioning("llama_cpp.server")) - llm_servers_before
-    assert started, "the default arm (the mix) started no local LLM"
+    assert started, "the mix started no local LLM"
     assert runs.active() == [run_id]
     assert runs.stop(timeout_s=120) == []
     assert runs.active() == [] and runs.status(run_id)["status"] == "stopped"

@@ -186,7 +186,7 @@ def test_the_mix_and_previews_need_a_screen_and_previews_fewer_steps():
     with pytest.raises(InvalidRequestError, match="preview_steps"):
         RunConfig("u", INITIAL, screen=4, preview_steps=20, steps=20).checked()
     default = RunConfig("u", INITIAL, preview_steps=5).checked()  # the default arm, with previews
-    assert (default.optimizer, default.context, default.screen, default.exploration) == ("mix", "s+p", 4, 1.0)
+    assert (default.optimizer, default.context, default.screen, default.exploration) == ("ga", "s+p", 4, 0.0)
     # a run folder written before these fields existed or their defaults moved resumes as it was run:
     # the LLM with feedback, no screen (so no exploration)
     old = RunConfig.from_dict({"user": "u", "prompt": INITIAL}).checked()

@@ -73,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = _new_config(args)
         folder = _run_folder(args)
+        if not llm.embedded and not config.optimizer.uses_llm:
+            console.print(f"note: the {config.optimizer} optimizer does not use the LLM endpoint {llm.base_url}; "
+                          "--optimizer mix fills its candidate pool from it too (--explore 1)")
         config = dataclasses.replace(config, context=session.check_context(config.context, llm,
                                                                            text_fallback=args.text_fallback))
         state = None
