@@ -26,6 +26,7 @@ from serving import PEER_RUNS, RESULTS, Shapes, _requests, device_name, run_peer
 from ppo_client.console import sigterm_as_exit
 from ppo_demo.preset import demo_clip_dir, demo_pipeline_dir
 from ppo_server.embedded.server import EmbeddedTritonServer, ServerConfig
+from ppo_server.export.builders import build_tiny_clip, build_tiny_pipeline
 from ppo_server.export.repository import export_pipeline
 
 
@@ -35,12 +36,21 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8, help="lone requests (images) per side per round; the median counts")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--peers", default="onnxruntime,openvino", help=f"any of {', '.join(PEER_RUNS)}")
+    parser.add_argument("--quick", action="store_true",
+                        help="the tiny pipeline, 2 steps, 1 round of 2 requests, into --results (what the tests run)")
     parser.add_argument("--results", default=None)
     args = parser.parse_args()
+    if args.quick:
+        if not args.results:
+            raise SystemExit("--quick needs --results DIR (its numbers must not replace the committed ones)")
+        args.rounds, args.requests, args.steps = 1, 2, 2
     peers = [PEER_RUNS[k] for k in args.peers.split(",")]
 
     work = Path(tempfile.mkdtemp(prefix="ppo-latency-"))
-    pipeline_dir, clip_dir = demo_pipeline_dir(), demo_clip_dir()
+    if args.quick:
+        pipeline_dir, clip_dir = build_tiny_pipeline(work / "tiny"), build_tiny_clip(work / "tiny_clip")
+    else:
+        pipeline_dir, clip_dir = demo_pipeline_dir(), demo_clip_dir()
     shapes = Shapes.of_pipeline(pipeline_dir, clip_dir)
     repository = work / "repo"
     export_pipeline(str(pipeline_dir), repository, clip=str(clip_dir))
@@ -70,7 +80,8 @@ def main() -> None:
     out = Path(args.results or RESULTS / device_name())
     out.mkdir(parents=True, exist_ok=True)
     (out / "latency_pairs.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"Demo pipeline, 64x64, {args.steps} steps, guidance 7.5; batch-1 latency (median of {args.requests} lone requests) "
+    name = "Tiny" if args.quick else "Demo"
+    lines = [f"{name} pipeline, 64x64, {args.steps} steps, guidance 7.5; batch-1 latency (median of {args.requests} lone requests) "
              f"of the served pipeline before and after each peer's, {args.rounds} rounds.", "",
              "| round | served (before / after) | " + " | ".join(f"{r.label}" for r in peers) + " | "
              + " | ".join(f"served / {r.key}" for r in peers) + " |",

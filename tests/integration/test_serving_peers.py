@@ -95,3 +95,17 @@ def test_quick_mode_refuses_to_write_over_the_committed_results():
                           capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "--quick needs --results" in done.stderr
+
+
+def test_the_latency_in_turns_benchmark_runs_every_peer_between_two_served_measurements(peer_environments, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "latency_pairs.py"), "--quick", "--results", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "latency_pairs.json").read_text())
+    assert result["steps"] == 2 and len(result["rounds"]) == 1
+    assert set(result["rounds"][0]) == {"served_s", "onnxruntime_s", "openvino_s", "served_again_s"}
+    assert all(value > 0 for value in result["rounds"][0].values())
+    for peer in ("onnxruntime", "openvino"):
+        ratio = result["served_vs_peer_batch1_latency"][peer]
+        assert ratio["min"] <= ratio["median"] <= ratio["max"] and len(ratio["per_round"]) == 1
+    assert "served / onnxruntime: median" in (tmp_path / "latency_pairs.md").read_text() and "Tiny pipeline" in done.stdout
