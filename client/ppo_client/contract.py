@@ -298,6 +298,12 @@ config's ``schedulers`` parameter)."""
 REEXPORT_HINT = "re-export the repository with this version's ppo-export"
 
 
+def _flag(text: str) -> bool:
+    if text not in ("true", "false"):
+        raise ValueError(f"expected true or false, got {text!r}")
+    return text == "true"
+
+
 def _required(params: Mapping[str, str], key: str, parse: Callable[[str], T]) -> T:
     """One parameter of a model config. A missing or malformed one means another version of the
     exporter wrote the repository: no value is guessed, since a guess (an encoder id, a size limit)
@@ -406,13 +412,18 @@ class ComponentParameters:
 
     intra_op_threads: int
     """onnxruntime threads per model instance; 0 lets onnxruntime choose."""
+    spin: bool = False
+    """onnxruntime's worker threads spin between operators instead of sleeping."""
+    optional: ClassVar[tuple[str, ...]] = ("spin",)
+    """Parameters a config may lack: repositories written before them run as they did."""
 
     def to_parameters(self) -> dict[str, str]:
-        return {"intra_op_threads": str(self.intra_op_threads)}
+        return {"intra_op_threads": str(self.intra_op_threads), "spin": str(self.spin).lower()}
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, str]) -> ComponentParameters:
-        return cls(_required(params, "intra_op_threads", int))
+        spin = _required(params, "spin", _flag) if "spin" in params else False
+        return cls(_required(params, "intra_op_threads", int), spin)
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,7 @@ PARAMETER_RECORDS = [
     contract.ImageEncoderParameters("clip-0123abcd", 512),
     contract.ClipTextParameters(77),
     contract.ComponentParameters(2),
+    contract.ComponentParameters(0, spin=True),
     contract.HeadCacheParameters(2**20),
     contract.CudaGraphParameters((1, 2, 4)),
 ]
@@ -149,7 +150,8 @@ def test_model_config_parameters_round_trip_as_text(record):
 
 @pytest.mark.parametrize("record", PARAMETER_RECORDS[:-1], ids=lambda r: type(r).__name__)
 def test_a_missing_or_malformed_parameter_is_refused_by_name_with_the_fix(record):
-    for key in record.to_parameters():
+    optional = getattr(type(record), "optional", ())
+    for key in set(record.to_parameters()) - set(optional):
         missing = {k: v for k, v in record.to_parameters().items() if k != key}
         with pytest.raises(ValueError, match=f"no '{key}' parameter; re-export the repository"):
             type(record).from_parameters(missing)
@@ -157,6 +159,15 @@ def test_a_missing_or_malformed_parameter_is_refused_by_name_with_the_fix(record
     for key in numeric:
         with pytest.raises(ValueError, match=f"'{key}' parameter 'many' is malformed.*re-export"):
             type(record).from_parameters({**record.to_parameters(), key: "many"})
+
+
+def test_an_older_config_without_an_optional_parameter_runs_as_before_and_a_malformed_one_is_refused():
+    record = contract.ComponentParameters(3, spin=True)
+    older = {k: v for k, v in record.to_parameters().items() if k not in record.optional}
+    assert contract.ComponentParameters.from_parameters(older) == contract.ComponentParameters(3, spin=False)
+    for bad in ("yes", "1", "True", ""):
+        with pytest.raises(ValueError, match=f"'spin' parameter '{bad}' is malformed.*re-export"):
+            contract.ComponentParameters.from_parameters({**record.to_parameters(), "spin": bad})
 
 
 def test_an_empty_encoder_id_is_refused_since_it_keys_embedding_caches():

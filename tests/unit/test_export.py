@@ -86,3 +86,16 @@ def test_ppo_export_takes_its_defaults_from_the_export_options():
     assert (args.max_images, args.intra_op_threads, args.max_side) == (default.max_images, default.intra_op_threads, None)
     assert int(args.head_cache_mb * 2**20) == default.head_cache_bytes
     assert args.cuda_graph_batches == ",".join(map(str, default.cuda_graph_batches))
+    assert tuple(args.spin_models.split(",")) == default.spin_models
+
+
+def test_only_the_unet_threads_spin_by_default_and_an_unknown_model_is_refused(tiny_repository, tmp_path):
+    from ppo_client.contract import ComponentParameters
+    from ppo_server.export.options import ExportOptions
+
+    spin = {name: ComponentParameters.from_parameters(
+                {k: v.string_value for k, v in read_config(tiny_repository / name).parameters.items()}).spin
+            for name in ("text_encoder", "unet", "vae_decoder", "image_encoder", "clip_text")}
+    assert spin == {"text_encoder": False, "unet": True, "vae_decoder": False, "image_encoder": False, "clip_text": False}
+    with pytest.raises(ExportError, match="--spin-models: unte is not a component model"):
+        export_pipeline(str(tmp_path / "absent"), tmp_path / "repo", ExportOptions(spin_models=("unte",)))

@@ -33,8 +33,7 @@ class TritonPythonModel:
         model = ModelArgs.parse(args)
         self.tokenizer = AutoTokenizer.from_pretrained(model.folder / "tokenizer")
         self.max_tokens = ClipTextParameters.from_parameters(model.params).max_tokens
-        threads = ComponentParameters.from_parameters(model.params).intra_op_threads
-        self.session = onnx_session(model.folder / "model.onnx", threads)
+        self.session = onnx_session(model.folder / "model.onnx", ComponentParameters.from_parameters(model.params))
 
     def execute(self, requests):
         texts, counts, refused = [], {}, {}

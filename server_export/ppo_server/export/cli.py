@@ -71,6 +71,7 @@ def _export(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         max_side=args.max_side,
         intra_op_threads=args.intra_op_threads,
+        spin_models=tuple(name for name in args.spin_models.split(",") if name),
         txt2img_serving=ServingOptions(instance_count=args.txt2img_instances, max_queue_delay_us=args.txt2img_queue_delay_us),
         component_serving=ServingOptions(max_queue_delay_us=args.component_queue_delay_us),
         target=Target(args.target),
@@ -113,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-side", type=int, default=default.max_side, help="largest height/width served")
     parser.add_argument("--intra-op-threads", type=int, default=default.intra_op_threads,
                         help="onnxruntime threads per model (0: auto)")
+    parser.add_argument("--spin-models", default=",".join(default.spin_models),
+                        help="comma-separated component models whose onnxruntime threads spin between operators "
+                             "('' for none; default %(default)s)")
     parser.add_argument("--txt2img-instances", type=int, default=default.txt2img_serving.instance_count,
                         help="pipeline loops that may run at once (default %(default)s)")
     parser.add_argument("--txt2img-queue-delay-us", type=int, default=default.txt2img_serving.max_queue_delay_us,

@@ -30,6 +30,10 @@ class Target(enum.Enum):
     """The torch modules themselves in python-backend models, fp16 on a GPU (fp32 on a CPU)."""
 
 
+ONNX_RUNTIME_MODELS = tuple(m.name for m in (*contract.XL_COMPONENTS, contract.IMAGE_ENCODER, contract.CLIP_TEXT))
+"""The models that run an onnxruntime session inside a python-backend model (``python`` target)."""
+
+
 class Precision(enum.Enum):
     FP32 = "fp32"
     FP16 = "fp16"
@@ -44,6 +48,11 @@ class ExportOptions:
     """Largest height/width served; default four times the model's native side."""
     intra_op_threads: int = 0
     """onnxruntime threads per component model instance; 0 lets onnxruntime choose."""
+    spin_models: tuple[str, ...] = (contract.UNET.name,)
+    """``python`` target: the component models whose onnxruntime threads spin between operators
+    rather than sleep. The UNet runs hundreds of short operators per step, and waking sleeping
+    threads for each cost a lone request a quarter of its latency; spinning everywhere takes cores
+    from the other loop's work (``benchmarks/tuning.py``)."""
     component_serving: ServingOptions = ServingOptions(max_queue_delay_us=0)
     """Components batch what queued while they were busy, without waiting for more: a wait is paid on
     every denoising step of a lone request, and the pipeline loops already merge concurrent ones
@@ -73,6 +82,10 @@ class ExportOptions:
             CudaGraphParameters(self.cuda_graph_batches)
         except ValueError as exc:
             raise ExportError(f"--cuda-graph-batches: {exc}") from None
+        unknown = sorted(set(self.spin_models) - set(ONNX_RUNTIME_MODELS))
+        if unknown:
+            raise ExportError(f"--spin-models: {', '.join(unknown)} is not a component model; choose from "
+                              f"{', '.join(ONNX_RUNTIME_MODELS)}")
         if self.head_cache_bytes < 0:
             raise ExportError(f"the head cache must be 0 bytes or more, got {self.head_cache_bytes}")
         if self.target is Target.TENSORRT:

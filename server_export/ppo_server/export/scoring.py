@@ -120,7 +120,8 @@ def _export_clip_text(clip: str, model, model_dir: Path, options: ExportOptions)
     )
     report = export_onnx(export_specs.CLIP_TEXT_GRAPH, model, dims, model_dir / "1" / ONNX_FILE)
     tokenizer.save_pretrained(model_dir / "1" / "tokenizer")
-    parameters = {**ComponentParameters(options.intra_op_threads).to_parameters(), **text.to_parameters()}
+    own = ComponentParameters(options.intra_op_threads, contract.CLIP_TEXT.name in options.spin_models)
+    parameters = {**own.to_parameters(), **text.to_parameters()}
     serving = _with(options.component_serving, parameters)
     write_python_model(contract.CLIP_TEXT, export_specs.CLIP_TEXT.backend, model_dir, serving)
     return report

@@ -87,9 +87,10 @@ class ComponentWriter(abc.ABC):
 class PythonWriter(ComponentWriter):
     target: ClassVar[Target] = Target.PYTHON
     intra_op_threads: int = 0
+    spin_models: tuple[str, ...] = ()
 
     def write(self, spec, model_dir, serving, *, module, wrapper_kwargs=None) -> None:
-        own = ComponentParameters(self.intra_op_threads).to_parameters()
+        own = ComponentParameters(self.intra_op_threads, spec.contract.name in self.spin_models).to_parameters()
         write_python_model(spec.contract, spec.backend, model_dir, _with_parameters(serving, own))
 
 
@@ -166,7 +167,7 @@ def writer_for(
     """The writer of ``options.target``; ``limits`` are the pipeline's TensorRT profile limits (by
     default the options' image count at CLIP's usual 512 px, for an image encoder alone)."""
     if options.target is Target.PYTHON:
-        return PythonWriter(options.intra_op_threads)
+        return PythonWriter(options.intra_op_threads, options.spin_models)
     if options.target is Target.ONNXRUNTIME:
         return OnnxRuntimeWriter()
     if options.target is Target.TENSORRT:
