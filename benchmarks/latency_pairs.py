@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import tritonclient.grpc as grpc
-from serving import PEER_RUNS, RESULTS, Shapes, _requests, device_name, run_peer, sweep_level
+from serving import PEER_RUNS, RESULTS, Shapes, _requests, device_name, peer_runs, run_peer, sweep_level
 
 from ppo_client.console import sigterm_as_exit
 from ppo_demo.preset import demo_clip_dir, demo_pipeline_dir
@@ -44,7 +44,7 @@ def main() -> None:
         if not args.results:
             raise SystemExit("--quick needs --results DIR (its numbers must not replace the committed ones)")
         args.rounds, args.requests, args.steps = 1, 2, 2
-    peers = [PEER_RUNS[k] for k in args.peers.split(",")]
+    peers = peer_runs(args.peers)
 
     work = Path(tempfile.mkdtemp(prefix="ppo-latency-"))
     if args.quick:

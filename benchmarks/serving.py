@@ -52,7 +52,7 @@ from peers import machine
 
 from ppo_client import contract
 from ppo_client.console import sigterm_as_exit
-from ppo_client.contract import TensorSpec
+from ppo_client.contract import ComponentParameters, TensorSpec
 from ppo_client.generation import GenerationRequest
 from ppo_client.plots import line_chart
 from ppo_client.triton import Endpoint, input_tensor, txt2img_inputs
@@ -135,6 +135,16 @@ PEER_RUNS = {r.key: r for r in (PeerRun("onnxruntime", "onnxruntime"), PeerRun("
                                 PeerRun("openvino-f32", "openvino", "f32"))}
 
 
+def peer_runs(names: str) -> list[PeerRun]:
+    """``--peers``: comma-separated keys of ``PEER_RUNS``, or ``none``."""
+    if names == "none":
+        return []
+    unknown = [k for k in names.split(",") if k not in PEER_RUNS]
+    if unknown:
+        raise SystemExit(f"--peers: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(PEER_RUNS)} or 'none'")
+    return [PEER_RUNS[k] for k in names.split(",")]
+
+
 def run_peer(run: PeerRun, pipeline_dir: Path, work: Path, steps: int, images: int, batches: tuple[int, ...],
              *, reference: Path | None = None, timeout_s: float = 3600) -> dict:
     """``peers/pipelines.py`` in the peer's environment (made first if needed). A peer that cannot be
@@ -180,12 +190,20 @@ def component_runtimes(repository: Path, shapes: Shapes, repeats: int = 10) -> d
         return {"skipped": "openvino is not installed (pip install -e '.[bench]')"}
     import onnxruntime as ort
 
+    from ppo_server.export.model_config import read_config
+
     threads = len(os.sched_getaffinity(0))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    options.intra_op_num_threads = threads
+
+    def session(model: str):
+        config = read_config(repository / model)
+        spin = ComponentParameters.from_parameters({k: v.string_value for k, v in config.parameters.items()}).spin
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
+        options.intra_op_num_threads = threads
+        return ort.InferenceSession(str(repository / model / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"])
+
     core = ov.Core()
     precisions = ["f32"] + (["bf16"] if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else [])
     rng = np.random.default_rng(0)
@@ -218,15 +236,15 @@ def component_runtimes(repository: Path, shapes: Shapes, repeats: int = 10) -> d
                     "openvino_precisions": precisions, "models": {}}
     for model, row_counts in cases.items():
         path = repository / model / "1" / "model.onnx"
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        runtime = session(model)
         compiled = {p: core.compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
                                                               "INFERENCE_PRECISION_HINT": p})
                     for p in precisions}
         rows_out = []
         for rows in row_counts:
             inputs = feed(model, rows)
-            expected = session.run(None, inputs)[0]
-            row = {"rows": rows, "onnxruntime_ms": median_ms(partial(session.run, None, inputs))}
+            expected = runtime.run(None, inputs)[0]
+            row = {"rows": rows, "onnxruntime_ms": median_ms(partial(runtime.run, None, inputs))}
             for precision, model_ov in compiled.items():
                 request = model_ov.create_infer_request()
                 got = request.infer(inputs)[0]
@@ -510,8 +528,8 @@ def main() -> None:
             sys.exit("--quick needs --results DIR (its numbers must not replace the committed ones)")
         args.steps, args.concurrency, args.per_level, args.baseline_images = 2, "1,2", 2, 2
     levels = [int(c) for c in args.concurrency.split(",")]
-    peer_runs = [] if args.peers == "none" else [PEER_RUNS[k] for k in args.peers.split(",")]
-    batches = (2,) if args.quick else (2, 4, 8, 16)
+    chosen_peers = peer_runs(args.peers)
+    batches = (2,) if args.quick else (2, 4, 8, 16, 32)
 
     import tritonclient.grpc as grpc
 
@@ -565,7 +583,7 @@ def main() -> None:
     results["baseline"] = baseline
 
     results["peers"] = {}
-    for run in peer_runs:
+    for run in chosen_peers:
         print(f"peer: {run.label} ...", flush=True)
         row = results["peers"][run.key] = run_peer(run, pipeline_dir, work / "peers", args.steps, args.baseline_images, batches,
                                                           reference=reference)
