@@ -49,16 +49,24 @@ class Variant:
     component_delay_us: int = SHIPPED.component_serving.max_queue_delay_us
     parameters: dict = field(default_factory=dict)
     """Component backend parameters (``ComponentParameters``)."""
+    unet_instances: int = 1
+    unet_parameters: dict = field(default_factory=dict)
+    """The UNet's own parameters, over ``parameters``."""
 
 
 VARIANTS = (
-    Variant("shipped: 2 pipeline loops, 5 ms merge window, components batch what queued (no wait), onnxruntime threads = cores"),
+    Variant("shipped: 2 pipeline loops, 5 ms merge window, components batch what queued (no wait), onnxruntime threads = "
+            "cores, spinning in the UNet"),
     Variant("1 pipeline loop", txt2img_instances=1),
     Variant("no merge window in txt2img (UNet batcher only)", txt2img_delay_us=0),
     Variant("4 loops, no merge window (UNet batcher only)", txt2img_instances=4, txt2img_delay_us=0),
     Variant("no component dynamic batching", component_batching=False),
     Variant("components wait 2 ms for more rows (the previous default)", component_delay_us=2000),
     Variant("onnxruntime 1 thread per component", parameters=ComponentParameters(intra_op_threads=1).to_parameters()),
+    Variant("no onnxruntime threads spin (the previous default)", parameters=ComponentParameters(0).to_parameters()),
+    Variant("onnxruntime threads spin in every component", parameters=ComponentParameters(0, spin=True).to_parameters()),
+    Variant("2 UNet instances, 1 thread each", unet_instances=2, unet_parameters=ComponentParameters(1, spin=True).to_parameters()),
+    Variant("2 UNet instances, threads = cores each", unet_instances=2),
 )
 
 
@@ -75,8 +83,11 @@ def configure(repository: Path, variant: Variant, shipped: dict) -> None:
             config.dynamic_batching.max_queue_delay_microseconds = variant.component_delay_us
         else:
             config.ClearField("dynamic_batching")
-        for key, value in variant.parameters.items():
+        own = variant.unet_parameters if name == contract.UNET.name else {}
+        for key, value in {**variant.parameters, **own}.items():
             config.parameters[key].string_value = value
+        if name == contract.UNET.name:
+            config.instance_group[0].count = variant.unet_instances
         write_config(config, repository / name)
 
 
@@ -108,7 +119,10 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated variant numbers (0 = shipped) to run")
     parser.add_argument("--results", default=str(Path(__file__).parent / "results" / "cpu"))
     args = parser.parse_args()
-    variants = [VARIANTS[int(i)] for i in args.only.split(",")] if args.only else list(VARIANTS)
+    try:
+        variants = [VARIANTS[int(i)] for i in args.only.split(",")] if args.only else list(VARIANTS)
+    except (ValueError, IndexError):
+        parser.error(f"--only takes variant numbers 0-{len(VARIANTS) - 1}, got {args.only!r}")
 
     work = Path(tempfile.mkdtemp(prefix="ppo-bench-"))
     repository = work / "repo"
