@@ -188,7 +188,7 @@ def run(args) -> dict:
         arms = args.optimizers.split(",")
         argv = ["experiment", "--users", ",".join(users), "--optimizers", ",".join(arms), "--contexts", args.context,
                 "--iterations", str(args.iterations), "--n-prompts", "4", "--seeds", "2", "--steps", "20",
-                "--screens", str(args.screen), "--explore", str(args.explore), "--preview-steps", str(args.preview_steps),
+                "--screens", args.screen, "--explore", str(args.explore), "--preview-steps", str(args.preview_steps),
                 "--out", str(work / "experiment"), "--parallel", str(args.parallel), "--store", str(store), "--url", url,
                 *shard_flags(args)]
         for prompt in PROMPTS[: args.prompts]:
@@ -228,6 +228,17 @@ def win_table(label: str, groups: dict) -> list[str]:
                      f"| {s['win_rate']:.1%} | {lo:.1%}-{hi:.1%} | {s['per_run_mean']:.2f} ± {s['per_run_sd']:.2f} "
                      f"| {s['runs_won']}/{s['runs']} |")
     return lines
+
+
+def screens(text: str, low: int = 0) -> str:
+    """``--screen``: one K or several, comma-separated (each one more arm), each ``low`` or more."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K or K,K,... (whole numbers), got {text!r}") from None
+    if any(v < low for v in values):
+        raise argparse.ArgumentTypeError(f"every K must be {low} or more, got {text!r}")
+    return ",".join(map(str, values))
 
 
 def world_arguments(parser: argparse.ArgumentParser, *, work: str, out: Path) -> None:
@@ -272,7 +283,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--optimizers", default="llm,random")
     parser.add_argument("--context", default="s+p", help="for the llm and mix optimizers")
-    parser.add_argument("--screen", type=int, default=0, help="K of every arm's screen (0: off; mix needs 2 or more)")
+    parser.add_argument("--screen", type=screens, default="0",
+                        help="K of every arm's screen (0: off; mix needs 2 or more); several (4,32): one arm per K")
     parser.add_argument("--explore", type=float, default=1.0, help="the screen's UCB weight (0: greedy)")
     parser.add_argument("--preview-steps", type=int, default=0, help="preview steps (0: off)")
     args = parser.parse_args()

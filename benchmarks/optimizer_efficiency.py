@@ -49,12 +49,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from blind_comparison import (
     PROMPTS,
     run_personas,
+    screens,
     shard_argument,
     shard_flags,
     step,
@@ -104,7 +106,7 @@ def group_folder(spec: str) -> str:
 
 
 def _group_flags(group: str, args) -> tuple[list[str], str]:
-    screen = str(args.screen)
+    screen = args.screen
     if group == "plain":
         return ["--optimizers", "llm,ga,random", "--contexts", "s+p"], ""
     if group == "greedy":
@@ -379,7 +381,8 @@ def main() -> None:
                                                                     "without previews (10: 90 images per run)")
     parser.add_argument("--unet-budget", type=int, default=0, help="UNet evaluations per run (default: from --iterations)")
     parser.add_argument("--groups", default=",".join(GROUPS), help="arm groups to run (default %(default)s)")
-    parser.add_argument("--screen", type=int, default=4, help="K of the screened arms")
+    parser.add_argument("--screen", type=partial(screens, low=2), default="4",
+                        help="K of the screened arms; several (4,16) give each screened arm one per K")
     parser.add_argument("--preview-steps", type=int, default=3, help="denoising steps of a preview (of 20)")
     parser.add_argument("--preview", type=int, default=2, help="previews per rendered prompt")
     parser.add_argument("--preview-scheduler", default="euler_a",

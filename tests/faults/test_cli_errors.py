@@ -78,7 +78,7 @@ def test_a_bad_llm_timeout_is_one_line(store, capsys):
 @pytest.mark.parametrize("flags", [
     ["--seed", "-1"], ["--seed", str(2**70)], ["--iterations", "-5"], ["--iterations", "0"], ["--iterations", "101"],
     ["--steps", "0"], ["--steps", "100000"], ["--n-prompts", "0"], ["--n-prompts", "17"], ["--seeds", "0"],
-    ["--seeds", "9"], ["--screen", "-1"], ["--screen", "9"], ["--guidance", "nan"], ["--guidance", "-1"],
+    ["--seeds", "9"], ["--screen", "-1"], ["--screen", "65"], ["--guidance", "nan"], ["--guidance", "-1"],
     ["--guidance", "inf"], ["--subject-guard", "1"], ["--subject-guard", "nan"], ["--prompt", " "],
     ["--prompt", "x" * 1001], ["--llm-retries", "-1"], ["--llm-timeout", "nan"], ["--run-dir", "{file}"],
 ], ids=lambda flags: " ".join(flags)[:30])
@@ -95,7 +95,7 @@ def test_a_refused_optimize_flag_is_one_line_exit_2_and_leaves_no_run_folder(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"], "no run folder (runs/...), no store"
 
 
-@pytest.mark.parametrize("flags", [["--seed", "-1"], ["--steps", "0"], ["--iterations", "-5"], ["--screens", "0,9"],
+@pytest.mark.parametrize("flags", [["--seed", "-1"], ["--steps", "0"], ["--iterations", "-5"], ["--screens", "0,65"],
                                    ["--prompts-file", "{missing}"], ["--repeats", "0"], ["--shard", "0/2"],
                                    ["--shard", "3/2"], ["--shard", "a/b"], ["--shard", "1/0"], ["--shard=-1/2"]],
                          ids=lambda flags: " ".join(flags)[:30])

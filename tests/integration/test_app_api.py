@@ -275,6 +275,7 @@ def test_training_then_a_run_then_its_blind_comparison(app):
     assert 0 <= low <= result["win_rate"] <= high <= 1
     folder = state.runs.folder(run)
     assert json.loads((folder / "compare.json").read_text())["result"] == result
+    assert json.loads((folder / "config.json").read_text())["config"]["screen"] == 32, "no K given: random's own"
     assert "Blind comparison" in (folder / "report.html").read_text()
     with UserStore(state.store_path) as store:
         assert len(store.comparisons("bo")) == 8
@@ -319,6 +320,9 @@ def test_pages_render_for_a_known_user_and_refuse_an_unknown_one(app):
     for page in ("rate", "taste", "optimize"):
         response = http.get(f"/u/ana/{page}", headers=AUTH)
         assert response.status_code == 200 and f'data-page="{page}"' in response.text
+        if page == "optimize":  # choosing an optimizer sets K to its own default (app.js)
+            assert '<option data-screen="4">mix</option>' in response.text
+            assert '<option data-screen="32" selected>ga</option>' in response.text
     assert http.get("/u/nobody/rate", headers=AUTH).status_code == 404
     assert http.get("/static/app.js").status_code == 200, "the static files need no token"
 

@@ -197,7 +197,10 @@ def test_a_persona_rates_trains_optimizes_and_judges_blind_in_a_real_browser(app
         page.fill("#prompt", "a red circle on a blue background")
         page.fill("#iterations", "1")
         page.fill("#steps", "2")
+        page.select_option("#optimizer", "mix")
+        assert page.input_value("#screen") == "4", "the mix's every candidate is an LLM generation: K 4"
         page.select_option("#optimizer", "random")
+        assert page.input_value("#screen") == "32", "keyword candidates are free: K 32"
         page.press("#prompt", "Enter")
         page.wait_for_function("document.getElementById('run-status').textContent.startsWith('finished')", timeout=120_000)
         assert page.locator("#iterations-list li").count() == 2

@@ -157,9 +157,9 @@ def test_the_default_arm_needs_no_llm_and_says_when_a_given_endpoint_goes_unused
     assert optimize(triton_server, store, *args) == 0
     assert "does not use the LLM endpoint http://127.0.0.1:9/v1" in capsys.readouterr().err
     config = json.loads((run / "config.json").read_text())["config"]
-    assert (config["optimizer"], config["screen"], config["exploration"]) == ("ga", 4, 0.0)
+    assert (config["optimizer"], config["screen"], config["exploration"]) == ("ga", 32, 0.0)
     records = [json.loads(line) for line in (run / "iterations.jsonl").read_text().splitlines()]
-    assert records[1]["screen"]["candidates"] == 8 and not any(r["llm_calls"] for r in records)
+    assert records[1]["screen"]["candidates"] == 64 and not any(r["llm_calls"] for r in records)
 
 
 def test_a_user_linked_to_a_virtual_user_gets_the_true_taste_of_every_image(triton_server, store, tmp_path):

@@ -186,10 +186,33 @@ def test_the_mix_and_previews_need_a_screen_and_previews_fewer_steps():
     with pytest.raises(InvalidRequestError, match="preview_steps"):
         RunConfig("u", INITIAL, screen=4, preview_steps=20, steps=20).checked()
     default = RunConfig("u", INITIAL, preview_steps=5).checked()  # the default arm, with previews
-    assert (default.optimizer, default.context, default.screen, default.exploration) == ("ga", "s+p", 4, 0.0)
+    assert (default.optimizer, default.context, default.screen, default.exploration) == ("ga", "s+p", 32, 0.0)
     # a run folder written before these fields existed or their defaults moved resumes as it was run:
     # the LLM with feedback, no screen (so no exploration)
     old = RunConfig.from_dict({"user": "u", "prompt": INITIAL}).checked()
     assert (old.optimizer, old.context, old.screen, old.exploration) == ("llm", "s+p+f", 0, 0.0)
     assert RunConfig.from_dict(default.to_dict()) == default
     assert [a.label for a in arms(["mix", "ga"], ["s+p"], [0, 4])] == ["mix s+p +screen4", "ga", "ga +screen4"]
+
+
+def test_where_no_screen_is_given_each_optimizer_gets_its_own_default_k():
+    """Keyword proposers' candidates cost nothing, the LLM's each cost a generation: the CLI, an
+    experiment grid and the app each give K per optimizer where the user gave none."""
+    from ppo_client.commands import build_parser
+    from ppo_client.commands.optimize import _new_config
+    from ppo_client.optimize.config import KEYWORD_SCREEN, LLM_SCREEN
+    from ppo_client.optimize.experiment import arms
+
+    assert (KEYWORD_SCREEN, LLM_SCREEN) == (32, 4)
+    parser = build_parser()
+
+    def screen(*flags: str) -> int:
+        return _new_config(parser.parse_args(["optimize", "--user", "u", "--prompt", INITIAL, *flags])).screen
+
+    assert [screen("--optimizer", o) for o in ("ga", "random", "llm", "mix")] == [32, 32, 4, 4]
+    assert screen() == RunConfig().screen == 32  # the default optimizer is the GA
+    assert [screen("--optimizer", o, "--screen", "8") for o in ("ga", "mix")] == [8, 8]
+    assert screen("--optimizer", "llm", "--screen", "0") == 0
+    labels = [a.label for a in arms(["ga", "mix"], ["s+p"], [None, 32, 4])]
+    assert labels == ["ga +screen32", "ga +screen4", "mix s+p +screen4", "mix s+p +screen32"]
+

@@ -142,8 +142,8 @@ def test_a_screened_run_renders_n_of_k_times_n_and_records_how_well_it_predicted
 def test_screening_is_checked():
     from ppo_client.errors import InvalidRequestError
 
-    with pytest.raises(InvalidRequestError, match="screen: must be an integer from 0 to 8"):
-        RunConfig("u", "a cat", screen=9).checked()
+    with pytest.raises(InvalidRequestError, match="screen: must be an integer from 0 to 64"):
+        RunConfig("u", "a cat", screen=65).checked()
 
 
 def test_the_experiment_grid_takes_screens_as_one_more_column():

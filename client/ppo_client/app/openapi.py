@@ -15,6 +15,8 @@ from ppo_client.app.fields import MAX_BODY_BYTES, MAX_TEXT_CHARS
 from ppo_client.app.queue import ORDERS
 from ppo_client.app.runs import APP_RUN
 from ppo_client.optimize.config import (
+    KEYWORD_SCREEN,
+    LLM_SCREEN,
     MAX_EXPLORATION,
     MAX_ITERATIONS,
     MAX_PROMPT_CHARS,
@@ -171,7 +173,8 @@ RUN_REQUEST = _object({
     "guidance_scale": {"type": "number", "minimum": 0, "maximum": contract.MAX_GUIDANCE_SCALE, "default": APP_RUN.guidance_scale},
     "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED, "default": APP_RUN.seed},
     "screen": {"type": "integer", "minimum": 0, "maximum": MAX_SCREEN, "default": APP_RUN.screen,
-               "description": "K: propose K x N candidates and render the N the screen chooses (0: off; the mix needs 2 or more)"},
+               "description": "K: propose K x N candidates and render the N the screen chooses (0: off; the mix needs 2 or more); "
+                              f"left out: {KEYWORD_SCREEN} for ga and random, {LLM_SCREEN} for llm and mix"},
     "exploration": {"type": "number", "minimum": 0, "maximum": MAX_EXPLORATION, "default": APP_RUN.exploration,
                     "description": "the screen's UCB weight (0: the best predicted)"},
     "preview_steps": {"type": "integer", "minimum": 0, "maximum": contract.MAX_STEPS, "default": APP_RUN.preview_steps,

@@ -44,7 +44,7 @@ from ppo_client.errors import (
     ServerError,
     StoreError,
 )
-from ppo_client.optimize.config import MAX_PROMPT_CHARS, Context, Optimizer
+from ppo_client.optimize.config import MAX_PROMPT_CHARS, MAX_SCREEN, Context, Optimizer
 from ppo_client.piaa.embeddings import embed_stored
 from ppo_client.piaa.methods import METHODS
 from ppo_client.piaa.training import train_user
@@ -415,10 +415,10 @@ async def models(request: Request) -> Response:
 async def start_run(request: Request) -> Response:
     state, name = _state(request), _name(request)
     body = await _body(request)
-    d = APP_RUN
+    optimizer = Optimizer(fields.choice(body, "optimizer", [o.value for o in Optimizer], APP_RUN.optimizer.value))
+    d = dataclasses.replace(APP_RUN, screen=optimizer.default_screen)  # K left out: the chosen optimizer's own
     run = dataclasses.replace(
-        d, user=name, prompt=fields.text(body, "prompt", max_chars=MAX_PROMPT_CHARS, min_chars=0),
-        optimizer=Optimizer(fields.choice(body, "optimizer", [o.value for o in Optimizer], d.optimizer.value)),
+        d, user=name, prompt=fields.text(body, "prompt", max_chars=MAX_PROMPT_CHARS, min_chars=0), optimizer=optimizer,
         context=Context(fields.choice(body, "context", [c.value for c in Context], d.context.value)),
         **{key: fields.raw(body, key, getattr(d, key)) for key in RUN_NUMBERS},
     ).checked()  # every number and its range, here: a run that would fail is a 400, and nothing is created or started
@@ -512,7 +512,8 @@ async def openapi_document(request: Request) -> Response:
 # --- pages ---
 
 TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
-TEMPLATES.env.globals.update(optimizers=[o.value for o in Optimizer], contexts=[c.value for c in Context], run_defaults=APP_RUN.to_dict())
+TEMPLATES.env.globals.update(optimizers=[o.value for o in Optimizer], contexts=[c.value for c in Context], run_defaults=APP_RUN.to_dict(),
+                             max_screen=MAX_SCREEN, default_screens={o.value: o.default_screen for o in Optimizer})
 """What the optimize page offers, with the app's run defaults selected."""
 TEMPLATES.env.filters["segment"] = lambda value: quote(str(value), safe="")
 """``{{ name | segment }}``: a value as one URL path segment (a user may be called ``a?b#c``)."""

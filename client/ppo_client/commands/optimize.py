@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ppo_client.commands.options import add_llm, add_run_shape, add_store, add_url, chat_config, run_shape
+from ppo_client.commands.options import add_llm, add_run_shape, add_store, add_url, chat_config, run_shape, screen_for
 from ppo_client.console import console, print_json, results
 from ppo_client.errors import InvalidRequestError, OptimizationError
 from ppo_client.optimize import session
@@ -53,7 +53,7 @@ def _new_config(args) -> RunConfig:
     if not args.user or args.prompt is None:
         raise InvalidRequestError("--user/--prompt", "a new run needs --user and --prompt (or --resume RUN_DIR)")
     return dataclasses.replace(run_shape(args), user=args.user, prompt=args.prompt, context=args.context,
-                               optimizer=args.optimizer).checked()
+                               optimizer=args.optimizer, screen=screen_for(args, args.optimizer)).checked()
 
 
 def _run_folder(args) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ppo_client.llm.chat import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, TIMEOUT_ENV, ChatConfig
-from ppo_client.optimize.config import RunConfig, SubjectAnchor
+from ppo_client.optimize.config import KEYWORD_SCREEN, LLM_SCREEN, Optimizer, RunConfig, SubjectAnchor
 from ppo_client.triton import DEFAULT_URL, URL_ENV
 
 STORE_HELP = "user store: a file path (SQLite) or postgresql://user@host:port/db (default: $PPO_STORE or the user data dir)"
@@ -66,9 +66,10 @@ def add_run_shape(parser: argparse.ArgumentParser) -> None:
         help="never ask the LLM endpoint for replies constrained to a JSON schema (default: ask, in the dialect it honours)",
     )
     parser.add_argument(
-        "--screen", type=int, default=default.screen, metavar="K",
+        "--screen", type=int, default=None, metavar="K",
         help="propose K x N prompts and render the N whose predicted score (the user's head on their CLIP text "
-             "embedding, calibrated on this run's renders) is best; 0: off (default %(default)s)",
+             f"embedding, calibrated on this run's renders) is best; 0: off (default {KEYWORD_SCREEN} for ga and random, "
+             f"{LLM_SCREEN} for llm and mix, whose every candidate is an LLM generation)",
     )
     parser.add_argument(
         "--explore", type=float, default=default.exploration, metavar="BETA",
@@ -96,10 +97,17 @@ def add_run_shape(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def screen_for(args: argparse.Namespace, optimizer: Optimizer | str) -> int:
+    """``--screen``, or the optimizer's own default where it was not given."""
+    return args.screen if args.screen is not None else Optimizer(optimizer).default_screen
+
+
 def run_shape(args: argparse.Namespace) -> RunConfig:
-    """The run flags shared by ``optimize`` and ``experiment``."""
+    """The run flags shared by ``optimize`` and ``experiment`` (the screen: the default optimizer's
+    where ``--screen`` was not given; callers that know the optimizer use ``screen_for``)."""
     return RunConfig(iterations=args.iterations, n_prompts=args.n_prompts, seeds=args.seeds, steps=args.steps,
                      seed=args.seed, subject_guard=args.subject_guard, guidance_scale=args.guidance,
-                     structured_output=args.structured_output, subject_anchor=args.subject_anchor, screen=args.screen,
+                     structured_output=args.structured_output, subject_anchor=args.subject_anchor,
+                     screen=screen_for(args, RunConfig().optimizer),
                      exploration=args.explore, preview_steps=args.preview_steps, preview=args.preview,
                      preview_scheduler=args.preview_scheduler, unet_budget=args.unet_budget)

@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -57,18 +57,20 @@ class Arm:
         return f"{name} +screen{self.screen}" if self.screen > 1 else name
 
 
-def arms(optimizers, contexts, screens=(0,)) -> list[Arm]:
-    """The grid's columns: each LLM context, each baseline (which reads no context) once, per screen."""
+def arms(optimizers, contexts, screens: Sequence[int | None] = (0,)) -> list[Arm]:
+    """The grid's columns: each LLM context, each baseline (which reads no context) once, per screen
+    (``None``: each optimizer's ``default_screen``)."""
     out: list[Arm] = []
     for optimizer in map(Optimizer, optimizers):
-        for screen in screens:
+        for given in screens:
+            screen = optimizer.default_screen if given is None else given
             if optimizer is Optimizer.MIX and screen < 2:
                 continue  # the mix always chooses from a pool
             if optimizer.uses_llm:
                 out.extend(Arm(optimizer, Context(c), screen) for c in contexts)
             else:
                 out.append(Arm(optimizer, Context.SCORES_PROMPTS, screen))
-    return out
+    return list(dict.fromkeys(out))  # a default that equals a K given as well is one column
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ class ExperimentConfig:
     general: bool = False
     optimizers: tuple[Optimizer, ...] = tuple(Optimizer)
     contexts: tuple[Context, ...] = (Context.NONE, Context.SCORES_PROMPTS, Context.FEEDBACK)
-    screens: tuple[int, ...] = (0,)
+    screens: tuple[int | None, ...] = (0,)
+    """K of each grid column; ``None``: each optimizer's own default."""
     repeats: int = 1
     parallel: int = 4
     """Runs at once (they share the server, and the LLM endpoint queues them)."""

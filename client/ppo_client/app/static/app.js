@@ -425,6 +425,9 @@ async function optimizePage() {
     item.append(link);
     $("runs").append(item);
   }
+  $("optimizer").addEventListener("change", () => {
+    $("screen").value = $("optimizer").selectedOptions[0].dataset.screen; // each optimizer's own default K
+  });
   $("new-run").addEventListener("submit", async (event) => {
     event.preventDefault();
     const payload = {
