@@ -25,8 +25,9 @@ evaluations (each run's value at x is that after its last iteration within x), a
 stay a second view. Also reported: paired run-by-run differences of the final true gain against a
 reference arm (``--reference``), the UNet evaluations an arm needed to reach the reference's final
 gain, the mix's proposer shares per iteration, the screen's calibration (per iteration, pooled over
-a run, by persona archetype) and how often the best rendered prompt was one a greedy screen would
-not have chosen, and the previews' rank correlation with the full renders.
+a run, by persona archetype, each beside the ceiling a screen blind to the run's seeds could reach)
+and how often the best rendered prompt was one a greedy screen would not have chosen, and the
+previews' rank correlation with the full renders.
 
     make demo                                                  # the demo rating set, reused here
     python benchmarks/optimizer_efficiency.py                  # 8 users x 2 prompts, every group (hours)
@@ -71,6 +72,7 @@ from ppo_client.optimize.config import RunConfig
 from ppo_client.optimize.cost import Cost, unet_evaluations
 from ppo_client.optimize.folder import read_records
 from ppo_client.optimize.hygiene import PromptRules
+from ppo_client.optimize.metrics import ceilings
 from ppo_client.plots import line_chart
 
 RESULTS = Path(__file__).parent / "results" / "optimize"
@@ -157,6 +159,7 @@ def run_curves(folder: Path) -> dict:
         "best_ranked_low": summary.get("screen_best_ranked_low"),
         "preview_calibration": summary.get("preview_calibration"),
         "head_calibration": records[0].calibration,  # iteration 0: the head alone
+        **{key: value for key, value in ceilings(records).items() if key.startswith("calibration_ceiling")},
         "unclean_prompts": [p for p in rendered if rules.problems(p)],
         "llm_tokens": summary.get("llm_tokens", 0),
     }
@@ -185,12 +188,16 @@ def by_arm(runs: list[dict], grid: list[int]) -> dict:
         by_images = np.array([r["true_gain"][:length] for r in mine])
         learned = np.array([r["learned_gain"][-1] for r in mine])
         prompts = sum(r["prompts"] for r in mine)
-        archetypes, pooled_archetypes = {}, {}
+        archetypes, pooled_archetypes, ceiling_archetypes, pooled_ceiling_archetypes = {}, {}, {}, {}
         for r in mine:
             if r["calibration"]:
                 archetypes.setdefault(r["archetype"], []).extend(r["calibration"])
             if r["calibration_pooled"] is not None:
                 pooled_archetypes.setdefault(r["archetype"], []).append(r["calibration_pooled"])
+            if r.get("calibration_ceiling") is not None:
+                ceiling_archetypes.setdefault(r["archetype"], []).append(r["calibration_ceiling"])
+            if r.get("calibration_ceiling_pooled") is not None:
+                pooled_ceiling_archetypes.setdefault(r["archetype"], []).append(r["calibration_ceiling_pooled"])
         iterations = max(len(r["pool_shares"]) for r in mine)
         shares = {}
         for k in range(iterations):
@@ -221,6 +228,11 @@ def by_arm(runs: list[dict], grid: list[int]) -> dict:
             "head_calibration_mean": _mean(r["head_calibration"] for r in mine),
             "calibration_by_archetype": {a: float(np.mean(v)) for a, v in sorted(archetypes.items())},
             "calibration_pooled_by_archetype": {a: float(np.mean(v)) for a, v in sorted(pooled_archetypes.items())},
+            "calibration_ceiling_mean": _mean(r.get("calibration_ceiling") for r in mine),
+            "calibration_ceiling_pooled_mean": _mean(r.get("calibration_ceiling_pooled") for r in mine),
+            "calibration_ceiling_by_archetype": {a: float(np.mean(v)) for a, v in sorted(ceiling_archetypes.items())},
+            "calibration_ceiling_pooled_by_archetype": {a: float(np.mean(v))
+                                                        for a, v in sorted(pooled_ceiling_archetypes.items())},
             "unclean_prompts": sum(len(r["unclean_prompts"]) for r in mine), "rendered_prompts": prompts,
             "llm_tokens_per_run": float(np.mean([r["llm_tokens"] for r in mine])),
         }
@@ -267,8 +279,9 @@ def markdown(result: dict) -> str:
              "mean ± sd over runs.", ""]
     marks = sorted({budget // 3, 2 * budget // 3, budget})
     lines += ["| arm | runs | iterations | true gain at " + " / ".join(f"{m}" for m in marks) + " UNet evals | learned gain, final "
-              "| LLM share | screen calibration: per iteration / pooled | best ranked low | preview calibration | unclean prompts |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| LLM share | screen calibration: per iteration / pooled | seed-blind ceiling | best ranked low | preview calibration "
+              "| unclean prompts |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for arm, s in arms.items():
         at = []
         for m in marks:
@@ -276,10 +289,12 @@ def markdown(result: dict) -> str:
             at.append(f"{s['true_gain_mean'][i]:+.2f} ± {s['true_gain_sd'][i]:.2f}")
         fmt = lambda v, f="{:.2f}": "-" if v is None else f.format(v)  # noqa: E731
         calibration = f"{fmt(s['calibration_mean'])} / {fmt(s['calibration_pooled_mean'])}" if s["calibration_mean"] is not None else "-"
+        ceiling = (f"{fmt(s.get('calibration_ceiling_mean'))} / {fmt(s.get('calibration_ceiling_pooled_mean'))}"
+                   if s.get("calibration_ceiling_mean") is not None else "-")
         low, high = min(s["iterations"]), max(s["iterations"])
         iterations = f"{low}-{high}" if low != high else str(low)
         lines.append(f"| {arm} | {s['runs']} | {iterations} | {' / '.join(at)} | {s['learned_gain_final_mean']:+.2f} ± "
-                     f"{s['learned_gain_final_sd']:.2f} | {fmt(s['llm_share'], '{:.0%}')} | {calibration} | "
+                     f"{s['learned_gain_final_sd']:.2f} | {fmt(s['llm_share'], '{:.0%}')} | {calibration} | {ceiling} | "
                      f"{fmt(s['best_ranked_low'], '{:.0%}')} | {fmt(s['preview_calibration'])} | "
                      f"{s['unclean_prompts']} of {s['rendered_prompts']} |")
     lines += ["", "By images rendered (the second view; previews are not images):", "",
@@ -315,11 +330,15 @@ def markdown(result: dict) -> str:
                        ("calibration_pooled_by_archetype", "one rank correlation per run over all its screened renders after iteration 0")):
         table = {a: s[key] for a, s in arms.items() if s[key]}
         if table:
+            ceiling = key.replace("calibration_", "calibration_ceiling_")
             archetypes = sorted({k for v in table.values() for k in v})
-            lines += ["", f"Screen calibration by persona archetype ({title}):", "",
+            lines += ["", f"Screen calibration by persona archetype ({title}; in brackets the ceiling of a screen "
+                          "blind to the run's seeds):", "",
                       "| arm | " + " | ".join(archetypes) + " |", "|---|" + "---:|" * len(archetypes)]
             for arm, v in table.items():
-                lines.append(f"| {arm} | " + " | ".join(f"{v[a]:.2f}" if a in v else "-" for a in archetypes) + " |")
+                bound = arms[arm].get(ceiling) or {}
+                lines.append(f"| {arm} | " + " | ".join((f"{v[a]:.2f}" + (f" ({bound[a]:.2f})" if a in bound else ""))
+                                                     if a in v else "-" for a in archetypes) + " |")
     return "\n".join(lines) + "\n"
 
 

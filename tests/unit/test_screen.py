@@ -133,6 +133,9 @@ def test_a_screened_run_renders_n_of_k_times_n_and_records_how_well_it_predicted
     assert first["a"] == 1.0 and state.records[0].prompts[0].predicted is None
     summary = metrics.summarize(state.records, np.zeros((0, 2), np.float32), np.zeros(0), quantile=0.5)
     assert -1.0 <= summary["screen_calibration"] <= 1.0
+    # the fake renderer's two seeds always agree, so nothing but the screen itself bounds its calibration
+    assert summary["seed_agreement_pooled"] == pytest.approx(1.0)
+    assert summary["calibration_ceiling_pooled"] == pytest.approx(1.0)
     # the fake taste likes two words; a screen that learns them renders better prompts than no screen
     plain, _ = _run(tmp_path / "plain", False)
     later = lambda s: np.mean([p.score for r in s.records[1:] for p in r.prompts])  # noqa: E731
@@ -193,3 +196,50 @@ def test_the_posterior_is_sure_of_what_was_rendered_and_unsure_of_what_is_new():
     _, cov, noise = predictor.posterior(texts)
     sd = np.sqrt(np.diag(cov))
     assert sd[:20].mean() < sd[20:].mean() and noise > 0
+
+
+@pytest.mark.parametrize(("noise", "seeds"), [(0.3, 2), (1.0, 2), (2.0, 2), (2.0, 4)])
+def test_the_calibration_ceiling_is_what_a_screen_that_knew_each_prompts_worth_would_reach(noise, seeds):
+    from ppo_client.optimize.records import RenderedPrompt
+
+    rng = np.random.default_rng(7)
+    worth = rng.normal(size=800)  # what the prompt's text decides
+    scores = worth[:, None] + noise * rng.normal(size=(800, seeds))  # and what each seed adds to it
+    prompts = [RenderedPrompt("p", [float(s) for s in row], float(row.mean()), [], 0, []) for row in scores]
+    agreement = metrics.seed_agreement(prompts)
+    assert agreement is not None and 0 < agreement < 1
+    oracle = spearman(worth, scores.mean(axis=1))
+    assert metrics.calibration_ceiling(agreement, seeds) == pytest.approx(oracle, abs=0.05)
+
+
+def test_the_calibration_ceiling_grows_with_seeds_and_agreement_and_says_nothing_without_two_seeds():
+    from ppo_client.optimize.records import RenderedPrompt
+
+    assert metrics.calibration_ceiling(1.0, 2) == pytest.approx(1.0)
+    assert metrics.calibration_ceiling(0.0, 2) == 0.0 and metrics.calibration_ceiling(-0.3, 4) == 0.0
+    assert metrics.calibration_ceiling(0.3, 2) < metrics.calibration_ceiling(0.3, 4) < metrics.calibration_ceiling(0.5, 4)
+    one_seed = [RenderedPrompt("p", [float(i)], float(i), [], 0, []) for i in range(5)]
+    assert metrics.seed_agreement(one_seed) is None
+    assert metrics.seed_agreement(one_seed[:2]) is None
+
+
+def test_the_predictor_scores_a_candidate_like_the_rendered_prompts_worded_nearly_like_it():
+    # at fixed seeds a prompt's images look like those of prompts worded nearly like it: worth that
+    # no linear map of the text can hold (60 groups in 8 dimensions) but that the local kernel finds
+    rng = np.random.default_rng(3)
+    d = 8
+    centres = unit(rng.normal(size=(60, d)))
+    worth = rng.normal(size=60)
+    rendered = unit(centres + 0.03 * rng.normal(size=centres.shape)).astype(np.float32)
+    candidates = unit(centres + 0.03 * rng.normal(size=centres.shape)).astype(np.float32)
+    head = PreferenceHead.linear(np.zeros(d, np.float32), 0.0)
+    p = screen.fit(head, rendered, worth)
+    assert p.length in screen.LENGTHS
+    assert spearman(p(candidates), worth) > 0.75
+    linear = (candidates - p.mean) @ (rendered - p.mean).T  # the linear kernel alone, same ridge
+    alpha = np.linalg.solve((rendered - p.mean) @ (rendered - p.mean).T + p.ridge * np.eye(60), worth - p.b)
+    assert spearman(linear @ alpha, worth) < 0.6
+    # its variance knows it too: a candidate far from everything rendered is less certain than a near one
+    far = unit(rng.normal(size=(1, d))).astype(np.float32)
+    _, cov, _ = p.posterior(np.concatenate([candidates[:1], far]))
+    assert cov[0, 0] < cov[1, 1]

@@ -16,6 +16,13 @@
   screened prompt of the run after iteration 0), ``screen_best_ranked_low`` (the share of iterations
   whose best rendered prompt was one a greedy screen would not have chosen: ranked N or lower among
   the candidates by predicted mean); ``preview_calibration`` (previews against full renders).
+- how far a screen blind to the seeds could be calibrated (``calibration_ceiling``,
+  ``calibration_ceiling_pooled``): one that knew each prompt's worth over all seeds, but nothing of
+  how this run's seeds treat it, reaches a rank correlation of about ``sqrt(R)`` with the M-seed
+  mean, ``R = M r / (1 + (M - 1) r)`` the Spearman-Brown reliability of that mean and ``r`` the rank
+  correlation between the seeds' scores of the same prompts (``seed_agreement``: per iteration over
+  its N renders, and pooled over the run). The screen's local kernel can pass it: it learns a
+  seed's luck from prompts worded nearly alike and rendered at the same seeds.
 - ``true_*`` (demo world): the virtual user's noise-free scores of the same images: ``true_init``,
   ``true_max`` (of the prompt the learned scorer liked best: was the user really pleased?),
   ``true_max_minus_init``, and ``true_best`` (the best true score any prompt reached).
@@ -116,9 +123,51 @@ def _screening(records: list[IterationRecord]) -> dict:
     pairs = [(p.predicted, p.score) for r in records[1:] for p in r.prompts if p.predicted is not None]
     if len(pairs) >= 3 and np.ptp([a for a, _ in pairs]) > 0 and np.ptp([b for _, b in pairs]) > 0:
         out["screen_calibration_pooled"] = float(spearman(np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])))
+    out.update(ceilings(records))
     previews = [r.preview["calibration"] for r in records if r.preview and r.preview.get("calibration") is not None]
     if previews:
         out["preview_calibration"] = float(np.mean(previews))
+    return out
+
+
+def seed_agreement(prompts: list[RenderedPrompt]) -> float | None:
+    """Mean rank correlation, over every pair of seeds, between the scores the prompts got at each;
+    None where it says nothing (one seed, under 3 prompts, or one side constant)."""
+    scores = np.array([p.scores for p in prompts], np.float64)
+    if scores.ndim != 2 or scores.shape[0] < 3 or scores.shape[1] < 2:
+        return None
+    pairs = [(i, j) for i in range(scores.shape[1]) for j in range(i + 1, scores.shape[1])
+             if np.ptp(scores[:, i]) > 0 and np.ptp(scores[:, j]) > 0]
+    if not pairs:
+        return None
+    return float(np.mean([spearman(scores[:, i], scores[:, j]) for i, j in pairs]))
+
+
+def calibration_ceiling(agreement: float, seeds: int) -> float:
+    """The highest rank correlation a prediction from the text alone can expect with the mean of
+    ``seeds`` scores whose seeds agree by ``agreement`` (see the module's docstring)."""
+    if agreement <= 0:
+        return 0.0
+    reliability = seeds * agreement / (1 + (seeds - 1) * agreement)
+    return float(np.sqrt(reliability))
+
+
+def ceilings(records: list[IterationRecord]) -> dict:
+    """The screen's calibration ceilings, over the renders it chose (iterations after the first)."""
+    screened = [[p for p in r.prompts if p.predicted is not None] for r in records[1:]]
+    screened = [prompts for prompts in screened if prompts]
+    if not screened:
+        return {}
+    seeds = len(screened[0][0].scores)
+    out = {}
+    per_iteration = [a for a in (seed_agreement(prompts) for prompts in screened) if a is not None]
+    if per_iteration:
+        out["seed_agreement"] = float(np.mean(per_iteration))
+        out["calibration_ceiling"] = calibration_ceiling(out["seed_agreement"], seeds)
+    pooled = seed_agreement([p for prompts in screened for p in prompts])
+    if pooled is not None:
+        out["seed_agreement_pooled"] = pooled
+        out["calibration_ceiling_pooled"] = calibration_ceiling(pooled, seeds)
     return out
 
 

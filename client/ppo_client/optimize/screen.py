@@ -9,14 +9,18 @@ modality gap), so the map is calibrated per run on the prompts already rendered:
 
 ``a, b`` by least squares on (head of each rendered prompt's text, its measured score), ``a = 1``
 while the renders cannot tell (fewer than 3, or the head scores their texts alike); ``r`` is a
-ridge regression of what is left on the centred text embeddings, its strength chosen by exact
-leave-one-out error. Refit every iteration.
+kernel ridge regression of what is left on the rendered texts. Its kernel is the sum of a linear
+one on the centred embeddings (what the prompts' wording says across the run) and a local one,
+``exp((cos(t, u) - 1) / length)``: at the run's fixed seeds a prompt's images look like those of
+the prompts worded nearly like it, so a candidate one keyword away from a rendered prompt tends to
+score like it, seed by seed, in a way no global map of the text can say. The length and the ridge
+are chosen together by exact leave-one-out error. Refit every iteration.
 
-The residual model is read as a Gaussian process with a linear kernel on the centred embeddings
-(kernel ridge is its posterior mean), so each prediction comes with a variance: the signal scale
-``tau2 = r' (K + ridge I)^-1 r / n`` is its maximum-likelihood value given the ridge, and the noise
-is ``ridge * tau2``. Before 3 prompts are rendered the prior's scale is set so its spread matches
-the spread of the head's own predictions over the candidates.
+The residual model is read as a Gaussian process with that kernel (kernel ridge is its posterior
+mean), so each prediction comes with a variance: the signal scale ``tau2 = r' (K + ridge I)^-1 r / n``
+is its maximum-likelihood value given the ridge, and the noise is ``ridge * tau2``. Before 3 prompts
+are rendered the prior's scale is set so its spread matches the spread of the head's own
+predictions over the candidates.
 
 With ``exploration`` above 0 the batch is chosen one pick at a time by an upper confidence bound,
 ``mean + exploration * sd`` minus a diversity penalty (``DIVERSITY`` times the spread of the means,
@@ -42,6 +46,8 @@ from ppo_client.optimize.records import IterationRecord
 from ppo_client.piaa import metrics
 
 RIDGE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+LENGTHS = (0.003, 0.01, 0.03, 0.1, 0.3)
+"""Length scales of the local kernel, in units of 1 - cosine."""
 MAX_SIMILARITY = 0.98
 DIVERSITY = 0.5
 """Weight of the in-batch diversity penalty, in units of the spread of the candidates' predicted means."""
@@ -53,30 +59,35 @@ class Predictor:
     b: float
     mean: np.ndarray
     support: np.ndarray
-    """Centred text embeddings of the rendered prompts."""
+    """Text embeddings of the rendered prompts."""
     alpha: np.ndarray
     """Dual ridge weights of the residual."""
     ridge: float
     head: PreferenceHead
     tau2: float = 0.0
     """Signal variance of the residual's Gaussian process (0: none fitted yet, see ``posterior``)."""
+    length: float | None = None
+    """The local kernel's length scale; None: the linear kernel alone (a predictor with nothing fitted)."""
+
+    def kernel(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return kernel(x, y, self.mean, self.length)
 
     def __call__(self, texts: np.ndarray) -> np.ndarray:
         base = self.a * self.head.score(texts) + self.b
         if not len(self.alpha):
             return base
-        return base + ((texts - self.mean) @ self.support.T) @ self.alpha
+        return base + self.kernel(np.asarray(texts, np.float64), self.support) @ self.alpha
 
     def posterior(self, texts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """The predicted means [m], their posterior covariance [m, m] and the observation noise."""
         texts = np.asarray(texts, np.float64)
         mean = self(texts.astype(np.float32)).astype(np.float64)
+        cov: np.ndarray
         if len(self.support):
-            z = texts - self.mean
-            prior = z @ z.T
-            cross = z @ self.support.T
-            inner = self.support @ self.support.T + self.ridge * np.eye(len(self.support))
-            cov = self.tau2 * (prior - cross @ np.linalg.solve(inner, cross.T))
+            prior = self.kernel(texts, texts)
+            cross = self.kernel(texts, self.support)
+            inner = self.kernel(self.support, self.support) + self.ridge * np.eye(len(self.support))
+            cov = self.tau2 * np.asarray(prior - cross @ np.linalg.solve(inner, cross.T))
             noise = self.ridge * self.tau2
         else:
             z = texts - texts.mean(axis=0)
@@ -87,6 +98,15 @@ class Predictor:
             cov = tau2 * prior
             noise = tau2 * RIDGE_GRID[len(RIDGE_GRID) // 2]
         return mean, (cov + cov.T) / 2, float(max(noise, 1e-12))
+
+
+def kernel(x: np.ndarray, y: np.ndarray, mean: np.ndarray, length: float | None) -> np.ndarray:
+    """The residual's kernel between text embeddings [m, d] and [n, d] (see the module's docstring)."""
+    linear = (x - mean) @ (y - mean).T
+    if length is None:
+        return linear
+    unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    return linear + np.exp((unit(x) @ unit(y).T - 1.0) / length)
 
 
 def fit(head: PreferenceHead, texts: np.ndarray, scores: np.ndarray) -> Predictor:
@@ -101,21 +121,21 @@ def fit(head: PreferenceHead, texts: np.ndarray, scores: np.ndarray) -> Predicto
     b = float(np.mean(scores - a * h)) if len(scores) else 0.0
     residual = scores - (a * h + b)
     mean = texts.mean(axis=0) if len(texts) else np.zeros(texts.shape[1:])
-    centred = texts - mean
     if len(scores) < 3:
-        return Predictor(float(a), b, mean, centred[:0], np.zeros(0), 0.0, head)
-    gram = centred @ centred.T
+        return Predictor(float(a), b, mean, texts[:0], np.zeros(0), 0.0, head)
     fits = []
-    for ridge in RIDGE_GRID:
-        inverse = np.linalg.inv(gram + ridge * np.eye(len(gram)))
-        alpha = inverse @ residual
-        loo = alpha / np.diag(inverse)  # exact leave-one-out residuals of kernel ridge
-        fits.append((float(np.mean(loo**2)), ridge, alpha))
-    error, ridge, alpha = min(fits, key=lambda fitted: fitted[0])  # the first of equal errors
+    for length in LENGTHS:
+        gram = kernel(texts, texts, mean, length)
+        for ridge in RIDGE_GRID:
+            inverse = np.linalg.inv(gram + ridge * np.eye(len(gram)))
+            alpha = inverse @ residual
+            loo = alpha / np.diag(inverse)  # exact leave-one-out residuals of kernel ridge
+            fits.append((float(np.mean(loo**2)), length, ridge, alpha))
+    error, length, ridge, alpha = min(fits, key=lambda fitted: fitted[0])  # the first of equal errors
     tau2 = max(float(residual @ alpha) / len(residual), 1e-12)  # maximum likelihood given the ridge
     if error >= float(np.mean(residual**2)):  # the residual model does worse than none out of sample
         alpha = np.zeros_like(alpha)
-    return Predictor(float(a), b, mean, centred, alpha, ridge, head, tau2)
+    return Predictor(float(a), b, mean, texts, alpha, ridge, head, tau2, length)
 
 
 def select(prompts: Sequence[str], predicted: np.ndarray, texts: np.ndarray, n: int,
@@ -210,6 +230,7 @@ class Screener:
         rank[np.argsort(-predicted, kind="stable")] = np.arange(len(predicted))
         return chosen, {
             "candidates": len(prompts), "fitted_on": len(rendered), "a": predictor.a, "ridge": predictor.ridge,
+            "length": predictor.length,
             "exploration": self.exploration,
             "predicted": [float(predicted[i]) for i in chosen],
             "sd": [float(sd[i]) for i in chosen],
