@@ -22,7 +22,7 @@ def unit(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def test_the_predictor_calibrates_the_head_and_learns_what_it_misses():
+def test_the_predictor_learns_the_heads_say_and_what_it_misses():
     rng = np.random.default_rng(0)
     d = 16
     w = unit(rng.normal(size=d))
@@ -31,15 +31,18 @@ def test_the_predictor_calibrates_the_head_and_learns_what_it_misses():
     # the measured score follows the head's text score up to scale and offset (the modality gap)
     scores = 3.0 * (texts @ w) + 5.0 + rng.normal(scale=0.05, size=60)
     p = screen.fit(head, texts[:20], scores[:20])
-    assert p.a == pytest.approx(3.0, rel=0.2)
     assert spearman(p(texts[20:]), scores[20:]) > 0.9
-    # a taste the head does not see in texts at all: the ridge on the residual has to find it
+    assert abs(np.mean(p(texts[20:])) - np.mean(scores[20:])) < 0.5 * np.std(scores)
+    # a head that ranks these texts backwards is learnt backwards
+    assert spearman(screen.fit(head, texts[:20], -scores[:20])(texts[20:]), -scores[20:]) > 0.9
+    # a taste the head does not see in texts at all: the kernels on the texts have to find it
     v = unit(rng.normal(size=d) - (rng.normal(size=d) @ w) * w)
     hidden = 4.0 * (texts @ v) + rng.normal(scale=0.05, size=60)
     q = screen.fit(head, texts[:40], hidden[:40])
     assert spearman(q(texts[40:]), hidden[40:]) > 0.5 > abs(spearman(head.score(texts[40:]), hidden[40:]))
-    # a head that ranks texts backwards gets no weight
-    assert screen.fit(head, texts[:20], -scores[:20]).a == 0.0
+    # the posterior's mean is the prediction
+    mean, _, _ = q.posterior(texts)
+    assert mean == pytest.approx(q(texts))
 
 
 def test_few_points_give_the_mean_and_a_constant_side_says_nothing():
@@ -130,7 +133,8 @@ def test_a_screened_run_renders_n_of_k_times_n_and_records_how_well_it_predicted
         assert [p.predicted for p in screened] == s["predicted"]
     # before anything is rendered the head alone ranks: its scale, no offset
     first = state.records[0].screen
-    assert first["a"] == 1.0 and state.records[0].prompts[0].predicted is None
+    assert first["members"] == 0 and state.records[0].prompts[0].predicted is None
+    assert state.records[1].screen["members"] == len(screen.LENGTHS) * len(screen.HEAD_WEIGHTS) * len(screen.RIDGE_GRID)
     summary = metrics.summarize(state.records, np.zeros((0, 2), np.float32), np.zeros(0), quantile=0.5)
     assert -1.0 <= summary["screen_calibration"] <= 1.0
     # the fake renderer's two seeds always agree, so nothing but the screen itself bounds its calibration
@@ -234,12 +238,47 @@ def test_the_predictor_scores_a_candidate_like_the_rendered_prompts_worded_nearl
     candidates = unit(centres + 0.03 * rng.normal(size=centres.shape)).astype(np.float32)
     head = PreferenceHead.linear(np.zeros(d, np.float32), 0.0)
     p = screen.fit(head, rendered, worth)
-    assert p.length in screen.LENGTHS
     assert spearman(p(candidates), worth) > 0.75
-    linear = (candidates - p.mean) @ (rendered - p.mean).T  # the linear kernel alone, same ridge
-    alpha = np.linalg.solve((rendered - p.mean) @ (rendered - p.mean).T + p.ridge * np.eye(60), worth - p.b)
-    assert spearman(linear @ alpha, worth) < 0.6
+    z, zc = rendered - rendered.mean(axis=0), candidates - rendered.mean(axis=0)
+    for ridge in screen.RIDGE_GRID:  # the linear kernel alone, at any ridge of the grid
+        alpha = np.linalg.solve(z @ z.T + ridge * np.eye(60), worth - worth.mean())
+        assert spearman(zc @ z.T @ alpha, worth) < 0.6
     # its variance knows it too: a candidate far from everything rendered is less certain than a near one
     far = unit(rng.normal(size=(1, d))).astype(np.float32)
     _, cov, _ = p.posterior(np.concatenate([candidates[:1], far]))
     assert cov[0, 0] < cov[1, 1]
+
+
+def test_a_replay_of_a_screened_run_predicts_what_its_screen_did_and_chooses_members_as_their_rules_say(tmp_path, monkeypatch):
+    import importlib
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    replay = importlib.import_module("screen_replay")
+    state, _ = _run(tmp_path / "screened", True)
+    client = WordClient()
+    embed = lambda prompts: np.asarray(client.embed_texts(prompts).embeddings)  # noqa: E731
+    result = replay.replay(state.folder, embed)
+    # (the same predictions up to rounding: a near-tie may swap places, hence the tolerance)
+    assert result["pooled"]["ensemble"] == pytest.approx(result["pooled"]["recorded"], abs=0.02)
+    assert result["per_iteration"]["ensemble"] == pytest.approx(result["per_iteration"]["recorded"], abs=0.05)
+    # the one member each rule picks is the one it would pick by brute force
+    rng = np.random.default_rng(5)
+    d = 8
+    head = PreferenceHead.linear(unit(rng.normal(size=d)).astype(np.float32), 0.0)
+    texts = unit(rng.normal(size=(25, d))).astype(np.float32)
+    scores = rng.normal(size=25)
+    p = screen.fit(head, texts, scores)
+    h = head.score(texts).astype(np.float64)
+    loo, likelihood = [], []
+    for k in p.kernels:
+        gram = screen._gram(texts.astype(np.float64), texts.astype(np.float64), h - h.mean(), h - h.mean(), p.mean,
+                            k.length, k.head_weight)
+        for ridge in screen.RIDGE_GRID:
+            inverse = np.linalg.inv(gram + ridge * np.eye(25))
+            alpha = inverse @ (scores - scores.mean())
+            loo.append(np.mean((alpha / np.diag(inverse)) ** 2))
+            tau2 = alpha @ (scores - scores.mean()) / 25
+            likelihood.append(12.5 * np.log(tau2) + 0.5 * np.linalg.slogdet(gram + ridge * np.eye(25))[1])
+    assert replay.chosen_member(p, scores, "by leave-one-out") == int(np.argmin(loo))
+    assert replay.chosen_member(p, scores, "by likelihood") == int(np.argmin(likelihood))

@@ -3,24 +3,24 @@
 Rendering costs a diffusion run per image; embedding a prompt's text costs one text-encoder pass.
 The served CLIP puts texts and images in one space, so the user's head applied to a prompt's *text*
 embedding says something about its images, but texts and images sit apart in that space (the
-modality gap), so the map is calibrated per run on the prompts already rendered:
+modality gap), so the map is learnt per run from the prompts already rendered: a Gaussian process
+on the rendered texts' measured scores, around their mean, whose kernel sums three parts:
 
-    predicted(t) = a * head(t) + b + r(t)
+- the head's text scores, ``w * (head(t) - c) (head(u) - c)``: a weight on the head learnt from the
+  renders, whatever its scale or sign there;
+- a linear kernel on the centred embeddings: what the prompts' wording says across the run;
+- a local one, ``exp((cos(t, u) - 1) / length)``: at the run's fixed seeds a prompt's images look
+  like those of the prompts worded nearly like it, so a candidate one keyword away from a rendered
+  prompt tends to score like it, seed by seed, in a way no global map of the text can say.
 
-``a, b`` by least squares on (head of each rendered prompt's text, its measured score), ``a = 1``
-while the renders cannot tell (fewer than 3, or the head scores their texts alike); ``r`` is a
-kernel ridge regression of what is left on the rendered texts. Its kernel is the sum of a linear
-one on the centred embeddings (what the prompts' wording says across the run) and a local one,
-``exp((cos(t, u) - 1) / length)``: at the run's fixed seeds a prompt's images look like those of
-the prompts worded nearly like it, so a candidate one keyword away from a rendered prompt tends to
-score like it, seed by seed, in a way no global map of the text can say. The length and the ridge
-are chosen together by exact leave-one-out error. Refit every iteration.
-
-The residual model is read as a Gaussian process with that kernel (kernel ridge is its posterior
-mean), so each prediction comes with a variance: the signal scale ``tau2 = r' (K + ridge I)^-1 r / n``
-is its maximum-likelihood value given the ridge, and the noise is ``ridge * tau2``. Before 3 prompts
-are rendered the prior's scale is set so its spread matches the spread of the head's own
-predictions over the candidates.
+The prediction averages the Gaussian processes of every head weight, length and ridge on a small
+grid, with equal weights: a run's tens of renders cannot tell these settings apart (choosing one
+by leave-one-out error or by marginal likelihood, or weighting them by it, ranked the next renders
+worse on replayed runs, ``benchmarks/screen_replay.py``). Each one's signal scale is its maximum-likelihood value given
+its ridge, ``tau2 = r' (K + ridge I)^-1 r / n``, and its noise ``ridge * tau2``; the ensemble's
+variance is that of the mixture. Refit every iteration. With fewer than 3 renders the head alone
+predicts, shifted by the renders' mean gap to it, and the prior's scale is set so its spread
+matches the spread of the head's own predictions over the candidates.
 
 With ``exploration`` above 0 the batch is chosen one pick at a time by an upper confidence bound,
 ``mean + exploration * sd`` minus a diversity penalty (``DIVERSITY`` times the spread of the means,
@@ -48,94 +48,121 @@ from ppo_client.piaa import metrics
 RIDGE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 LENGTHS = (0.003, 0.01, 0.03, 0.1, 0.3)
 """Length scales of the local kernel, in units of 1 - cosine."""
+HEAD_WEIGHTS = (0.0, 0.1, 1.0, 10.0)
+"""Weights of the head's kernel, against the local kernel's 1 (0: the head has no say)."""
 MAX_SIMILARITY = 0.98
 DIVERSITY = 0.5
 """Weight of the in-batch diversity penalty, in units of the spread of the candidates' predicted means."""
 
 
 @dataclass(frozen=True)
-class Predictor:
-    a: float
-    b: float
-    mean: np.ndarray
-    support: np.ndarray
-    """Text embeddings of the rendered prompts."""
-    alpha: np.ndarray
-    """Dual ridge weights of the residual."""
-    ridge: float
-    head: PreferenceHead
-    tau2: float = 0.0
-    """Signal variance of the residual's Gaussian process (0: none fitted yet, see ``posterior``)."""
-    length: float | None = None
-    """The local kernel's length scale; None: the linear kernel alone (a predictor with nothing fitted)."""
+class Kernel:
+    """One kernel of the ensemble and what the renders made of it: its gram's eigendecomposition
+    serves every ridge at the cost of one."""
 
-    def kernel(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return kernel(x, y, self.mean, self.length)
+    length: float
+    head_weight: float
+    values: np.ndarray
+    vectors: np.ndarray
+    alphas: np.ndarray
+    """Dual weights [ridges, n], one row per ridge on ``RIDGE_GRID``."""
+    tau2: np.ndarray
+    """Signal variance per ridge."""
+
+
+@dataclass(frozen=True)
+class Predictor:
+    head: PreferenceHead
+    offset: float
+    """The renders' mean score (with fewer than 3: their mean gap to the head's text scores)."""
+    mean: np.ndarray
+    """Centre of the rendered texts' embeddings."""
+    support: np.ndarray
+    """Text embeddings of the rendered prompts (empty: the head alone predicts)."""
+    support_head: np.ndarray
+    """The head's scores of ``support``, less ``head_centre``."""
+    head_centre: float = 0.0
+    kernels: tuple[Kernel, ...] = ()
+
+    def _cross(self, texts: np.ndarray, heads: np.ndarray, kernel: Kernel) -> np.ndarray:
+        return _gram(texts, self.support, heads, self.support_head, self.mean, kernel.length, kernel.head_weight)
+
+    def members(self, texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each member's predictions [members, m] (kernel by kernel, ridge by ridge; without kernels
+        the head's [m]), and the head's scores of the texts [m]."""
+        texts = np.asarray(texts, np.float64)
+        heads = self.head.score(texts.astype(np.float32)).astype(np.float64)
+        if not self.kernels:
+            return heads + self.offset, heads
+        means = [self.offset + self._cross(texts, heads - self.head_centre, k) @ k.alphas.T for k in self.kernels]
+        return np.concatenate(means, axis=1).T, heads  # [members, m]
 
     def __call__(self, texts: np.ndarray) -> np.ndarray:
-        base = self.a * self.head.score(texts) + self.b
-        if not len(self.alpha):
-            return base
-        return base + self.kernel(np.asarray(texts, np.float64), self.support) @ self.alpha
+        means, _ = self.members(texts)
+        return means if not self.kernels else means.mean(axis=0)
 
     def posterior(self, texts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """The predicted means [m], their posterior covariance [m, m] and the observation noise."""
         texts = np.asarray(texts, np.float64)
-        mean = self(texts.astype(np.float32)).astype(np.float64)
-        cov: np.ndarray
-        if len(self.support):
-            prior = self.kernel(texts, texts)
-            cross = self.kernel(texts, self.support)
-            inner = self.kernel(self.support, self.support) + self.ridge * np.eye(len(self.support))
-            cov = self.tau2 * np.asarray(prior - cross @ np.linalg.solve(inner, cross.T))
-            noise = self.ridge * self.tau2
-        else:
+        means, heads = self.members(texts)
+        if not self.kernels:
             z = texts - texts.mean(axis=0)
             prior = z @ z.T
             scale = float(np.mean(np.diag(prior))) if len(z) else 0.0
-            spread = float(np.var(mean)) if len(mean) > 1 else 0.0
+            spread = float(np.var(means)) if len(means) > 1 else 0.0
             tau2 = spread / scale if scale > 1e-12 and spread > 0 else 1.0
             cov = tau2 * prior
-            noise = tau2 * RIDGE_GRID[len(RIDGE_GRID) // 2]
-        return mean, (cov + cov.T) / 2, float(max(noise, 1e-12))
+            return means, (cov + cov.T) / 2, float(tau2 * RIDGE_GRID[len(RIDGE_GRID) // 2])
+        centred = heads - self.head_centre
+        second = np.zeros((len(texts), len(texts)))
+        noise = 0.0
+        for k in self.kernels:
+            prior = _gram(texts, texts, centred, centred, self.mean, k.length, k.head_weight)
+            projected = self._cross(texts, centred, k) @ k.vectors
+            for ridge, tau2 in zip(RIDGE_GRID, k.tau2, strict=True):
+                second += tau2 * (prior - (projected / (k.values + ridge)) @ projected.T)
+                noise += ridge * tau2
+        count = len(means)
+        mean = means.mean(axis=0)
+        cov = (second + means.T @ means) / count - np.outer(mean, mean)  # the mixture's covariance
+        return mean, (cov + cov.T) / 2, float(max(noise / count, 1e-12))
 
 
-def kernel(x: np.ndarray, y: np.ndarray, mean: np.ndarray, length: float | None) -> np.ndarray:
-    """The residual's kernel between text embeddings [m, d] and [n, d] (see the module's docstring)."""
-    linear = (x - mean) @ (y - mean).T
-    if length is None:
-        return linear
-    unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # noqa: E731
-    return linear + np.exp((unit(x) @ unit(y).T - 1.0) / length)
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
+def _gram(x: np.ndarray, y: np.ndarray, hx: np.ndarray, hy: np.ndarray, mean: np.ndarray, length: float,
+          head_weight: float) -> np.ndarray:
+    """The kernel between text embeddings [m, d] and [n, d] with their centred head scores (see the
+    module's docstring)."""
+    return ((x - mean) @ (y - mean).T + head_weight * np.outer(hx, hy)
+            + np.exp((_unit(x) @ _unit(y).T - 1.0) / length))
 
 
 def fit(head: PreferenceHead, texts: np.ndarray, scores: np.ndarray) -> Predictor:
-    """The calibrated map from text embeddings [n, d] to scores [n] (see the module's docstring)."""
+    """The ensemble of Gaussian processes from text embeddings [n, d] to scores [n] (see the
+    module's docstring)."""
     texts = np.asarray(texts, np.float64)
     scores = np.asarray(scores, np.float64)
     h = head.score(texts.astype(np.float32)).astype(np.float64)
-    if len(scores) >= 3 and np.std(h) > 1e-9:
-        a = max(float(np.polyfit(h, scores, 1)[0]), 0.0)  # a head that ranks these texts backwards gets no say
-    else:
-        a = 1.0  # nothing to calibrate on yet: rank by the head itself
-    b = float(np.mean(scores - a * h)) if len(scores) else 0.0
-    residual = scores - (a * h + b)
     mean = texts.mean(axis=0) if len(texts) else np.zeros(texts.shape[1:])
     if len(scores) < 3:
-        return Predictor(float(a), b, mean, texts[:0], np.zeros(0), 0.0, head)
-    fits = []
+        offset = float(np.mean(scores - h)) if len(scores) else 0.0
+        return Predictor(head, offset, mean, texts[:0], np.zeros(0))
+    offset = float(np.mean(scores))
+    residual = scores - offset
+    centre = float(np.mean(h))
+    kernels = []
     for length in LENGTHS:
-        gram = kernel(texts, texts, mean, length)
-        for ridge in RIDGE_GRID:
-            inverse = np.linalg.inv(gram + ridge * np.eye(len(gram)))
-            alpha = inverse @ residual
-            loo = alpha / np.diag(inverse)  # exact leave-one-out residuals of kernel ridge
-            fits.append((float(np.mean(loo**2)), length, ridge, alpha))
-    error, length, ridge, alpha = min(fits, key=lambda fitted: fitted[0])  # the first of equal errors
-    tau2 = max(float(residual @ alpha) / len(residual), 1e-12)  # maximum likelihood given the ridge
-    if error >= float(np.mean(residual**2)):  # the residual model does worse than none out of sample
-        alpha = np.zeros_like(alpha)
-    return Predictor(float(a), b, mean, texts, alpha, ridge, head, tau2, length)
+        for weight in HEAD_WEIGHTS:
+            values, vectors = np.linalg.eigh(_gram(texts, texts, h - centre, h - centre, mean, length, weight))
+            values = np.clip(values, 0.0, None)
+            projected = vectors.T @ residual
+            alphas = np.stack([vectors @ (projected / (values + ridge)) for ridge in RIDGE_GRID])
+            tau2 = np.maximum(alphas @ residual / len(residual), 1e-12)  # maximum likelihood given the ridge
+            kernels.append(Kernel(length, weight, values, vectors, alphas, tau2))
+    return Predictor(head, offset, mean, texts, h - centre, centre, tuple(kernels))
 
 
 def select(prompts: Sequence[str], predicted: np.ndarray, texts: np.ndarray, n: int,
@@ -229,8 +256,8 @@ class Screener:
         rank = np.empty(len(predicted), int)
         rank[np.argsort(-predicted, kind="stable")] = np.arange(len(predicted))
         return chosen, {
-            "candidates": len(prompts), "fitted_on": len(rendered), "a": predictor.a, "ridge": predictor.ridge,
-            "length": predictor.length,
+            "candidates": len(prompts), "fitted_on": len(rendered),
+            "members": len(predictor.kernels) * len(RIDGE_GRID),
             "exploration": self.exploration,
             "predicted": [float(predicted[i]) for i in chosen],
             "sd": [float(sd[i]) for i in chosen],
